@@ -1,0 +1,336 @@
+//! Block store benchmark (`cargo bench --bench store`): durable append rates (one block per
+//! commit and batches of 100), random reads by height and by hash, listing pages, the write
+//! probe, file size, and how long the store takes to open cleanly and after a crash.
+//!
+//! Records are synthetic but shaped like real ones: a ~2 KB JSON body with four transactions,
+//! 64-hex hashes and transaction ids. Only the store calls are timed, not building the records.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use block_manager::store::{
+    BlockMeta, BlockRecord, BlockStore, DEFAULT_CACHE_BYTES, Order, RedbStore,
+};
+
+const CHAIN_BLOCKS: u64 = 100_000;
+const SINGLE_COMMITS: u64 = 2_000;
+const BATCH: u64 = 100;
+const LOOKUPS: usize = 200_000;
+const PAGES: usize = 10_000;
+const PROBES: usize = 500;
+const GENESIS_MICROS: i64 = 1_704_067_200_000_000;
+/// Set on the re-run of this program that appends one block and then aborts.
+const CRASH_CHILD: &str = "BLOCK_MANAGER_BENCH_CRASH_CHILD";
+
+fn main() {
+    if let Ok(path) = std::env::var(CRASH_CHILD) {
+        crash_after_one_append(Path::new(&path));
+    }
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    println!(
+        "store bench: {CHAIN_BLOCKS} blocks, ~{} B bodies, cache {} MiB",
+        record(1).body.len(),
+        DEFAULT_CACHE_BYTES >> 20
+    );
+
+    let single_path = dir.path().join("single").join("blocks.redb");
+    let single = RedbStore::open(&single_path, DEFAULT_CACHE_BYTES).expect("open");
+    let mut timed = Duration::ZERO;
+    for h in 0..SINGLE_COMMITS {
+        let block = [record(h)];
+        let started = Instant::now();
+        single.append(&block).expect("append");
+        timed += started.elapsed();
+    }
+    let single_rate = rate(SINGLE_COMMITS as usize, timed);
+    line("append, 1 block per commit", single_rate, "blocks/s");
+    drop(single);
+
+    let path = dir.path().join("chain").join("blocks.redb");
+    let store = RedbStore::open(&path, DEFAULT_CACHE_BYTES).expect("open");
+    let mut timed = Duration::ZERO;
+    let mut body_bytes = 0u64;
+    for first in (0..CHAIN_BLOCKS).step_by(BATCH as usize) {
+        let batch: Vec<BlockRecord> = (first..first + BATCH).map(record).collect();
+        body_bytes += batch.iter().map(|r| r.body.len() as u64).sum::<u64>();
+        let started = Instant::now();
+        store.append(&batch).expect("append batch");
+        timed += started.elapsed();
+    }
+    let batch_rate = rate(CHAIN_BLOCKS as usize, timed);
+    line("append, batches of 100", batch_rate, "blocks/s");
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let heights: Vec<u64> = (0..LOOKUPS).map(|_| rng.below(CHAIN_BLOCKS)).collect();
+    let started = Instant::now();
+    let mut sink = 0usize;
+    for &h in &heights {
+        sink += store.body_at(h).expect("read").map_or(0, |b| b.len());
+    }
+    let by_height = rate(LOOKUPS, started.elapsed());
+    line("random body_at(height)", by_height, "reads/s");
+
+    let hashes: Vec<String> = heights.iter().map(|&h| block_hash(h)).collect();
+    let started = Instant::now();
+    for hash in &hashes {
+        let h = store.height_of_hash(hash).expect("read").expect("hash");
+        sink += store.body_at(h).expect("read").map_or(0, |b| b.len());
+    }
+    let by_hash = rate(LOOKUPS, started.elapsed());
+    line("random height_of_hash + body_at", by_hash, "reads/s");
+
+    let started = Instant::now();
+    for _ in 0..PAGES {
+        let offset = rng.below(CHAIN_BLOCKS);
+        sink += store
+            .metas(0, u64::MAX, Order::Desc, offset, 20)
+            .expect("page")
+            .len();
+    }
+    line(
+        "metas page of 20, random offset",
+        rate(PAGES, started.elapsed()),
+        "pages/s",
+    );
+
+    let started = Instant::now();
+    for _ in 0..PAGES {
+        let from = rng.below(CHAIN_BLOCKS - 2_000);
+        let page = store.metas_by_time(from, from + 2_000, Order::Asc, 0, 20);
+        sink += page.expect("page").len();
+    }
+    let narrow = rate(PAGES, started.elapsed());
+    line(
+        "metas_by_time page of 20, 2k-block window",
+        narrow,
+        "pages/s",
+    );
+
+    let started = Instant::now();
+    for _ in 0..PAGES / 10 {
+        let page = store.metas_by_time(0, u64::MAX, Order::Desc, 0, 20);
+        sink += page.expect("page").len();
+    }
+    let wide = rate(PAGES / 10, started.elapsed());
+    line("metas_by_time page of 20, whole chain", wide, "pages/s");
+
+    let started = Instant::now();
+    for _ in 0..PAGES {
+        sink += store.tip().expect("tip").map_or(0, |m| m.height as usize);
+    }
+    line("tip()", rate(PAGES, started.elapsed()), "calls/s");
+
+    let started = Instant::now();
+    for _ in 0..PROBES {
+        store.check_writable().expect("probe");
+    }
+    line(
+        "check_writable (durable probe)",
+        rate(PROBES, started.elapsed()),
+        "probes/s",
+    );
+
+    let size = store.file_size().expect("size");
+    println!(
+        "{:<44} {:>12.1} MiB",
+        "store file size",
+        size as f64 / 1_048_576.0
+    );
+    println!(
+        "{:<44} {:>12.0} B",
+        "file bytes per block",
+        size as f64 / CHAIN_BLOCKS as f64
+    );
+    store.close().expect("close");
+
+    let started = Instant::now();
+    let reopened = RedbStore::open(&path, DEFAULT_CACHE_BYTES).expect("reopen");
+    let clean_open = started.elapsed();
+    let tip = reopened.tip().expect("tip").map(|m| m.height);
+    assert_eq!(tip, Some(CHAIN_BLOCKS - 1));
+    drop(reopened);
+    millis("open after clean close", clean_open, "");
+
+    let crash_open = open_after_crash(&path);
+
+    // What a crash would cost without quick repair: redb's integrity check walks and verifies
+    // every page and rebuilds the allocator, as the full repair does
+    let mut db = redb::Database::builder()
+        .set_cache_size(DEFAULT_CACHE_BYTES)
+        .open(&path)
+        .expect("open raw");
+    let started = Instant::now();
+    let clean = db.check_integrity().expect("integrity check");
+    let full_walk = started.elapsed();
+    drop(db);
+    millis(
+        "full-file check (≈ repair without quick repair)",
+        full_walk,
+        if clean { "" } else { " (repaired)" },
+    );
+
+    println!("ratios:");
+    ratio("batched / single-commit append", batch_rate / single_rate);
+    ratio("by-height / by-hash reads", by_height / by_hash);
+    ratio(
+        "file size / raw body bytes",
+        size as f64 / body_bytes as f64,
+    );
+    ratio(
+        "full-file check / open after crash",
+        full_walk.as_secs_f64() / crash_open.as_secs_f64(),
+    );
+    // Keeps the reads from being optimised away
+    if sink == usize::MAX {
+        println!("{sink}");
+    }
+}
+
+/// Kills a writer mid-life (a child process appends one block and aborts), then times the open.
+fn open_after_crash(path: &Path) -> Duration {
+    let exe = std::env::current_exe().expect("own path");
+    let status = Command::new(exe)
+        .env(CRASH_CHILD, path)
+        .status()
+        .expect("run crash child");
+    assert!(!status.success(), "the crash child was meant to abort");
+    let started = Instant::now();
+    let store = RedbStore::open(path, DEFAULT_CACHE_BYTES).expect("open after crash");
+    let took = started.elapsed();
+    let tip = store.tip().expect("tip").map(|m| m.height);
+    assert_eq!(tip, Some(CHAIN_BLOCKS), "the acknowledged block was lost");
+    let how = if store.open_report().full_repair {
+        " (full repair)"
+    } else {
+        " (no full repair)"
+    };
+    millis("open after a crash", took, how);
+    took
+}
+
+fn crash_after_one_append(path: &Path) -> ! {
+    let store = RedbStore::open(path, DEFAULT_CACHE_BYTES).expect("open in crash child");
+    let next = store.tip().expect("tip").map_or(0, |m| m.height + 1);
+    store
+        .append(&[record(next)])
+        .expect("append in crash child");
+    // No destructor runs, so the file is left as a crash leaves it
+    std::process::abort();
+}
+
+fn record(height: u64) -> BlockRecord {
+    let hash = block_hash(height);
+    let previous_hash = match height {
+        0 => "0".repeat(64),
+        h => block_hash(h - 1),
+    };
+    // Ten seconds apart with a little jitter, so time order is not exactly height order
+    let micros = GENESIS_MICROS + height as i64 * 10_000_000 + (mix(height) % 3_000_000) as i64;
+    let timestamp = wire_time(micros);
+    let tx_ids: Vec<String> = (0..4).map(|i| hex64(mix(height * 4 + i + 1))).collect();
+    let transactions: Vec<serde_json::Value> = tx_ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "tx_id": id,
+                "type": "data_storage",
+                "from_address": format!("0x{}", &hex64(mix(height ^ 0xaa))[..40]),
+                "to_address": format!("0x{}", &hex64(mix(height ^ 0xbb))[..40]),
+                "value": 12.5,
+                "fee": 0.01,
+                "data": format!("{{\"session_id\": \"{}\", \"chunk\": {height}}}", &id[..32]),
+                "timestamp": timestamp,
+                "signature": format!("{}{}", hex64(mix(height ^ 0xcc)), hex64(mix(height ^ 0xdd))),
+                "size_bytes": 380,
+            })
+        })
+        .collect();
+    let merkle_root = hex64(mix(height ^ 0xee));
+    let mut body = serde_json::json!({
+        "block_id": hash, "height": height, "hash": hash, "previous_hash": previous_hash,
+        "merkle_root": merkle_root, "timestamp": timestamp, "producer": "node-7",
+        "validator": "node-7", "signature": hex64(mix(height ^ 0xff)), "nonce": 0,
+        "difficulty": 0.0, "transaction_count": 4, "block_size_bytes": 0,
+        "transactions": transactions,
+    });
+    let size = serde_json::to_vec(&body).map_or(0, |b| b.len());
+    body["block_size_bytes"] = size.into();
+    let body = serde_json::to_vec(&body).expect("serialise body");
+    BlockRecord {
+        meta: BlockMeta {
+            height,
+            hash,
+            previous_hash,
+            merkle_root,
+            timestamp,
+            timestamp_micros: micros,
+            producer: "node-7".into(),
+            transaction_count: 4,
+            block_size_bytes: body.len() as u64,
+        },
+        tx_ids,
+        body,
+    }
+}
+
+/// The wire form of a time in January 2024 (where the whole synthetic chain falls).
+fn wire_time(micros: i64) -> String {
+    let since = micros - GENESIS_MICROS;
+    let (secs, us) = (since / 1_000_000, since % 1_000_000);
+    let (day, hh, mm, ss) = (
+        secs / 86_400 + 1,
+        secs / 3_600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+    );
+    format!("2024-01-{day:02}T{hh:02}:{mm:02}:{ss:02}.{us:06}+00:00")
+}
+
+fn block_hash(height: u64) -> String {
+    hex64(mix(height.wrapping_add(0x5151)))
+}
+
+/// 64 hex characters derived from `seed`.
+fn hex64(seed: u64) -> String {
+    let mut s = String::with_capacity(64);
+    let mut x = seed;
+    for _ in 0..4 {
+        x = mix(x);
+        s.push_str(&format!("{x:016x}"));
+    }
+    s
+}
+
+/// splitmix64's finaliser: a cheap, well-spread hash of a counter.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = mix(self.0);
+        self.0 % n
+    }
+}
+
+fn rate(count: usize, took: Duration) -> f64 {
+    count as f64 / took.as_secs_f64()
+}
+
+fn line(what: &str, value: f64, unit: &str) {
+    println!("{what:<44} {value:>12.0} {unit}");
+}
+
+fn millis(what: &str, took: Duration, note: &str) {
+    println!("{what:<44} {:>12.1} ms{note}", took.as_secs_f64() * 1e3);
+}
+
+fn ratio(what: &str, value: f64) {
+    println!("  {what:<42} {value:>12.2}x");
+}

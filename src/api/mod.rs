@@ -1,0 +1,150 @@
+//! The HTTP surface: `router()` assembles every route and the middleware stack; one file per
+//! resource. Handlers translate between HTTP and the store, ledger and chain; nothing below
+//! this module knows axum.
+
+pub mod access;
+mod blocks;
+mod chain;
+mod observe;
+pub mod openapi;
+mod request;
+mod system;
+
+use crate::app::AppState;
+use crate::chain::Failure;
+use crate::error::{ApiError, shape_errors};
+use crate::ledger::WriteError;
+use crate::store::StoreError;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// Every route and the middleware, over `state`.
+pub fn router(state: AppState) -> Router {
+    let reads = Router::new()
+        .route("/api/v1/blocks", get(blocks::list))
+        .route("/api/v1/blocks/", get(blocks::list))
+        .route("/api/v1/blocks/latest", get(blocks::latest))
+        .route("/api/v1/blocks/range", get(blocks::range))
+        .route("/api/v1/blocks/headers", get(blocks::headers))
+        .route("/api/v1/blocks/height/{height}", get(blocks::at_height))
+        .route("/api/v1/blocks/{block_id}", get(blocks::by_id))
+        .route("/api/v1/blocks/validate", post(blocks::validate))
+        .route("/api/v1/transactions/{tx_id}", get(blocks::transaction))
+        .route("/api/v1/chain/info", get(chain::info))
+        .route("/api/v1/chain/status", get(chain::status))
+        .route("/api/v1/chain/height", get(chain::height))
+        .route("/api/v1/sync/status", get(system::sync_status))
+        .route("/api/v1/monitoring/system", get(system::monitoring_system))
+        .route("/api/v1/monitoring/health", get(system::monitoring_health))
+        .route_layer(from_fn_with_state(state.clone(), access::require_read));
+    let writes = Router::new()
+        .route("/api/v1/blocks", post(blocks::create))
+        .route("/api/v1/blocks/submit", post(blocks::submit))
+        .route("/api/v1/chain/verify", post(chain::verify))
+        .route("/api/v1/sync", post(system::sync_now))
+        .route_layer(from_fn_with_state(state.clone(), access::require_write));
+    let public = Router::new()
+        .route("/health", get(system::health))
+        .route("/api/v1/health", get(system::health))
+        .route("/health/live", get(system::live))
+        .route("/health/ready", get(system::ready))
+        .route("/metrics", get(system::metrics))
+        .route("/api/v1/openapi.json", get(openapi::document));
+
+    let timeout = Duration::from_secs_f64(state.config.api.request_timeout_seconds);
+    let mut app = Router::new()
+        .merge(reads)
+        .merge(writes)
+        .merge(public)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(from_fn(observe::remember_route))
+        .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
+        .layer(from_fn_with_state(state.clone(), access::rate_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
+    if let Some(cors) = cors(&state.config.cors.allowed_origins) {
+        app = app.layer(cors);
+    }
+    app.layer(CatchPanicLayer::custom(observe::panic_response))
+        .layer(from_fn_with_state(state.catalog.clone(), shape_errors))
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(from_fn_with_state(state.clone(), observe::observe))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&String> = origins.iter().filter(|o| !o.trim().is_empty()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o.trim() == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION, "x-api-key".parse().expect("static header"), "x-request-id".parse().expect("static header")])
+            .expose_headers(["x-request-id".parse().expect("static header"), axum::http::header::ETAG, axum::http::header::LOCATION, axum::http::header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "REQ_005").msg(format!("Not found: {}", uri.path())).info(json!({"path": uri.path()}))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "REQ_004")
+        .msg(format!("Method {method} is not allowed on {}", uri.path()))
+        .info(json!({"method": method.as_str(), "path": uri.path()}))
+}
+
+/// Runs blocking store work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SRV_001"))?.map_err(store_error)
+}
+
+/// 422 listing every validation failure with its code.
+pub(crate) fn invalid(failures: Vec<Failure>) -> ApiError {
+    let messages: Vec<&str> = failures.iter().map(|f| f.message.as_str()).collect();
+    let codes: Vec<&str> = failures.iter().map(|f| f.code).collect();
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "BM_002")
+        .msg(format!("Block validation failed: {}", messages.join("; ")))
+        .info(json!({"errors": failures, "error_codes": codes}))
+}
+
+/// Storage failures: a 5xx with the catalog's message; the cause is logged once here.
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    let (status, code) = match &e {
+        StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "ST_004"),
+        StoreError::PermissionDenied(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ST_005"),
+        StoreError::Unavailable(_) | StoreError::AlreadyOpen { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ST_001"),
+        StoreError::Read(_) | StoreError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ST_003"),
+        StoreError::Write(_) | StoreError::NotContiguous { .. } | StoreError::NewerFormat { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "ST_002"),
+    };
+    tracing::error!(code, error = %e, "storage failure");
+    ApiError::new(status, code)
+}
+
+/// Ledger failures to HTTP.
+pub(crate) fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::Invalid(f) => invalid(f),
+        WriteError::Conflict { height, existing } => ApiError::new(StatusCode::CONFLICT, "BM_007")
+            .msg(format!("Height {height} already holds a different block ({existing})"))
+            .info(json!({"height": height, "existing_hash": existing})),
+        WriteError::Store(e) => store_error(e),
+        WriteError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ST_001").msg("The service is shutting down"),
+    }
+}

@@ -1,0 +1,129 @@
+//! Request parsing shared by the handlers: JSON bodies (415/400/413 in the error shape) and
+//! query parameters with bounds (400 naming the parameter).
+
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// A JSON body, checked for its content type and parsed into a value.
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "REQ_002"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "REQ_003")
+            } else {
+                ApiError::bad_request(format!("Cannot read the request body: {e}"))
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request(format!("Malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
+                .info(json!({"line": e.line(), "column": e.column()}))
+        })?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// Query parameters, read as text and converted with bounds by the handler.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    /// Parses a raw query string.
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut map = HashMap::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = decode(k).ok_or_else(|| ApiError::bad_request("Query string is not valid percent-encoded UTF-8"))?;
+            let v = decode(v).ok_or_else(|| ApiError::bad_request("Query string is not valid percent-encoded UTF-8"))?;
+            map.insert(k, v);
+        }
+        Ok(Self(map))
+    }
+
+    /// An integer parameter in `min..=max`, or `default` when absent.
+    pub fn int(&self, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|v| (min..=max).contains(v))
+                .ok_or_else(|| bad_param(name, raw, &format!("expected an integer from {min} to {max}"))),
+        }
+    }
+
+    /// An optional integer parameter in `0..=max`.
+    pub fn opt_int(&self, name: &str, max: u64) -> Result<Option<u64>, ApiError> {
+        if self.0.contains_key(name) { self.int(name, 0, 0, max).map(Some) } else { Ok(None) }
+    }
+
+    /// A text parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+/// 400 naming the parameter, its value and the accepted range.
+pub fn bad_param(name: &str, value: &str, why: &str) -> ApiError {
+    ApiError::bad_request(format!("Invalid parameter {name} '{value}': {why}")).info(json!({"parameter": name, "value": value}))
+}
+
+fn decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let p = Params::parse(Some("a=1%202&b=x+y&c")).unwrap();
+        assert_eq!(p.get("a"), Some("1 2"));
+        assert_eq!(p.get("b"), Some("x y"));
+        assert_eq!(p.get("c"), Some(""));
+    }
+
+    #[test]
+    fn integers_outside_bounds_are_rejected() {
+        let p = Params::parse(Some("limit=101&page=0&n=-1")).unwrap();
+        assert!(p.int("limit", 20, 1, 100).is_err());
+        assert!(p.int("page", 1, 1, u64::MAX).is_err());
+        assert!(p.int("n", 0, 0, 5).is_err());
+        assert_eq!(p.int("absent", 7, 1, 10).unwrap(), 7);
+    }
+}

@@ -1,0 +1,225 @@
+//! Start-up and shutdown: opens the store, makes genesis, assembles the state, binds, serves,
+//! runs background tasks, and on SIGTERM/SIGINT drains requests and closes the store last.
+
+use crate::chain::{self, Limits, Timestamp};
+use crate::config::Config;
+use crate::error::Catalog;
+use crate::health::{Check, Health, StoreCheck};
+use crate::ledger::{self, Ledger};
+use crate::metrics::Metrics;
+use crate::quarantine::Quarantine;
+use crate::store::{BlockStore, RedbStore, StoreError};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything handlers share: cheap handles that own their locking.
+#[derive(Clone)]
+pub struct AppState {
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// The block store (reads).
+    pub store: Arc<dyn BlockStore>,
+    /// The write path.
+    pub ledger: Ledger,
+    /// Error messages and severities.
+    pub catalog: Arc<Catalog>,
+    /// Metric handles.
+    pub metrics: Arc<Metrics>,
+    /// Health checks.
+    pub health: Health,
+    /// Rejected blocks.
+    pub quarantine: Arc<Quarantine>,
+    /// Validation limits from the config.
+    pub limits: Limits,
+    /// When the process started.
+    pub started: Instant,
+    /// False until start-up is done and again once shutdown begins.
+    pub ready: Arc<AtomicBool>,
+    /// Follower state, when following an upstream.
+    pub sync: Option<crate::sync::SyncHandle>,
+    /// Per-client request counters.
+    pub limiter: Arc<crate::api::access::RateLimiter>,
+    /// Latest host sample.
+    pub system: crate::monitoring::SystemView,
+}
+
+/// Why the service could not start: exit 2 with this line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// Validation limits from the `chain` section.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        max_transactions: config.chain.max_transactions_per_block,
+        max_block_bytes: config.chain.max_block_size_bytes,
+        max_future_skew_micros: (config.chain.max_future_skew_seconds as i64).saturating_mul(1_000_000),
+    }
+}
+
+/// Opens the store with the configured cache, explaining failures in one line.
+pub fn open_store(config: &Config) -> Result<Arc<dyn BlockStore>, StartError> {
+    let path = config.store_file();
+    let cache = (config.storage.cache_size_mb as usize).saturating_mul(1024 * 1024).max(1024 * 1024);
+    match RedbStore::open(&path, cache) {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(StoreError::AlreadyOpen { .. }) => Err(StartError(format!(
+            "cannot open block store {}: it is in use by another running block-manager (storage.blocks_path / BLOCK_STORAGE_PATH)",
+            path.display()
+        ))),
+        Err(e @ StoreError::PermissionDenied(_)) => {
+            Err(StartError(format!("cannot open block store {}: {e}; make the data folder writable by this user", path.display())))
+        }
+        Err(e) => Err(StartError(format!("cannot open block store {}: {e}", path.display()))),
+    }
+}
+
+/// Creates the genesis block in an empty standalone store.
+fn ensure_genesis(config: &Config, store: &dyn BlockStore) -> Result<(), StartError> {
+    if config.upstream().is_some() {
+        return Ok(());
+    }
+    if store.tip().map_err(|e| StartError(format!("cannot read block store: {e}")))?.is_some() {
+        return Ok(());
+    }
+    let at = match config.chain.genesis_timestamp.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(ts) => Timestamp::parse(ts).map_err(|e| StartError(format!("invalid chain.genesis_timestamp '{ts}': {e}")))?,
+        None => ledger::now(),
+    };
+    let genesis = chain::genesis_block(at);
+    store
+        .set_genesis(&config.chain.network, ledger::record_of(&genesis))
+        .map_err(|e| StartError(format!("cannot write the genesis block: {e}")))?;
+    tracing::info!(hash = %genesis.hash, timestamp = %genesis.timestamp, "genesis block created");
+    Ok(())
+}
+
+/// Resolves the bind address (the config already checked that it resolves).
+pub fn bind_addr(config: &Config) -> Result<SocketAddr, StartError> {
+    (config.service.host.as_str(), config.service.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| StartError(format!("invalid BLOCK_MANAGER_HOST '{}': cannot be resolved", config.service.host)))
+}
+
+/// A running service: its address, a way to stop it, and its completion.
+pub struct Running {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Cancel to begin a graceful shutdown.
+    pub shutdown: CancellationToken,
+    /// Resolves when the server has drained, tasks have stopped and the store is closed.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Opens everything and starts serving; returns once the socket is bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let store = open_store(&config)?;
+    ensure_genesis(&config, &*store)?;
+    let metrics = Arc::new(Metrics::new());
+    if let Ok(Some(tip)) = store.tip() {
+        metrics.set_tip(tip.height, tip.timestamp_micros);
+    }
+    if let Ok(t) = store.totals() {
+        metrics.transactions_stored.set(t.transactions as i64);
+    }
+    let limits = limits(&config);
+    let (ledger, writer) = Ledger::start(store.clone(), limits.clone(), metrics.clone());
+    let v = &config.error_handling.validation;
+    let quarantine = Arc::new(Quarantine::new(&v.quarantine_path, v.quarantine_max_files, v.quarantine_max_bytes));
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let system = crate::monitoring::SystemView::start(&config, store.path().to_path_buf(), metrics.clone(), &tracker, shutdown.clone());
+    let sync = config.upstream().map(|url| {
+        crate::sync::SyncHandle::start(&config, url, store.clone(), ledger.clone(), quarantine.clone(), metrics.clone(), &tracker, shutdown.clone())
+    });
+    let mut checks: Vec<Box<dyn Check>> = vec![Box::new(StoreCheck { store: store.clone(), min_free_bytes: config.storage.min_free_bytes })];
+    if let Some(s) = &sync {
+        checks.push(Box::new(s.check()));
+    }
+    let state = AppState {
+        catalog: Arc::new(Catalog::from_config(&config)),
+        limiter: Arc::new(crate::api::access::RateLimiter::new(&config.rate_limits)),
+        health: Health::new(checks, Duration::from_secs(1)),
+        config: config.clone(),
+        store,
+        ledger,
+        metrics,
+        quarantine,
+        limits,
+        started: Instant::now(),
+        ready: Arc::new(AtomicBool::new(false)),
+        sync,
+        system,
+    };
+
+    let addr = bind_addr(&config)?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        StartError(format!("cannot listen on {addr} (BLOCK_MANAGER_HOST/BLOCK_MANAGER_PORT): {e}"))
+    })?;
+    let addr = listener.local_addr().map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+    tracing::info!(%addr, advertised = %config.service.url, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
+
+    let router = crate::api::router(state.clone());
+    let ready = state.ready.clone();
+    ready.store(true, Ordering::SeqCst);
+    let grace = Duration::from_secs_f64(config.service.shutdown_grace_seconds);
+    let token = shutdown.clone();
+    let done = tokio::spawn(async move {
+        let stop = token.clone();
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = tokio::spawn(server.into_future());
+        token.cancelled().await;
+        ready.store(false, Ordering::SeqCst);
+        tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: no new connections, finishing requests in flight");
+        match tokio::time::timeout(grace, server).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!("grace period over; dropping the requests still in flight"),
+        }
+        tracker.close();
+        tracker.wait().await;
+        drop(state);
+        // The writer ends when its last handle is gone; wait for it so the store closes cleanly.
+        let joined = tokio::task::spawn_blocking(move || writer.join());
+        if tokio::time::timeout(Duration::from_secs(5), joined).await.is_err() {
+            tracing::warn!("block writer did not stop in time; every acknowledged block is already committed");
+        }
+        tracing::info!("stopped");
+    });
+    Ok(Running { addr, shutdown, done })
+}
+
+/// Resolves on SIGTERM or SIGINT (also as PID 1, where default dispositions do nothing).
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs until a signal, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let running = start(config).await?;
+    let shutdown = running.shutdown.clone();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("signal received");
+        shutdown.cancel();
+    });
+    let _ = running.done.await;
+    Ok(())
+}

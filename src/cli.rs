@@ -1,0 +1,270 @@
+//! The command line: `serve` (default), `healthcheck`, `config check|show`, `verify`.
+
+use crate::config::{self, LoadOptions, Loaded};
+use clap::{Args, Parser, Subcommand};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// block-manager: the block store of the Lucid stack.
+#[derive(Debug, Parser)]
+#[command(name = "block-manager", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Target,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve(Target),
+    /// Probe /health of the local service; exit 0 only on 200 (the container HEALTHCHECK).
+    Healthcheck {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds to wait for an answer (default: healthcheck.timeout_seconds, 5).
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Check or show the effective configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Offline integrity check of the store (linkage, merkle roots, hashes, indexes).
+    Verify {
+        #[command(flatten)]
+        target: Target,
+        /// First height to check.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Last height to check (default: the tip).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Load and validate; exit 0 when valid, 2 otherwise.
+    Check(Target),
+    /// Print every effective setting with where it came from (secrets redacted).
+    Show(Target),
+}
+
+/// Flags shared by the commands that read the configuration.
+#[derive(Debug, Clone, Default, Args)]
+struct Target {
+    /// Main config file (YAML or JSON); default config/block-manager-config.yaml.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Bind address (overrides BLOCK_MANAGER_HOST).
+    #[arg(long)]
+    host: Option<String>,
+    /// Bind port (overrides BLOCK_MANAGER_PORT).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+impl Target {
+    fn options(&self) -> LoadOptions {
+        LoadOptions { config_path: self.config.clone(), host: self.host.clone(), port: self.port }
+    }
+}
+
+/// Exit status for configuration and start-up errors.
+const EXIT_CONFIG: u8 = 2;
+
+fn load(target: &Target) -> Result<Loaded, ExitCode> {
+    config::load(&target.options()).map_err(|e| {
+        eprintln!("block-manager: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(&cli.serve),
+        Some(Command::Serve(t)) => serve(&t),
+        Some(Command::Healthcheck { target, timeout }) => healthcheck(&target, timeout),
+        Some(Command::Config { action: ConfigAction::Check(t) }) => match load(&t) {
+            Ok(l) => {
+                for w in &l.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("configuration is valid ({})", sources(&l));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Some(Command::Config { action: ConfigAction::Show(t) }) => match load(&t) {
+            Ok(l) => {
+                show(&l);
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Some(Command::Verify { target, from, to }) => verify(&target, from, to),
+    }
+}
+
+fn sources(l: &Loaded) -> String {
+    if l.files.is_empty() {
+        "no config files: built-in defaults and environment".into()
+    } else {
+        l.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn serve(target: &Target) -> ExitCode {
+    let loaded = match load(target) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let _guards = crate::telemetry::init(&loaded.config);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    for n in &loaded.notices {
+        tracing::info!("{n}");
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %sources(&loaded), "starting block-manager");
+    // reqwest is built without a default TLS provider; install ring's once for https upstreams.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("block-manager: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match runtime.block_on(crate::app::run(loaded.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("block-manager: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Where to probe: loopback when bound to a wildcard address, else the bound address.
+fn probe_addrs(host: &str, port: u16) -> Vec<SocketAddr> {
+    match host.trim().trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)],
+        Ok(IpAddr::V6(ip)) if ip.is_unspecified() => {
+            vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port), SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]
+        }
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => (host, port).to_socket_addrs().map(Iterator::collect).unwrap_or_default(),
+    }
+}
+
+/// GET /health over a plain socket: no shell, no curl, no TLS needed.
+fn probe(addr: SocketAddr, host: &str, deadline: Instant) -> Result<u16, String> {
+    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let mut s = TcpStream::connect_timeout(&addr, left()).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(left())).and_then(|()| s.set_write_timeout(Some(left()))).map_err(|e| e.to_string())?;
+    let req = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nUser-Agent: block-manager-healthcheck\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        let r = s.read(&mut head[n..]).map_err(|e| format!("no answer from {addr}: {e}"))?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("not an HTTP answer from {addr}"))
+}
+
+fn healthcheck(target: &Target, timeout: Option<f64>) -> ExitCode {
+    let loaded = match config::load(&target.options()) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("unhealthy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = &loaded.config;
+    let secs = timeout.unwrap_or(c.healthcheck.timeout_seconds);
+    let deadline = Instant::now() + Duration::from_secs_f64(if secs.is_finite() && secs > 0.0 { secs } else { 5.0 });
+    let mut last = String::from("no address to probe");
+    for addr in probe_addrs(&c.service.host, c.service.port) {
+        match probe(addr, &format!("{}:{}", addr.ip(), addr.port()), deadline) {
+            Ok(200) => {
+                println!("healthy: {addr} answered 200");
+                return ExitCode::SUCCESS;
+            }
+            Ok(code) => last = format!("{addr} answered {code}"),
+            Err(e) => last = e,
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    println!("unhealthy: {last}");
+    ExitCode::FAILURE
+}
+
+fn show(l: &Loaded) {
+    let value = serde_json::to_value(&l.config).unwrap_or_default();
+    let mut lines = Vec::new();
+    flatten("", &value, &mut lines);
+    println!("# effective configuration ({}); secrets redacted", sources(l));
+    for (key, v) in lines {
+        let source = config::source_name(&l.figment, &key);
+        println!("{key} = {v}    # {source}");
+    }
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, child) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, child, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+fn verify(target: &Target, from: u64, to: Option<u64>) -> ExitCode {
+    let loaded = match load(target) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let store = match crate::app::open_store(&loaded.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("block-manager: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match crate::verify::verify(&*store, from, to) {
+        Ok(r) => {
+            for e in &r.errors {
+                println!("error: {e}");
+            }
+            let verdict = if r.is_valid { "consistent" } else { "INCONSISTENT" };
+            println!(
+                "checked {} blocks (heights {}-{}): {verdict}, {} problem(s)",
+                r.blocks_checked, r.start_height, r.end_height, r.error_count
+            );
+            if r.is_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("block-manager: cannot read the store: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

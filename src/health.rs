@@ -1,0 +1,167 @@
+//! Health: the check registry behind `/health`, `/health/live`, `/health/ready` and
+//! `/api/v1/monitoring/health`. Later parts (store, sync, disk) add checks to it.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Status of one check or of the whole service, ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// All good.
+    Healthy,
+    /// Serving, but something needs attention (reads still work).
+    Degraded,
+    /// Not able to serve.
+    Unhealthy,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Status.
+    pub status: Status,
+    /// What it found, for people.
+    pub message: String,
+    /// Check-specific fields (height, free bytes, sync state...).
+    #[serde(flatten)]
+    pub details: Map<String, Value>,
+    /// How long the check took.
+    pub latency_ms: f64,
+}
+
+impl Outcome {
+    /// An outcome with no details.
+    pub fn new(status: Status, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), details: Map::new(), latency_ms: 0.0 }
+    }
+    /// Adds a detail field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// One named check. `run` may block (it is called on a blocking thread) but must be quick.
+pub trait Check: Send + Sync + 'static {
+    /// Name in the `checks` map.
+    fn name(&self) -> &'static str;
+    /// Runs the check.
+    fn run(&self) -> Outcome;
+}
+
+/// The registry, with a short cache so probes hammering `/health` cannot turn into a write
+/// load on the store.
+#[derive(Clone)]
+pub struct Health {
+    checks: Arc<Vec<Box<dyn Check>>>,
+    cache: Arc<Mutex<Option<(Instant, Report)>>>,
+    ttl: Duration,
+}
+
+/// Every check's outcome and the overall status (the worst).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Worst of the checks.
+    pub status: Status,
+    /// By name.
+    pub checks: std::collections::BTreeMap<&'static str, Outcome>,
+}
+
+impl Health {
+    /// A registry over `checks`; results are reused for `ttl`.
+    pub fn new(checks: Vec<Box<dyn Check>>, ttl: Duration) -> Self {
+        Self { checks: Arc::new(checks), cache: Arc::new(Mutex::new(None)), ttl }
+    }
+
+    /// Runs every check (or returns the cached report), off the async threads.
+    pub async fn report(&self) -> Report {
+        if let Some((at, report)) = self.cache.lock().expect("health cache lock").as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return report.clone();
+        }
+        let this = self.clone();
+        let report = tokio::task::spawn_blocking(move || this.run_all()).await.unwrap_or_else(|_| Report {
+            status: Status::Unhealthy,
+            checks: [("health", Outcome::new(Status::Unhealthy, "a health check panicked"))].into_iter().collect(),
+        });
+        *self.cache.lock().expect("health cache lock") = Some((Instant::now(), report.clone()));
+        report
+    }
+
+    fn run_all(&self) -> Report {
+        let mut checks = std::collections::BTreeMap::new();
+        let mut status = Status::Healthy;
+        for check in self.checks.iter() {
+            let started = Instant::now();
+            let mut outcome = check.run();
+            outcome.latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+            status = status.max(outcome.status);
+            checks.insert(check.name(), outcome);
+        }
+        Report { status, checks }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(&'static str, Status);
+    impl Check for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn run(&self) -> Outcome {
+            Outcome::new(self.1, "fixed")
+        }
+    }
+
+    #[tokio::test]
+    async fn overall_status_is_the_worst_check() {
+        let h = Health::new(vec![Box::new(Fixed("a", Status::Healthy)), Box::new(Fixed("b", Status::Degraded))], Duration::ZERO);
+        let r = h.report().await;
+        assert_eq!(r.status, Status::Degraded);
+        assert_eq!(r.checks.len(), 2);
+    }
+}
+
+/// The `store` check: open, writable, and enough free space on the data volume.
+pub struct StoreCheck {
+    /// The store.
+    pub store: Arc<dyn crate::store::BlockStore>,
+    /// Below this, degraded.
+    pub min_free_bytes: u64,
+}
+
+impl Check for StoreCheck {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    fn run(&self) -> Outcome {
+        let tip = match self.store.tip() {
+            Ok(tip) => tip,
+            Err(e) => return Outcome::new(Status::Unhealthy, format!("store cannot be read: {e}")),
+        };
+        let height = tip.map(|t| t.height);
+        let free = crate::store::free_space(self.store.path()).ok();
+        let mut out = match self.store.check_writable() {
+            Err(e) => Outcome::new(Status::Degraded, format!("store is read-only for now: {e}")),
+            Ok(()) => match free {
+                Some((avail, _)) if avail < self.min_free_bytes => {
+                    Outcome::new(Status::Degraded, format!("data volume has {avail} bytes free (minimum {})", self.min_free_bytes))
+                }
+                _ => Outcome::new(Status::Healthy, "store open and writable"),
+            },
+        };
+        out = out.with("height", height.map_or(Value::Null, Value::from));
+        if let Some((avail, total)) = free {
+            out = out.with("disk_free_bytes", avail).with("disk_total_bytes", total);
+        }
+        out
+    }
+}

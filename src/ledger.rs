@@ -1,0 +1,468 @@
+//! The one write path: a dedicated writer thread that validates against the current tip,
+//! groups whatever requests are waiting into one durable commit, and only then answers.
+//!
+//! Serialising every append through one thread is what makes concurrent creates get
+//! consecutive heights without forking; grouping them is what makes that fast, because the
+//! fsync of a commit is paid once per group, not once per block.
+
+use crate::chain::{self, Block, ChainView, Failure, Limits, Timestamp, Transaction};
+use crate::metrics::Metrics;
+use crate::store::{BlockMeta, BlockRecord, BlockStore, StoreError};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where an append came from (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `POST /api/v1/blocks` or `/blocks/submit`.
+    Api,
+    /// The follower loop.
+    Sync,
+}
+
+impl Source {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Sync => "sync",
+        }
+    }
+}
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The block failed validation; every failure is listed.
+    #[error("block failed validation")]
+    Invalid(Vec<Failure>),
+    /// The height already holds a different block.
+    #[error("height {height} already holds block {existing}")]
+    Conflict {
+        /// The contested height.
+        height: u64,
+        /// Hash of the stored block there.
+        existing: String,
+    },
+    /// The store failed; nothing of this request was committed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer has stopped (shutdown).
+    #[error("the writer has stopped")]
+    Closed,
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    /// Newly stored.
+    Stored(BlockMeta),
+    /// The identical block was already stored.
+    AlreadyStored(BlockMeta),
+}
+
+/// What a sync batch append did: how many blocks (a prefix) were committed, and why the
+/// first rejected block was rejected.
+#[derive(Debug)]
+pub struct Appended {
+    /// Blocks committed, from the front of the batch.
+    pub committed: usize,
+    /// Index in the batch and failures of the first invalid block.
+    pub rejected: Option<(usize, Box<Block>, Vec<Failure>)>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
+
+enum Op {
+    Create { producer: String, signature: String, transactions: Vec<Transaction>, at: Timestamp, reply: Reply<BlockRecord> },
+    Submit { block: Box<Block>, reply: Reply<Submitted> },
+    Append { blocks: Vec<Block>, reply: Reply<Appended> },
+    Rollback { above: u64, reply: Reply<Vec<BlockRecord>> },
+}
+
+/// Handle to the writer; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Op>,
+    tip: Arc<AtomicU64>,
+}
+
+/// `tip` value while the chain is empty.
+const NO_TIP: u64 = u64::MAX;
+
+/// The stored form of a validated block.
+pub fn record_of(block: &Block) -> BlockRecord {
+    let body = block.served_json();
+    BlockRecord {
+        meta: BlockMeta {
+            height: block.height,
+            hash: block.hash.clone(),
+            previous_hash: block.previous_hash.clone(),
+            merkle_root: block.merkle_root.clone(),
+            timestamp: block.timestamp.to_string(),
+            timestamp_micros: block.timestamp.unix_micros(),
+            producer: block.producer.clone(),
+            transaction_count: block.transaction_count(),
+            block_size_bytes: block.size_bytes() as u64,
+        },
+        tx_ids: block.transactions.iter().map(|t| t.tx_id.clone()).collect(),
+        body,
+    }
+}
+
+/// The current time as a chain timestamp.
+pub fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+impl Ledger {
+    /// Starts the writer thread over `store`. It stops when every handle is dropped; join the
+    /// returned handle to know the last commit has finished.
+    pub fn start(store: Arc<dyn BlockStore>, limits: Limits, metrics: Arc<Metrics>) -> (Ledger, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let tip = Arc::new(AtomicU64::new(NO_TIP));
+        let writer = Writer { store, limits, metrics, tip: tip.clone() };
+        writer.publish_tip();
+        let handle = std::thread::Builder::new()
+            .name("block-writer".into())
+            .spawn(move || writer.run(rx))
+            .expect("spawning the writer thread only fails when the OS is out of threads");
+        (Ledger { tx, tip }, handle)
+    }
+
+    /// Height of the committed tip, without touching the store (`None` while empty).
+    pub fn tip_height(&self) -> Option<u64> {
+        Some(self.tip.load(Ordering::Acquire)).filter(|h| *h != NO_TIP)
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| WriteError::Closed)?;
+        rx.await.map_err(|_| WriteError::Closed)?
+    }
+
+    /// Creates the next block on the tip from these transactions.
+    pub async fn create(&self, producer: String, signature: String, transactions: Vec<Transaction>, at: Timestamp) -> Result<BlockRecord, WriteError> {
+        self.call(|reply| Op::Create { producer, signature, transactions, at, reply }).await
+    }
+
+    /// Appends a complete block produced elsewhere.
+    pub async fn submit(&self, block: Block) -> Result<Submitted, WriteError> {
+        self.call(|reply| Op::Submit { block: Box::new(block), reply }).await
+    }
+
+    /// Appends a batch from upstream: validates each block on the one before; commits the
+    /// valid prefix in one transaction.
+    pub async fn append(&self, blocks: Vec<Block>) -> Result<Appended, WriteError> {
+        self.call(|reply| Op::Append { blocks, reply }).await
+    }
+
+    /// Removes every block above `height`, atomically; returns them.
+    pub async fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, WriteError> {
+        self.call(|reply| Op::Rollback { above: height, reply }).await
+    }
+}
+
+/// Tip and contents of the group being built, on top of the store.
+struct Pending<'a> {
+    store: &'a dyn BlockStore,
+    tip: Option<(u64, String, Timestamp)>,
+    hashes: HashMap<u64, String>,
+    txs: HashSet<String>,
+    records: Vec<BlockRecord>,
+    /// A store read failed while validating: the group cannot be trusted.
+    read_error: RefCell<Option<StoreError>>,
+}
+
+impl ChainView for Pending<'_> {
+    fn hash_at(&self, height: u64) -> Option<String> {
+        if let Some(h) = self.hashes.get(&height) {
+            return Some(h.clone());
+        }
+        match self.store.meta_at(height) {
+            Ok(m) => m.map(|m| m.hash),
+            Err(e) => {
+                self.read_error.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    fn tx_exists(&self, tx_id: &str) -> bool {
+        if self.txs.contains(tx_id) {
+            return true;
+        }
+        match self.store.tx_location(tx_id) {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                self.read_error.borrow_mut().get_or_insert(e);
+                false
+            }
+        }
+    }
+}
+
+impl<'a> Pending<'a> {
+    fn new(store: &'a dyn BlockStore) -> Result<Self, StoreError> {
+        let tip = store.tip()?.map(|m| {
+            let ts = Timestamp::from_unix_micros(m.timestamp_micros);
+            (m.height, m.hash, ts)
+        });
+        Ok(Self { store, tip, hashes: HashMap::new(), txs: HashSet::new(), records: Vec::new(), read_error: RefCell::new(None) })
+    }
+
+    fn take_read_error(&self) -> Result<(), StoreError> {
+        self.read_error.borrow_mut().take().map_or(Ok(()), Err)
+    }
+
+    /// Validates `block` on the pending tip and adds it to the group.
+    fn push(&mut self, block: &Block, limits: &Limits, now: Timestamp) -> Result<BlockMeta, WriteError> {
+        let failures = chain::check_block(block, &*self, limits, now);
+        self.take_read_error()?;
+        if !failures.is_empty() {
+            return Err(WriteError::Invalid(failures));
+        }
+        let record = record_of(block);
+        let meta = record.meta.clone();
+        self.hashes.insert(block.height, block.hash.clone());
+        self.txs.extend(record.tx_ids.iter().cloned());
+        self.tip = Some((block.height, block.hash.clone(), block.timestamp));
+        self.records.push(record);
+        Ok(meta)
+    }
+
+    /// Height `block` has, if that height is already taken: same block or a conflict.
+    fn existing(&self, block: &Block) -> Result<Option<Submitted>, WriteError> {
+        let taken = self.tip.as_ref().is_some_and(|(h, _, _)| block.height <= *h);
+        if !taken {
+            return Ok(None);
+        }
+        let stored = match self.hashes.get(&block.height) {
+            Some(hash) => Some(hash.clone()),
+            None => self.store.meta_at(block.height)?.map(|m| m.hash),
+        };
+        match stored {
+            Some(hash) if hash == block.hash => {
+                let meta = match self.records.iter().find(|r| r.meta.height == block.height) {
+                    Some(r) => r.meta.clone(),
+                    None => self.store.meta_at(block.height)?.ok_or(WriteError::Closed)?,
+                };
+                Ok(Some(Submitted::AlreadyStored(meta)))
+            }
+            Some(existing) => Err(WriteError::Conflict { height: block.height, existing }),
+            None => Ok(None),
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<dyn BlockStore>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    tip: Arc<AtomicU64>,
+}
+
+/// An answer waiting for its group's commit.
+enum Waiting {
+    Created(Reply<BlockRecord>, BlockRecord),
+    Submitted(Reply<Submitted>, Submitted),
+    Appended(Reply<Appended>, Appended),
+}
+
+/// Most requests folded into one commit; bounds a commit's size and the latency of the first.
+const MAX_GROUP: usize = 512;
+
+impl Writer {
+    /// Re-reads the tip after a commit or rollback so readers see it at once.
+    fn publish_tip(&self) {
+        match self.store.tip() {
+            Ok(tip) => {
+                self.tip.store(tip.as_ref().map_or(NO_TIP, |t| t.height), Ordering::Release);
+                if let Some(t) = tip {
+                    self.metrics.set_tip(t.height, t.timestamp_micros);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the tip after a write"),
+        }
+    }
+
+    fn run(self, mut rx: mpsc::Receiver<Op>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut ops = vec![first];
+            while ops.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            let mut group = Vec::new();
+            for op in ops {
+                match op {
+                    // A rollback commits on its own, after everything queued before it.
+                    Op::Rollback { above, reply } => {
+                        self.commit(std::mem::take(&mut group));
+                        let started = Instant::now();
+                        let result = self.store.rollback_above(above).map_err(WriteError::from);
+                        if let Ok(removed) = &result {
+                            self.metrics.observe_rollback(removed.len(), started.elapsed());
+                            let txs: u64 = removed.iter().map(|r| u64::from(r.meta.transaction_count)).sum();
+                            self.metrics.transactions_stored.sub(txs as i64);
+                        }
+                        self.publish_tip();
+                        let _ = reply.send(result);
+                    }
+                    op => group.push(op),
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    /// Validates a group in order, commits the valid ones in one transaction, then answers.
+    fn commit(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        let mut pending = match Pending::new(&*self.store) {
+            Ok(p) => p,
+            Err(e) => return fail_all(ops, &e),
+        };
+        let now = now();
+        let mut waiting = Vec::with_capacity(ops.len());
+        let mut sources = (0usize, 0usize);
+        for op in ops {
+            match op {
+                Op::Create { producer, signature, transactions, at, reply } => {
+                    let (height, prev, at) = match &pending.tip {
+                        // Never go back in time: a block is never older than its parent.
+                        Some((h, hash, ts)) => (h + 1, hash.clone(), at.max(*ts)),
+                        None => (0, chain::ZERO_HASH.to_string(), at),
+                    };
+                    let block = Block::build(height, prev, at, producer, signature, transactions);
+                    match pending.push(&block, &self.limits, now) {
+                        Ok(_) => {
+                            sources.0 += 1;
+                            let record = pending.records.last().cloned().expect("push just added it");
+                            waiting.push(Waiting::Created(reply, record));
+                        }
+                        Err(e) => {
+                            self.metrics.observe_rejection(&e);
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Op::Submit { block, reply } => {
+                    let result = pending.existing(&block).and_then(|done| match done {
+                        Some(done) => Ok(done),
+                        None => pending.push(&block, &self.limits, now).map(Submitted::Stored),
+                    });
+                    match result {
+                        Ok(done) => {
+                            if matches!(done, Submitted::Stored(_)) {
+                                sources.0 += 1;
+                            }
+                            waiting.push(Waiting::Submitted(reply, done));
+                        }
+                        Err(e) => {
+                            self.metrics.observe_rejection(&e);
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Op::Append { blocks, reply } => {
+                    let mut outcome = Appended { committed: 0, rejected: None };
+                    let mut error = None;
+                    for (i, block) in blocks.into_iter().enumerate() {
+                        match pending.push(&block, &self.limits, now) {
+                            Ok(_) => outcome.committed += 1,
+                            Err(WriteError::Invalid(f)) => {
+                                self.metrics.observe_rejection(&WriteError::Invalid(f.clone()));
+                                outcome.rejected = Some((i, Box::new(block), f));
+                                break;
+                            }
+                            Err(e) => {
+                                error = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    match error {
+                        // A store read failed mid-batch: nothing of it can be trusted.
+                        Some(e) => {
+                            let keep = pending.records.len() - outcome.committed;
+                            pending.records.truncate(keep);
+                            let _ = reply.send(Err(e));
+                        }
+                        None => {
+                            sources.1 += outcome.committed;
+                            waiting.push(Waiting::Appended(reply, outcome));
+                        }
+                    }
+                }
+                Op::Rollback { .. } => unreachable!("rollbacks are taken out of groups"),
+            }
+        }
+        if pending.records.is_empty() {
+            return answer(waiting, None);
+        }
+        let started = Instant::now();
+        let result = self.store.append(&pending.records);
+        match result {
+            Ok(()) => {
+                if let Some(last) = pending.records.last() {
+                    self.tip.store(last.meta.height, Ordering::Release);
+                }
+                self.metrics.observe_commit(&pending.records, started.elapsed(), sources);
+                answer(waiting, None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, blocks = pending.records.len(), "commit failed; nothing of this group was stored");
+                answer(waiting, Some(&e))
+            }
+        }
+    }
+}
+
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::AlreadyOpen { path } => StoreError::AlreadyOpen { path: path.clone() },
+        StoreError::NewerFormat { found, supported } => StoreError::NewerFormat { found: *found, supported: *supported },
+        StoreError::NotContiguous { expected, got } => StoreError::NotContiguous { expected: *expected, got: *got },
+        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+        StoreError::Full(s) => StoreError::Full(s.clone()),
+        StoreError::PermissionDenied(s) => StoreError::PermissionDenied(s.clone()),
+        StoreError::Write(s) => StoreError::Write(s.clone()),
+        StoreError::Read(s) => StoreError::Read(s.clone()),
+        StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
+    }
+}
+
+fn answer(waiting: Vec<Waiting>, failed: Option<&StoreError>) {
+    for w in waiting {
+        match (w, failed) {
+            (Waiting::Created(r, m), None) => drop(r.send(Ok(m))),
+            (Waiting::Submitted(r, s), None) => drop(r.send(Ok(s))),
+            (Waiting::Appended(r, a), None) => drop(r.send(Ok(a))),
+            // An already-stored answer needed no commit: it stays true whatever the group did.
+            (Waiting::Submitted(r, s @ Submitted::AlreadyStored(_)), Some(_)) => drop(r.send(Ok(s))),
+            (Waiting::Created(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),
+            (Waiting::Submitted(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),
+            (Waiting::Appended(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),
+        }
+    }
+}
+
+fn fail_all(ops: Vec<Op>, e: &StoreError) {
+    for op in ops {
+        match op {
+            Op::Create { reply, .. } => drop(reply.send(Err(copy_error(e).into()))),
+            Op::Submit { reply, .. } => drop(reply.send(Err(copy_error(e).into()))),
+            Op::Append { reply, .. } => drop(reply.send(Err(copy_error(e).into()))),
+            Op::Rollback { reply, .. } => drop(reply.send(Err(copy_error(e).into()))),
+        }
+    }
+}

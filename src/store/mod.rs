@@ -1,0 +1,220 @@
+//! The block store: the only code that touches redb.
+//!
+//! It keeps opaque, already-validated block records — the served JSON body, a compact
+//! [`BlockMeta`] and the block's transaction ids — and the indexes the API needs (hash → height,
+//! transaction id → location, timestamp → height), plus running totals, all updated in the same
+//! atomic commit. It knows nothing about validation, HTTP or async: callers run it on blocking
+//! threads.
+//!
+//! Invariant: the stored heights are always `0..=tip` without gaps — [`BlockStore::append`]
+//! only continues the tip and [`BlockStore::rollback_above`] only removes a suffix — so paging
+//! by height is arithmetic rather than a scan.
+
+mod codec;
+mod failure;
+mod listing;
+mod redb_store;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use redb_store::{OpenReport, RedbStore};
+
+/// Version of the store's own layout (tables and encodings), kept in the meta table. A file
+/// written by a newer version is refused rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Network recorded when a store file is created, until [`BlockStore::set_genesis`] names one.
+pub const DEFAULT_NETWORK: &str = "lucid_blocks";
+
+/// Suggested page-cache size: small hosts (Raspberry Pi class) cannot spare redb's 1 GiB default.
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Everything lists, headers and the tip need, without parsing the body.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlockMeta {
+    /// Height of the block; 0 is genesis.
+    pub height: u64,
+    /// Block hash, 64 lowercase hex characters.
+    pub hash: String,
+    /// Hash of the block at `height - 1` (`"0"×64` for genesis).
+    pub previous_hash: String,
+    /// Merkle root of the block's transaction ids.
+    pub merkle_root: String,
+    /// Timestamp in its wire form, e.g. `2024-01-01T00:00:10.500000+00:00`.
+    pub timestamp: String,
+    /// The same timestamp as microseconds since the Unix epoch: the time index's sort key.
+    pub timestamp_micros: i64,
+    /// Producer (validator) of the block.
+    pub producer: String,
+    /// Number of transactions in the block.
+    pub transaction_count: u32,
+    /// Stored size of the block in bytes, as served.
+    pub block_size_bytes: u64,
+}
+
+/// One block as handed to the store for appending, and as returned by a rollback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRecord {
+    /// The block's summary fields.
+    pub meta: BlockMeta,
+    /// Transaction ids in block order; each is indexed to `(height, index)`.
+    pub tx_ids: Vec<String>,
+    /// The served JSON document, returned verbatim by reads.
+    pub body: Vec<u8>,
+}
+
+/// What the store knows about the chain as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// Layout version of the open file ([`FORMAT_VERSION`] once opened).
+    pub format_version: u32,
+    /// Network name recorded at creation or by [`BlockStore::set_genesis`].
+    pub network: String,
+    /// Hash of the stored block at height 0, once there is one.
+    pub genesis_hash: Option<String>,
+}
+
+/// Running totals, kept in the meta table and updated in the same commit as the blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Number of stored blocks (tip height + 1, or 0).
+    pub blocks: u64,
+    /// Sum of the blocks' `transaction_count`.
+    pub transactions: u64,
+    /// Sum of the blocks' `block_size_bytes`.
+    pub bytes: u64,
+}
+
+/// Sort direction of a listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Lowest first.
+    Asc,
+    /// Highest first.
+    Desc,
+}
+
+/// Why a store operation failed. The API maps these onto the error catalog (ST_00x, BM_00x).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another handle in this one) holds the store file.
+    #[error("block store {path} is already open in another process")]
+    AlreadyOpen {
+        /// The store file.
+        path: std::path::PathBuf,
+    },
+    /// The file was written by a newer block-manager.
+    #[error("block store format version {found} is newer than the supported version {supported}")]
+    NewerFormat {
+        /// Version found in the file.
+        found: u32,
+        /// Highest version this build reads ([`FORMAT_VERSION`]).
+        supported: u32,
+    },
+    /// An append did not continue the tip; nothing was written.
+    #[error("block height {got} does not continue the chain: expected {expected}")]
+    NotContiguous {
+        /// The height that would continue the chain.
+        expected: u64,
+        /// The height that was offered.
+        got: u64,
+    },
+    /// The store cannot be used at all right now (ST_001).
+    #[error("block store unavailable: {0}")]
+    Unavailable(String),
+    /// The volume is full or a quota was hit (ST_004).
+    #[error("block store volume is full: {0}")]
+    Full(String),
+    /// The file or its folder is not writable/readable by us, or the volume is read-only (ST_005).
+    #[error("block store permission denied: {0}")]
+    PermissionDenied(String),
+    /// A write failed for another reason (ST_002).
+    #[error("block store write failed: {0}")]
+    Write(String),
+    /// A read failed for another reason (ST_003).
+    #[error("block store read failed: {0}")]
+    Read(String),
+    /// The file's contents are not what this store wrote.
+    #[error("block store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The block store's operations, behind a trait so that a second backend can be added later.
+///
+/// Every method is blocking; reads run concurrently with the single writer.
+pub trait BlockStore: Send + Sync + 'static {
+    /// The highest stored block, found by one B-tree descent (never a scan).
+    fn tip(&self) -> Result<Option<BlockMeta>, StoreError>;
+    /// The block summary at `height`.
+    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError>;
+    /// The stored JSON body at `height`.
+    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The height of the block with this hash.
+    fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError>;
+    /// Where a transaction is stored: `(block height, index in the block)`.
+    fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError>;
+    /// Summaries of heights in `from..=to`, by height in `order`, skipping `offset`, at most
+    /// `limit`.
+    fn metas(
+        &self,
+        from: u64,
+        to: u64,
+        order: Order,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<BlockMeta>, StoreError>;
+    /// Summaries of heights in `from..=to`, sorted by `(timestamp_micros, height)` in `order`,
+    /// skipping `offset`, at most `limit`; served from the time index.
+    fn metas_by_time(
+        &self,
+        from: u64,
+        to: u64,
+        order: Order,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<BlockMeta>, StoreError>;
+    /// At most `limit` bodies, ascending from height `from`.
+    fn bodies(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Block, transaction and byte totals, read from the meta table in O(1).
+    fn totals(&self) -> Result<Totals, StoreError>;
+    /// Format version, network and genesis hash.
+    fn chain_info(&self) -> Result<ChainInfo, StoreError>;
+    /// Appends the genesis block (height 0, into an empty store) and records `network`, in one
+    /// commit.
+    fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError>;
+    /// Appends `blocks` in one atomic, durable (fsync'd) commit. Their heights must continue the
+    /// tip one by one, else [`StoreError::NotContiguous`] and nothing is written.
+    fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError>;
+    /// Atomically removes every block above `height` with all its index entries and returns
+    /// them ascending (for quarantine). Genesis is never removed. The whole removal is one
+    /// transaction, so callers keep it bounded (a reorg depth).
+    fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError>;
+    /// A cheap durable write probe for the health check.
+    fn check_writable(&self) -> Result<(), StoreError>;
+    /// Size of the store file in bytes.
+    fn file_size(&self) -> Result<u64, StoreError>;
+    /// The store file.
+    fn path(&self) -> &Path;
+}
+
+/// `(available, total)` bytes of the volume holding `path` (which need not exist yet: the
+/// nearest existing ancestor is asked).
+pub fn free_space(path: &Path) -> std::io::Result<(u64, u64)> {
+    let mut probe = path;
+    // The store file or its folder may not exist before the first start; the volume that will
+    // hold them is the one holding their nearest existing ancestor.
+    while !probe.exists() {
+        match probe.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => probe = parent,
+            _ => {
+                probe = Path::new(".");
+                break;
+            }
+        }
+    }
+    let stats = fs4::statvfs(probe)?;
+    Ok((stats.available_space(), stats.total_space()))
+}

@@ -1,0 +1,431 @@
+//! [`RedbStore`]: the [`BlockStore`] on one redb file.
+//!
+//! Every write is one durable commit (fsync, two-phase) with redb's quick repair on, so a crash
+//! costs the next start-up a header check, not a scan of the whole file. Reads take their own
+//! snapshot and run beside the one writer.
+//!
+//! redb latches the first I/O failure: every later operation on that handle fails until the file
+//! is reopened. So after an I/O failure (a full disk, say) the next operation reopens the file,
+//! and the store recovers by itself once the cause is gone.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use redb::{
+    Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    WriteTransaction,
+};
+
+use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle};
+use super::listing;
+use super::tables::{self, WriteTables};
+use super::{
+    BlockMeta, BlockRecord, BlockStore, ChainInfo, DEFAULT_NETWORK, FORMAT_VERSION, Order,
+    StoreError, Totals, codec,
+};
+
+/// How the store's file was opened; worth a log line at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The file was new (or empty) and has been initialised.
+    pub created: bool,
+    /// redb had to rebuild its allocator by walking the whole file (a crash without quick
+    /// repair's saved state); with quick repair on this stays `false` after a crash.
+    pub full_repair: bool,
+    /// Time the open took, repair included.
+    pub duration: Duration,
+}
+
+/// The block store on a redb file. See the [module docs](self).
+pub struct RedbStore {
+    path: PathBuf,
+    cache_bytes: usize,
+    /// `None` only while a reopen after an I/O failure has not succeeded yet.
+    db: RwLock<Option<Database>>,
+    /// Serialises writers, so that a reopen never races a write transaction.
+    writer: Mutex<()>,
+    /// Set when redb has latched an I/O failure on the current handle.
+    reopen_needed: AtomicBool,
+    report: OpenReport,
+}
+
+impl RedbStore {
+    /// Opens the store at `path`, creating its parent folders and the file when missing, with a
+    /// page cache of `cache_bytes`. A file of a newer format is refused with
+    /// [`StoreError::NewerFormat`]; one held by another process with
+    /// [`StoreError::AlreadyOpen`], at once.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let started = Instant::now();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| {
+                io_error(&e, Op::Open, &format!("cannot create {}", parent.display()))
+            })?;
+        }
+        let (db, full_repair) = connect(path, cache_bytes, true)?;
+        let created = initialise(&db).map_err(|f| settle(f, Op::Open, path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            cache_bytes,
+            db: RwLock::new(Some(db)),
+            writer: Mutex::new(()),
+            reopen_needed: AtomicBool::new(false),
+            report: OpenReport {
+                created,
+                full_repair,
+                duration: started.elapsed(),
+            },
+        })
+    }
+
+    /// How the file was opened.
+    pub fn open_report(&self) -> OpenReport {
+        self.report
+    }
+
+    /// Closes the file, reporting any error a drop would ignore. Call it last at shutdown.
+    pub fn close(self) -> Result<(), StoreError> {
+        let slot = self.db.into_inner().unwrap_or_else(PoisonError::into_inner);
+        match slot {
+            Some(db) => db
+                .close()
+                .map_err(|e| classify(e.into(), Op::Write, &self.path)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on a fresh read snapshot.
+    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Outcome<T>) -> Result<T, StoreError> {
+        if self.reopen_needed.load(Ordering::Acquire) {
+            let writer = self.lock_writer();
+            self.recover(&writer)?;
+        }
+        let txn = {
+            let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            let db = slot.as_ref().ok_or_else(closed)?;
+            db.begin_read()
+                .map_err(|e| self.settle(e.into(), Op::Read))?
+        };
+        f(&txn).map_err(|e| self.settle(e, Op::Read))
+    }
+
+    /// Runs `f` in one durable write transaction: committed when it returns `Ok`, aborted (so
+    /// nothing is written) when it returns `Err`.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Outcome<T>,
+    ) -> Result<T, StoreError> {
+        let writer = self.lock_writer();
+        self.recover(&writer)?;
+        let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let db = slot.as_ref().ok_or_else(closed)?;
+        write_in(db, f).map_err(|e| self.settle(e, Op::Write))
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        // The mutex guards no data, so a panicked writer leaves nothing inconsistent behind
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reopens the file if redb latched an I/O failure. Holding the writer lock guarantees no
+    /// write transaction is alive; reads still in flight see `DatabaseClosed` and fail once.
+    fn recover(&self, _writer: &MutexGuard<'_, ()>) -> Result<(), StoreError> {
+        if !self.reopen_needed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.take() {
+            // Closing reports the latched failure again; this reopen is what clears it
+            let _ = old.close();
+        }
+        // `open`, not `create`: a file deleted underneath us must not come back as an empty chain
+        let (db, _) = connect(&self.path, self.cache_bytes, false)?;
+        *slot = Some(db);
+        self.reopen_needed.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn settle(&self, fault: Fault, op: Op) -> StoreError {
+        if is_latched(&fault) {
+            self.reopen_needed.store(true, Ordering::Release);
+        }
+        settle(fault, op, &self.path)
+    }
+}
+
+impl BlockStore for RedbStore {
+    fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
+        self.read(|txn| tables::read_tip(&txn.open_table(tables::METAS)?))
+    }
+
+    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
+        self.read(|txn| tables::read_meta(&txn.open_table(tables::METAS)?, height))
+    }
+
+    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|txn| {
+            let blocks = txn.open_table(tables::BLOCKS)?;
+            Ok(blocks.get(height)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
+        self.read(|txn| {
+            let hashes = txn.open_table(tables::HASH_INDEX)?;
+            Ok(hashes.get(hash)?.map(|v| v.value()))
+        })
+    }
+
+    fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
+        self.read(|txn| {
+            let txs = txn.open_table(tables::TX_INDEX)?;
+            Ok(txs.get(tx_id)?.map(|v| v.value()))
+        })
+    }
+
+    fn metas(
+        &self,
+        from: u64,
+        to: u64,
+        order: Order,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<BlockMeta>, StoreError> {
+        self.read(|txn| listing::by_height(txn, from, to, order, offset, limit))
+    }
+
+    fn metas_by_time(
+        &self,
+        from: u64,
+        to: u64,
+        order: Order,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<BlockMeta>, StoreError> {
+        self.read(|txn| listing::by_time(txn, from, to, order, offset, limit))
+    }
+
+    fn bodies(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|txn| {
+            let blocks = txn.open_table(tables::BLOCKS)?;
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for row in blocks.range(from..)?.take(limit) {
+                out.push(row?.1.value().to_vec());
+            }
+            Ok(out)
+        })
+    }
+
+    fn totals(&self) -> Result<Totals, StoreError> {
+        self.read(|txn| {
+            let meta = txn.open_table(tables::META)?;
+            match meta.get(tables::KEY_TOTALS)? {
+                Some(v) => Ok(codec::decode_totals(v.value())?),
+                None => Ok(Totals::default()),
+            }
+        })
+    }
+
+    fn chain_info(&self) -> Result<ChainInfo, StoreError> {
+        self.read(|txn| {
+            let meta = txn.open_table(tables::META)?;
+            let text = |key: &str| -> Outcome<Option<String>> {
+                Ok(meta
+                    .get(key)?
+                    .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+            };
+            let format_version = match meta.get(tables::KEY_FORMAT_VERSION)? {
+                Some(v) => codec::decode_u32(v.value(), "format version")?,
+                None => return Err(StoreError::Corrupt("no format version".into()).into()),
+            };
+            Ok(ChainInfo {
+                format_version,
+                network: text(tables::KEY_NETWORK)?.unwrap_or_else(|| DEFAULT_NETWORK.into()),
+                genesis_hash: text(tables::KEY_GENESIS_HASH)?,
+            })
+        })
+    }
+
+    fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError> {
+        self.write(|t| {
+            if let Some(tip) = t.tip()? {
+                return Err(not_contiguous(tip.height + 1, genesis.meta.height));
+            }
+            if genesis.meta.height != 0 {
+                return Err(not_contiguous(0, genesis.meta.height));
+            }
+            let mut totals = t.totals()?;
+            t.insert_block(&genesis)?;
+            tables::adjust(&mut totals, &genesis.meta, true);
+            t.set_totals(&totals)?;
+            t.meta.insert(tables::KEY_NETWORK, network.as_bytes())?;
+            Ok(())
+        })
+    }
+
+    fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        self.write(|t| {
+            let next = t.tip()?.map_or(0, |m| m.height + 1);
+            // Checked before the first insert, so a gap anywhere in the batch writes nothing
+            for (expected, block) in (next..).zip(blocks) {
+                if block.meta.height != expected {
+                    return Err(not_contiguous(expected, block.meta.height));
+                }
+            }
+            let mut totals = t.totals()?;
+            for block in blocks {
+                t.insert_block(block)?;
+                tables::adjust(&mut totals, &block.meta, true);
+            }
+            t.set_totals(&totals)
+        })
+    }
+
+    fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError> {
+        self.write(|t| {
+            let tip = match t.tip()? {
+                Some(tip) if tip.height > height => tip.height,
+                _ => return Ok(Vec::new()),
+            };
+            let mut totals = t.totals()?;
+            let mut removed = Vec::new();
+            for h in (height + 1..=tip).rev() {
+                let Some(block) = t.remove_block(h)? else {
+                    let why = format!("height {h} is missing below the tip {tip}");
+                    return Err(StoreError::Corrupt(why).into());
+                };
+                tables::adjust(&mut totals, &block.meta, false);
+                removed.push(block);
+            }
+            t.set_totals(&totals)?;
+            removed.reverse();
+            Ok(removed)
+        })
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.write(|t| {
+            let count = match t.meta.get(tables::KEY_WRITE_PROBE)? {
+                Some(v) => v.value().try_into().map_or(0, u64::from_le_bytes),
+                None => 0,
+            };
+            let next = count.wrapping_add(1).to_le_bytes();
+            t.meta.insert(tables::KEY_WRITE_PROBE, next.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn file_size(&self) -> Result<u64, StoreError> {
+        fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|e| io_error(&e, Op::Read, &self.path.display().to_string()))
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Opens (or, with `create`, creates) the redb file; reports whether a full repair ran.
+fn connect(path: &Path, cache_bytes: usize, create: bool) -> Result<(Database, bool), StoreError> {
+    let repaired = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&repaired);
+    let mut builder = Builder::new();
+    builder
+        .set_cache_size(cache_bytes)
+        .set_repair_callback(move |_| seen.store(true, Ordering::Relaxed));
+    let opened = if create {
+        builder.create(path)
+    } else {
+        builder.open(path)
+    };
+    let db = opened.map_err(|e| classify(e.into(), Op::Open, path))?;
+    Ok((db, repaired.load(Ordering::Relaxed)))
+}
+
+/// Checks the format version of an existing store, or initialises a new one. Returns whether
+/// the file was new.
+fn initialise(db: &Database) -> Outcome<bool> {
+    let txn = db.begin_read()?;
+    match txn.open_table(tables::META) {
+        Ok(meta) => {
+            let found = match meta.get(tables::KEY_FORMAT_VERSION)? {
+                Some(v) => codec::decode_u32(v.value(), "format version")?,
+                None => return Err(StoreError::Corrupt("no format version".into()).into()),
+            };
+            if found > FORMAT_VERSION {
+                return Err(StoreError::NewerFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                }
+                .into());
+            }
+            if found < FORMAT_VERSION {
+                let why = format!("unknown format version {found}");
+                return Err(StoreError::Corrupt(why).into());
+            }
+            Ok(false)
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            if txn.list_tables()?.next().is_some() {
+                let why = "a redb file, but not a block store (no meta table)";
+                return Err(StoreError::Corrupt(why.into()).into());
+            }
+            drop(txn);
+            // Tables, version and defaults in one commit: a crash leaves either none or all
+            write_in(db, |t| {
+                t.meta.insert(
+                    tables::KEY_FORMAT_VERSION,
+                    FORMAT_VERSION.to_le_bytes().as_slice(),
+                )?;
+                t.meta
+                    .insert(tables::KEY_NETWORK, DEFAULT_NETWORK.as_bytes())?;
+                t.set_totals(&Totals::default())
+            })?;
+            Ok(true)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_in<T>(db: &Database, f: impl FnOnce(&mut WriteTables<'_>) -> Outcome<T>) -> Outcome<T> {
+    let txn = begin_durable(db)?;
+    let value = {
+        let mut t = WriteTables::open(&txn)?;
+        f(&mut t)
+    };
+    match value {
+        Ok(v) => {
+            txn.commit()?;
+            Ok(v)
+        }
+        Err(e) => {
+            // The error that made us abort is the one worth reporting
+            let _ = txn.abort();
+            Err(e)
+        }
+    }
+}
+
+fn begin_durable(db: &Database) -> Outcome<WriteTransaction> {
+    let mut txn = db.begin_write()?;
+    // Immediate is redb's default; spelled out because a 2xx must mean "fsync'd"
+    txn.set_durability(Durability::Immediate)?;
+    // Saves the allocator state in every commit (and commits in two phases), so the open after a
+    // crash loads it instead of walking every page of the file
+    txn.set_quick_repair(true);
+    Ok(txn)
+}
+
+fn not_contiguous(expected: u64, got: u64) -> Fault {
+    Fault::Store(StoreError::NotContiguous { expected, got })
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the store file could not be reopened after an I/O failure".into())
+}

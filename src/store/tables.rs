@@ -1,0 +1,176 @@
+//! The redb tables of the block store and the row-level work on them: writing and removing one
+//! block with all its index entries, and reading typed rows back.
+//!
+//! Everything here runs inside a transaction the caller opened; nothing commits.
+
+use redb::{ReadOnlyTable, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::codec;
+use super::failure::{Fault, Outcome};
+use super::{BlockMeta, BlockRecord, StoreError, Totals};
+
+/// Height → the served JSON body.
+pub(super) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+/// Height → compact [`BlockMeta`] (see [`codec`]); kept apart from bodies so listings read
+/// small rows only.
+pub(super) const METAS: TableDefinition<u64, &[u8]> = TableDefinition::new("metas");
+/// Height → the block's transaction ids, so a rollback can remove their index entries.
+pub(super) const BLOCK_TX_IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_tx_ids");
+/// Block hash → height.
+pub(super) const HASH_INDEX: TableDefinition<&str, u64> = TableDefinition::new("hash_index");
+/// Transaction id → (height, index in block).
+pub(super) const TX_INDEX: TableDefinition<&str, (u64, u32)> = TableDefinition::new("tx_index");
+/// (timestamp µs, height) → (): listings sorted by time without sorting the chain.
+pub(super) const TIME_INDEX: TableDefinition<(i64, u64), ()> = TableDefinition::new("time_index");
+/// Named values: format version, network, genesis hash, totals, write probe.
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub(super) const KEY_FORMAT_VERSION: &str = "format_version";
+pub(super) const KEY_NETWORK: &str = "network";
+pub(super) const KEY_GENESIS_HASH: &str = "genesis_hash";
+pub(super) const KEY_TOTALS: &str = "totals";
+pub(super) const KEY_WRITE_PROBE: &str = "write_probe";
+
+/// Every table, opened for writing in one transaction.
+pub(super) struct WriteTables<'t> {
+    blocks: Table<'t, u64, &'static [u8]>,
+    metas: Table<'t, u64, &'static [u8]>,
+    tx_ids: Table<'t, u64, &'static [u8]>,
+    hashes: Table<'t, &'static str, u64>,
+    txs: Table<'t, &'static str, (u64, u32)>,
+    times: Table<'t, (i64, u64), ()>,
+    pub(super) meta: Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> WriteTables<'t> {
+    /// Opens (creating on first use) every table of the store.
+    pub(super) fn open(txn: &'t WriteTransaction) -> Outcome<Self> {
+        Ok(Self {
+            blocks: txn.open_table(BLOCKS)?,
+            metas: txn.open_table(METAS)?,
+            tx_ids: txn.open_table(BLOCK_TX_IDS)?,
+            hashes: txn.open_table(HASH_INDEX)?,
+            txs: txn.open_table(TX_INDEX)?,
+            times: txn.open_table(TIME_INDEX)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+
+    /// The tip as seen inside this transaction.
+    pub(super) fn tip(&self) -> Outcome<Option<BlockMeta>> {
+        match self.metas.last()? {
+            Some((h, v)) => Ok(Some(codec::decode_meta(h.value(), v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one block and its index entries. Refuses (so the caller aborts) a hash or
+    /// transaction id that is already indexed: overwriting it would orphan the other block's
+    /// entry, and validation upstream should have caught it.
+    pub(super) fn insert_block(&mut self, block: &BlockRecord) -> Outcome<()> {
+        let meta = &block.meta;
+        let h = meta.height;
+        if let Some(other) = self.hashes.insert(meta.hash.as_str(), h)? {
+            return Err(duplicate("block hash", &meta.hash, other.value()));
+        }
+        for (i, id) in block.tx_ids.iter().enumerate() {
+            let index = u32::try_from(i).map_err(|_| {
+                StoreError::Write(format!("block {h} has more than 2^32 transactions"))
+            })?;
+            if let Some(other) = self.txs.insert(id.as_str(), (h, index))? {
+                return Err(duplicate("transaction id", id, other.value().0));
+            }
+        }
+        self.blocks.insert(h, block.body.as_slice())?;
+        self.metas.insert(h, codec::encode_meta(meta).as_slice())?;
+        self.tx_ids
+            .insert(h, codec::encode_tx_ids(&block.tx_ids).as_slice())?;
+        self.times.insert((meta.timestamp_micros, h), ())?;
+        if h == 0 {
+            self.meta.insert(KEY_GENESIS_HASH, meta.hash.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Removes the block at `height` with all its index entries and returns it.
+    pub(super) fn remove_block(&mut self, height: u64) -> Outcome<Option<BlockRecord>> {
+        let Some(meta_row) = self.metas.remove(height)? else {
+            return Ok(None);
+        };
+        let meta = codec::decode_meta(height, meta_row.value())?;
+        drop(meta_row);
+        let body = match self.blocks.remove(height)? {
+            Some(v) => v.value().to_vec(),
+            None => return Err(missing_row("body", height)),
+        };
+        let tx_ids = match self.tx_ids.remove(height)? {
+            Some(v) => codec::decode_tx_ids(v.value())?,
+            None => return Err(missing_row("transaction ids", height)),
+        };
+        self.hashes.remove(meta.hash.as_str())?;
+        for id in &tx_ids {
+            self.txs.remove(id.as_str())?;
+        }
+        self.times.remove((meta.timestamp_micros, height))?;
+        Ok(Some(BlockRecord { meta, tx_ids, body }))
+    }
+
+    /// Current totals (zero when never written).
+    pub(super) fn totals(&self) -> Outcome<Totals> {
+        match self.meta.get(KEY_TOTALS)? {
+            Some(v) => Ok(codec::decode_totals(v.value())?),
+            None => Ok(Totals::default()),
+        }
+    }
+
+    pub(super) fn set_totals(&mut self, totals: &Totals) -> Outcome<()> {
+        self.meta
+            .insert(KEY_TOTALS, codec::encode_totals(totals).as_slice())?;
+        Ok(())
+    }
+}
+
+/// Adds `meta`'s block to `totals`, or (`add` false) takes it away.
+pub(super) fn adjust(totals: &mut Totals, meta: &BlockMeta, add: bool) {
+    let txs = u64::from(meta.transaction_count);
+    if add {
+        totals.blocks += 1;
+        totals.transactions += txs;
+        totals.bytes += meta.block_size_bytes;
+    } else {
+        totals.blocks = totals.blocks.saturating_sub(1);
+        totals.transactions = totals.transactions.saturating_sub(txs);
+        totals.bytes = totals.bytes.saturating_sub(meta.block_size_bytes);
+    }
+}
+
+/// Reads and decodes the meta row at `height`.
+pub(super) fn read_meta(
+    metas: &ReadOnlyTable<u64, &'static [u8]>,
+    height: u64,
+) -> Outcome<Option<BlockMeta>> {
+    match metas.get(height)? {
+        Some(v) => Ok(Some(codec::decode_meta(height, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// The highest stored meta.
+pub(super) fn read_tip(metas: &ReadOnlyTable<u64, &'static [u8]>) -> Outcome<Option<BlockMeta>> {
+    match metas.last()? {
+        Some((h, v)) => Ok(Some(codec::decode_meta(h.value(), v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn duplicate(what: &str, value: &str, height: u64) -> Fault {
+    Fault::Store(StoreError::Write(format!(
+        "{what} {value} is already stored at height {height}"
+    )))
+}
+
+fn missing_row(what: &str, height: u64) -> Fault {
+    Fault::Store(StoreError::Corrupt(format!(
+        "block {height} has a meta row but no {what} row"
+    )))
+}

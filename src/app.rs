@@ -57,24 +57,31 @@ pub fn limits(config: &Config) -> Limits {
     Limits {
         max_transactions: config.chain.max_transactions_per_block,
         max_block_bytes: config.chain.max_block_size_bytes,
-        max_future_skew_micros: (config.chain.max_future_skew_seconds as i64).saturating_mul(1_000_000),
+        max_future_skew_micros: (config.chain.max_future_skew_seconds as i64)
+            .saturating_mul(1_000_000),
     }
 }
 
 /// Opens the store with the configured cache, explaining failures in one line.
 pub fn open_store(config: &Config) -> Result<Arc<dyn BlockStore>, StartError> {
     let path = config.store_file();
-    let cache = (config.storage.cache_size_mb as usize).saturating_mul(1024 * 1024).max(1024 * 1024);
+    let cache = (config.storage.cache_size_mb as usize)
+        .saturating_mul(1024 * 1024)
+        .max(1024 * 1024);
     match RedbStore::open(&path, cache) {
         Ok(s) => Ok(Arc::new(s)),
         Err(StoreError::AlreadyOpen { .. }) => Err(StartError(format!(
             "cannot open block store {}: it is in use by another running block-manager (storage.blocks_path / BLOCK_STORAGE_PATH)",
             path.display()
         ))),
-        Err(e @ StoreError::PermissionDenied(_)) => {
-            Err(StartError(format!("cannot open block store {}: {e}; make the data folder writable by this user", path.display())))
-        }
-        Err(e) => Err(StartError(format!("cannot open block store {}: {e}", path.display()))),
+        Err(e @ StoreError::PermissionDenied(_)) => Err(StartError(format!(
+            "cannot open block store {}: {e}; make the data folder writable by this user",
+            path.display()
+        ))),
+        Err(e) => Err(StartError(format!(
+            "cannot open block store {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -83,11 +90,22 @@ fn ensure_genesis(config: &Config, store: &dyn BlockStore) -> Result<(), StartEr
     if config.upstream().is_some() {
         return Ok(());
     }
-    if store.tip().map_err(|e| StartError(format!("cannot read block store: {e}")))?.is_some() {
+    if store
+        .tip()
+        .map_err(|e| StartError(format!("cannot read block store: {e}")))?
+        .is_some()
+    {
         return Ok(());
     }
-    let at = match config.chain.genesis_timestamp.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(ts) => Timestamp::parse(ts).map_err(|e| StartError(format!("invalid chain.genesis_timestamp '{ts}': {e}")))?,
+    let at = match config
+        .chain
+        .genesis_timestamp
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(ts) => Timestamp::parse(ts)
+            .map_err(|e| StartError(format!("invalid chain.genesis_timestamp '{ts}': {e}")))?,
         None => ledger::now(),
     };
     let genesis = chain::genesis_block(at);
@@ -104,7 +122,12 @@ pub fn bind_addr(config: &Config) -> Result<SocketAddr, StartError> {
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| StartError(format!("invalid BLOCK_MANAGER_HOST '{}': cannot be resolved", config.service.host)))
+        .ok_or_else(|| {
+            StartError(format!(
+                "invalid BLOCK_MANAGER_HOST '{}': cannot be resolved",
+                config.service.host
+            ))
+        })
 }
 
 /// A running service: its address, a way to stop it, and its completion.
@@ -119,6 +142,8 @@ pub struct Running {
 
 /// Opens everything and starts serving; returns once the socket is bound.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    // reqwest is built without a default TLS provider; install ring's once for https upstreams.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(config);
     let store = open_store(&config)?;
     ensure_genesis(&config, &*store)?;
@@ -132,14 +157,36 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let limits = limits(&config);
     let (ledger, writer) = Ledger::start(store.clone(), limits.clone(), metrics.clone());
     let v = &config.error_handling.validation;
-    let quarantine = Arc::new(Quarantine::new(&v.quarantine_path, v.quarantine_max_files, v.quarantine_max_bytes));
+    let quarantine = Arc::new(Quarantine::new(
+        &v.quarantine_path,
+        v.quarantine_max_files,
+        v.quarantine_max_bytes,
+    ));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let system = crate::monitoring::SystemView::start(&config, store.path().to_path_buf(), metrics.clone(), &tracker, shutdown.clone());
+    let system = crate::monitoring::SystemView::start(
+        &config,
+        store.path().to_path_buf(),
+        metrics.clone(),
+        &tracker,
+        shutdown.clone(),
+    );
     let sync = config.upstream().map(|url| {
-        crate::sync::SyncHandle::start(&config, url, store.clone(), ledger.clone(), quarantine.clone(), metrics.clone(), &tracker, shutdown.clone())
+        crate::sync::SyncHandle::start(
+            &config,
+            url,
+            store.clone(),
+            ledger.clone(),
+            quarantine.clone(),
+            metrics.clone(),
+            &tracker,
+            shutdown.clone(),
+        )
     });
-    let mut checks: Vec<Box<dyn Check>> = vec![Box::new(StoreCheck { store: store.clone(), min_free_bytes: config.storage.min_free_bytes })];
+    let mut checks: Vec<Box<dyn Check>> = vec![Box::new(StoreCheck {
+        store: store.clone(),
+        min_free_bytes: config.storage.min_free_bytes,
+    })];
     if let Some(s) = &sync {
         checks.push(Box::new(s.check()));
     }
@@ -161,9 +208,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let addr = bind_addr(&config)?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        StartError(format!("cannot listen on {addr} (BLOCK_MANAGER_HOST/BLOCK_MANAGER_PORT): {e}"))
+        StartError(format!(
+            "cannot listen on {addr} (BLOCK_MANAGER_HOST/BLOCK_MANAGER_PORT): {e}"
+        ))
     })?;
-    let addr = listener.local_addr().map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!(%addr, advertised = %config.service.url, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
 
     let router = crate::api::router(state.clone());
@@ -173,12 +224,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         let stop = token.clone();
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await });
         let server = tokio::spawn(server.into_future());
         token.cancelled().await;
         ready.store(false, Ordering::SeqCst);
-        tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: no new connections, finishing requests in flight");
+        tracing::info!(
+            grace_seconds = grace.as_secs_f64(),
+            "shutting down: no new connections, finishing requests in flight"
+        );
         match tokio::time::timeout(grace, server).await {
             Ok(_) => {}
             Err(_) => tracing::warn!("grace period over; dropping the requests still in flight"),
@@ -188,12 +245,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         drop(state);
         // The writer ends when its last handle is gone; wait for it so the store closes cleanly.
         let joined = tokio::task::spawn_blocking(move || writer.join());
-        if tokio::time::timeout(Duration::from_secs(5), joined).await.is_err() {
-            tracing::warn!("block writer did not stop in time; every acknowledged block is already committed");
+        if tokio::time::timeout(Duration::from_secs(5), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "block writer did not stop in time; every acknowledged block is already committed"
+            );
         }
         tracing::info!("stopped");
     });
-    Ok(Running { addr, shutdown, done })
+    Ok(Running {
+        addr,
+        shutdown,
+        done,
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT (also as PID 1, where default dispositions do nothing).
@@ -201,7 +267,8 @@ pub async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 
 /// block-manager: the block store of the Lucid stack.
 #[derive(Debug, Parser)]
-#[command(name = "block-manager", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "block-manager",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -72,7 +77,11 @@ struct Target {
 
 impl Target {
     fn options(&self) -> LoadOptions {
-        LoadOptions { config_path: self.config.clone(), host: self.host.clone(), port: self.port }
+        LoadOptions {
+            config_path: self.config.clone(),
+            host: self.host.clone(),
+            port: self.port,
+        }
     }
 }
 
@@ -93,7 +102,9 @@ pub fn main() -> ExitCode {
         None => serve(&cli.serve),
         Some(Command::Serve(t)) => serve(&t),
         Some(Command::Healthcheck { target, timeout }) => healthcheck(&target, timeout),
-        Some(Command::Config { action: ConfigAction::Check(t) }) => match load(&t) {
+        Some(Command::Config {
+            action: ConfigAction::Check(t),
+        }) => match load(&t) {
             Ok(l) => {
                 for w in &l.warnings {
                     eprintln!("warning: {w}");
@@ -103,7 +114,9 @@ pub fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Some(Command::Config { action: ConfigAction::Show(t) }) => match load(&t) {
+        Some(Command::Config {
+            action: ConfigAction::Show(t),
+        }) => match load(&t) {
             Ok(l) => {
                 show(&l);
                 ExitCode::SUCCESS
@@ -118,7 +131,11 @@ fn sources(l: &Loaded) -> String {
     if l.files.is_empty() {
         "no config files: built-in defaults and environment".into()
     } else {
-        l.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        l.files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -135,9 +152,10 @@ fn serve(target: &Target) -> ExitCode {
         tracing::info!("{n}");
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %sources(&loaded), "starting block-manager");
-    // reqwest is built without a default TLS provider; install ring's once for https upstreams.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("block-manager: cannot start the async runtime: {e}");
@@ -157,33 +175,56 @@ fn serve(target: &Target) -> ExitCode {
 /// Where to probe: loopback when bound to a wildcard address, else the bound address.
 fn probe_addrs(host: &str, port: u16) -> Vec<SocketAddr> {
     match host.trim().trim_matches(['[', ']']).parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)],
+        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => {
+            vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]
+        }
         Ok(IpAddr::V6(ip)) if ip.is_unspecified() => {
-            vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port), SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]
+            vec![
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            ]
         }
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => (host, port).to_socket_addrs().map(Iterator::collect).unwrap_or_default(),
+        Err(_) => (host, port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default(),
     }
 }
 
 /// GET /health over a plain socket: no shell, no curl, no TLS needed.
 fn probe(addr: SocketAddr, host: &str, deadline: Instant) -> Result<u16, String> {
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let mut s = TcpStream::connect_timeout(&addr, left()).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    s.set_read_timeout(Some(left())).and_then(|()| s.set_write_timeout(Some(left()))).map_err(|e| e.to_string())?;
-    let req = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nUser-Agent: block-manager-healthcheck\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut s = TcpStream::connect_timeout(&addr, left())
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(left()))
+        .and_then(|()| s.set_write_timeout(Some(left())))
+        .map_err(|e| e.to_string())?;
+    let req = format!(
+        "GET /health HTTP/1.1\r\nHost: {host}\r\nUser-Agent: block-manager-healthcheck\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("cannot send to {addr}: {e}"))?;
     let mut head = [0u8; 64];
     let mut n = 0;
     while n < 12 {
-        let r = s.read(&mut head[n..]).map_err(|e| format!("no answer from {addr}: {e}"))?;
+        let r = s
+            .read(&mut head[n..])
+            .map_err(|e| format!("no answer from {addr}: {e}"))?;
         if r == 0 {
             break;
         }
         n += r;
     }
     let line = String::from_utf8_lossy(&head[..n]);
-    line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("not an HTTP answer from {addr}"))
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer from {addr}"))
 }
 
 fn healthcheck(target: &Target, timeout: Option<f64>) -> ExitCode {
@@ -196,7 +237,12 @@ fn healthcheck(target: &Target, timeout: Option<f64>) -> ExitCode {
     };
     let c = &loaded.config;
     let secs = timeout.unwrap_or(c.healthcheck.timeout_seconds);
-    let deadline = Instant::now() + Duration::from_secs_f64(if secs.is_finite() && secs > 0.0 { secs } else { 5.0 });
+    let deadline = Instant::now()
+        + Duration::from_secs_f64(if secs.is_finite() && secs > 0.0 {
+            secs
+        } else {
+            5.0
+        });
     let mut last = String::from("no address to probe");
     for addr in probe_addrs(&c.service.host, c.service.port) {
         match probe(addr, &format!("{}:{}", addr.ip(), addr.port()), deadline) {
@@ -219,7 +265,10 @@ fn show(l: &Loaded) {
     let value = serde_json::to_value(&l.config).unwrap_or_default();
     let mut lines = Vec::new();
     flatten("", &value, &mut lines);
-    println!("# effective configuration ({}); secrets redacted", sources(l));
+    println!(
+        "# effective configuration ({}); secrets redacted",
+        sources(l)
+    );
     for (key, v) in lines {
         let source = config::source_name(&l.figment, &key);
         println!("{key} = {v}    # {source}");
@@ -230,7 +279,11 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
     match v {
         serde_json::Value::Object(map) if !map.is_empty() => {
             for (k, child) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, child, out);
             }
         }
@@ -255,12 +308,20 @@ fn verify(target: &Target, from: u64, to: Option<u64>) -> ExitCode {
             for e in &r.errors {
                 println!("error: {e}");
             }
-            let verdict = if r.is_valid { "consistent" } else { "INCONSISTENT" };
+            let verdict = if r.is_valid {
+                "consistent"
+            } else {
+                "INCONSISTENT"
+            };
             println!(
                 "checked {} blocks (heights {}-{}): {verdict}, {} problem(s)",
                 r.blocks_checked, r.start_height, r.end_height, r.error_count
             );
-            if r.is_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if r.is_valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("block-manager: cannot read the store: {e}");

@@ -24,7 +24,11 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("BM_004", "Block retrieval failed", "error"),
     ("BM_005", "Invalid block height", "error"),
     ("BM_006", "Block hash mismatch", "error"),
-    ("BM_007", "Block height already taken by a different block", "warning"),
+    (
+        "BM_007",
+        "Block height already taken by a different block",
+        "warning",
+    ),
     ("ST_001", "Storage backend unavailable", "critical"),
     ("ST_002", "Storage write failed", "critical"),
     ("ST_003", "Storage read failed", "error"),
@@ -35,7 +39,11 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("SYNC_003", "Block fetch failed", "warning"),
     ("SYNC_004", "Chain height mismatch", "critical"),
     ("SYNC_005", "Synchronization timeout", "warning"),
-    ("SYNC_006", "Node is a follower: its chain comes only from upstream", "warning"),
+    (
+        "SYNC_006",
+        "Node is a follower: its chain comes only from upstream",
+        "warning",
+    ),
     ("VAL_001", "Block structure invalid", "error"),
     ("VAL_002", "Block signature invalid", "error"),
     ("VAL_003", "Merkle root invalid", "error"),
@@ -48,7 +56,11 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("AUTH_004", "Writes are not configured", "warning"),
     ("RATE_001", "Rate limit exceeded", "warning"),
     ("REQ_001", "Malformed request", "warning"),
-    ("REQ_002", "Unsupported media type: send Content-Type: application/json", "warning"),
+    (
+        "REQ_002",
+        "Unsupported media type: send Content-Type: application/json",
+        "warning",
+    ),
     ("REQ_003", "Request body too large", "warning"),
     ("REQ_004", "Method not allowed", "warning"),
     ("REQ_005", "Not found", "warning"),
@@ -67,7 +79,10 @@ pub struct Catalog {
 
 impl Default for Catalog {
     fn default() -> Self {
-        let entries = DEFAULTS.iter().map(|(c, m, s)| (c.to_string(), (m.to_string(), s.to_string()))).collect();
+        let entries = DEFAULTS
+            .iter()
+            .map(|(c, m, s)| (c.to_string(), (m.to_string(), s.to_string())))
+            .collect();
         Self { entries }
     }
 }
@@ -78,14 +93,20 @@ impl Catalog {
     pub fn from_config(config: &Config) -> Self {
         let mut cat = Self::default();
         for (code, msg) in &config.error_codes {
-            let entry = cat.entries.entry(code.clone()).or_insert_with(|| (String::new(), "error".into()));
+            let entry = cat
+                .entries
+                .entry(code.clone())
+                .or_insert_with(|| (String::new(), "error".into()));
             entry.0 = msg.clone();
         }
         if let Value::Object(map) = &config.severity {
             for (k, v) in map {
                 match v {
                     Value::String(level) => cat.set_severity(k, level),
-                    Value::Array(codes) => codes.iter().filter_map(Value::as_str).for_each(|c| cat.set_severity(c, k)),
+                    Value::Array(codes) => codes
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .for_each(|c| cat.set_severity(c, k)),
                     _ => {}
                 }
             }
@@ -106,12 +127,19 @@ impl Catalog {
 
     /// The severity for `code` (`error` when unknown).
     pub fn severity(&self, code: &str) -> &str {
-        self.entries.get(code).map(|e| e.1.as_str()).unwrap_or("error")
+        self.entries
+            .get(code)
+            .map(|e| e.1.as_str())
+            .unwrap_or("error")
     }
 
     /// Every code with message and severity, sorted (README and `config show`).
     pub fn all(&self) -> Vec<(&str, &str, &str)> {
-        let mut v: Vec<_> = self.entries.iter().map(|(c, (m, s))| (c.as_str(), m.as_str(), s.as_str())).collect();
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(c, (m, s))| (c.as_str(), m.as_str(), s.as_str()))
+            .collect();
         v.sort();
         v
     }
@@ -145,7 +173,13 @@ pub struct ApiError {
 impl ApiError {
     /// A new error with the catalog's message.
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self { status, code, message: None, info: Value::Null, retry_after: None }
+        Self {
+            status,
+            code,
+            message: None,
+            info: Value::Null,
+            retry_after: None,
+        }
     }
     /// Sets the specific message.
     pub fn msg(mut self, message: impl Into<String>) -> Self {
@@ -163,7 +197,9 @@ impl ApiError {
     }
     /// 404 block not found.
     pub fn block_not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "BM_001").msg(format!("Block not found: {id}")).info(json!({"block_id": id}))
+        Self::new(StatusCode::NOT_FOUND, "BM_001")
+            .msg(format!("Block not found: {id}"))
+            .info(json!({"block_id": id}))
     }
 }
 
@@ -175,7 +211,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
         if let Some(secs) = self.retry_after {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res.extensions_mut().insert(Tagged(self));
         res
@@ -200,7 +237,11 @@ fn code_for(status: StatusCode) -> &'static str {
 }
 
 /// Middleware: gives every non-2xx/3xx response the one JSON error shape.
-pub async fn shape_errors(State(catalog): State<Arc<Catalog>>, req: Request, next: Next) -> Response {
+pub async fn shape_errors(
+    State(catalog): State<Arc<Catalog>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let res = next.run(req).await;
     let status = res.status();
     if status.as_u16() < 400 {
@@ -208,15 +249,26 @@ pub async fn shape_errors(State(catalog): State<Arc<Catalog>>, req: Request, nex
     }
     let (mut parts, body) = res.into_parts();
     let (status, body) = match parts.extensions.remove::<Tagged>() {
-        Some(Tagged(e)) => (e.status, catalog.body(e.code, e.message.as_deref(), &e.info)),
+        Some(Tagged(e)) => (
+            e.status,
+            catalog.body(e.code, e.message.as_deref(), &e.info),
+        ),
         None => {
             // axum's own rejections (400/415/422 from extractors, 405 from routing, 413 from
             // the body limit) explain themselves in plain text: keep that text for 4xx.
             // A stray 422 is a malformed request, not a block that failed validation.
-            let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+            let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+                StatusCode::BAD_REQUEST
+            } else {
+                status
+            };
             let code = code_for(status);
             let text = if status.is_client_error() {
-                axum::body::to_bytes(body, 16 * 1024).await.ok().and_then(|b| String::from_utf8(b.to_vec()).ok()).filter(|t| !t.trim().is_empty() && !t.trim_start().starts_with('{'))
+                axum::body::to_bytes(body, 16 * 1024)
+                    .await
+                    .ok()
+                    .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                    .filter(|t| !t.trim().is_empty() && !t.trim_start().starts_with('{'))
             } else {
                 None
             };
@@ -224,7 +276,10 @@ pub async fn shape_errors(State(catalog): State<Arc<Catalog>>, req: Request, nex
         }
     };
     parts.status = status;
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
     let bytes = serde_json::to_vec(&body).expect("a JSON value always serializes");
     Response::from_parts(parts, Body::from(bytes))
@@ -237,7 +292,9 @@ mod tests {
     #[test]
     fn errors_file_overrides_message_and_severity_in_both_shapes() {
         let mut config = Config::default();
-        config.error_codes.insert("BM_001".into(), "No such block".into());
+        config
+            .error_codes
+            .insert("BM_001".into(), "No such block".into());
         config.severity = json!({"critical": ["BM_002"], "BM_003": "high"});
         let cat = Catalog::from_config(&config);
         assert_eq!(cat.message("BM_001"), "No such block");
@@ -248,7 +305,11 @@ mod tests {
     #[test]
     fn body_has_the_lucid_shape() {
         let cat = Catalog::default();
-        let b = cat.body("BM_001", Some("Block not found: 99"), &json!({"block_id": "99"}));
+        let b = cat.body(
+            "BM_001",
+            Some("Block not found: 99"),
+            &json!({"block_id": "99"}),
+        );
         assert_eq!(
             b,
             json!({"detail": {"error": "Block not found: 99", "error_code": "BM_001", "severity": "error", "additional_info": {"block_id": "99"}}})

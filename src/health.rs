@@ -35,7 +35,12 @@ pub struct Outcome {
 impl Outcome {
     /// An outcome with no details.
     pub fn new(status: Status, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), details: Map::new(), latency_ms: 0.0 }
+        Self {
+            status,
+            message: message.into(),
+            details: Map::new(),
+            latency_ms: 0.0,
+        }
     }
     /// Adds a detail field.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -73,7 +78,11 @@ pub struct Report {
 impl Health {
     /// A registry over `checks`; results are reused for `ttl`.
     pub fn new(checks: Vec<Box<dyn Check>>, ttl: Duration) -> Self {
-        Self { checks: Arc::new(checks), cache: Arc::new(Mutex::new(None)), ttl }
+        Self {
+            checks: Arc::new(checks),
+            cache: Arc::new(Mutex::new(None)),
+            ttl,
+        }
     }
 
     /// Runs every check (or returns the cached report), off the async threads.
@@ -84,10 +93,17 @@ impl Health {
             return report.clone();
         }
         let this = self.clone();
-        let report = tokio::task::spawn_blocking(move || this.run_all()).await.unwrap_or_else(|_| Report {
-            status: Status::Unhealthy,
-            checks: [("health", Outcome::new(Status::Unhealthy, "a health check panicked"))].into_iter().collect(),
-        });
+        let report = tokio::task::spawn_blocking(move || this.run_all())
+            .await
+            .unwrap_or_else(|_| Report {
+                status: Status::Unhealthy,
+                checks: [(
+                    "health",
+                    Outcome::new(Status::Unhealthy, "a health check panicked"),
+                )]
+                .into_iter()
+                .collect(),
+            });
         *self.cache.lock().expect("health cache lock") = Some((Instant::now(), report.clone()));
         report
     }
@@ -122,7 +138,13 @@ mod tests {
 
     #[tokio::test]
     async fn overall_status_is_the_worst_check() {
-        let h = Health::new(vec![Box::new(Fixed("a", Status::Healthy)), Box::new(Fixed("b", Status::Degraded))], Duration::ZERO);
+        let h = Health::new(
+            vec![
+                Box::new(Fixed("a", Status::Healthy)),
+                Box::new(Fixed("b", Status::Degraded)),
+            ],
+            Duration::ZERO,
+        );
         let r = h.report().await;
         assert_eq!(r.status, Status::Degraded);
         assert_eq!(r.checks.len(), 2);
@@ -152,15 +174,21 @@ impl Check for StoreCheck {
         let mut out = match self.store.check_writable() {
             Err(e) => Outcome::new(Status::Degraded, format!("store is read-only for now: {e}")),
             Ok(()) => match free {
-                Some((avail, _)) if avail < self.min_free_bytes => {
-                    Outcome::new(Status::Degraded, format!("data volume has {avail} bytes free (minimum {})", self.min_free_bytes))
-                }
+                Some((avail, _)) if avail < self.min_free_bytes => Outcome::new(
+                    Status::Degraded,
+                    format!(
+                        "data volume has {avail} bytes free (minimum {})",
+                        self.min_free_bytes
+                    ),
+                ),
                 _ => Outcome::new(Status::Healthy, "store open and writable"),
             },
         };
         out = out.with("height", height.map_or(Value::Null, Value::from));
         if let Some((avail, total)) = free {
-            out = out.with("disk_free_bytes", avail).with("disk_total_bytes", total);
+            out = out
+                .with("disk_free_bytes", avail)
+                .with("disk_total_bytes", total);
         }
         out
     }

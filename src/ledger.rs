@@ -78,10 +78,25 @@ pub struct Appended {
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum Op {
-    Create { producer: String, signature: String, transactions: Vec<Transaction>, at: Timestamp, reply: Reply<BlockRecord> },
-    Submit { block: Box<Block>, reply: Reply<Submitted> },
-    Append { blocks: Vec<Block>, reply: Reply<Appended> },
-    Rollback { above: u64, reply: Reply<Vec<BlockRecord>> },
+    Create {
+        producer: String,
+        signature: String,
+        transactions: Vec<Transaction>,
+        at: Timestamp,
+        reply: Reply<BlockRecord>,
+    },
+    Submit {
+        block: Box<Block>,
+        reply: Reply<Submitted>,
+    },
+    Append {
+        blocks: Vec<Block>,
+        reply: Reply<Appended>,
+    },
+    Rollback {
+        above: u64,
+        reply: Reply<Vec<BlockRecord>>,
+    },
 }
 
 /// Handle to the writer; cheap to clone.
@@ -122,10 +137,19 @@ pub fn now() -> Timestamp {
 impl Ledger {
     /// Starts the writer thread over `store`. It stops when every handle is dropped; join the
     /// returned handle to know the last commit has finished.
-    pub fn start(store: Arc<dyn BlockStore>, limits: Limits, metrics: Arc<Metrics>) -> (Ledger, std::thread::JoinHandle<()>) {
+    pub fn start(
+        store: Arc<dyn BlockStore>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> (Ledger, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
         let tip = Arc::new(AtomicU64::new(NO_TIP));
-        let writer = Writer { store, limits, metrics, tip: tip.clone() };
+        let writer = Writer {
+            store,
+            limits,
+            metrics,
+            tip: tip.clone(),
+        };
         writer.publish_tip();
         let handle = std::thread::Builder::new()
             .name("block-writer".into())
@@ -141,18 +165,38 @@ impl Ledger {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, WriteError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| WriteError::Closed)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| WriteError::Closed)?;
         rx.await.map_err(|_| WriteError::Closed)?
     }
 
     /// Creates the next block on the tip from these transactions.
-    pub async fn create(&self, producer: String, signature: String, transactions: Vec<Transaction>, at: Timestamp) -> Result<BlockRecord, WriteError> {
-        self.call(|reply| Op::Create { producer, signature, transactions, at, reply }).await
+    pub async fn create(
+        &self,
+        producer: String,
+        signature: String,
+        transactions: Vec<Transaction>,
+        at: Timestamp,
+    ) -> Result<BlockRecord, WriteError> {
+        self.call(|reply| Op::Create {
+            producer,
+            signature,
+            transactions,
+            at,
+            reply,
+        })
+        .await
     }
 
     /// Appends a complete block produced elsewhere.
     pub async fn submit(&self, block: Block) -> Result<Submitted, WriteError> {
-        self.call(|reply| Op::Submit { block: Box::new(block), reply }).await
+        self.call(|reply| Op::Submit {
+            block: Box::new(block),
+            reply,
+        })
+        .await
     }
 
     /// Appends a batch from upstream: validates each block on the one before; commits the
@@ -163,7 +207,11 @@ impl Ledger {
 
     /// Removes every block above `height`, atomically; returns them.
     pub async fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, WriteError> {
-        self.call(|reply| Op::Rollback { above: height, reply }).await
+        self.call(|reply| Op::Rollback {
+            above: height,
+            reply,
+        })
+        .await
     }
 }
 
@@ -212,7 +260,14 @@ impl<'a> Pending<'a> {
             let ts = Timestamp::from_unix_micros(m.timestamp_micros);
             (m.height, m.hash, ts)
         });
-        Ok(Self { store, tip, hashes: HashMap::new(), txs: HashSet::new(), records: Vec::new(), read_error: RefCell::new(None) })
+        Ok(Self {
+            store,
+            tip,
+            hashes: HashMap::new(),
+            txs: HashSet::new(),
+            records: Vec::new(),
+            read_error: RefCell::new(None),
+        })
     }
 
     fn take_read_error(&self) -> Result<(), StoreError> {
@@ -220,7 +275,12 @@ impl<'a> Pending<'a> {
     }
 
     /// Validates `block` on the pending tip and adds it to the group.
-    fn push(&mut self, block: &Block, limits: &Limits, now: Timestamp) -> Result<BlockMeta, WriteError> {
+    fn push(
+        &mut self,
+        block: &Block,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<BlockMeta, WriteError> {
         let failures = chain::check_block(block, &*self, limits, now);
         self.take_read_error()?;
         if !failures.is_empty() {
@@ -237,7 +297,10 @@ impl<'a> Pending<'a> {
 
     /// Height `block` has, if that height is already taken: same block or a conflict.
     fn existing(&self, block: &Block) -> Result<Option<Submitted>, WriteError> {
-        let taken = self.tip.as_ref().is_some_and(|(h, _, _)| block.height <= *h);
+        let taken = self
+            .tip
+            .as_ref()
+            .is_some_and(|(h, _, _)| block.height <= *h);
         if !taken {
             return Ok(None);
         }
@@ -249,11 +312,17 @@ impl<'a> Pending<'a> {
             Some(hash) if hash == block.hash => {
                 let meta = match self.records.iter().find(|r| r.meta.height == block.height) {
                     Some(r) => r.meta.clone(),
-                    None => self.store.meta_at(block.height)?.ok_or(WriteError::Closed)?,
+                    None => self
+                        .store
+                        .meta_at(block.height)?
+                        .ok_or(WriteError::Closed)?,
                 };
                 Ok(Some(Submitted::AlreadyStored(meta)))
             }
-            Some(existing) => Err(WriteError::Conflict { height: block.height, existing }),
+            Some(existing) => Err(WriteError::Conflict {
+                height: block.height,
+                existing,
+            }),
             None => Ok(None),
         }
     }
@@ -281,7 +350,8 @@ impl Writer {
     fn publish_tip(&self) {
         match self.store.tip() {
             Ok(tip) => {
-                self.tip.store(tip.as_ref().map_or(NO_TIP, |t| t.height), Ordering::Release);
+                self.tip
+                    .store(tip.as_ref().map_or(NO_TIP, |t| t.height), Ordering::Release);
                 if let Some(t) = tip {
                     self.metrics.set_tip(t.height, t.timestamp_micros);
                 }
@@ -308,8 +378,12 @@ impl Writer {
                         let started = Instant::now();
                         let result = self.store.rollback_above(above).map_err(WriteError::from);
                         if let Ok(removed) = &result {
-                            self.metrics.observe_rollback(removed.len(), started.elapsed());
-                            let txs: u64 = removed.iter().map(|r| u64::from(r.meta.transaction_count)).sum();
+                            self.metrics
+                                .observe_rollback(removed.len(), started.elapsed());
+                            let txs: u64 = removed
+                                .iter()
+                                .map(|r| u64::from(r.meta.transaction_count))
+                                .sum();
                             self.metrics.transactions_stored.sub(txs as i64);
                         }
                         self.publish_tip();
@@ -336,7 +410,13 @@ impl Writer {
         let mut sources = (0usize, 0usize);
         for op in ops {
             match op {
-                Op::Create { producer, signature, transactions, at, reply } => {
+                Op::Create {
+                    producer,
+                    signature,
+                    transactions,
+                    at,
+                    reply,
+                } => {
                     let (height, prev, at) = match &pending.tip {
                         // Never go back in time: a block is never older than its parent.
                         Some((h, hash, ts)) => (h + 1, hash.clone(), at.max(*ts)),
@@ -346,7 +426,8 @@ impl Writer {
                     match pending.push(&block, &self.limits, now) {
                         Ok(_) => {
                             sources.0 += 1;
-                            let record = pending.records.last().cloned().expect("push just added it");
+                            let record =
+                                pending.records.last().cloned().expect("push just added it");
                             waiting.push(Waiting::Created(reply, record));
                         }
                         Err(e) => {
@@ -358,7 +439,9 @@ impl Writer {
                 Op::Submit { block, reply } => {
                     let result = pending.existing(&block).and_then(|done| match done {
                         Some(done) => Ok(done),
-                        None => pending.push(&block, &self.limits, now).map(Submitted::Stored),
+                        None => pending
+                            .push(&block, &self.limits, now)
+                            .map(Submitted::Stored),
                     });
                     match result {
                         Ok(done) => {
@@ -374,13 +457,17 @@ impl Writer {
                     }
                 }
                 Op::Append { blocks, reply } => {
-                    let mut outcome = Appended { committed: 0, rejected: None };
+                    let mut outcome = Appended {
+                        committed: 0,
+                        rejected: None,
+                    };
                     let mut error = None;
                     for (i, block) in blocks.into_iter().enumerate() {
                         match pending.push(&block, &self.limits, now) {
                             Ok(_) => outcome.committed += 1,
                             Err(WriteError::Invalid(f)) => {
-                                self.metrics.observe_rejection(&WriteError::Invalid(f.clone()));
+                                self.metrics
+                                    .observe_rejection(&WriteError::Invalid(f.clone()));
                                 outcome.rejected = Some((i, Box::new(block), f));
                                 break;
                             }
@@ -416,7 +503,8 @@ impl Writer {
                 if let Some(last) = pending.records.last() {
                     self.tip.store(last.meta.height, Ordering::Release);
                 }
-                self.metrics.observe_commit(&pending.records, started.elapsed(), sources);
+                self.metrics
+                    .observe_commit(&pending.records, started.elapsed(), sources);
                 answer(waiting, None)
             }
             Err(e) => {
@@ -430,8 +518,14 @@ impl Writer {
 fn copy_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::AlreadyOpen { path } => StoreError::AlreadyOpen { path: path.clone() },
-        StoreError::NewerFormat { found, supported } => StoreError::NewerFormat { found: *found, supported: *supported },
-        StoreError::NotContiguous { expected, got } => StoreError::NotContiguous { expected: *expected, got: *got },
+        StoreError::NewerFormat { found, supported } => StoreError::NewerFormat {
+            found: *found,
+            supported: *supported,
+        },
+        StoreError::NotContiguous { expected, got } => StoreError::NotContiguous {
+            expected: *expected,
+            got: *got,
+        },
         StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
         StoreError::Full(s) => StoreError::Full(s.clone()),
         StoreError::PermissionDenied(s) => StoreError::PermissionDenied(s.clone()),
@@ -448,7 +542,9 @@ fn answer(waiting: Vec<Waiting>, failed: Option<&StoreError>) {
             (Waiting::Submitted(r, s), None) => drop(r.send(Ok(s))),
             (Waiting::Appended(r, a), None) => drop(r.send(Ok(a))),
             // An already-stored answer needed no commit: it stays true whatever the group did.
-            (Waiting::Submitted(r, s @ Submitted::AlreadyStored(_)), Some(_)) => drop(r.send(Ok(s))),
+            (Waiting::Submitted(r, s @ Submitted::AlreadyStored(_)), Some(_)) => {
+                drop(r.send(Ok(s)))
+            }
             (Waiting::Created(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),
             (Waiting::Submitted(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),
             (Waiting::Appended(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),

@@ -17,18 +17,18 @@
 //! - `app`: start-up, serving, graceful shutdown.
 //! - `cli`: the command line.
 
-pub mod config;
-pub mod telemetry;
-pub mod chain;
-pub mod store;
-pub mod ledger;
-pub mod quarantine;
-pub mod verify;
-pub mod metrics;
-pub mod monitoring;
-pub mod health;
-pub mod sync;
-pub mod error;
 pub mod api;
 pub mod app;
+pub mod chain;
 pub mod cli;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod ledger;
+pub mod metrics;
+pub mod monitoring;
+pub mod quarantine;
+pub mod store;
+pub mod sync;
+pub mod telemetry;
+pub mod verify;

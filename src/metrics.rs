@@ -4,8 +4,8 @@
 use crate::ledger::WriteError;
 use crate::store::BlockRecord;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -82,63 +82,160 @@ impl Metrics {
     /// Creates and registers every handle.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let latency = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let latency = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("metric definitions are static and valid");
-                registry.register(Box::new(m.clone())).expect("metric names are unique");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric names are unique");
                 m
             }};
         }
         let m = Metrics {
-            http_requests: reg!(IntCounterVec::new(opts("http_requests_total", "HTTP requests by method, route and status"), &["method", "route", "status"])),
+            http_requests: reg!(IntCounterVec::new(
+                opts(
+                    "http_requests_total",
+                    "HTTP requests by method, route and status"
+                ),
+                &["method", "route", "status"]
+            )),
             http_duration: reg!(HistogramVec::new(
-                HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").namespace(NS).buckets(latency.clone()),
+                HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                    .namespace(NS)
+                    .buckets(latency.clone()),
                 &["method", "route"]
             )),
-            http_in_flight: reg!(IntGauge::with_opts(opts("http_requests_in_flight", "HTTP requests being served"))),
-            rate_limited: reg!(IntCounter::with_opts(opts("http_rate_limited_total", "Requests refused by the rate limit"))),
-            auth_failures: reg!(IntCounterVec::new(opts("http_auth_failures_total", "Requests refused for credentials"), &["reason"])),
-            chain_height: reg!(IntGauge::with_opts(opts("chain_height", "Height of the chain tip"))),
-            blocks_stored: reg!(IntGauge::with_opts(opts("blocks_stored", "Blocks in the store"))),
-            transactions_stored: reg!(IntGauge::with_opts(opts("transactions_stored", "Transactions in the store"))),
+            http_in_flight: reg!(IntGauge::with_opts(opts(
+                "http_requests_in_flight",
+                "HTTP requests being served"
+            ))),
+            rate_limited: reg!(IntCounter::with_opts(opts(
+                "http_rate_limited_total",
+                "Requests refused by the rate limit"
+            ))),
+            auth_failures: reg!(IntCounterVec::new(
+                opts(
+                    "http_auth_failures_total",
+                    "Requests refused for credentials"
+                ),
+                &["reason"]
+            )),
+            chain_height: reg!(IntGauge::with_opts(opts(
+                "chain_height",
+                "Height of the chain tip"
+            ))),
+            blocks_stored: reg!(IntGauge::with_opts(opts(
+                "blocks_stored",
+                "Blocks in the store"
+            ))),
+            transactions_stored: reg!(IntGauge::with_opts(opts(
+                "transactions_stored",
+                "Transactions in the store"
+            ))),
             block_size: reg!(Histogram::with_opts(
                 HistogramOpts::new("block_size_bytes", "Size of appended blocks")
                     .namespace(NS)
-                    .buckets(vec![512.0, 1024.0, 2048.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0])
+                    .buckets(vec![
+                        512.0, 1024.0, 2048.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0
+                    ])
             )),
-            last_block_timestamp: reg!(Gauge::with_opts(opts("last_block_timestamp_seconds", "Unix time of the tip block"))),
-            appends: reg!(IntCounterVec::new(opts("blocks_appended_total", "Blocks appended by source"), &["source"])),
-            validation_failures: reg!(IntCounterVec::new(opts("validation_failures_total", "Validation failures by code"), &["code"])),
+            last_block_timestamp: reg!(Gauge::with_opts(opts(
+                "last_block_timestamp_seconds",
+                "Unix time of the tip block"
+            ))),
+            appends: reg!(IntCounterVec::new(
+                opts("blocks_appended_total", "Blocks appended by source"),
+                &["source"]
+            )),
+            validation_failures: reg!(IntCounterVec::new(
+                opts("validation_failures_total", "Validation failures by code"),
+                &["code"]
+            )),
             commit_duration: reg!(Histogram::with_opts(
-                HistogramOpts::new("store_commit_duration_seconds", "Duration of durable store commits").namespace(NS).buckets(latency.clone())
+                HistogramOpts::new(
+                    "store_commit_duration_seconds",
+                    "Duration of durable store commits"
+                )
+                .namespace(NS)
+                .buckets(latency.clone())
             )),
-            store_file_size: reg!(IntGauge::with_opts(opts("store_file_size_bytes", "Size of the store file"))),
-            rolled_back: reg!(IntCounter::with_opts(opts("blocks_rolled_back_total", "Blocks removed by fork rollbacks"))),
-            upstream_height: reg!(IntGauge::with_opts(opts("sync_upstream_height", "Height of the upstream tip"))),
-            sync_lag: reg!(IntGauge::with_opts(opts("sync_lag_blocks", "Blocks behind upstream"))),
-            sync_state: reg!(IntGaugeVec::new(opts("sync_state", "1 for the current sync state"), &["state"])),
-            sync_errors: reg!(IntCounterVec::new(opts("sync_errors_total", "Sync errors by code"), &["code"])),
-            circuit_state: reg!(IntGauge::with_opts(opts("sync_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open"))),
-            reorgs: reg!(IntCounter::with_opts(opts("sync_reorgs_total", "Forks resolved by rolling back"))),
+            store_file_size: reg!(IntGauge::with_opts(opts(
+                "store_file_size_bytes",
+                "Size of the store file"
+            ))),
+            rolled_back: reg!(IntCounter::with_opts(opts(
+                "blocks_rolled_back_total",
+                "Blocks removed by fork rollbacks"
+            ))),
+            upstream_height: reg!(IntGauge::with_opts(opts(
+                "sync_upstream_height",
+                "Height of the upstream tip"
+            ))),
+            sync_lag: reg!(IntGauge::with_opts(opts(
+                "sync_lag_blocks",
+                "Blocks behind upstream"
+            ))),
+            sync_state: reg!(IntGaugeVec::new(
+                opts("sync_state", "1 for the current sync state"),
+                &["state"]
+            )),
+            sync_errors: reg!(IntCounterVec::new(
+                opts("sync_errors_total", "Sync errors by code"),
+                &["code"]
+            )),
+            circuit_state: reg!(IntGauge::with_opts(opts(
+                "sync_circuit_state",
+                "Circuit breaker: 0 closed, 1 half-open, 2 open"
+            ))),
+            reorgs: reg!(IntCounter::with_opts(opts(
+                "sync_reorgs_total",
+                "Forks resolved by rolling back"
+            ))),
             fetch_duration: reg!(HistogramVec::new(
-                HistogramOpts::new("sync_fetch_duration_seconds", "Upstream request latency").namespace(NS).buckets(latency),
+                HistogramOpts::new("sync_fetch_duration_seconds", "Upstream request latency")
+                    .namespace(NS)
+                    .buckets(latency),
                 &["kind"]
             )),
-            host_cpu: reg!(Gauge::with_opts(opts("host_cpu_usage_percent", "Host CPU usage"))),
-            host_memory_used: reg!(IntGauge::with_opts(opts("host_memory_used_bytes", "Host memory in use"))),
-            host_memory_total: reg!(IntGauge::with_opts(opts("host_memory_total_bytes", "Host memory"))),
-            host_load: reg!(GaugeVec::new(opts("host_load_average", "Host load average"), &["period"])),
-            disk_free: reg!(IntGauge::with_opts(opts("data_volume_free_bytes", "Free bytes of the data volume"))),
-            disk_total: reg!(IntGauge::with_opts(opts("data_volume_total_bytes", "Total bytes of the data volume"))),
-            network_bytes: reg!(IntGaugeVec::new(opts("host_network_bytes", "Host network bytes since boot"), &["direction"])),
+            host_cpu: reg!(Gauge::with_opts(opts(
+                "host_cpu_usage_percent",
+                "Host CPU usage"
+            ))),
+            host_memory_used: reg!(IntGauge::with_opts(opts(
+                "host_memory_used_bytes",
+                "Host memory in use"
+            ))),
+            host_memory_total: reg!(IntGauge::with_opts(opts(
+                "host_memory_total_bytes",
+                "Host memory"
+            ))),
+            host_load: reg!(GaugeVec::new(
+                opts("host_load_average", "Host load average"),
+                &["period"]
+            )),
+            disk_free: reg!(IntGauge::with_opts(opts(
+                "data_volume_free_bytes",
+                "Free bytes of the data volume"
+            ))),
+            disk_total: reg!(IntGauge::with_opts(opts(
+                "data_volume_total_bytes",
+                "Total bytes of the data volume"
+            ))),
+            network_bytes: reg!(IntGaugeVec::new(
+                opts("host_network_bytes", "Host network bytes since boot"),
+                &["direction"]
+            )),
             registry,
         };
         let build = reg_build_info(&m.registry);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
         {
-            let pc = prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, NS);
+            let pc =
+                prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, NS);
             let _ = m.registry.register(Box::new(pc));
         }
         m
@@ -147,22 +244,32 @@ impl Metrics {
     /// The text exposition (format 0.0.4).
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding into a Vec cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into a Vec cannot fail");
         out
     }
 
     /// Records a committed group.
-    pub fn observe_commit(&self, records: &[BlockRecord], took: Duration, (api, sync): (usize, usize)) {
+    pub fn observe_commit(
+        &self,
+        records: &[BlockRecord],
+        took: Duration,
+        (api, sync): (usize, usize),
+    ) {
         self.commit_duration.observe(took.as_secs_f64());
         if api > 0 {
             self.appends.with_label_values(&["api"]).inc_by(api as u64);
         }
         if sync > 0 {
-            self.appends.with_label_values(&["sync"]).inc_by(sync as u64);
+            self.appends
+                .with_label_values(&["sync"])
+                .inc_by(sync as u64);
         }
         for r in records {
             self.block_size.observe(r.meta.block_size_bytes as f64);
-            self.transactions_stored.add(i64::from(r.meta.transaction_count));
+            self.transactions_stored
+                .add(i64::from(r.meta.transaction_count));
         }
         if let Some(last) = records.last() {
             self.set_tip(last.meta.height, last.meta.timestamp_micros);
@@ -193,8 +300,11 @@ impl Metrics {
 }
 
 fn reg_build_info(registry: &Registry) -> IntGaugeVec {
-    let g = IntGaugeVec::new(opts("build_info", "Build information"), &["version"]).expect("static metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
+    let g = IntGaugeVec::new(opts("build_info", "Build information"), &["version"])
+        .expect("static metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
     g
 }
 

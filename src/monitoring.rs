@@ -16,8 +16,16 @@ pub struct SystemView {
 
 impl SystemView {
     /// Starts the sampler.
-    pub fn start(_config: &Config, _data: PathBuf, _metrics: Arc<Metrics>, _tracker: &TaskTracker, _shutdown: CancellationToken) -> Self {
-        Self { snapshot: Arc::new(std::sync::RwLock::new(json!({}))) }
+    pub fn start(
+        _config: &Config,
+        _data: PathBuf,
+        _metrics: Arc<Metrics>,
+        _tracker: &TaskTracker,
+        _shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            snapshot: Arc::new(std::sync::RwLock::new(json!({}))),
+        }
     }
 
     /// The latest sample.

@@ -18,7 +18,12 @@ pub struct Quarantine {
 impl Quarantine {
     /// A quarantine at `dir` (created on first use).
     pub fn new(dir: impl Into<PathBuf>, max_files: usize, max_bytes: u64) -> Self {
-        Self { dir: dir.into(), max_files: max_files.max(1), max_bytes, lock: Mutex::new(()) }
+        Self {
+            dir: dir.into(),
+            max_files: max_files.max(1),
+            max_bytes,
+            lock: Mutex::new(()),
+        }
     }
 
     /// The folder.
@@ -31,8 +36,18 @@ impl Quarantine {
     pub fn put(&self, reason: &str, errors: Value, block: &Value) {
         let _guard = self.lock.lock().expect("quarantine lock");
         let now = crate::ledger::now();
-        let height = block.get("height").and_then(Value::as_u64).map_or_else(|| "x".into(), |h| h.to_string());
-        let hash: String = block.get("hash").and_then(Value::as_str).unwrap_or("nohash").chars().filter(char::is_ascii_alphanumeric).take(16).collect();
+        let height = block
+            .get("height")
+            .and_then(Value::as_u64)
+            .map_or_else(|| "x".into(), |h| h.to_string());
+        let hash: String = block
+            .get("hash")
+            .and_then(Value::as_str)
+            .unwrap_or("nohash")
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(16)
+            .collect();
         let name = format!("{:020}-{height}-{hash}.json", now.unix_micros());
         let doc = json!({"quarantined_at": now.to_string(), "reason": reason, "errors": errors, "block": block});
         let result = std::fs::create_dir_all(&self.dir).and_then(|()| {
@@ -41,14 +56,18 @@ impl Quarantine {
         });
         match result {
             Ok(()) => tracing::warn!(file = %name, reason, "block quarantined"),
-            Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write to quarantine"),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write to quarantine")
+            }
         }
         self.prune();
     }
 
     /// Files in the quarantine, oldest first (names start with the time).
     pub fn list(&self) -> Vec<(PathBuf, u64)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         let mut files: Vec<(PathBuf, u64)> = entries
             .filter_map(Result::ok)
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
@@ -80,7 +99,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Quarantine::new(dir.path().join("q"), 3, u64::MAX);
         for h in 0..5 {
-            q.put("test", json!([]), &json!({"height": h, "hash": format!("h{h}")}));
+            q.put(
+                "test",
+                json!([]),
+                &json!({"height": h, "hash": format!("h{h}")}),
+            );
         }
         let files = q.list();
         assert_eq!(files.len(), 3);

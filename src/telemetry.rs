@@ -34,8 +34,15 @@ fn directives(config: &Config) -> String {
     {
         return rust_log;
     }
-    let file_root = config.logging_config.root.as_ref().and_then(|r| r.level.clone());
-    let root = match (std::env::var("LOG_LEVEL").ok().filter(|v| !v.is_empty()), file_root) {
+    let file_root = config
+        .logging_config
+        .root
+        .as_ref()
+        .and_then(|r| r.level.clone());
+    let root = match (
+        std::env::var("LOG_LEVEL").ok().filter(|v| !v.is_empty()),
+        file_root,
+    ) {
         (Some(env), _) => env,
         (None, Some(file)) => file,
         (None, None) => config.logging.level.clone(),
@@ -56,8 +63,16 @@ fn directives(config: &Config) -> String {
 }
 
 fn format_of(config: &Config, handler: &Handler) -> &'static str {
-    let name = handler.formatter.as_deref().unwrap_or(&config.logging.format);
-    let class = config.logging_config.formatters.get(name).and_then(|f| f.class.clone()).unwrap_or_default();
+    let name = handler
+        .formatter
+        .as_deref()
+        .unwrap_or(&config.logging.format);
+    let class = config
+        .logging_config
+        .formatters
+        .get(name)
+        .and_then(|f| f.class.clone())
+        .unwrap_or_default();
     if name.contains("json") || class.to_ascii_lowercase().contains("json") {
         "json"
     } else if name.contains("detailed") {
@@ -71,10 +86,22 @@ fn layer_for<W>(format: &str, writer: W, ansi: bool) -> BoxedLayer
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let base = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
+    let base = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
     match format {
-        "json" => base.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
-        "detailed" => base.with_thread_ids(true).with_file(true).with_line_number(true).with_target(true).boxed(),
+        "json" => base
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        "detailed" => base
+            .with_thread_ids(true)
+            .with_file(true)
+            .with_line_number(true)
+            .with_target(true)
+            .boxed(),
         _ => base.with_target(true).boxed(),
     }
 }
@@ -84,9 +111,19 @@ fn rotated_writer(path: &Path, handler: &Handler) -> std::io::Result<FileRotate<
         std::fs::create_dir_all(dir)?;
     }
     // FileRotate opens lazily in places; open once now so an unwritable folder is reported here.
-    std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    let limit = ContentLimit::Bytes(handler.max_bytes.unwrap_or(10 * 1024 * 1024).max(1024) as usize);
-    Ok(FileRotate::new(path, AppendCount::new(handler.backup_count.unwrap_or(5).max(1)), limit, Compression::None, None))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let limit =
+        ContentLimit::Bytes(handler.max_bytes.unwrap_or(10 * 1024 * 1024).max(1024) as usize);
+    Ok(FileRotate::new(
+        path,
+        AppendCount::new(handler.backup_count.unwrap_or(5).max(1)),
+        limit,
+        Compression::None,
+        None,
+    ))
 }
 
 /// Handlers when the logging file names none: console, the rotated file and the errors file.
@@ -100,9 +137,18 @@ fn default_handlers() -> Vec<(String, Handler)> {
         backup_count: Some(5),
     };
     vec![
-        ("console".into(), Handler { class: Some("logging.StreamHandler".into()), ..Default::default() }),
+        (
+            "console".into(),
+            Handler {
+                class: Some("logging.StreamHandler".into()),
+                ..Default::default()
+            },
+        ),
         ("file".into(), file("block-manager.log", "DEBUG")),
-        ("error_file".into(), file("block-manager-errors.log", "ERROR")),
+        (
+            "error_file".into(),
+            file("block-manager-errors.log", "ERROR"),
+        ),
     ]
 }
 
@@ -116,10 +162,20 @@ pub fn init(config: &Config) -> LogGuards {
     let handlers: Vec<(String, Handler)> = if config.logging_config.handlers.is_empty() {
         default_handlers()
     } else {
-        config.logging_config.handlers.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        config
+            .logging_config
+            .handlers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     };
     for (name, handler) in &handlers {
-        let level = handler.level.as_deref().and_then(parse_level).map(LevelFilter::from_level).unwrap_or(LevelFilter::TRACE);
+        let level = handler
+            .level
+            .as_deref()
+            .and_then(parse_level)
+            .map(LevelFilter::from_level)
+            .unwrap_or(LevelFilter::TRACE);
         let format = format_of(config, handler);
         let layer = match &handler.filename {
             None => {
@@ -134,7 +190,9 @@ pub fn init(config: &Config) -> LogGuards {
                     layer_for(format, writer, false)
                 }
                 Err(e) => {
-                    problems.push(format!("log handler {name}: cannot write {file}: {e}; continuing without it"));
+                    problems.push(format!(
+                        "log handler {name}: cannot write {file}: {e}; continuing without it"
+                    ));
                     continue;
                 }
             },
@@ -164,8 +222,20 @@ mod tests {
     #[test]
     fn per_module_levels_become_rust_targets() {
         let mut config = Config::default();
-        config.logging_config.loggers.insert("block_manager.sync".into(), LoggerConfig { level: Some("DEBUG".into()), handlers: vec![] });
-        config.logging_config.loggers.insert("uvicorn".into(), LoggerConfig { level: Some("DEBUG".into()), handlers: vec![] });
+        config.logging_config.loggers.insert(
+            "block_manager.sync".into(),
+            LoggerConfig {
+                level: Some("DEBUG".into()),
+                handlers: vec![],
+            },
+        );
+        config.logging_config.loggers.insert(
+            "uvicorn".into(),
+            LoggerConfig {
+                level: Some("DEBUG".into()),
+                handlers: vec![],
+            },
+        );
         let d = directives(&config);
         assert!(d.contains("block_manager::sync=DEBUG"), "{d}");
         assert!(!d.contains("uvicorn"), "{d}");

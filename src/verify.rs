@@ -36,7 +36,14 @@ pub fn verify(store: &dyn BlockStore, from: u64, to: Option<u64>) -> Result<Repo
         (Some(t), None) => t,
         (None, _) => 0,
     };
-    let mut report = Report { is_valid: true, blocks_checked: 0, errors: Vec::new(), error_count: 0, start_height: from, end_height: end };
+    let mut report = Report {
+        is_valid: true,
+        blocks_checked: 0,
+        errors: Vec::new(),
+        error_count: 0,
+        start_height: from,
+        end_height: end,
+    };
     let Some(_) = tip else { return Ok(report) };
     if from > end {
         return Ok(report);
@@ -60,7 +67,9 @@ pub fn verify(store: &dyn BlockStore, from: u64, to: Option<u64>) -> Result<Repo
         }
         for body in bodies {
             report.blocks_checked += 1;
-            check_one(store, height, &body, previous.as_deref(), &mut |m| problem(m, &mut report))?;
+            check_one(store, height, &body, previous.as_deref(), &mut |m| {
+                problem(m, &mut report)
+            })?;
             previous = store.meta_at(height)?.map(|m| m.hash);
             height += 1;
         }
@@ -69,16 +78,28 @@ pub fn verify(store: &dyn BlockStore, from: u64, to: Option<u64>) -> Result<Repo
     Ok(report)
 }
 
-fn check_one(store: &dyn BlockStore, height: u64, body: &[u8], previous: Option<&str>, problem: &mut dyn FnMut(String)) -> Result<(), StoreError> {
+fn check_one(
+    store: &dyn BlockStore,
+    height: u64,
+    body: &[u8],
+    previous: Option<&str>,
+    problem: &mut dyn FnMut(String),
+) -> Result<(), StoreError> {
     let block = match chain::parse_block_json(body) {
         Ok(b) => b,
         Err(f) => {
-            problem(format!("height {height}: stored body does not parse: {}", f.first().map_or("?", |f| f.message.as_str())));
+            problem(format!(
+                "height {height}: stored body does not parse: {}",
+                f.first().map_or("?", |f| f.message.as_str())
+            ));
             return Ok(());
         }
     };
     if block.height != height {
-        problem(format!("height {height}: body says height {}", block.height));
+        problem(format!(
+            "height {height}: body says height {}",
+            block.height
+        ));
     }
     if block.computed_merkle_root() != block.merkle_root {
         problem(format!("height {height}: merkle root mismatch"));
@@ -88,11 +109,16 @@ fn check_one(store: &dyn BlockStore, height: u64, body: &[u8], previous: Option<
     }
     let expected_prev = previous.unwrap_or(chain::ZERO_HASH);
     if block.previous_hash != expected_prev {
-        problem(format!("height {height}: previous hash does not match the block below"));
+        problem(format!(
+            "height {height}: previous hash does not match the block below"
+        ));
     }
     match store.meta_at(height)? {
-        Some(meta) if meta.hash == block.hash && meta.transaction_count == block.transaction_count() => {}
-        Some(_) => problem(format!("height {height}: header record disagrees with the body")),
+        Some(meta)
+            if meta.hash == block.hash && meta.transaction_count == block.transaction_count() => {}
+        Some(_) => problem(format!(
+            "height {height}: header record disagrees with the body"
+        )),
         None => problem(format!("height {height}: header record missing")),
     }
     if store.height_of_hash(&block.hash)? != Some(height) {
@@ -100,7 +126,10 @@ fn check_one(store: &dyn BlockStore, height: u64, body: &[u8], previous: Option<
     }
     for (i, tx) in block.transactions.iter().enumerate() {
         if store.tx_location(&tx.tx_id)? != Some((height, i as u32)) {
-            problem(format!("height {height}: transaction index entry for {} is wrong", tx.tx_id));
+            problem(format!(
+                "height {height}: transaction index entry for {} is wrong",
+                tx.tx_id
+            ));
         }
     }
     Ok(())

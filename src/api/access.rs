@@ -37,7 +37,9 @@ enum Grant {
 }
 
 fn grant(state: &AppState, headers: &HeaderMap) -> Result<Option<Grant>, ApiError> {
-    let Some(given) = credential(headers) else { return Ok(None) };
+    let Some(given) = credential(headers) else {
+        return Ok(None);
+    };
     let sec = &state.config.security;
     if sec.api_key.get().is_some_and(|k| same_key(given, k)) {
         return Ok(Some(Grant::Write));
@@ -45,14 +47,26 @@ fn grant(state: &AppState, headers: &HeaderMap) -> Result<Option<Grant>, ApiErro
     if sec.read_api_key.get().is_some_and(|k| same_key(given, k)) {
         return Ok(Some(Grant::Read));
     }
-    state.metrics.auth_failures.with_label_values(&["invalid"]).inc();
+    state
+        .metrics
+        .auth_failures
+        .with_label_values(&["invalid"])
+        .inc();
     Err(ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_002").msg("Invalid API key"))
 }
 
 /// Route layer for read routes: open unless `security.require_read_auth` is on.
-pub async fn require_read(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_read(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if state.config.security.require_read_auth && grant(&state, req.headers())?.is_none() {
-        state.metrics.auth_failures.with_label_values(&["missing"]).inc();
+        state
+            .metrics
+            .auth_failures
+            .with_label_values(&["missing"])
+            .inc();
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_001")
             .msg("Authentication required: send X-API-Key or Authorization: Bearer with a read or write key"));
     }
@@ -60,21 +74,40 @@ pub async fn require_read(State(state): State<AppState>, req: Request, next: Nex
 }
 
 /// Route layer for write routes: a configured write key must be presented.
-pub async fn require_write(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_write(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if state.config.security.api_key.get().is_none() {
-        state.metrics.auth_failures.with_label_values(&["writes_disabled"]).inc();
+        state
+            .metrics
+            .auth_failures
+            .with_label_values(&["writes_disabled"])
+            .inc();
         return Err(ApiError::new(StatusCode::FORBIDDEN, "AUTH_004")
             .msg("Writes are disabled: set BLOCK_MANAGER_API_KEY (or security.api_key) to a secret and send it as X-API-Key"));
     }
     match grant(&state, req.headers())? {
         Some(Grant::Write) => Ok(next.run(req).await),
         Some(Grant::Read) => {
-            state.metrics.auth_failures.with_label_values(&["insufficient"]).inc();
-            Err(ApiError::new(StatusCode::FORBIDDEN, "AUTH_003").msg("This key may only read; writes need the write key (BLOCK_MANAGER_API_KEY)"))
+            state
+                .metrics
+                .auth_failures
+                .with_label_values(&["insufficient"])
+                .inc();
+            Err(ApiError::new(StatusCode::FORBIDDEN, "AUTH_003")
+                .msg("This key may only read; writes need the write key (BLOCK_MANAGER_API_KEY)"))
         }
         None => {
-            state.metrics.auth_failures.with_label_values(&["missing"]).inc();
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_001").msg("Authentication required: send the write key as X-API-Key or Authorization: Bearer"))
+            state
+                .metrics
+                .auth_failures
+                .with_label_values(&["missing"])
+                .inc();
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_001").msg(
+                "Authentication required: send the write key as X-API-Key or Authorization: Bearer",
+            ))
         }
     }
 }
@@ -126,16 +159,25 @@ impl RateLimiter {
 }
 
 /// Middleware: the per-client rate limit; health and metrics are exempt so probes never fail.
-pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn rate_limit(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let path = req.uri().path();
     if path.starts_with("/health") || path == "/metrics" || path == "/api/v1/health" {
         return Ok(next.run(req).await);
     }
-    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
     if let Err(retry) = state.limiter.hit(client) {
         state.metrics.rate_limited.inc();
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_001")
-            .msg(format!("Rate limit exceeded: at most {} requests per {} s; retry in {retry} s", state.config.rate_limits.requests, state.config.rate_limits.window_seconds));
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_001").msg(format!(
+            "Rate limit exceeded: at most {} requests per {} s; retry in {retry} s",
+            state.config.rate_limits.requests, state.config.rate_limits.window_seconds
+        ));
         e.retry_after = Some(retry);
         return Err(e);
     }
@@ -157,13 +199,20 @@ mod tests {
 
     #[test]
     fn limiter_refuses_past_the_limit_with_a_retry_time() {
-        let l = RateLimiter::new(&RateLimitConfig { enabled: true, requests: 2, window_seconds: 60 });
+        let l = RateLimiter::new(&RateLimitConfig {
+            enabled: true,
+            requests: 2,
+            window_seconds: 60,
+        });
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         assert!(l.hit(ip).is_ok());
         assert!(l.hit(ip).is_ok());
         let retry = l.hit(ip).unwrap_err();
         assert!((1..=60).contains(&retry));
-        assert!(l.hit(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).is_ok(), "limits are per client");
+        assert!(
+            l.hit(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).is_ok(),
+            "limits are per client"
+        );
     }
 
     #[test]

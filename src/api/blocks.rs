@@ -84,7 +84,10 @@ impl<'a> From<&'a BlockMeta> for HeaderOut<'a> {
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut res = (status, body).into_response();
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -99,16 +102,26 @@ fn served_hash(body: &[u8]) -> Option<&str> {
 /// back never changes, so it may be cached for long; shallower ones briefly.
 fn block_response(state: &AppState, height: u64, body: Vec<u8>, headers: &HeaderMap) -> Response {
     let etag = served_hash(&body).map(|h| format!("\"{h}\""));
-    let depth = state.ledger.tip_height().map_or(0, |tip| tip.saturating_sub(height));
+    let depth = state
+        .ledger
+        .tip_height()
+        .map_or(0, |tip| tip.saturating_sub(height));
     let cache = if depth > state.config.synchronization.max_reorg_depth {
         "public, max-age=31536000, immutable"
     } else {
         "public, max-age=2"
     };
     let matches = etag.as_deref().is_some_and(|tag| {
-        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|inm| inm.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
+        headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|inm| inm.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
     });
-    let mut res = if matches { StatusCode::NOT_MODIFIED.into_response() } else { json_response(StatusCode::OK, body) };
+    let mut res = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        json_response(StatusCode::OK, body)
+    };
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
@@ -118,10 +131,21 @@ fn block_response(state: &AppState, height: u64, body: Vec<u8>, headers: &Header
 }
 
 fn parse_height(raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<u64>().map_err(|_| bad_param("height", raw, "expected a non-negative integer no larger than 18446744073709551615"))
+    raw.parse::<u64>().map_err(|_| {
+        bad_param(
+            "height",
+            raw,
+            "expected a non-negative integer no larger than 18446744073709551615",
+        )
+    })
 }
 
-fn by_height(state: &AppState, height: u64, shown: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+fn by_height(
+    state: &AppState,
+    height: u64,
+    shown: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     match state.store.body_at(height).map_err(store_error)? {
         Some(body) => Ok(block_response(state, height, body, headers)),
         None => Err(ApiError::block_not_found(shown)),
@@ -129,31 +153,55 @@ fn by_height(state: &AppState, height: u64, shown: &str, headers: &HeaderMap) ->
 }
 
 /// GET /api/v1/blocks/latest
-pub async fn latest(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let tip = state.ledger.tip_height().ok_or_else(|| ApiError::block_not_found("latest").msg("The chain is empty: no block yet"))?;
+pub async fn latest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tip = state.ledger.tip_height().ok_or_else(|| {
+        ApiError::block_not_found("latest").msg("The chain is empty: no block yet")
+    })?;
     by_height(&state, tip, "latest", &headers)
 }
 
 /// GET /api/v1/blocks/height/{height}
-pub async fn at_height(State(state): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn at_height(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let height = parse_height(&raw)?;
     by_height(&state, height, &raw, &headers)
 }
 
 /// GET /api/v1/blocks/{block_id}: a 64-hex hash, or a decimal height.
-pub async fn by_id(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn by_id(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if chain::hash::is_hash_hex(&id) {
-        let height = state.store.height_of_hash(&id).map_err(store_error)?.ok_or_else(|| ApiError::block_not_found(&id))?;
+        let height = state
+            .store
+            .height_of_hash(&id)
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::block_not_found(&id))?;
         return by_height(&state, height, &id, &headers);
     }
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
         return by_height(&state, parse_height(&id)?, &id, &headers);
     }
-    Err(bad_param("block_id", &id, "expected a 64-character lowercase hex hash or a decimal height"))
+    Err(bad_param(
+        "block_id",
+        &id,
+        "expected a 64-character lowercase hex hash or a decimal height",
+    ))
 }
 
 /// GET /api/v1/blocks: paginated summaries.
-pub async fn list(State(state): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref())?;
     let page = p.int("page", 1, 1, 1_000_000_000)?;
     let limit = p.int("limit", 20, 1, 100)?;
@@ -165,12 +213,22 @@ pub async fn list(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resul
         "height_desc" => (false, Order::Desc),
         "timestamp_asc" => (true, Order::Asc),
         "timestamp_desc" => (true, Order::Desc),
-        other => return Err(bad_param("sort", other, "expected height_asc, height_desc, timestamp_asc or timestamp_desc")),
+        other => {
+            return Err(bad_param(
+                "sort",
+                other,
+                "expected height_asc, height_desc, timestamp_asc or timestamp_desc",
+            ));
+        }
     };
     if let Some(to) = to
         && to < from
     {
-        return Err(bad_param("height_to", &to.to_string(), "must not be below height_from"));
+        return Err(bad_param(
+            "height_to",
+            &to.to_string(),
+            "must not be below height_from",
+        ));
     }
     let tip = state.ledger.tip_height();
     // Heights are contiguous from 0, so the filtered count is arithmetic: no scan.
@@ -187,7 +245,11 @@ pub async fn list(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resul
         Vec::new()
     } else {
         blocking(move || {
-            if by_time { store.metas_by_time(lo, hi, order, offset, limit as usize) } else { store.metas(lo, hi, order, offset, limit as usize) }
+            if by_time {
+                store.metas_by_time(lo, hi, order, offset, limit as usize)
+            } else {
+                store.metas(lo, hi, order, offset, limit as usize)
+            }
         })
         .await?
     };
@@ -197,12 +259,18 @@ pub async fn list(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resul
 }
 
 fn short_cache(mut res: Response) -> Response {
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=2"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=2"),
+    );
     res
 }
 
 /// GET /api/v1/blocks/range?from=H&limit=N: full blocks ascending (followers use it).
-pub async fn range(State(state): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub async fn range(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref())?;
     let from = p.int("from", 0, 0, u64::MAX)?;
     let limit = p.int("limit", 100, 1, 1000)? as usize;
@@ -221,23 +289,47 @@ pub async fn range(State(state): State<AppState>, RawQuery(q): RawQuery) -> Resu
 }
 
 /// GET /api/v1/blocks/headers?from=H&limit=N: headers ascending.
-pub async fn headers(State(state): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub async fn headers(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref())?;
     let from = p.int("from", 0, 0, u64::MAX)?;
     let limit = p.int("limit", 100, 1, 2000)? as usize;
     let store = state.store.clone();
     let metas = blocking(move || store.metas(from, u64::MAX, Order::Asc, 0, limit)).await?;
     let headers: Vec<HeaderOut> = metas.iter().map(HeaderOut::from).collect();
-    Ok(short_cache(axum::Json(json!({"headers": headers})).into_response()))
+    Ok(short_cache(
+        axum::Json(json!({"headers": headers})).into_response(),
+    ))
 }
 
 /// GET /api/v1/transactions/{tx_id}
-pub async fn transaction(State(state): State<AppState>, Path(tx_id): Path<String>) -> Result<Response, ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "TX_001").msg(format!("Transaction not found: {tx_id}")).info(json!({"tx_id": tx_id}));
-    let (height, index) = state.store.tx_location(&tx_id).map_err(store_error)?.ok_or_else(not_found)?;
-    let body = state.store.body_at(height).map_err(store_error)?.ok_or_else(not_found)?;
-    let block: Value = serde_json::from_slice(&body).map_err(|e| store_error(crate::store::StoreError::Corrupt(e.to_string())))?;
-    let mut tx = block["transactions"].get(index as usize).cloned().ok_or_else(not_found)?;
+pub async fn transaction(
+    State(state): State<AppState>,
+    Path(tx_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError::new(StatusCode::NOT_FOUND, "TX_001")
+            .msg(format!("Transaction not found: {tx_id}"))
+            .info(json!({"tx_id": tx_id}))
+    };
+    let (height, index) = state
+        .store
+        .tx_location(&tx_id)
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let body = state
+        .store
+        .body_at(height)
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let block: Value = serde_json::from_slice(&body)
+        .map_err(|e| store_error(crate::store::StoreError::Corrupt(e.to_string())))?;
+    let mut tx = block["transactions"]
+        .get(index as usize)
+        .cloned()
+        .ok_or_else(not_found)?;
     if let Value::Object(map) = &mut tx {
         map.insert("block_height".into(), json!(height));
         map.insert("block_hash".into(), block["hash"].clone());
@@ -255,34 +347,60 @@ fn created(record_body: Vec<u8>, hash: &str, status: StatusCode) -> Response {
 }
 
 /// POST /api/v1/blocks: create the next block from `{transactions, producer, signature}`.
-pub async fn create(State(state): State<AppState>, JsonBody(v): JsonBody) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(v): JsonBody,
+) -> Result<Response, ApiError> {
     access::writable(&state)?;
-    let Value::Object(obj) = &v else { return Err(ApiError::bad_request("Expected a JSON object {transactions, producer, signature}")) };
+    let Value::Object(obj) = &v else {
+        return Err(ApiError::bad_request(
+            "Expected a JSON object {transactions, producer, signature}",
+        ));
+    };
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-    let producer = text("producer").filter(|p| !p.trim().is_empty()).ok_or_else(|| {
-        invalid(vec![chain::Failure::new("VAL_001", "producer is required: a non-empty string").at("producer")])
-    })?;
+    let producer = text("producer")
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| {
+            invalid(vec![
+                chain::Failure::new("VAL_001", "producer is required: a non-empty string")
+                    .at("producer"),
+            ])
+        })?;
     let signature = text("signature").unwrap_or_default();
     if signature.is_empty() {
-        return Err(invalid(vec![chain::Failure::new("VAL_002", "Block signature is missing").at("signature")]));
+        return Err(invalid(vec![
+            chain::Failure::new("VAL_002", "Block signature is missing").at("signature"),
+        ]));
     }
     let at = crate::ledger::now();
-    let txs = obj.get("transactions").cloned().unwrap_or(Value::Array(Vec::new()));
+    let txs = obj
+        .get("transactions")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
     let transactions = chain::parse_transactions(&txs, at).map_err(invalid)?;
-    let record = state.ledger.create(producer, signature, transactions, at).await.map_err(write_error)?;
+    let record = state
+        .ledger
+        .create(producer, signature, transactions, at)
+        .await
+        .map_err(write_error)?;
     Ok(created(record.body, &record.meta.hash, StatusCode::CREATED))
 }
 
 /// The block inside `{"block_data": {...}}`, or a bare block.
 fn unwrap_block(v: Value) -> Value {
     match v {
-        Value::Object(mut m) if m.get("block_data").is_some_and(Value::is_object) => m.remove("block_data").unwrap_or(Value::Null),
+        Value::Object(mut m) if m.get("block_data").is_some_and(Value::is_object) => {
+            m.remove("block_data").unwrap_or(Value::Null)
+        }
         other => other,
     }
 }
 
 /// POST /api/v1/blocks/submit: append a complete block produced elsewhere.
-pub async fn submit(State(state): State<AppState>, JsonBody(v): JsonBody) -> Result<Response, ApiError> {
+pub async fn submit(
+    State(state): State<AppState>,
+    JsonBody(v): JsonBody,
+) -> Result<Response, ApiError> {
     access::writable(&state)?;
     let v = unwrap_block(v);
     let block = match chain::parse_block(&v) {
@@ -291,14 +409,24 @@ pub async fn submit(State(state): State<AppState>, JsonBody(v): JsonBody) -> Res
     };
     match state.ledger.submit(block).await {
         Ok(Submitted::Stored(meta)) => {
-            let body = state.store.body_at(meta.height).map_err(store_error)?.unwrap_or_default();
+            let body = state
+                .store
+                .body_at(meta.height)
+                .map_err(store_error)?
+                .unwrap_or_default();
             Ok(created(body, &meta.hash, StatusCode::CREATED))
         }
         Ok(Submitted::AlreadyStored(meta)) => {
-            let body = state.store.body_at(meta.height).map_err(store_error)?.unwrap_or_default();
+            let body = state
+                .store
+                .body_at(meta.height)
+                .map_err(store_error)?
+                .unwrap_or_default();
             Ok(json_response(StatusCode::OK, body))
         }
-        Err(crate::ledger::WriteError::Invalid(failures)) => Err(quarantined(&state, &v, failures).await),
+        Err(crate::ledger::WriteError::Invalid(failures)) => {
+            Err(quarantined(&state, &v, failures).await)
+        }
         Err(e) => Err(write_error(e)),
     }
 }
@@ -306,16 +434,30 @@ pub async fn submit(State(state): State<AppState>, JsonBody(v): JsonBody) -> Res
 async fn quarantined(state: &AppState, block: &Value, failures: Vec<chain::Failure>) -> ApiError {
     let errors = serde_json::to_value(&failures).unwrap_or_default();
     let (q, block) = (state.quarantine.clone(), block.clone());
-    let _ = tokio::task::spawn_blocking(move || q.put("rejected by POST /api/v1/blocks/submit", errors, &block)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        q.put("rejected by POST /api/v1/blocks/submit", errors, &block)
+    })
+    .await;
     invalid(failures)
 }
 
 /// POST /api/v1/blocks/validate: full validation against the stored chain; changes nothing.
-pub async fn validate(State(state): State<AppState>, JsonBody(v): JsonBody) -> Result<Response, ApiError> {
+pub async fn validate(
+    State(state): State<AppState>,
+    JsonBody(v): JsonBody,
+) -> Result<Response, ApiError> {
     let v = unwrap_block(v);
     let store = state.store.clone();
     let limits = state.limits.clone();
-    let (_, failures) = blocking(move || Ok(chain::validate_block(&v, &StoreView(&*store), &limits, crate::ledger::now()))).await?;
+    let (_, failures) = blocking(move || {
+        Ok(chain::validate_block(
+            &v,
+            &StoreView(&*store),
+            &limits,
+            crate::ledger::now(),
+        ))
+    })
+    .await?;
     let flags = Flags::from_failures(&failures);
     let body = json!({
         "valid": failures.is_empty(),

@@ -10,16 +10,30 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 fn mode(state: &AppState) -> &'static str {
-    if state.sync.is_some() { "follower" } else { "standalone" }
+    if state.sync.is_some() {
+        "follower"
+    } else {
+        "standalone"
+    }
 }
 
 /// GET /api/v1/chain/info
 pub async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    let (info, totals, tip, genesis) = blocking(move || Ok((store.chain_info()?, store.totals()?, store.tip()?, store.meta_at(0)?))).await?;
+    let (info, totals, tip, genesis) = blocking(move || {
+        Ok((
+            store.chain_info()?,
+            store.totals()?,
+            store.tip()?,
+            store.meta_at(0)?,
+        ))
+    })
+    .await?;
     let height = tip.as_ref().map(|t| t.height);
     let average = match (&tip, &genesis) {
-        (Some(t), Some(g)) if t.height > 0 => Some((t.timestamp_micros - g.timestamp_micros) as f64 / 1e6 / t.height as f64),
+        (Some(t), Some(g)) if t.height > 0 => {
+            Some((t.timestamp_micros - g.timestamp_micros) as f64 / 1e6 / t.height as f64)
+        }
         _ => None,
     };
     let c = &state.config.chain;
@@ -52,11 +66,17 @@ pub async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
 pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     let tip = state.store.tip().map_err(store_error)?;
     let now = crate::ledger::now().unix_micros();
-    let since = tip.as_ref().map(|t| ((now - t.timestamp_micros) as f64 / 1e6).max(0.0));
+    let since = tip
+        .as_ref()
+        .map(|t| ((now - t.timestamp_micros) as f64 / 1e6).max(0.0));
     let sync = state.sync.as_ref().map(|s| s.summary());
     let state_name = match (&tip, &sync) {
         (None, _) => "empty".to_string(),
-        (_, Some(s)) => s.get("state").and_then(Value::as_str).unwrap_or("syncing").to_string(),
+        (_, Some(s)) => s
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("syncing")
+            .to_string(),
         (_, None) => "active".to_string(),
     };
     Ok(axum::Json(json!({
@@ -73,7 +93,9 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
 
 /// GET /api/v1/chain/height (followers poll it)
 pub async fn height(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let tip = state.store.tip().map_err(store_error)?.ok_or_else(|| ApiError::block_not_found("latest").msg("The chain is empty: no block yet"))?;
+    let tip = state.store.tip().map_err(store_error)?.ok_or_else(|| {
+        ApiError::block_not_found("latest").msg("The chain is empty: no block yet")
+    })?;
     Ok(axum::Json(json!({
         "height": tip.height,
         "block_hash": tip.hash,
@@ -86,17 +108,40 @@ pub async fn height(State(state): State<AppState>) -> Result<Response, ApiError>
 }
 
 /// POST /api/v1/chain/verify with optional `{start_height, end_height}`.
-pub async fn verify(State(state): State<AppState>, req: axum::extract::Request) -> Result<Response, ApiError> {
+pub async fn verify(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
     // An empty body checks the whole chain; a body must be JSON.
-    let empty = req.headers().get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v == "0")
-        || (req.headers().get(axum::http::header::CONTENT_TYPE).is_none()
-            && req.headers().get(axum::http::header::CONTENT_LENGTH).is_none()
-            && req.headers().get(axum::http::header::TRANSFER_ENCODING).is_none());
-    let v = if empty { Value::Null } else { <JsonBody as axum::extract::FromRequest<()>>::from_request(req, &()).await.map(|JsonBody(v)| v)? };
+    let empty = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v == "0")
+        || (req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none()
+            && req
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .is_none()
+            && req
+                .headers()
+                .get(axum::http::header::TRANSFER_ENCODING)
+                .is_none());
+    let v = if empty {
+        Value::Null
+    } else {
+        <JsonBody as axum::extract::FromRequest<()>>::from_request(req, &())
+            .await
+            .map(|JsonBody(v)| v)?
+    };
     let field = |k: &str| -> Result<Option<u64>, ApiError> {
         match v.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(x) => x.as_u64().map(Some).ok_or_else(|| ApiError::bad_request(format!("{k} must be a non-negative integer"))),
+            Some(x) => x.as_u64().map(Some).ok_or_else(|| {
+                ApiError::bad_request(format!("{k} must be a non-negative integer"))
+            }),
         }
     };
     let from = field("start_height")?.unwrap_or(0);
@@ -104,7 +149,9 @@ pub async fn verify(State(state): State<AppState>, req: axum::extract::Request) 
     if let Some(to) = to
         && to < from
     {
-        return Err(ApiError::bad_request("end_height must not be below start_height"));
+        return Err(ApiError::bad_request(
+            "end_height must not be below start_height",
+        ));
     }
     let store = state.store.clone();
     let report = blocking(move || crate::verify::verify(&*store, from, to)).await?;

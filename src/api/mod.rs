@@ -69,7 +69,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn(observe::remember_route))
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), access::rate_limit))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
     if let Some(cors) = cors(&state.config.cors.allowed_origins) {
         app = app.layer(cors);
     }
@@ -88,20 +91,36 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     let allow = if origins.iter().any(|o| o.trim() == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()))
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
+        )
     };
     Some(
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION, "x-api-key".parse().expect("static header"), "x-request-id".parse().expect("static header")])
-            .expose_headers(["x-request-id".parse().expect("static header"), axum::http::header::ETAG, axum::http::header::LOCATION, axum::http::header::RETRY_AFTER])
+            .allow_headers([
+                axum::http::header::CONTENT_TYPE,
+                axum::http::header::AUTHORIZATION,
+                "x-api-key".parse().expect("static header"),
+                "x-request-id".parse().expect("static header"),
+            ])
+            .expose_headers([
+                "x-request-id".parse().expect("static header"),
+                axum::http::header::ETAG,
+                axum::http::header::LOCATION,
+                axum::http::header::RETRY_AFTER,
+            ])
             .max_age(Duration::from_secs(600)),
     )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "REQ_005").msg(format!("Not found: {}", uri.path())).info(json!({"path": uri.path()}))
+    ApiError::new(StatusCode::NOT_FOUND, "REQ_005")
+        .msg(format!("Not found: {}", uri.path()))
+        .info(json!({"path": uri.path()}))
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -111,8 +130,13 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 /// Runs blocking store work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SRV_001"))?.map_err(store_error)
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SRV_001"))?
+        .map_err(store_error)
 }
 
 /// 422 listing every validation failure with its code.
@@ -129,9 +153,15 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
     let (status, code) = match &e {
         StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "ST_004"),
         StoreError::PermissionDenied(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ST_005"),
-        StoreError::Unavailable(_) | StoreError::AlreadyOpen { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ST_001"),
-        StoreError::Read(_) | StoreError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ST_003"),
-        StoreError::Write(_) | StoreError::NotContiguous { .. } | StoreError::NewerFormat { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "ST_002"),
+        StoreError::Unavailable(_) | StoreError::AlreadyOpen { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "ST_001")
+        }
+        StoreError::Read(_) | StoreError::Corrupt(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "ST_003")
+        }
+        StoreError::Write(_)
+        | StoreError::NotContiguous { .. }
+        | StoreError::NewerFormat { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "ST_002"),
     };
     tracing::error!(code, error = %e, "storage failure");
     ApiError::new(status, code)
@@ -142,9 +172,12 @@ pub(crate) fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::Invalid(f) => invalid(f),
         WriteError::Conflict { height, existing } => ApiError::new(StatusCode::CONFLICT, "BM_007")
-            .msg(format!("Height {height} already holds a different block ({existing})"))
+            .msg(format!(
+                "Height {height} already holds a different block ({existing})"
+            ))
             .info(json!({"height": height, "existing_hash": existing})),
         WriteError::Store(e) => store_error(e),
-        WriteError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ST_001").msg("The service is shutting down"),
+        WriteError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ST_001")
+            .msg("The service is shutting down"),
     }
 }

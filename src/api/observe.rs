@@ -17,7 +17,10 @@ struct RouteTemplate(String);
 
 /// Route layer: remembers which route template matched (metrics label, log field).
 pub async fn remember_route(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     let mut res = next.run(req).await;
     if let Some(route) = route {
         res.extensions_mut().insert(RouteTemplate(route));
@@ -28,15 +31,23 @@ pub async fn remember_route(req: Request, next: Next) -> Response {
 /// A caller's id is kept when it is short printable ASCII; otherwise we make one.
 fn request_id(req: &Request) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    if let Some(id) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok())
+    if let Some(id) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
         && !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_graphic())
     {
         return id.to_owned();
     }
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    format!("{nanos:016x}-{:06x}", NEXT.fetch_add(1, Ordering::Relaxed) & 0xff_ffff)
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "{nanos:016x}-{:06x}",
+        NEXT.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
+    )
 }
 
 /// Outermost middleware: request id, metrics and the access log line.
@@ -50,10 +61,17 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let mut res = next.run(req).instrument(span).await;
     m.http_in_flight.dec();
     let elapsed = started.elapsed();
-    let route = res.extensions().get::<RouteTemplate>().map_or("unmatched", |r| r.0.as_str());
+    let route = res
+        .extensions()
+        .get::<RouteTemplate>()
+        .map_or("unmatched", |r| r.0.as_str());
     let status = res.status();
-    m.http_requests.with_label_values(&[method.as_str(), route, status.as_str()]).inc();
-    m.http_duration.with_label_values(&[method.as_str(), route]).observe(elapsed.as_secs_f64());
+    m.http_requests
+        .with_label_values(&[method.as_str(), route, status.as_str()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[method.as_str(), route])
+        .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "block_manager::http",
         method = %method,
@@ -72,7 +90,11 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
 /// A panic in a handler: logged once here (inside the request's span, so with its id), and
 /// answered with an opaque 500.
 pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = err.downcast_ref::<String>().map(String::as_str).or_else(|| err.downcast_ref::<&str>().copied()).unwrap_or("unknown panic");
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
     tracing::error!(panic = what, "handler panicked");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SRV_001").into_response()
 }

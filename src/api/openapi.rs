@@ -5,5 +5,7 @@ use serde_json::{Value, json};
 
 /// GET /api/v1/openapi.json
 pub async fn document() -> Json<Value> {
-    Json(json!({"openapi": "3.0.3", "info": {"title": "block-manager", "version": env!("CARGO_PKG_VERSION")}, "paths": {}}))
+    Json(
+        json!({"openapi": "3.0.3", "info": {"title": "block-manager", "version": env!("CARGO_PKG_VERSION")}, "paths": {}}),
+    )
 }

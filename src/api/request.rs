@@ -20,8 +20,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|ct| {
-                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                let mime = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         if !is_json {
@@ -35,8 +41,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
         })?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request(format!("Malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
-                .info(json!({"line": e.line(), "column": e.column()}))
+            ApiError::bad_request(format!(
+                "Malformed JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ))
+            .info(json!({"line": e.line(), "column": e.column()}))
         })?;
         Ok(JsonBody(value))
     }
@@ -51,8 +61,12 @@ impl Params {
         let mut map = HashMap::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = decode(k).ok_or_else(|| ApiError::bad_request("Query string is not valid percent-encoded UTF-8"))?;
-            let v = decode(v).ok_or_else(|| ApiError::bad_request("Query string is not valid percent-encoded UTF-8"))?;
+            let k = decode(k).ok_or_else(|| {
+                ApiError::bad_request("Query string is not valid percent-encoded UTF-8")
+            })?;
+            let v = decode(v).ok_or_else(|| {
+                ApiError::bad_request("Query string is not valid percent-encoded UTF-8")
+            })?;
             map.insert(k, v);
         }
         Ok(Self(map))
@@ -67,13 +81,23 @@ impl Params {
                 .parse::<u64>()
                 .ok()
                 .filter(|v| (min..=max).contains(v))
-                .ok_or_else(|| bad_param(name, raw, &format!("expected an integer from {min} to {max}"))),
+                .ok_or_else(|| {
+                    bad_param(
+                        name,
+                        raw,
+                        &format!("expected an integer from {min} to {max}"),
+                    )
+                }),
         }
     }
 
     /// An optional integer parameter in `0..=max`.
     pub fn opt_int(&self, name: &str, max: u64) -> Result<Option<u64>, ApiError> {
-        if self.0.contains_key(name) { self.int(name, 0, 0, max).map(Some) } else { Ok(None) }
+        if self.0.contains_key(name) {
+            self.int(name, 0, 0, max).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// A text parameter.
@@ -84,7 +108,8 @@ impl Params {
 
 /// 400 naming the parameter, its value and the accepted range.
 pub fn bad_param(name: &str, value: &str, why: &str) -> ApiError {
-    ApiError::bad_request(format!("Invalid parameter {name} '{value}': {why}")).info(json!({"parameter": name, "value": value}))
+    ApiError::bad_request(format!("Invalid parameter {name} '{value}': {why}"))
+        .info(json!({"parameter": name, "value": value}))
 }
 
 fn decode(s: &str) -> Option<String> {

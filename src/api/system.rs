@@ -24,32 +24,48 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let report = state.health.report().await;
     let body = health_body(&state, &report);
     if report.status == Status::Unhealthy {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SRV_002").info(body).into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SRV_002")
+            .info(body)
+            .into_response();
     }
     axum::Json(body).into_response()
 }
 
 /// GET /health/live: the process answers.
 pub async fn live() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"alive"}"#).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"alive"}"#,
+    )
+        .into_response()
 }
 
 /// GET /health/ready: 503 until the store is open and state loaded, and again while stopping.
 pub async fn ready(State(state): State<AppState>) -> Response {
     if !state.ready.load(Ordering::SeqCst) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SRV_003").msg("Not ready: starting or stopping").into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SRV_003")
+            .msg("Not ready: starting or stopping")
+            .into_response();
     }
-    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ready"}"#).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ready"}"#,
+    )
+        .into_response()
 }
 
 /// GET /metrics: Prometheus text format 0.0.4.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let m = &state.config.monitoring;
     if !(m.metrics_enabled && m.expose_metrics) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "MON_001").msg("Metrics are disabled (monitoring.metrics_enabled / expose_metrics)"));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "MON_001")
+            .msg("Metrics are disabled (monitoring.metrics_enabled / expose_metrics)"));
     }
     let mut res = state.metrics.render().into_response();
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     Ok(res)
 }
 

@@ -10,7 +10,10 @@ use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 
 /// Main file names tried, in order, in `config/` under the working directory.
-const DEFAULT_MAIN: [&str; 2] = ["config/block-manager-config.yaml", "config/block-manager-config.json"];
+const DEFAULT_MAIN: [&str; 2] = [
+    "config/block-manager-config.yaml",
+    "config/block-manager-config.json",
+];
 const ERRORS_FILE: &str = "block-manager-errors.yaml";
 /// Keys that must not come out empty (an unset `${VAR}` there is an error, not a default).
 const REQUIRED: [&str; 3] = ["service.host", "service.port", "storage.blocks_path"];
@@ -23,13 +26,22 @@ pub const ENV_KEYS: [(&str, &[&str]); 12] = [
     ("BLOCK_MANAGER_URL", &["service.url"]),
     ("BLOCK_STORAGE_PATH", &["storage.blocks_path"]),
     ("BLOCKCHAIN_ENGINE_URL", &["synchronization.engine_url"]),
-    ("SYNC_TIMEOUT", &["synchronization.sync_timeout_seconds", "error_handling.blockchain_engine.request_timeout_seconds"]),
+    (
+        "SYNC_TIMEOUT",
+        &[
+            "synchronization.sync_timeout_seconds",
+            "error_handling.blockchain_engine.request_timeout_seconds",
+        ],
+    ),
     ("LUCID_ENV", &["service.environment"]),
     ("LUCID_PLATFORM", &["service.platform"]),
     ("LOG_LEVEL", &["logging.level"]),
     ("BLOCK_MANAGER_API_KEY", &["security.api_key"]),
     ("BLOCK_MANAGER_READ_API_KEY", &["security.read_api_key"]),
-    ("BLOCKCHAIN_ENGINE_API_KEY", &["synchronization.engine_api_key"]),
+    (
+        "BLOCKCHAIN_ENGINE_API_KEY",
+        &["synchronization.engine_api_key"],
+    ),
 ];
 
 /// What the command line adds on top of files and environment.
@@ -77,9 +89,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         figment = figment.merge(layer);
         files.push(path.clone());
     }
-    let folder = main.as_ref().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_else(|| PathBuf::from("config"));
-    let logging_name = figment.extract_inner::<String>("logging.config_file").unwrap_or_else(|_| "block-manager-logging.yaml".into());
-    for (name, nest) in [(ERRORS_FILE, None), (logging_name.as_str(), Some("logging_config"))] {
+    let folder = main
+        .as_ref()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("config"));
+    let logging_name = figment
+        .extract_inner::<String>("logging.config_file")
+        .unwrap_or_else(|_| "block-manager-logging.yaml".into());
+    for (name, nest) in [
+        (ERRORS_FILE, None),
+        (logging_name.as_str(), Some("logging_config")),
+    ] {
         let path = folder.join(name);
         if path.is_file() {
             let layer = Layer::from_file(&path, nest, &env)?;
@@ -92,10 +112,18 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         figment = figment.merge(layer);
     }
     if let Some(host) = &opts.host {
-        figment = figment.merge(Layer::value("--host flag", "service.host", Value::String(host.clone())));
+        figment = figment.merge(Layer::value(
+            "--host flag",
+            "service.host",
+            Value::String(host.clone()),
+        ));
     }
     if let Some(port) = opts.port {
-        figment = figment.merge(Layer::value("--port flag", "service.port", Value::from(port)));
+        figment = figment.merge(Layer::value(
+            "--port flag",
+            "service.port",
+            Value::from(port),
+        ));
     }
 
     // An unset `${VAR}` in a required key is an error only if that file's value is what won.
@@ -113,18 +141,33 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut notices = Vec::new();
     for var in ["MONGODB_URL", "REDIS_URL"] {
         if env(var).is_some() {
-            notices.push(format!("{var} is set and ignored: block-manager keeps its blocks in an embedded store"));
+            notices.push(format!(
+                "{var} is set and ignored: block-manager keeps its blocks in an embedded store"
+            ));
         }
     }
     let warnings = unknown_keys(&figment);
-    Ok(Loaded { config, figment, files, warnings, notices })
+    Ok(Loaded {
+        config,
+        figment,
+        files,
+        warnings,
+        notices,
+    })
 }
 
 fn main_file(opts: &LoadOptions) -> Result<Option<PathBuf>, ConfigError> {
-    let named = opts.config_path.clone().or_else(|| std::env::var_os("BLOCK_MANAGER_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
+    let named = opts.config_path.clone().or_else(|| {
+        std::env::var_os("BLOCK_MANAGER_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     match named {
         Some(path) if path.is_file() => Ok(Some(path)),
-        Some(path) => Err(ConfigError(format!("invalid BLOCK_MANAGER_CONFIG '{}': no such file", path.display()))),
+        Some(path) => Err(ConfigError(format!(
+            "invalid BLOCK_MANAGER_CONFIG '{}': no such file",
+            path.display()
+        ))),
         None => Ok(DEFAULT_MAIN.iter().map(PathBuf::from).find(|p| p.is_file())),
     }
 }
@@ -138,12 +181,24 @@ struct Layer {
 }
 
 impl Layer {
-    fn from_file(path: &Path, nest: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    fn from_file(
+        path: &Path,
+        nest: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let mut value: Value = if is_json {
             serde_json::from_str(&text).map_err(|e| {
-                ConfigError(format!("invalid JSON in {} at line {}, column {}: {e}", path.display(), e.line(), e.column()))
+                ConfigError(format!(
+                    "invalid JSON in {} at line {}, column {}: {e}",
+                    path.display(),
+                    e.line(),
+                    e.column()
+                ))
             })?
         } else {
             yaml_serde::from_str(&text).map_err(|e| match e.location() {
@@ -161,19 +216,32 @@ impl Layer {
             value = Value::Object(Default::default());
         }
         if !value.is_object() {
-            return Err(ConfigError(format!("invalid config file {}: the top level must be a mapping", path.display())));
+            return Err(ConfigError(format!(
+                "invalid config file {}: the top level must be a mapping",
+                path.display()
+            )));
         }
         let unset = substitute_tree(&mut value, env);
         if let Some(key) = nest {
             value = serde_json::json!({ key: value });
         }
-        Ok(Self { name: path.display().to_string(), source: Some(path.to_path_buf()), value, unset })
+        Ok(Self {
+            name: path.display().to_string(),
+            source: Some(path.to_path_buf()),
+            value,
+            unset,
+        })
     }
 
     fn value(name: &str, key: &str, leaf: Value) -> Self {
         let mut value = Value::Object(Default::default());
         set_path(&mut value, key, leaf);
-        Self { name: name.into(), source: None, value, unset: Vec::new() }
+        Self {
+            name: name.into(),
+            source: None,
+            value,
+            unset: Vec::new(),
+        }
     }
 }
 
@@ -194,10 +262,16 @@ impl Provider for Layer {
 /// One layer per variable so an error can name the exact variable.
 fn env_layers(env: &dyn Fn(&str) -> Option<String>) -> Vec<Layer> {
     let mut layers = Vec::new();
-    let mut generic: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("BLOCK_MANAGER__")).collect();
+    let mut generic: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("BLOCK_MANAGER__"))
+        .collect();
     generic.sort();
     for (name, raw) in generic {
-        let key = name["BLOCK_MANAGER__".len()..].split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
+        let key = name["BLOCK_MANAGER__".len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join(".");
         if !key.is_empty() {
             layers.push(Layer::value(&name, &key, scalar(&raw)));
         }
@@ -217,7 +291,11 @@ fn scalar(raw: &str) -> Value {
     let mut v = Value::String(format!("${{V:-{raw}}}"));
     // Reuse the substitution re-typing so env and files agree on what "8086" or "true" is.
     substitute_tree(&mut v, &|_| None);
-    if raw.is_empty() { Value::String(String::new()) } else { v }
+    if raw.is_empty() {
+        Value::String(String::new())
+    } else {
+        v
+    }
 }
 
 fn set_path(root: &mut Value, key: &str, leaf: Value) {
@@ -229,7 +307,9 @@ fn set_path(root: &mut Value, key: &str, leaf: Value) {
             map.insert((*part).to_string(), leaf);
             return;
         }
-        node = map.entry((*part).to_string()).or_insert_with(|| Value::Object(Default::default()));
+        node = map
+            .entry((*part).to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
         if !node.is_object() {
             *node = Value::Object(Default::default());
         }
@@ -239,14 +319,19 @@ fn set_path(root: &mut Value, key: &str, leaf: Value) {
 /// The name of the layer a key's effective value came from ("default" for built-ins).
 pub fn source_name(figment: &Figment, key: &str) -> String {
     match figment.find_metadata(key) {
-        Some(meta) if meta.name.contains("Serialized") || meta.name.contains("default") => "default".into(),
+        Some(meta) if meta.name.contains("Serialized") || meta.name.contains("default") => {
+            "default".into()
+        }
         Some(meta) => meta.name.to_string(),
         None => "default".into(),
     }
 }
 
 fn is_env_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Phrases a problem with `key` as `invalid <what> '<value>' [in <file>]: <why>`.
@@ -262,7 +347,11 @@ fn invalid(figment: &Figment, key: &str, value: &str, why: &str) -> ConfigError 
 fn describe(figment: &Figment, e: figment::Error) -> ConfigError {
     use figment::error::Kind;
     let key = e.path.join(".");
-    let value = figment.find_value(&key).ok().map(|v| display_value(&v)).unwrap_or_default();
+    let value = figment
+        .find_value(&key)
+        .ok()
+        .map(|v| display_value(&v))
+        .unwrap_or_default();
     let why = if key == "service.port" {
         "expected an integer 0-65535".to_string()
     } else {
@@ -286,7 +375,11 @@ fn display_value(v: &figment::value::Value) -> String {
         V::Bool(_, b) => b.to_string(),
         V::Num(_, n) => match n.to_u128() {
             Some(u) => u.to_string(),
-            None => n.to_i128().map(|i| i.to_string()).or_else(|| n.to_f64().map(|f| f.to_string())).unwrap_or_default(),
+            None => n
+                .to_i128()
+                .map(|i| i.to_string())
+                .or_else(|| n.to_f64().map(|f| f.to_string()))
+                .unwrap_or_default(),
         },
         V::Empty(..) => String::new(),
         V::Dict(..) => "{...}".into(),
@@ -302,62 +395,156 @@ fn first_clause(msg: &str) -> String {
 fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
     let host = c.service.host.trim();
     if host.is_empty() {
-        return Err(invalid(f, "service.host", host, "expected an IP address or hostname"));
+        return Err(invalid(
+            f,
+            "service.host",
+            host,
+            "expected an IP address or hostname",
+        ));
     }
-    if (host, c.service.port).to_socket_addrs().map(|mut a| a.next().is_none()).unwrap_or(true) {
-        return Err(invalid(f, "service.host", host, "cannot be resolved to an address"));
+    if (host, c.service.port)
+        .to_socket_addrs()
+        .map(|mut a| a.next().is_none())
+        .unwrap_or(true)
+    {
+        return Err(invalid(
+            f,
+            "service.host",
+            host,
+            "cannot be resolved to an address",
+        ));
     }
     if c.storage.blocks_path.trim().is_empty() {
-        return Err(invalid(f, "storage.blocks_path", "", "expected a folder path"));
+        return Err(invalid(
+            f,
+            "storage.blocks_path",
+            "",
+            "expected a folder path",
+        ));
     }
     if let Some(url) = c.upstream() {
         match reqwest::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => return Err(invalid(f, "synchronization.engine_url", url, "expected an http:// or https:// URL")),
+            _ => {
+                return Err(invalid(
+                    f,
+                    "synchronization.engine_url",
+                    url,
+                    "expected an http:// or https:// URL",
+                ));
+            }
         }
     }
     if crate::telemetry::parse_level(&c.logging.level).is_none() {
-        return Err(invalid(f, "logging.level", &c.logging.level, "expected one of TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL"));
+        return Err(invalid(
+            f,
+            "logging.level",
+            &c.logging.level,
+            "expected one of TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        ));
     }
     if !matches!(c.logging.format.as_str(), "standard" | "detailed" | "json") {
-        return Err(invalid(f, "logging.format", &c.logging.format, "expected standard, detailed or json"));
+        return Err(invalid(
+            f,
+            "logging.format",
+            &c.logging.format,
+            "expected standard, detailed or json",
+        ));
     }
     if let Some(ts) = &c.chain.genesis_timestamp
         && !ts.trim().is_empty()
         && crate::chain::Timestamp::parse(ts).is_err()
     {
-        return Err(invalid(f, "chain.genesis_timestamp", ts, "expected an ISO 8601 UTC timestamp such as 2024-01-01T00:00:00+00:00"));
+        return Err(invalid(
+            f,
+            "chain.genesis_timestamp",
+            ts,
+            "expected an ISO 8601 UTC timestamp such as 2024-01-01T00:00:00+00:00",
+        ));
     }
     let positive = [
-        ("synchronization.poll_interval_seconds", c.synchronization.poll_interval_seconds),
-        ("synchronization.sync_timeout_seconds", c.synchronization.sync_timeout_seconds),
+        (
+            "synchronization.poll_interval_seconds",
+            c.synchronization.poll_interval_seconds,
+        ),
+        (
+            "synchronization.sync_timeout_seconds",
+            c.synchronization.sync_timeout_seconds,
+        ),
         ("api.request_timeout_seconds", c.api.request_timeout_seconds),
         ("healthcheck.timeout_seconds", c.healthcheck.timeout_seconds),
-        ("monitoring.system_sample_interval_seconds", c.monitoring.system_sample_interval_seconds),
-        ("error_handling.blockchain_engine.request_timeout_seconds", c.error_handling.blockchain_engine.request_timeout_seconds),
+        (
+            "monitoring.system_sample_interval_seconds",
+            c.monitoring.system_sample_interval_seconds,
+        ),
+        (
+            "error_handling.blockchain_engine.request_timeout_seconds",
+            c.error_handling.blockchain_engine.request_timeout_seconds,
+        ),
     ];
     for (key, v) in positive {
         if !(v.is_finite() && v > 0.0 && v < 1e9) {
-            return Err(invalid(f, key, &v.to_string(), "expected a positive number of seconds"));
+            return Err(invalid(
+                f,
+                key,
+                &v.to_string(),
+                "expected a positive number of seconds",
+            ));
         }
     }
     if !(c.service.shutdown_grace_seconds.is_finite() && c.service.shutdown_grace_seconds >= 0.0) {
-        return Err(invalid(f, "service.shutdown_grace_seconds", &c.service.shutdown_grace_seconds.to_string(), "expected seconds ≥ 0"));
+        return Err(invalid(
+            f,
+            "service.shutdown_grace_seconds",
+            &c.service.shutdown_grace_seconds.to_string(),
+            "expected seconds ≥ 0",
+        ));
     }
     if !(1..=1000).contains(&c.synchronization.fetch_batch_size) {
-        return Err(invalid(f, "synchronization.fetch_batch_size", &c.synchronization.fetch_batch_size.to_string(), "expected 1-1000"));
+        return Err(invalid(
+            f,
+            "synchronization.fetch_batch_size",
+            &c.synchronization.fetch_batch_size.to_string(),
+            "expected 1-1000",
+        ));
     }
     if c.rate_limits.enabled && (c.rate_limits.requests == 0 || c.rate_limits.window_seconds == 0) {
-        return Err(invalid(f, "rate_limits.requests", &c.rate_limits.requests.to_string(), "expected requests ≥ 1 and window_seconds ≥ 1"));
+        return Err(invalid(
+            f,
+            "rate_limits.requests",
+            &c.rate_limits.requests.to_string(),
+            "expected requests ≥ 1 and window_seconds ≥ 1",
+        ));
     }
     if c.api.max_body_bytes == 0 {
-        return Err(invalid(f, "api.max_body_bytes", "0", "expected a positive size"));
+        return Err(invalid(
+            f,
+            "api.max_body_bytes",
+            "0",
+            "expected a positive size",
+        ));
     }
     if c.chain.max_transactions_per_block == 0 || c.chain.max_block_size_bytes == 0 {
-        return Err(invalid(f, "chain.max_transactions_per_block", "0", "chain limits must be positive"));
+        return Err(invalid(
+            f,
+            "chain.max_transactions_per_block",
+            "0",
+            "chain limits must be positive",
+        ));
     }
-    if c.error_handling.retry.max_attempts == 0 || c.error_handling.blockchain_engine.circuit_breaker.failure_threshold == 0 {
-        return Err(invalid(f, "error_handling.retry.max_attempts", "0", "retry attempts and failure_threshold must be ≥ 1"));
+    if c.error_handling.retry.max_attempts == 0
+        || c.error_handling
+            .blockchain_engine
+            .circuit_breaker
+            .failure_threshold
+            == 0
+    {
+        return Err(invalid(
+            f,
+            "error_handling.retry.max_attempts",
+            "0",
+            "retry attempts and failure_threshold must be ≥ 1",
+        ));
     }
     Ok(())
 }
@@ -366,13 +553,29 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
 fn unknown_keys(figment: &Figment) -> Vec<String> {
     let known = serde_json::to_value(Config::default()).unwrap_or_default();
     let merged: Value = figment.extract().unwrap_or_default();
-    let own = ["service", "storage", "chain", "synchronization", "api", "rate_limits", "security", "monitoring", "cors", "healthcheck"];
+    let own = [
+        "service",
+        "storage",
+        "chain",
+        "synchronization",
+        "api",
+        "rate_limits",
+        "security",
+        "monitoring",
+        "cors",
+        "healthcheck",
+    ];
     let mut out = Vec::new();
     for section in own {
-        if let (Some(Value::Object(have)), Some(Value::Object(want))) = (merged.get(section), known.get(section)) {
+        if let (Some(Value::Object(have)), Some(Value::Object(want))) =
+            (merged.get(section), known.get(section))
+        {
             for key in have.keys().filter(|k| !want.contains_key(*k)) {
                 let path = format!("{section}.{key}");
-                out.push(format!("unknown config key {path} (from {}) is ignored", source_name(figment, &path)));
+                out.push(format!(
+                    "unknown config key {path} (from {}) is ignored",
+                    source_name(figment, &path)
+                ));
             }
         }
     }

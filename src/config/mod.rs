@@ -31,7 +31,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
     }
 }
 
@@ -130,7 +134,11 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { blocks_path: "data/blocks".into(), cache_size_mb: 16, min_free_bytes: 100 * 1024 * 1024 }
+        Self {
+            blocks_path: "data/blocks".into(),
+            cache_size_mb: 16,
+            min_free_bytes: 100 * 1024 * 1024,
+        }
     }
 }
 
@@ -176,7 +184,11 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: "INFO".into(), format: "standard".into(), config_file: "block-manager-logging.yaml".into() }
+        Self {
+            level: "INFO".into(),
+            format: "standard".into(),
+            config_file: "block-manager-logging.yaml".into(),
+        }
     }
 }
 
@@ -223,7 +235,10 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 2 * 1024 * 1024, request_timeout_seconds: 30.0 }
+        Self {
+            max_body_bytes: 2 * 1024 * 1024,
+            request_timeout_seconds: 30.0,
+        }
     }
 }
 
@@ -241,7 +256,11 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { enabled: true, requests: 500, window_seconds: 60 }
+        Self {
+            enabled: true,
+            requests: 500,
+            window_seconds: 60,
+        }
     }
 }
 
@@ -271,7 +290,11 @@ pub struct MonitoringConfig {
 
 impl Default for MonitoringConfig {
     fn default() -> Self {
-        Self { metrics_enabled: true, expose_metrics: true, system_sample_interval_seconds: 5.0 }
+        Self {
+            metrics_enabled: true,
+            expose_metrics: true,
+            system_sample_interval_seconds: 5.0,
+        }
     }
 }
 
@@ -293,7 +316,9 @@ pub struct HealthcheckConfig {
 
 impl Default for HealthcheckConfig {
     fn default() -> Self {
-        Self { timeout_seconds: 5.0 }
+        Self {
+            timeout_seconds: 5.0,
+        }
     }
 }
 
@@ -337,7 +362,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, initial_delay_seconds: 0.5, max_delay_seconds: 30.0, exponential_base: 2.0 }
+        Self {
+            max_attempts: 3,
+            initial_delay_seconds: 0.5,
+            max_delay_seconds: 30.0,
+            exponential_base: 2.0,
+        }
     }
 }
 
@@ -353,7 +383,10 @@ pub struct EnginePolicy {
 
 impl Default for EnginePolicy {
     fn default() -> Self {
-        Self { request_timeout_seconds: 30.0, circuit_breaker: CircuitPolicy::default() }
+        Self {
+            request_timeout_seconds: 30.0,
+            circuit_breaker: CircuitPolicy::default(),
+        }
     }
 }
 
@@ -371,7 +404,11 @@ pub struct CircuitPolicy {
 
 impl Default for CircuitPolicy {
     fn default() -> Self {
-        Self { failure_threshold: 5, recovery_timeout_seconds: 30.0, half_open_max_calls: 1 }
+        Self {
+            failure_threshold: 5,
+            recovery_timeout_seconds: 30.0,
+            half_open_max_calls: 1,
+        }
     }
 }
 
@@ -389,7 +426,11 @@ pub struct ValidationPolicy {
 
 impl Default for ValidationPolicy {
     fn default() -> Self {
-        Self { quarantine_path: "data/quarantine".into(), quarantine_max_files: 1000, quarantine_max_bytes: 64 * 1024 * 1024 }
+        Self {
+            quarantine_path: "data/quarantine".into(),
+            quarantine_max_files: 1000,
+            quarantine_max_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -452,7 +493,11 @@ pub struct LoggerConfig {
 impl Config {
     /// Follower mode: an upstream URL is configured.
     pub fn upstream(&self) -> Option<&str> {
-        self.synchronization.engine_url.as_deref().map(str::trim).filter(|u| !u.is_empty())
+        self.synchronization
+            .engine_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
     }
 
     /// Absolute-or-relative path of the store file.
@@ -462,7 +507,11 @@ impl Config {
 
     /// Upstream request timeout: the shorter of `SYNC_TIMEOUT` and the errors file's value.
     pub fn upstream_timeout(&self) -> std::time::Duration {
-        let secs = self.synchronization.sync_timeout_seconds.min(self.error_handling.blockchain_engine.request_timeout_seconds);
+        let secs = self.synchronization.sync_timeout_seconds.min(
+            self.error_handling
+                .blockchain_engine
+                .request_timeout_seconds,
+        );
         std::time::Duration::from_secs_f64(secs.max(0.001))
     }
 }

@@ -18,13 +18,21 @@ pub struct UnsetVar {
 
 /// Substitutes every string in `value`, in place, reading variables through `lookup`.
 /// Returns the references that resolved to nothing.
-pub fn substitute_tree(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<UnsetVar> {
+pub fn substitute_tree(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<UnsetVar> {
     let mut unset = Vec::new();
     walk(value, &mut String::new(), lookup, &mut unset);
     unset
 }
 
-fn walk(value: &mut Value, path: &mut String, lookup: &dyn Fn(&str) -> Option<String>, unset: &mut Vec<UnsetVar>) {
+fn walk(
+    value: &mut Value,
+    path: &mut String,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: &mut Vec<UnsetVar>,
+) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
@@ -47,8 +55,15 @@ fn walk(value: &mut Value, path: &mut String, lookup: &dyn Fn(&str) -> Option<St
         }
         Value::String(text) if text.contains("${") => {
             let (out, missing, whole) = expand(text, lookup);
-            unset.extend(missing.into_iter().map(|var| UnsetVar { key: path.clone(), var }));
-            *value = if whole { retype(out) } else { Value::String(out) };
+            unset.extend(missing.into_iter().map(|var| UnsetVar {
+                key: path.clone(),
+                var,
+            }));
+            *value = if whole {
+                retype(out)
+            } else {
+                Value::String(out)
+            };
         }
         _ => {}
     }
@@ -63,7 +78,9 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, V
     let mut references = 0;
     let mut literal = false;
     while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start..].find('}') else { break };
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
         let inner = &rest[start + 2..start + len];
         if start > 0 {
             literal = true;
@@ -110,7 +127,9 @@ fn retype(text: String) -> Value {
         return Value::from(n);
     }
     if t.contains(['.', 'e', 'E'])
-        && t.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '.')
+        && t.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '.')
         && let Ok(f) = t.parse::<f64>()
         && f.is_finite()
     {
@@ -125,8 +144,16 @@ mod tests {
     use serde_json::json;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
     }
 
     #[test]
@@ -163,7 +190,13 @@ mod tests {
         let mut v = json!({"service": {"host": "${NOPE}"}});
         let unset = substitute_tree(&mut v, &env(&[]));
         assert_eq!(v, json!({"service": {"host": ""}}));
-        assert_eq!(unset, vec![UnsetVar { key: "service.host".into(), var: "NOPE".into() }]);
+        assert_eq!(
+            unset,
+            vec![UnsetVar {
+                key: "service.host".into(),
+                var: "NOPE".into()
+            }]
+        );
     }
 
     #[test]

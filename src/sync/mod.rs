@@ -30,7 +30,9 @@ impl SyncHandle {
         _tracker: &TaskTracker,
         _shutdown: CancellationToken,
     ) -> SyncHandle {
-        SyncHandle { url: url.to_string() }
+        SyncHandle {
+            url: url.to_string(),
+        }
     }
 
     /// The health check.

@@ -78,7 +78,14 @@ pub struct ConfigError(pub String);
 /// Loads and validates the configuration from files, the process environment and `opts`.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let env = |name: &str| std::env::var(name).ok();
-    let mut figment = Figment::from(figment::providers::Serialized::defaults(Config::default()));
+    let defaults = serde_json::to_value(Config::default())
+        .map_err(|e| ConfigError(format!("built-in defaults: {e}")))?;
+    let mut figment = Figment::from(Layer {
+        name: "default".into(),
+        source: None,
+        value: defaults,
+        unset: Vec::new(),
+    });
     let mut files = Vec::new();
     let mut unset: Vec<(UnsetVar, String)> = Vec::new();
 

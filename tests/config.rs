@@ -1,0 +1,325 @@
+//! Configuration: layering and precedence, `${VAR}` substitution, the Lucid files, and the
+//! one-line errors that stop start-up.
+
+use block_manager::config::{LoadOptions, load};
+use figment::Jail;
+
+const REPO_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+
+fn copy_repo_config(jail: &Jail) {
+    std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+    for f in [
+        "block-manager-config.yaml",
+        "block-manager-config.json",
+        "block-manager-errors.yaml",
+        "block-manager-logging.yaml",
+    ] {
+        std::fs::copy(
+            format!("{REPO_CONFIG}/{f}"),
+            jail.directory().join("config").join(f),
+        )
+        .unwrap();
+    }
+}
+
+fn main_file(jail: &Jail, text: &str) -> figment::error::Result<()> {
+    std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+    jail.create_file("config/block-manager-config.yaml", text)
+        .map(|_| ())
+}
+
+fn err(opts: &LoadOptions) -> String {
+    load(opts)
+        .expect_err("configuration should be refused")
+        .to_string()
+}
+
+#[test]
+fn runs_on_built_in_defaults_with_no_files_at_all() {
+    Jail::expect_with(|_| {
+        let l = load(&LoadOptions::default()).unwrap();
+        assert!(l.files.is_empty());
+        assert_eq!(l.config.service.host, "0.0.0.0");
+        assert_eq!(l.config.service.port, 8086);
+        assert_eq!(l.config.storage.blocks_path, "data/blocks");
+        assert!(l.config.upstream().is_none());
+        Ok(())
+    });
+}
+
+#[test]
+fn lucid_files_with_defaults_in_substitutions_load_unchanged() {
+    Jail::expect_with(|jail| {
+        copy_repo_config(jail);
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.files.len(), 3, "{:?}", l.files);
+        assert_eq!(
+            l.config.service.port, 8086,
+            "port: ${{BLOCK_MANAGER_PORT:-8086}} is a number"
+        );
+        assert_eq!(l.config.synchronization.sync_timeout_seconds, 30.0);
+        assert_eq!(
+            l.config
+                .error_handling
+                .blockchain_engine
+                .circuit_breaker
+                .failure_threshold,
+            5
+        );
+        assert_eq!(
+            l.config.error_codes.get("BM_001").map(String::as_str),
+            Some("Block not found")
+        );
+        assert!(l.config.logging_config.handlers.contains_key("error_file"));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        Ok(())
+    });
+}
+
+#[test]
+fn json_main_file_gives_the_same_settings_as_yaml() {
+    Jail::expect_with(|jail| {
+        copy_repo_config(jail);
+        let yaml = serde_json::to_value(load(&LoadOptions::default()).unwrap().config).unwrap();
+        jail.set_env("BLOCK_MANAGER_CONFIG", "config/block-manager-config.json");
+        let json = serde_json::to_value(load(&LoadOptions::default()).unwrap().config).unwrap();
+        assert_eq!(yaml, json);
+        Ok(())
+    });
+}
+
+#[test]
+fn environment_overrides_files_and_flags_override_environment() {
+    Jail::expect_with(|jail| {
+        copy_repo_config(jail);
+        jail.set_env("BLOCK_MANAGER_PORT", "9001");
+        jail.set_env("BLOCK_MANAGER_HOST", "127.0.0.1");
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(
+            (l.config.service.host.as_str(), l.config.service.port),
+            ("127.0.0.1", 9001)
+        );
+        let l = load(&LoadOptions {
+            port: Some(9002),
+            host: Some("::1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (l.config.service.host.as_str(), l.config.service.port),
+            ("::1", 9002)
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn double_underscore_variables_set_any_key_and_named_variables_win() {
+    Jail::expect_with(|jail| {
+        jail.set_env("BLOCK_MANAGER__SYNCHRONIZATION__FETCH_BATCH_SIZE", "250");
+        jail.set_env("BLOCK_MANAGER__ERROR_HANDLING__RETRY__MAX_ATTEMPTS", "7");
+        jail.set_env("BLOCK_MANAGER__SERVICE__PORT", "7000");
+        jail.set_env("BLOCK_MANAGER_PORT", "7001");
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.synchronization.fetch_batch_size, 250);
+        assert_eq!(l.config.error_handling.retry.max_attempts, 7);
+        assert_eq!(l.config.service.port, 7001);
+        Ok(())
+    });
+}
+
+#[test]
+fn every_named_variable_reaches_its_key() {
+    Jail::expect_with(|jail| {
+        jail.set_env("BLOCK_MANAGER_URL", "http://bm.example:8086");
+        jail.set_env("BLOCK_STORAGE_PATH", "/srv/blocks");
+        jail.set_env("BLOCKCHAIN_ENGINE_URL", "http://engine:8084");
+        jail.set_env("SYNC_TIMEOUT", "12");
+        jail.set_env("LUCID_ENV", "staging");
+        jail.set_env("LUCID_PLATFORM", "amd64");
+        jail.set_env("LOG_LEVEL", "DEBUG");
+        jail.set_env("BLOCK_MANAGER_API_KEY", "w");
+        jail.set_env("BLOCK_MANAGER_READ_API_KEY", "r");
+        jail.set_env("BLOCKCHAIN_ENGINE_API_KEY", "e");
+        jail.set_env("MONGODB_URL", "mongodb://x");
+        let l = load(&LoadOptions::default()).unwrap();
+        let c = &l.config;
+        assert_eq!(c.service.url, "http://bm.example:8086");
+        assert_eq!(c.storage.blocks_path, "/srv/blocks");
+        assert_eq!(c.upstream(), Some("http://engine:8084"));
+        assert_eq!(c.synchronization.sync_timeout_seconds, 12.0);
+        assert_eq!(
+            c.error_handling.blockchain_engine.request_timeout_seconds,
+            12.0
+        );
+        assert_eq!(
+            (c.service.environment.as_str(), c.service.platform.as_str()),
+            ("staging", "amd64")
+        );
+        assert_eq!(c.logging.level, "DEBUG");
+        assert_eq!(c.security.api_key.get(), Some("w"));
+        assert_eq!(c.security.read_api_key.get(), Some("r"));
+        assert_eq!(c.synchronization.engine_api_key.get(), Some("e"));
+        assert!(l.notices.iter().any(|n| n.contains("MONGODB_URL")));
+        assert!(!format!("{c:?}").contains("\"w\""), "secrets never print");
+        Ok(())
+    });
+}
+
+#[test]
+fn substitution_defaults_apply_when_unset_and_keep_their_type() {
+    Jail::expect_with(|jail| {
+        main_file(
+            jail,
+            "synchronization:\n  poll_interval_seconds: ${X_POLL:-30}\n  fetch_batch_size: ${X_BATCH:-40}\nrate_limits:\n  enabled: ${X_RL:-false}\n",
+        )?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(
+            l.config.synchronization.poll_interval_seconds, 30.0,
+            "${{X:-30}} with X unset is 30, not -30"
+        );
+        assert_eq!(l.config.synchronization.fetch_batch_size, 40);
+        assert!(!l.config.rate_limits.enabled);
+        jail.set_env("X_BATCH", "");
+        jail.set_env("X_POLL", "2.5");
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(
+            l.config.synchronization.fetch_batch_size, 40,
+            "empty counts as unset for :-"
+        );
+        assert_eq!(l.config.synchronization.poll_interval_seconds, 2.5);
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_port_from_environment_names_the_variable() {
+    Jail::expect_with(|jail| {
+        jail.set_env("BLOCK_MANAGER_PORT", "abc");
+        assert_eq!(
+            err(&LoadOptions::default()),
+            "invalid BLOCK_MANAGER_PORT 'abc': expected an integer 0-65535"
+        );
+        jail.set_env("BLOCK_MANAGER_PORT", "70000");
+        assert_eq!(
+            err(&LoadOptions::default()),
+            "invalid BLOCK_MANAGER_PORT '70000': expected an integer 0-65535"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn unresolvable_host_is_refused() {
+    Jail::expect_with(|jail| {
+        jail.set_env("BLOCK_MANAGER_HOST", "no-such-host.invalid");
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid BLOCK_MANAGER_HOST 'no-such-host.invalid'"),
+            "{e}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn yaml_syntax_error_names_file_line_and_column() {
+    Jail::expect_with(|jail| {
+        main_file(jail, "service:\n  port: 8086\n   host: [oops\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid YAML in config/block-manager-config.yaml at line 3, column"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "one line: {e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn wrong_type_for_a_known_key_names_key_and_file() {
+    Jail::expect_with(|jail| {
+        main_file(jail, "storage:\n  cache_size_mb: lots\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(e.starts_with("invalid storage.cache_size_mb 'lots' (from config/block-manager-config.yaml): expected"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unset_variable_in_a_required_key_names_key_file_and_variable() {
+    Jail::expect_with(|jail| {
+        main_file(jail, "service:\n  host: ${BM_TEST_NOT_SET}\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.contains("service.host")
+                && e.contains("BM_TEST_NOT_SET")
+                && e.contains("config/block-manager-config.yaml"),
+            "{e}"
+        );
+        // The same reference is fine when the environment supplies the key anyway.
+        jail.set_env("BLOCK_MANAGER_HOST", "127.0.0.1");
+        assert!(load(&LoadOptions::default()).is_ok());
+        Ok(())
+    });
+}
+
+#[test]
+fn unset_variable_in_an_optional_key_is_empty() {
+    Jail::expect_with(|jail| {
+        main_file(jail, "synchronization:\n  engine_url: ${BM_TEST_ENGINE}\n")?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert!(l.config.upstream().is_none());
+        Ok(())
+    });
+}
+
+#[test]
+fn a_named_config_file_that_does_not_exist_is_an_error() {
+    Jail::expect_with(|jail| {
+        jail.set_env("BLOCK_MANAGER_CONFIG", "nope.yaml");
+        assert_eq!(
+            err(&LoadOptions::default()),
+            "invalid BLOCK_MANAGER_CONFIG 'nope.yaml': no such file"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_of_our_sections_warn_and_foreign_sections_are_accepted() {
+    Jail::expect_with(|jail| {
+        main_file(jail, "service:\n  colour: blue\nsomething_else:\n  x: 1\n")?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(l.warnings[0].contains("service.colour"));
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_upstream_url_and_log_level_are_refused() {
+    Jail::expect_with(|jail| {
+        jail.set_env("BLOCKCHAIN_ENGINE_URL", "engine:8084");
+        assert!(
+            err(&LoadOptions::default()).starts_with("invalid BLOCKCHAIN_ENGINE_URL 'engine:8084'")
+        );
+        jail.set_env("BLOCKCHAIN_ENGINE_URL", "");
+        jail.set_env("LOG_LEVEL", "LOUD");
+        assert!(err(&LoadOptions::default()).starts_with("invalid LOG_LEVEL 'LOUD'"));
+        Ok(())
+    });
+}
+
+#[test]
+fn errors_file_severity_and_messages_reach_the_catalog() {
+    Jail::expect_with(|jail| {
+        copy_repo_config(jail);
+        let l = load(&LoadOptions::default()).unwrap();
+        let cat = block_manager::error::Catalog::from_config(&l.config);
+        assert_eq!(cat.severity("ST_001"), "critical");
+        assert_eq!(cat.severity("RATE_001"), "warning");
+        assert_eq!(cat.message("VAL_003"), "Merkle root invalid");
+        Ok(())
+    });
+}

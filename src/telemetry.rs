@@ -201,8 +201,12 @@ pub fn init(config: &Config) -> LogGuards {
         layers.push(layer.with_filter(level).with_filter(env).boxed());
     }
     let _ = tracing_subscriber::registry().with(layers).try_init();
-    for p in problems {
-        tracing::warn!("{p}");
+    // One line however many file handlers failed: the cause is almost always one folder.
+    if !problems.is_empty() {
+        tracing::warn!(
+            "log handler files cannot be written, logging to the console only: {}",
+            problems.join("; ")
+        );
     }
     LogGuards(guards)
 }

@@ -1,0 +1,333 @@
+//! The binary's life: bad configuration exits 2 with one line, signals drain and exit 0,
+//! the healthcheck command, binding, log files, and a store held by another process.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn run(
+    workdir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(workdir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("BLOCK_MANAGER_PORT", "abc")],
+            "invalid BLOCK_MANAGER_PORT 'abc': expected an integer 0-65535",
+        ),
+        (
+            &[("BLOCK_MANAGER_PORT", "70000")],
+            "invalid BLOCK_MANAGER_PORT '70000'",
+        ),
+        (
+            &[("BLOCK_MANAGER_HOST", "no-such-host.invalid")],
+            "invalid BLOCK_MANAGER_HOST 'no-such-host.invalid'",
+        ),
+        (
+            &[("BLOCK_MANAGER__STORAGE__CACHE_SIZE_MB", "lots")],
+            "invalid BLOCK_MANAGER__STORAGE__CACHE_SIZE_MB 'lots'",
+        ),
+    ];
+    for (env, expected) in cases {
+        let started = Instant::now();
+        let (code, _, stderr) = run(dir.path(), &[], env);
+        assert_eq!(code, Some(2), "{env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/block-manager-config.yaml"),
+        "service:\n  port: 1\n  host: [x\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(dir.path(), &["config", "check"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("invalid YAML in config/block-manager-config.yaml at line"),
+        "{stderr}"
+    );
+    std::fs::write(
+        dir.path().join("config/block-manager-config.yaml"),
+        "service:\n  host: ${UNSET_HOST_VAR}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(dir.path(), &[], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("service.host") && stderr.contains("UNSET_HOST_VAR"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_check_and_show_work_on_the_repo_files_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let (code, stdout, stderr) = run(
+        dir.path(),
+        &[
+            "config",
+            "check",
+            "--config",
+            &format!("{repo}/block-manager-config.yaml"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("configuration is valid"));
+    let (code, stdout, _) = run(
+        dir.path(),
+        &[
+            "config",
+            "show",
+            "--config",
+            &format!("{repo}/block-manager-config.yaml"),
+        ],
+        &[("BLOCK_MANAGER_API_KEY", "supersecret")],
+    );
+    assert_eq!(code, Some(0));
+    assert!(!stdout.contains("supersecret"));
+    assert!(
+        stdout.contains("security.api_key = \"<redacted>\"    # BLOCK_MANAGER_API_KEY"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("service.port = 8086"), "{stdout}");
+}
+
+#[test]
+fn idle_server_exits_0_within_2_seconds_of_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    for sig in ["TERM", "INT"] {
+        let mut p = spawn_process(dir.path(), &[]);
+        let started = Instant::now();
+        signal(&p, sig);
+        assert_eq!(
+            wait_exit(&mut p, Duration::from_secs(2)),
+            Some(0),
+            "SIG{sig}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn a_request_in_flight_at_sigterm_still_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_process(dir.path(), &[]);
+    let body = serde_json::to_vec(&create_body("inflight", 1)).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    write!(
+        s,
+        "POST /api/v1/blocks HTTP/1.1\r\nHost: x\r\nX-API-Key: {WRITE_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body[..10]).unwrap();
+    s.flush().unwrap();
+    // The request is now in flight: headers read, body still coming.
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&p, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(&body[10..]).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(5)), Some(0));
+}
+
+#[test]
+fn healthcheck_exits_0_when_healthy_and_1_within_its_timeout_when_nothing_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn_process(dir.path(), &[("BLOCK_MANAGER_HOST", "0.0.0.0")]);
+    let port = p.port.to_string();
+    let (code, stdout, _) = run(
+        dir.path(),
+        &["healthcheck"],
+        &[
+            ("BLOCK_MANAGER_HOST", "0.0.0.0"),
+            ("BLOCK_MANAGER_PORT", &port),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    drop(p);
+    let free = free_port().to_string();
+    let started = Instant::now();
+    let (code, stdout, _) = run(
+        dir.path(),
+        &["healthcheck", "--timeout", "2"],
+        &[("BLOCK_MANAGER_PORT", &free)],
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Something that accepts but never answers: still 1, bounded by the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let started = Instant::now();
+    let (code, _, _) = run(
+        dir.path(),
+        &["healthcheck", "--timeout", "1"],
+        &[
+            ("BLOCK_MANAGER_HOST", "127.0.0.1"),
+            ("BLOCK_MANAGER_PORT", &port),
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn port_zero_binds_a_free_port_and_logs_it_and_ipv6_loopback_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("out.log");
+    let mut child = Command::new(binary())
+        .current_dir(dir.path())
+        .env("BLOCK_MANAGER_HOST", "::1")
+        .env("BLOCK_MANAGER_PORT", "0")
+        .env("BLOCK_MANAGER_URL", "http://advertised.example:8086")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("listening")) {
+            assert!(
+                line.contains("advertised") && line.contains("advertised.example"),
+                "{line}"
+            );
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            break addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no listening line: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(port, 0);
+    let mut s = TcpStream::connect(("::1", port)).unwrap();
+    write!(
+        s,
+        "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn request_lines_and_errors_reach_the_log_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn_process(dir.path(), &[]);
+    assert_eq!(http_status(p.port, "/api/v1/blocks/height/0"), Some(200));
+    assert_eq!(http_status(p.port, "/nope"), Some(404));
+    let log = dir.path().join("logs/block-manager.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("route=\"/api/v1/blocks/height/{height}\"") && text.contains("status=404")
+        {
+            assert!(text.contains("request_id="), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "request lines not in {}: {text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.path().join("logs/block-manager-errors.log").exists());
+}
+
+#[test]
+fn unwritable_log_folder_warns_once_and_the_service_still_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the log folder should be: no user, root included, can create logs under it.
+    std::fs::write(dir.path().join("logs"), b"not a folder").unwrap();
+    let p = spawn_process(dir.path(), &[]);
+    assert_eq!(http_status(p.port, "/health"), Some(200));
+    let out = std::fs::read_to_string(&p.log).unwrap();
+    let warnings = out
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("log handler"))
+        .count();
+    assert_eq!(warnings, 1, "{out}");
+}
+
+#[test]
+fn a_second_process_on_the_same_store_fails_within_a_second_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = spawn_process(dir.path(), &[]);
+    let started = Instant::now();
+    let port = free_port().to_string();
+    let (code, _, stderr) = run(
+        dir.path(),
+        &[],
+        &[
+            ("BLOCK_MANAGER_HOST", "127.0.0.1"),
+            ("BLOCK_MANAGER_PORT", &port),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("in use by another running block-manager"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn verify_command_reports_a_consistent_store() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut p = spawn_process(dir.path(), &[]);
+        signal(&p, "TERM");
+        assert_eq!(wait_exit(&mut p, Duration::from_secs(5)), Some(0));
+    }
+    let (code, stdout, stderr) = run(dir.path(), &["verify"], &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("checked 1 blocks") && stdout.contains("consistent"),
+        "{stdout}"
+    );
+}

@@ -140,17 +140,19 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-/// Opens everything and starts serving; returns once the socket is bound.
-pub async fn start(config: Config) -> Result<Running, StartError> {
+/// Opens the store (making genesis if needed), starts the writer and background tasks, and
+/// assembles the shared state. Join the returned handle after the last state clone is gone.
+pub fn build_state(
+    config: Config,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<(AppState, std::thread::JoinHandle<()>), StartError> {
     // reqwest is built without a default TLS provider; install ring's once for https upstreams.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(config);
     let store = open_store(&config)?;
     ensure_genesis(&config, &*store)?;
     let metrics = Arc::new(Metrics::new());
-    if let Ok(Some(tip)) = store.tip() {
-        metrics.set_tip(tip.height, tip.timestamp_micros);
-    }
     if let Ok(t) = store.totals() {
         metrics.transactions_stored.set(t.transactions as i64);
     }
@@ -162,13 +164,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         v.quarantine_max_files,
         v.quarantine_max_bytes,
     ));
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let system = crate::monitoring::SystemView::start(
         &config,
         store.path().to_path_buf(),
         metrics.clone(),
-        &tracker,
+        tracker,
         shutdown.clone(),
     );
     let sync = config.upstream().map(|url| {
@@ -179,7 +179,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             ledger.clone(),
             quarantine.clone(),
             metrics.clone(),
-            &tracker,
+            tracker,
             shutdown.clone(),
         )
     });
@@ -194,7 +194,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         catalog: Arc::new(Catalog::from_config(&config)),
         limiter: Arc::new(crate::api::access::RateLimiter::new(&config.rate_limits)),
         health: Health::new(checks, Duration::from_secs(1)),
-        config: config.clone(),
+        config,
         store,
         ledger,
         metrics,
@@ -205,7 +205,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sync,
         system,
     };
+    Ok((state, writer))
+}
 
+/// Opens everything and starts serving; returns once the socket is bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (state, writer) = build_state(config, &tracker, shutdown.clone())?;
+    let config = state.config.clone();
     let addr = bind_addr(&config)?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         StartError(format!(

@@ -295,7 +295,7 @@ impl<'a> Pending<'a> {
         Ok(meta)
     }
 
-    /// Height `block` has, if that height is already taken: same block or a conflict.
+    /// When `block`'s height is already taken: the same block (byte for byte) or a conflict.
     fn existing(&self, block: &Block) -> Result<Option<Submitted>, WriteError> {
         let taken = self
             .tip
@@ -304,27 +304,24 @@ impl<'a> Pending<'a> {
         if !taken {
             return Ok(None);
         }
-        let stored = match self.hashes.get(&block.height) {
-            Some(hash) => Some(hash.clone()),
-            None => self.store.meta_at(block.height)?.map(|m| m.hash),
+        let (meta, body) = match self.records.iter().find(|r| r.meta.height == block.height) {
+            Some(r) => (r.meta.clone(), r.body.clone()),
+            None => match (
+                self.store.meta_at(block.height)?,
+                self.store.body_at(block.height)?,
+            ) {
+                (Some(m), Some(b)) => (m, b),
+                _ => return Ok(None),
+            },
         };
-        match stored {
-            Some(hash) if hash == block.hash => {
-                let meta = match self.records.iter().find(|r| r.meta.height == block.height) {
-                    Some(r) => r.meta.clone(),
-                    None => self
-                        .store
-                        .meta_at(block.height)?
-                        .ok_or(WriteError::Closed)?,
-                };
-                Ok(Some(Submitted::AlreadyStored(meta)))
-            }
-            Some(existing) => Err(WriteError::Conflict {
-                height: block.height,
-                existing,
-            }),
-            None => Ok(None),
+        // A matching claimed hash is not enough: the hash does not cover every field.
+        if meta.hash == block.hash && body == block.served_json() {
+            return Ok(Some(Submitted::AlreadyStored(meta)));
         }
+        Err(WriteError::Conflict {
+            height: block.height,
+            existing: meta.hash,
+        })
     }
 }
 

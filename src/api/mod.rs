@@ -51,7 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/chain/verify", post(chain::verify))
         .route("/api/v1/sync", post(system::sync_now))
         .route_layer(from_fn_with_state(state.clone(), access::require_write));
-    let public = Router::new()
+    let public = Router::<AppState>::new()
         .route("/health", get(system::health))
         .route("/api/v1/health", get(system::health))
         .route("/health/live", get(system::live))
@@ -59,11 +59,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/api/v1/openapi.json", get(openapi::document));
 
+    with_middleware(reads.merge(writes).merge(public), state)
+}
+
+/// The middleware stack around `routes`: observation, error shaping, panics, compression,
+/// CORS, timeout, rate limit, body limit, and the 404/405 fallbacks.
+pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = Duration::from_secs_f64(state.config.api.request_timeout_seconds);
-    let mut app = Router::new()
-        .merge(reads)
-        .merge(writes)
-        .merge(public)
+    let mut app = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(from_fn(observe::remember_route))

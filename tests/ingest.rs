@@ -1,0 +1,176 @@
+//! Concurrency and crash behaviour of the write path.
+
+mod common;
+use common::*;
+use std::collections::HashSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_creates_from_8_clients_get_heights_1_to_1000_without_gaps() {
+    let app = spawn_app(|_| {}).await;
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/blocks");
+        tasks.push(tokio::spawn(async move {
+            let mut heights = Vec::new();
+            for i in 0..125 {
+                let res = client
+                    .post(&url)
+                    .header("X-API-Key", WRITE_KEY)
+                    .json(&create_body(&format!("c{c}-{i}"), 2))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 201);
+                let b: serde_json::Value = res.json().await.unwrap();
+                heights.push(b["height"].as_u64().unwrap());
+            }
+            heights
+        }));
+    }
+    let mut all = HashSet::new();
+    for t in tasks {
+        for h in t.await.unwrap() {
+            assert!(all.insert(h), "height {h} given twice");
+        }
+    }
+    assert_eq!(all, (1..=1000).collect::<HashSet<u64>>());
+    let dir = app.stop().await;
+    let config = test_config(dir.path());
+    let store = block_manager::app::open_store(&config).unwrap();
+    let report = block_manager::verify::verify(&*store, 0, None).unwrap();
+    assert!(report.is_valid, "{:?}", report.errors);
+    assert_eq!(report.blocks_checked, 1001);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_an_opaque_500_in_the_error_shape() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let (state, _writer) =
+        block_manager::app::build_state(test_config(dir.path()), &tracker, Default::default())
+            .unwrap();
+    let routes = axum::Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            if std::hint::black_box(true) {
+                panic!("secret internal detail");
+            }
+            "unreachable"
+        }),
+    );
+    let app = block_manager::api::with_middleware(routes, state);
+    let res = app
+        .oneshot(
+            axum::http::Request::get("/boom")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["detail"]["error_code"], "SRV_001");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("secret"),
+        "a 5xx never leaks internals"
+    );
+}
+
+#[test]
+fn acknowledged_blocks_survive_sigkill_during_a_stream_of_appends() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let rounds: usize = std::env::var("CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    for round in 0..rounds {
+        let mut p = spawn_process(dir.path(), &[]);
+        // A writer streams creates; after a random-ish delay the process is killed mid-stream.
+        let port = p.port;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let writer = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut i = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = serde_json::to_vec(&create_body(&format!("k{round}-{i}"), 2)).unwrap();
+                i += 1;
+                let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    break;
+                };
+                let head = format!(
+                    "POST /api/v1/blocks HTTP/1.1\r\nHost: x\r\nX-API-Key: {WRITE_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if s.write_all(head.as_bytes())
+                    .and_then(|()| s.write_all(&body))
+                    .is_err()
+                {
+                    break;
+                }
+                let mut answer = String::new();
+                if s.read_to_string(&mut answer).is_err() || !answer.starts_with("HTTP/1.1 201") {
+                    break;
+                }
+                let json = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                got.push((
+                    v["height"].as_u64().unwrap(),
+                    v["hash"].as_str().unwrap().to_string(),
+                ));
+            }
+            got
+        });
+        let delay = 30 + (round as u64 * 37) % 150;
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        acked.extend(writer.join().unwrap());
+        // After each kill the store opens, verifies, and holds every acknowledged block.
+        let out = std::process::Command::new(binary())
+            .current_dir(dir.path())
+            .arg("verify")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let mut p = spawn_process(dir.path(), &[]);
+    for (height, hash) in &acked {
+        let path = format!("/api/v1/blocks/height/{height}");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.contains(hash.as_str()),
+            "acknowledged block {height} missing after crashes"
+        );
+    }
+    assert!(
+        acked.len() > rounds,
+        "the drill wrote too little to mean anything: {}",
+        acked.len()
+    );
+    signal(&p, "TERM");
+    assert_eq!(
+        wait_exit(&mut p, std::time::Duration::from_secs(5)),
+        Some(0)
+    );
+}

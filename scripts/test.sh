@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: unit and end-to-end tests (cargo test), then the
+# drills that need real outside tools — Prometheus and promtool, schemathesis, a Docker engine,
+# the arm64 cross build under qemu. Each drill installs what it needs and cleans up after itself.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    cargo test only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+passed=0
+failed=0
+failures=()
+
+step() {
+  local name=$1
+  shift
+  echo
+  echo "=== $name"
+  local started=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== $name: passed in $((SECONDS - started)) s"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    echo "=== $name: FAILED after $((SECONDS - started)) s"
+  fi
+}
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq >/dev/null && export APT_UPDATED=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+  fi
+  command -v "$1" >/dev/null 2>&1
+}
+
+need curl curl || { echo "curl is required"; exit 1; }
+
+step "cargo test" cargo test --all-targets
+if [ "${1:-}" != "--quick" ]; then
+  step "release build" cargo build --release --locked
+  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh; do
+    if [ -f "$drill" ]; then
+      step "$drill" bash "$drill"
+    fi
+  done
+fi
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "failed steps: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -6,8 +6,8 @@ use super::failure::Outcome;
 use super::tables;
 use super::{BlockMeta, Order, StoreError, codec};
 
-/// Height windows up to this many blocks are sorted by time in memory: reading a few thousand
-/// small rows beats walking the time index of a long chain to pick out a narrow window.
+/// Height windows up to this many blocks are sorted by time in memory (reading only each row's
+/// timestamp): cheaper than walking the time index of a long chain to pick out a narrow window.
 const IN_MEMORY_TIME_SORT_SPAN: u64 = 4096;
 
 /// The window `from..=to` clipped to the stored heights, or `None` when it holds no block.
@@ -77,16 +77,17 @@ pub(super) fn by_time(
     }
     let skip = usize::try_from(offset).unwrap_or(usize::MAX);
     if to - from < IN_MEMORY_TIME_SORT_SPAN {
-        let mut rows = Vec::new();
+        let mut keys = Vec::new();
         for row in metas.range(from..=to)? {
             let (k, v) = row?;
-            rows.push(codec::decode_meta(k.value(), v.value())?);
+            keys.push((codec::meta_timestamp(v.value())?, k.value()));
         }
-        rows.sort_unstable_by_key(|m| (m.timestamp_micros, m.height));
+        keys.sort_unstable();
         if order == Order::Desc {
-            rows.reverse();
+            keys.reverse();
         }
-        return Ok(rows.into_iter().skip(skip).take(limit).collect());
+        let page = keys.into_iter().skip(skip).take(limit).map(|(_, h)| h);
+        return metas_at(&metas, page);
     }
     // A wide window: walk the time index in order, keeping the heights inside the window
     let times = txn.open_table(tables::TIME_INDEX)?;
@@ -111,12 +112,20 @@ pub(super) fn by_time(
             break;
         }
     }
-    let mut out = Vec::with_capacity(heights.len());
+    metas_at(&metas, heights.into_iter())
+}
+
+/// The metas at `heights`, each of which an index says is stored.
+fn metas_at(
+    metas: &ReadOnlyTable<u64, &'static [u8]>,
+    heights: impl Iterator<Item = u64>,
+) -> Outcome<Vec<BlockMeta>> {
+    let mut out = Vec::with_capacity(heights.size_hint().0);
     for height in heights {
-        match tables::read_meta(&metas, height)? {
+        match tables::read_meta(metas, height)? {
             Some(meta) => out.push(meta),
             None => {
-                let why = format!("the time index lists height {height}, which is not stored");
+                let why = format!("an index lists height {height}, which is not stored");
                 return Err(StoreError::Corrupt(why).into());
             }
         }

@@ -157,7 +157,7 @@ pub fn build_state(
         metrics.transactions_stored.set(t.transactions as i64);
     }
     let limits = limits(&config);
-    let (ledger, writer) = Ledger::start(store.clone(), limits.clone(), metrics.clone());
+    let (ledger, writer) = Ledger::start(store.clone(), limits, metrics.clone());
     let v = &config.error_handling.validation;
     let quarantine = Arc::new(Quarantine::new(
         &v.quarantine_path,

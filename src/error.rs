@@ -164,8 +164,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Specific message; the catalog's when `None`.
     pub message: Option<String>,
-    /// `additional_info`.
-    pub info: Value,
+    /// `additional_info` (boxed: errors travel in `Result`s on every hot path).
+    pub info: Option<Box<Value>>,
     /// `Retry-After` seconds (429, 503).
     pub retry_after: Option<u64>,
 }
@@ -177,7 +177,7 @@ impl ApiError {
             status,
             code,
             message: None,
-            info: Value::Null,
+            info: None,
             retry_after: None,
         }
     }
@@ -188,7 +188,7 @@ impl ApiError {
     }
     /// Sets `additional_info`.
     pub fn info(mut self, info: Value) -> Self {
-        self.info = info;
+        self.info = Some(Box::new(info));
         self
     }
     /// 400 malformed request.
@@ -251,7 +251,11 @@ pub async fn shape_errors(
     let (status, body) = match parts.extensions.remove::<Tagged>() {
         Some(Tagged(e)) => (
             e.status,
-            catalog.body(e.code, e.message.as_deref(), &e.info),
+            catalog.body(
+                e.code,
+                e.message.as_deref(),
+                e.info.as_deref().unwrap_or(&Value::Null),
+            ),
         ),
         None => {
             // axum's own rejections (400/415/422 from extractors, 405 from routing, 413 from

@@ -122,35 +122,6 @@ impl Health {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Fixed(&'static str, Status);
-    impl Check for Fixed {
-        fn name(&self) -> &'static str {
-            self.0
-        }
-        fn run(&self) -> Outcome {
-            Outcome::new(self.1, "fixed")
-        }
-    }
-
-    #[tokio::test]
-    async fn overall_status_is_the_worst_check() {
-        let h = Health::new(
-            vec![
-                Box::new(Fixed("a", Status::Healthy)),
-                Box::new(Fixed("b", Status::Degraded)),
-            ],
-            Duration::ZERO,
-        );
-        let r = h.report().await;
-        assert_eq!(r.status, Status::Degraded);
-        assert_eq!(r.checks.len(), 2);
-    }
-}
-
 /// The `store` check: open, writable, and enough free space on the data volume.
 pub struct StoreCheck {
     /// The store.
@@ -191,5 +162,34 @@ impl Check for StoreCheck {
                 .with("disk_total_bytes", total);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(&'static str, Status);
+    impl Check for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn run(&self) -> Outcome {
+            Outcome::new(self.1, "fixed")
+        }
+    }
+
+    #[tokio::test]
+    async fn overall_status_is_the_worst_check() {
+        let h = Health::new(
+            vec![
+                Box::new(Fixed("a", Status::Healthy)),
+                Box::new(Fixed("b", Status::Degraded)),
+            ],
+            Duration::ZERO,
+        );
+        let r = h.report().await;
+        assert_eq!(r.status, Status::Degraded);
+        assert_eq!(r.checks.len(), 2);
     }
 }

@@ -1,6 +1,9 @@
 //! Configuration: layering and precedence, `${VAR}` substitution, the Lucid files, and the
 //! one-line errors that stop start-up.
 
+// figment's Jail closures must return figment's own (large) error type.
+#![allow(clippy::result_large_err)]
+
 use block_manager::config::{LoadOptions, load};
 use figment::Jail;
 

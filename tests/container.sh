@@ -29,6 +29,7 @@ HEALTHY_DEADLINE=15
 DK=""
 DOCKERD_PID=""
 POLICY_RC_CREATED=0
+PREBUILT_COPY=""
 BRIDGES_BEFORE=""
 DOCKER=()
 COMPOSE=()
@@ -97,6 +98,7 @@ cleanup() {
     fi
     remove_new_bridges
     [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ -n "$PREBUILT_COPY" ] && rm -f "$PREBUILT_COPY" && rmdir "$ROOT/target/prebuilt"
   } >/dev/null 2>&1
   [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ] && fail "aborted (exit status $rc)"
   printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
@@ -185,6 +187,7 @@ BINARY_ARG="target/release/block-manager"
 if [ "$(readlink -f "$BIN")" != "$(readlink -f "$ROOT/target/release/block-manager")" ]; then
   mkdir -p "$ROOT/target/prebuilt"
   cp "$BIN" "$ROOT/target/prebuilt/block-manager"
+  PREBUILT_COPY="$ROOT/target/prebuilt/block-manager"
   BINARY_ARG="target/prebuilt/block-manager"
 fi
 BIN_SIZE="$(stat -c %s "$BIN")"

@@ -448,7 +448,7 @@ pub async fn validate(
 ) -> Result<Response, ApiError> {
     let v = unwrap_block(v);
     let store = state.store.clone();
-    let limits = state.limits.clone();
+    let limits = state.limits;
     let (_, failures) = blocking(move || {
         Ok(chain::validate_block(
             &v,

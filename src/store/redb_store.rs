@@ -166,8 +166,8 @@ impl BlockStore for RedbStore {
 
     fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|txn| {
-            let blocks = txn.open_table(tables::BLOCKS)?;
-            Ok(blocks.get(height)?.map(|v| v.value().to_vec()))
+            let bodies = txn.open_table(tables::BODIES)?;
+            Ok(tables::read_body(&bodies, height)?.map(|(body, _)| body))
         })
     }
 
@@ -209,10 +209,22 @@ impl BlockStore for RedbStore {
 
     fn bodies(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         self.read(|txn| {
-            let blocks = txn.open_table(tables::BLOCKS)?;
-            let mut out = Vec::with_capacity(limit.min(1024));
-            for row in blocks.range(from..)?.take(limit) {
-                out.push(row?.1.value().to_vec());
+            let bodies = txn.open_table(tables::BODIES)?;
+            let mut out: Vec<Vec<u8>> = Vec::with_capacity(limit.min(1024));
+            let mut current = None;
+            for row in bodies.range((from, 0)..)? {
+                let (key, chunk) = row?;
+                let (height, _) = key.value();
+                if current != Some(height) {
+                    if out.len() == limit {
+                        break;
+                    }
+                    current = Some(height);
+                    out.push(Vec::new());
+                }
+                if let Some(body) = out.last_mut() {
+                    body.extend_from_slice(chunk.value());
+                }
             }
             Ok(out)
         })

@@ -166,11 +166,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tracker = TaskTracker::new();
     let system = crate::monitoring::SystemView::start(
         &config,
-        store.path().to_path_buf(),
+        store.clone(),
         metrics.clone(),
         &tracker,
         shutdown.clone(),
-    );
+    )
+    .await;
     let sync = config.upstream().map(|url| {
         crate::sync::SyncHandle::start(
             &config,
@@ -189,6 +190,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })];
     if let Some(s) = &sync {
         checks.push(Box::new(s.check()));
+    }
+    if system.enabled() {
+        checks.push(Box::new(system.check()));
     }
     let state = AppState {
         catalog: Arc::new(Catalog::from_config(&config)),

@@ -221,6 +221,17 @@ async fn http_counters_carry_route_templates_not_raw_ids() {
     );
     assert_eq!(count("POST", "/api/v1/blocks", "201"), Some(1.0));
     assert_eq!(count("GET", "unmatched", "404"), Some(1.0));
+    // Made-up methods share one label value.
+    let res = app
+        .client
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            app.url("/api/v1/chain/height"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
     for s in &m.samples {
         for v in s.labels.values() {
             assert!(
@@ -239,6 +250,18 @@ async fn http_counters_carry_route_templates_not_raw_ids() {
         )
         .unwrap();
     assert_eq!(latency, 2.0);
+    let m = scrape(&app).await;
+    assert_eq!(
+        m.value(
+            "block_manager_http_requests_total",
+            &[
+                ("method", "OTHER"),
+                ("route", "/api/v1/chain/height"),
+                ("status", "405")
+            ],
+        ),
+        Some(1.0)
+    );
     // This scrape is the one request in flight.
     assert_eq!(
         m.value("block_manager_http_requests_in_flight", &[]),
@@ -340,6 +363,29 @@ async fn refusals_are_counted() {
         m.value("block_manager_http_rate_limited_total", &[])
             .unwrap()
             >= 1.0
+    );
+    // Refused requests keep their route template.
+    let limited = m
+        .value(
+            "block_manager_http_requests_total",
+            &[
+                ("method", "GET"),
+                ("route", "/api/v1/chain/height"),
+                ("status", "429"),
+            ],
+        )
+        .unwrap_or(0.0);
+    assert!(limited >= 1.0);
+    assert_eq!(
+        m.value(
+            "block_manager_http_requests_total",
+            &[
+                ("method", "POST"),
+                ("route", "/api/v1/blocks"),
+                ("status", "401")
+            ],
+        ),
+        Some(1.0)
     );
     app.stop().await;
 }

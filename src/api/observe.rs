@@ -9,26 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::IntGauge;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 use tracing::Instrument;
-
-/// The matched route template, filled in by `remember_route` and read by `observe`. It travels
-/// on the request rather than the response because timeouts and caught panics answer with fresh
-/// responses that would lose it.
-#[derive(Clone, Default)]
-struct RouteSlot(Arc<OnceLock<MatchedPath>>);
-
-/// Route layer: remembers which route template matched (metrics label, log field).
-pub async fn remember_route(req: Request, next: Next) -> Response {
-    if let (Some(slot), Some(path)) = (
-        req.extensions().get::<RouteSlot>(),
-        req.extensions().get::<MatchedPath>(),
-    ) {
-        let _ = slot.0.set(path.clone());
-    }
-    next.run(req).await
-}
 
 /// The method as a label: any method outside the standard set is `OTHER`, so made-up methods
 /// cannot create new series.
@@ -65,7 +47,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Route label of requests that matched no route.
-pub const UNMATCHED: &str = "unmatched";
+const UNMATCHED: &str = "unmatched";
 
 /// A caller's id is kept when it is short printable ASCII; otherwise we make one.
 fn request_id(req: &Request) -> String {
@@ -90,21 +72,20 @@ fn request_id(req: &Request) -> String {
 }
 
 /// Outermost middleware: request id, metrics and the access log line.
-pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = request_id(&req);
     let method = req.method().clone();
+    // Layers added with `Router::layer` run after routing, so the template is known here. A
+    // fixed label stands in when no route matched: the raw path would put ids into labels.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
-    let slot = RouteSlot::default();
-    req.extensions_mut().insert(slot.clone());
     let m = &state.metrics;
     let in_flight = InFlight::enter(&m.http_in_flight);
     let span = tracing::info_span!("request", request_id = %id);
     let mut res = next.run(req).instrument(span).await;
     drop(in_flight);
     let elapsed = started.elapsed();
-    // A fixed label when no route matched (unknown paths, requests refused before routing):
-    // the raw path would put ids into label values.
-    let route = slot.0.get().map_or(UNMATCHED, MatchedPath::as_str);
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let status = res.status();
     let method_label = method_label(&method);
     m.http_requests

@@ -163,6 +163,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         v.quarantine_max_bytes,
     ));
     let shutdown = CancellationToken::new();
+    // If start-up fails from here on, the background tasks started below stop (and let go of
+    // the store) instead of running on unseen.
+    let stop_on_error = shutdown.clone().drop_guard();
     let tracker = TaskTracker::new();
     let system = crate::monitoring::SystemView::start(
         &config,
@@ -221,6 +224,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!(%addr, advertised = %config.service.url, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
 
+    stop_on_error.disarm();
     let router = crate::api::router(state.clone());
     let ready = state.ready.clone();
     ready.store(true, Ordering::SeqCst);

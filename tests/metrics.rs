@@ -397,3 +397,20 @@ async fn monitoring_health_lists_checks_with_latency() {
     assert!(h["status"].is_string());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_start_stops_the_sampler_and_releases_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = test_config(dir.path());
+    config.service.port = busy.local_addr().unwrap().port();
+    assert!(block_manager::app::start(config).await.is_err());
+    // The sampler started before the bind failed; it must stop and let go of the store.
+    let app = eventually(Duration::from_secs(5), "the store to be released", || {
+        let config = test_config(dir.path());
+        async move { block_manager::app::start(config).await.ok() }
+    })
+    .await;
+    app.shutdown.cancel();
+    app.done.await.unwrap();
+}

@@ -142,7 +142,7 @@ pub struct Running {
 
 /// Opens the store (making genesis if needed), starts the writer and background tasks, and
 /// assembles the shared state. Join the returned handle after the last state clone is gone.
-pub fn build_state(
+pub async fn build_state(
     config: Config,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
@@ -166,11 +166,12 @@ pub fn build_state(
     ));
     let system = crate::monitoring::SystemView::start(
         &config,
-        store.path().to_path_buf(),
+        store.clone(),
         metrics.clone(),
         tracker,
         shutdown.clone(),
-    );
+    )
+    .await;
     let sync = config.upstream().map(|url| {
         crate::sync::SyncHandle::start(
             &config,
@@ -189,6 +190,9 @@ pub fn build_state(
     })];
     if let Some(s) = &sync {
         checks.push(Box::new(s.check()));
+    }
+    if system.enabled() {
+        checks.push(Box::new(system.check()));
     }
     let state = AppState {
         catalog: Arc::new(Catalog::from_config(&config)),
@@ -212,7 +216,10 @@ pub fn build_state(
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (state, writer) = build_state(config, &tracker, shutdown.clone())?;
+    let (state, writer) = build_state(config, &tracker, shutdown.clone()).await?;
+    // If start-up fails from here on, the background tasks started above stop (and let go of
+    // the store) instead of running on unseen.
+    let stop_on_error = shutdown.clone().drop_guard();
     let config = state.config.clone();
     let addr = bind_addr(&config)?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -225,6 +232,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!(%addr, advertised = %config.service.url, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
 
+    stop_on_error.disarm();
     let router = crate::api::router(state.clone());
     let ready = state.ready.clone();
     ready.store(true, Ordering::SeqCst);

@@ -1,6 +1,7 @@
 //! Prometheus registry and the named metric handles, created once at start-up.
 //! Every name carries the `block_manager_` prefix and a unit suffix.
 
+use crate::chain::Failure;
 use crate::ledger::WriteError;
 use crate::store::BlockRecord;
 use prometheus::{
@@ -10,6 +11,14 @@ use prometheus::{
 use std::time::Duration;
 
 const NS: &str = "block_manager";
+
+/// Where appended blocks come from (`source` label of `blocks_appended_total`).
+const SOURCES: [&str; 2] = ["api", "sync"];
+
+/// The codes block validation reports (`code` label of `validation_failures_total`).
+const VALIDATION_CODES: [&str; 7] = [
+    "VAL_001", "VAL_002", "VAL_003", "VAL_004", "VAL_005", "BM_005", "BM_006",
+];
 
 /// Every metric handle. Cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -58,7 +67,7 @@ pub struct Metrics {
     pub reorgs: IntCounter,
     /// Upstream fetch latency by request kind.
     pub fetch_duration: HistogramVec,
-    /// Host CPU usage, percent.
+    /// Host CPU busy ratio (0–1) over the last sampling interval.
     pub host_cpu: Gauge,
     /// Host memory used.
     pub host_memory_used: IntGauge,
@@ -70,8 +79,8 @@ pub struct Metrics {
     pub disk_free: IntGauge,
     /// Total bytes of the data volume.
     pub disk_total: IntGauge,
-    /// Network bytes by direction (received, transmitted), all interfaces.
-    pub network_bytes: IntGaugeVec,
+    /// Network bytes by direction (received, transmitted), all interfaces, counted since boot.
+    pub network_bytes: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -201,8 +210,8 @@ impl Metrics {
                 &["kind"]
             )),
             host_cpu: reg!(Gauge::with_opts(opts(
-                "host_cpu_usage_percent",
-                "Host CPU usage"
+                "host_cpu_usage_ratio",
+                "Host CPU busy ratio (0-1) over the last sampling interval"
             ))),
             host_memory_used: reg!(IntGauge::with_opts(opts(
                 "host_memory_used_bytes",
@@ -224,21 +233,43 @@ impl Metrics {
                 "data_volume_total_bytes",
                 "Total bytes of the data volume"
             ))),
-            network_bytes: reg!(IntGaugeVec::new(
-                opts("host_network_bytes", "Host network bytes since boot"),
+            network_bytes: reg!(IntCounterVec::new(
+                opts(
+                    "host_network_bytes_total",
+                    "Host network bytes over all interfaces since boot"
+                ),
                 &["direction"]
             )),
             registry,
         };
         let build = reg_build_info(&m.registry);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.preset_known_labels();
         #[cfg(target_os = "linux")]
         {
+            // CPU seconds, resident memory, open fds and start time of this process, read from
+            // /proc at scrape time (in-memory files, so a scrape never waits on a disk).
             let pc =
                 prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, NS);
-            let _ = m.registry.register(Box::new(pc));
+            if let Err(e) = m.registry.register(Box::new(pc)) {
+                tracing::warn!(error = %e, "process metrics unavailable");
+            }
         }
         m
+    }
+
+    /// Creates the series whose label values are known in advance at zero, so `rate()` and
+    /// `increase()` see the first event and dashboards show a flat line instead of "no data".
+    fn preset_known_labels(&self) {
+        for source in SOURCES {
+            self.appends.with_label_values(&[source]);
+        }
+        for code in VALIDATION_CODES {
+            self.validation_failures.with_label_values(&[code]);
+        }
+        for direction in ["received", "transmitted"] {
+            self.network_bytes.with_label_values(&[direction]);
+        }
     }
 
     /// The text exposition (format 0.0.4).
@@ -292,9 +323,14 @@ impl Metrics {
     /// Records a rejected write.
     pub fn observe_rejection(&self, e: &WriteError) {
         if let WriteError::Invalid(failures) = e {
-            for f in failures {
-                self.validation_failures.with_label_values(&[f.code]).inc();
-            }
+            self.observe_failures(failures);
+        }
+    }
+
+    /// Records validation failures found before a block reaches the ledger (malformed input).
+    pub fn observe_failures(&self, failures: &[Failure]) {
+        for f in failures {
+            self.validation_failures.with_label_values(&[f.code]).inc();
         }
     }
 }
@@ -311,5 +347,59 @@ fn reg_build_info(registry: &Registry) -> IntGaugeVec {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::proto::MetricType;
+
+    #[test]
+    fn every_family_is_prefixed_documented_and_counters_end_in_total() {
+        let m = Metrics::new();
+        m.http_requests
+            .with_label_values(&["GET", "/api/v1/chain/height", "200"])
+            .inc();
+        let families = m.registry.gather();
+        assert!(families.len() > 20, "{} families", families.len());
+        for f in &families {
+            let name = f.name();
+            assert!(name.starts_with("block_manager_"), "{name}");
+            assert!(!f.help().is_empty(), "{name} has no help");
+            let is_counter = f.get_field_type() == MetricType::COUNTER;
+            assert_eq!(is_counter, name.ends_with("_total"), "{name}");
+        }
+    }
+
+    #[test]
+    fn known_label_values_start_at_zero() {
+        let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
+        for line in [
+            "block_manager_blocks_appended_total{source=\"api\"} 0",
+            "block_manager_blocks_appended_total{source=\"sync\"} 0",
+            "block_manager_validation_failures_total{code=\"VAL_003\"} 0",
+            "block_manager_host_network_bytes_total{direction=\"received\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
+        assert!(text.contains(&format!(
+            "block_manager_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_carry_the_prefix() {
+        let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
+        for name in [
+            "block_manager_process_cpu_seconds_total",
+            "block_manager_process_resident_memory_bytes",
+            "block_manager_process_open_fds",
+            "block_manager_process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "missing {name}");
+        }
     }
 }

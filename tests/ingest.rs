@@ -50,6 +50,7 @@ async fn a_panicking_handler_answers_an_opaque_500_in_the_error_shape() {
     let tracker = tokio_util::task::TaskTracker::new();
     let (state, _writer) =
         block_manager::app::build_state(test_config(dir.path()), &tracker, Default::default())
+            .await
             .unwrap();
     let routes = axum::Router::new().route(
         "/boom",

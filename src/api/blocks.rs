@@ -358,17 +358,21 @@ pub async fn create(
         ));
     };
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
+    let reject = |failures: Vec<chain::Failure>| {
+        state.metrics.observe_failures(&failures);
+        invalid(failures)
+    };
     let producer = text("producer")
         .filter(|p| !p.trim().is_empty())
         .ok_or_else(|| {
-            invalid(vec![
+            reject(vec![
                 chain::Failure::new("VAL_001", "producer is required: a non-empty string")
                     .at("producer"),
             ])
         })?;
     let signature = text("signature").unwrap_or_default();
     if signature.is_empty() {
-        return Err(invalid(vec![
+        return Err(reject(vec![
             chain::Failure::new("VAL_002", "Block signature is missing").at("signature"),
         ]));
     }
@@ -377,7 +381,7 @@ pub async fn create(
         .get("transactions")
         .cloned()
         .unwrap_or(Value::Array(Vec::new()));
-    let transactions = chain::parse_transactions(&txs, at).map_err(invalid)?;
+    let transactions = chain::parse_transactions(&txs, at).map_err(&reject)?;
     let record = state
         .ledger
         .create(producer, signature, transactions, at)
@@ -405,7 +409,10 @@ pub async fn submit(
     let v = unwrap_block(v);
     let block = match chain::parse_block(&v) {
         Ok(b) => b,
-        Err(failures) => return Err(quarantined(&state, &v, failures).await),
+        Err(failures) => {
+            state.metrics.observe_failures(&failures);
+            return Err(quarantined(&state, &v, failures).await);
+        }
     };
     match state.ledger.submit(block).await {
         Ok(Submitted::Stored(meta)) => {

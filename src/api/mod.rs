@@ -18,7 +18,7 @@ use crate::store::StoreError;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use serde_json::json;
 use std::time::Duration;
@@ -69,7 +69,6 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let mut app = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(from_fn(observe::remember_route))
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), access::rate_limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -4,29 +4,50 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus::IntGauge;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 use tracing::Instrument;
 
-/// The matched route template, carried out to `observe` on the response.
-#[derive(Clone)]
-struct RouteTemplate(String);
-
-/// Route layer: remembers which route template matched (metrics label, log field).
-pub async fn remember_route(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let mut res = next.run(req).await;
-    if let Some(route) = route {
-        res.extensions_mut().insert(RouteTemplate(route));
+/// The method as a label: any method outside the standard set is `OTHER`, so made-up methods
+/// cannot create new series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
     }
-    res
 }
+
+/// One request in the in-flight gauge; leaving on drop also covers requests whose client went
+/// away, whose futures are dropped mid-way.
+struct InFlight<'a>(&'a IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Route label of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
 
 /// A caller's id is kept when it is short printable ASCII; otherwise we make one.
 fn request_id(req: &Request) -> String {
@@ -54,23 +75,24 @@ fn request_id(req: &Request) -> String {
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = request_id(&req);
     let method = req.method().clone();
+    // Layers added with `Router::layer` run after routing, so the template is known here. A
+    // fixed label stands in when no route matched: the raw path would put ids into labels.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let m = &state.metrics;
-    m.http_in_flight.inc();
+    let in_flight = InFlight::enter(&m.http_in_flight);
     let span = tracing::info_span!("request", request_id = %id);
     let mut res = next.run(req).instrument(span).await;
-    m.http_in_flight.dec();
+    drop(in_flight);
     let elapsed = started.elapsed();
-    let route = res
-        .extensions()
-        .get::<RouteTemplate>()
-        .map_or("unmatched", |r| r.0.as_str());
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let status = res.status();
+    let method_label = method_label(&method);
     m.http_requests
-        .with_label_values(&[method.as_str(), route, status.as_str()])
+        .with_label_values(&[method_label, route, status.as_str()])
         .inc();
     m.http_duration
-        .with_label_values(&[method.as_str(), route])
+        .with_label_values(&[method_label, route])
         .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "block_manager::http",

@@ -70,8 +70,13 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 }
 
 /// GET /api/v1/monitoring/system: the latest host sample (never measured on the request).
-pub async fn monitoring_system(State(state): State<AppState>) -> Response {
-    axum::Json(state.system.snapshot()).into_response()
+/// 404 when host sampling is off (`monitoring.metrics_enabled: false`).
+pub async fn monitoring_system(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.system.enabled() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "MON_001")
+            .msg("Host monitoring is disabled (monitoring.metrics_enabled)"));
+    }
+    Ok(axum::Json(state.system.snapshot()).into_response())
 }
 
 /// GET /api/v1/monitoring/health: every check with status, message and latency.

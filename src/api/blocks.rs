@@ -130,14 +130,13 @@ fn block_response(state: &AppState, height: u64, body: Vec<u8>, headers: &Header
     res
 }
 
+/// A decimal height: digits only (no sign, no spaces); more than a u64 holds names no block.
 fn parse_height(raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<u64>().map_err(|_| {
-        bad_param(
-            "height",
-            raw,
-            "expected a non-negative integer no larger than 18446744073709551615",
-        )
-    })
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_param("height", raw, "expected a decimal height"));
+    }
+    raw.parse::<u64>()
+        .map_err(|_| ApiError::block_not_found(raw))
 }
 
 fn by_height(

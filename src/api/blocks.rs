@@ -445,6 +445,14 @@ pub async fn validate(
     State(state): State<AppState>,
     JsonBody(v): JsonBody,
 ) -> Result<Response, ApiError> {
+    // What is wrong inside a block is the answer; a body that holds no block at all is a
+    // malformed request, as the document says.
+    let wrapped = v.get("block_data");
+    if !v.is_object() || wrapped.is_some_and(|b| !b.is_object()) {
+        return Err(ApiError::bad_request(
+            "Expected a JSON object: {\"block_data\": {...}} or a bare block",
+        ));
+    }
     let v = unwrap_block(v);
     let store = state.store.clone();
     let limits = state.limits.clone();

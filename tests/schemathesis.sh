@@ -5,7 +5,7 @@
 # temporary store of ~20 blocks and stops it on exit.
 #
 # Environment: BLOCK_MANAGER_BIN (default target/release/block-manager, built when missing),
-# SCHEMATHESIS_MAX_EXAMPLES (default 30 per operation), SCHEMATHESIS_SEED (default fixed, so
+# SCHEMATHESIS_MAX_EXAMPLES (default 100 per operation), SCHEMATHESIS_SEED (default fixed, so
 # CI runs are reproducible; set "random" for a new seed), SCHEMATHESIS_WORKERS (default 1:
 # hypothesis is not thread-safe everywhere and 2 workers gave spurious internal errors),
 # SCHEMATHESIS_REPORT_DIR (keep the JUnit reports there).
@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VERSION=4.32.5
 BIN=${BLOCK_MANAGER_BIN:-$ROOT/target/release/block-manager}
-MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-30}
+MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-100}
 SEED=${SCHEMATHESIS_SEED:-20240101}
 WORKERS=${SCHEMATHESIS_WORKERS:-1}
 KEY=k

@@ -130,14 +130,13 @@ fn block_response(state: &AppState, height: u64, body: Vec<u8>, headers: &Header
     res
 }
 
+/// A decimal height: digits only (no sign, no spaces); more than a u64 holds names no block.
 fn parse_height(raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<u64>().map_err(|_| {
-        bad_param(
-            "height",
-            raw,
-            "expected a non-negative integer no larger than 18446744073709551615",
-        )
-    })
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_param("height", raw, "expected a decimal height"));
+    }
+    raw.parse::<u64>()
+        .map_err(|_| ApiError::block_not_found(raw))
 }
 
 fn by_height(
@@ -453,6 +452,14 @@ pub async fn validate(
     State(state): State<AppState>,
     JsonBody(v): JsonBody,
 ) -> Result<Response, ApiError> {
+    // What is wrong inside a block is the answer; a body that holds no block at all is a
+    // malformed request, as the document says.
+    let wrapped = v.get("block_data");
+    if !v.is_object() || wrapped.is_some_and(|b| !b.is_object()) {
+        return Err(ApiError::bad_request(
+            "Expected a JSON object: {\"block_data\": {...}} or a bare block",
+        ));
+    }
     let v = unwrap_block(v);
     let store = state.store.clone();
     let limits = state.limits;

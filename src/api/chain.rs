@@ -130,12 +130,17 @@ pub async fn verify(
                 .get(axum::http::header::TRANSFER_ENCODING)
                 .is_none());
     let v = if empty {
-        Value::Null
+        Value::Object(serde_json::Map::new())
     } else {
         <JsonBody as axum::extract::FromRequest<()>>::from_request(req, &())
             .await
             .map(|JsonBody(v)| v)?
     };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "Expected a JSON object {start_height, end_height}, or no body",
+        ));
+    }
     let field = |k: &str| -> Result<Option<u64>, ApiError> {
         match v.get(k) {
             None | Some(Value::Null) => Ok(None),

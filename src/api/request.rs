@@ -76,10 +76,11 @@ impl Params {
     pub fn int(&self, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
         match self.0.get(name) {
             None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse::<u64>()
-                .ok()
+            // Digits only: `parse` alone would also take a leading `+`, and trimming would
+            // take spaces and control characters the documented integer does not allow.
+            Some(raw) => Some(raw.as_str())
+                .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|r| r.parse::<u64>().ok())
                 .filter(|v| (min..=max).contains(v))
                 .ok_or_else(|| {
                     bad_param(
@@ -145,8 +146,11 @@ mod tests {
 
     #[test]
     fn integers_outside_bounds_are_rejected() {
-        let p = Params::parse(Some("limit=101&page=0&n=-1")).unwrap();
+        let p = Params::parse(Some("limit=101&page=0&n=-1&a=%2B5&b=%205&c=5%0C")).unwrap();
         assert!(p.int("limit", 20, 1, 100).is_err());
+        for signed_or_padded in ["a", "b", "c"] {
+            assert!(p.int(signed_or_padded, 1, 0, 10).is_err());
+        }
         assert!(p.int("page", 1, 1, u64::MAX).is_err());
         assert!(p.int("n", 0, 0, 5).is_err());
         assert_eq!(p.int("absent", 7, 1, 10).unwrap(), 7);

@@ -80,7 +80,7 @@ async fn unknown_ids_and_bad_heights_answer_404_or_400_in_the_error_shape() {
         ("/api/v1/blocks/height/99", 404, "BM_001"),
         ("/api/v1/blocks/99", 404, "BM_001"),
         ("/api/v1/blocks/height/18446744073709551615", 404, "BM_001"),
-        ("/api/v1/blocks/height/18446744073709551616", 400, "REQ_001"),
+        ("/api/v1/blocks/height/18446744073709551616", 404, "BM_001"),
         ("/api/v1/blocks/height/-1", 400, "REQ_001"),
         ("/api/v1/blocks/height/abc", 400, "REQ_001"),
         ("/api/v1/blocks/-1", 400, "REQ_001"),

@@ -1,0 +1,147 @@
+//! Storage faults on real volumes: a data volume that fills up, and one that is read-only.
+//! These mount small tmpfs volumes, so they need root (CI runs as root); elsewhere they say so
+//! and return.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn sh(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A tmpfs mounted at `dir/data`, unmounted on drop.
+struct Volume(std::path::PathBuf);
+
+impl Volume {
+    fn mount(dir: &Path, opts: &str) -> Option<Volume> {
+        let at = dir.join("data");
+        std::fs::create_dir_all(&at).ok()?;
+        sh(&format!("mount -t tmpfs -o {opts} tmpfs {}", at.display())).then_some(Volume(at))
+    }
+    fn remount(&self, opts: &str) -> bool {
+        sh(&format!("mount -o remount,{opts} {}", self.0.display()))
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount -l {}", self.0.display()));
+    }
+}
+
+fn post(port: u16, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let body = serde_json::to_vec(body).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "POST /api/v1/blocks HTTP/1.1\r\nHost: x\r\nX-API-Key: {WRITE_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let json = answer.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn a_full_data_volume_fails_writes_with_st_004_keeps_reads_and_recovers_when_space_returns() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(vol) = Volume::mount(dir.path(), "size=6m") else {
+        panic!("cannot mount tmpfs")
+    };
+    let mut p = spawn_process(dir.path(), &[("BLOCK_STORAGE_PATH", "data/blocks")]);
+    let mut stored = 0;
+    let mut full = None;
+    for i in 0..2000 {
+        let (status, body) = post(p.port, &create_body(&format!("fill{i}"), 40));
+        match status {
+            201 => stored += 1,
+            _ => {
+                full = Some((status, body));
+                break;
+            }
+        }
+    }
+    let (status, body) = full.expect("the volume never filled up");
+    assert!(status >= 500, "{status} {body}");
+    assert_eq!(body["detail"]["error_code"], "ST_004", "{body}");
+    // Reads keep working while the volume is full.
+    assert_eq!(http_status(p.port, "/api/v1/blocks/latest"), Some(200));
+    assert_eq!(
+        http_status(p.port, &format!("/api/v1/blocks/height/{stored}")),
+        Some(200)
+    );
+    assert_eq!(http_status(p.port, "/health"), Some(200));
+    // Space returns: writes resume without a restart.
+    assert!(vol.remount("size=64m"));
+    let mut resumed = false;
+    for i in 0..50 {
+        if post(p.port, &create_body(&format!("after{i}"), 1)).0 == 201 {
+            resumed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(resumed, "writes did not resume once space returned");
+    signal(&p, "TERM");
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(5)), Some(0));
+    let out = Command::new(binary())
+        .current_dir(dir.path())
+        .env("BLOCK_STORAGE_PATH", "data/blocks")
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_read_only_data_folder_stops_start_up_with_a_clear_message() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_vol) = Volume::mount(dir.path(), "ro,size=1m") else {
+        panic!("cannot mount tmpfs")
+    };
+    let out = Command::new(binary())
+        .current_dir(dir.path())
+        .env("BLOCK_STORAGE_PATH", "data/blocks")
+        .env("BLOCK_MANAGER_PORT", free_port().to_string())
+        .env("BLOCK_MANAGER_HOST", "127.0.0.1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("data/blocks") && stderr.to_lowercase().contains("read-only"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Mixed-load soak: creates, block reads, lists, range reads, health and metrics at once for a
+# while (default 10 minutes), sampling the server's resident memory every 10 s. Passes when no
+# request got an error answer and the store verifies afterwards.
+# Usage: bench/soak.sh [seconds=600]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-600}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --quiet
+BIN=$PWD/target/release/block-manager
+WORK=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+cd "$WORK"
+BLOCK_MANAGER_HOST=127.0.0.1 BLOCK_MANAGER_PORT=$PORT BLOCK_MANAGER_API_KEY=k \
+  BLOCK_MANAGER__RATE_LIMITS__ENABLED=false LOG_LEVEL=WARNING "$BIN" >server.log 2>&1 &
+PID=$!
+for _ in $(seq 200); do curl -sf "127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.05; done
+URL="http://127.0.0.1:$PORT"
+cat > mixed.lua <<'LUA'
+local counter = 0
+local threads = {}
+function setup(thread) thread:set("tid", #threads + 1); table.insert(threads, thread) end
+function init(args) prefix = tostring(tid) end
+function request()
+  counter = counter + 1
+  local r = counter % 10
+  if r == 0 then
+    local body = '{"producer":"soak","signature":"s","transactions":[{"tx_id":"soak' .. prefix .. '-' .. counter .. '","from_address":"a","to_address":"b","value":1,"data":"' .. string.rep("x", 800) .. '","signature":"s"}]}'
+    return wrk.format("POST", "/api/v1/blocks", {["Content-Type"]="application/json", ["X-API-Key"]="k"}, body)
+  elseif r == 1 then return wrk.format("GET", "/api/v1/blocks?limit=50&sort=timestamp_desc")
+  elseif r == 2 then return wrk.format("GET", "/api/v1/blocks/range?from=" .. math.random(0, counter / 10) .. "&limit=20")
+  elseif r == 3 then return wrk.format("GET", "/health")
+  elseif r == 4 then return wrk.format("GET", "/metrics")
+  elseif r == 5 then return wrk.format("GET", "/api/v1/blocks/latest")
+  else return wrk.format("GET", "/api/v1/blocks/height/" .. math.random(0, counter / 10)) end
+end
+LUA
+wrk -t2 -c16 -d"${SECS}s" -s mixed.lua "$URL" > soak.txt &
+WRK=$!
+MIN=999999; MAX=0
+while kill -0 "$WRK" 2>/dev/null; do
+  RSS=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+  [ "$RSS" -lt "$MIN" ] && MIN=$RSS
+  [ "$RSS" -gt "$MAX" ] && MAX=$RSS
+  sleep 10
+done
+cat soak.txt
+HEIGHT=$(curl -s "$URL/api/v1/chain/height" | python3 -c 'import json,sys; print(json.load(sys.stdin)["height"])')
+kill "$PID"; wait "$PID" || true; PID=
+"$BIN" verify | tail -1
+echo "height after soak: $HEIGHT; resident memory min $((MIN / 1024)) MB, max $((MAX / 1024)) MB"
+if grep -q "Non-2xx\|Socket errors" soak.txt; then echo "soak: errors seen"; exit 1; fi
+echo "soak: no error answers"

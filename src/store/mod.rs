@@ -9,6 +9,10 @@
 //! Invariant: the stored heights are always `0..=tip` without gaps — [`BlockStore::append`]
 //! only continues the tip and [`BlockStore::rollback_above`] only removes a suffix — so paging
 //! by height is arithmetic rather than a scan.
+//!
+//! Inside: `redb_store` (open, transactions, recovery, the trait impl), `tables` (table layout
+//! and per-block rows), `listing` (paged listings), `codec` (compact row encodings), `failure`
+//! (error classification).
 
 mod codec;
 mod failure;
@@ -98,7 +102,7 @@ pub enum Order {
 }
 
 /// Why a store operation failed. The API maps these onto the error catalog (ST_00x, BM_00x).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process (or another handle in this one) holds the store file.
     #[error("block store {path} is already open in another process")]
@@ -192,7 +196,8 @@ pub trait BlockStore: Send + Sync + 'static {
     /// them ascending (for quarantine). Genesis is never removed. The whole removal is one
     /// transaction, so callers keep it bounded (a reorg depth).
     fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError>;
-    /// A cheap durable write probe for the health check.
+    /// A cheap write probe for the health check, safe to call every few seconds: the store is
+    /// usable (a latched I/O failure is recovered first) and its volume takes a new fsync'd write.
     fn check_writable(&self) -> Result<(), StoreError>;
     /// Size of the store file in bytes.
     fn file_size(&self) -> Result<u64, StoreError>;

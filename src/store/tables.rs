@@ -22,20 +22,19 @@ pub(super) const HASH_INDEX: TableDefinition<&str, u64> = TableDefinition::new("
 pub(super) const TX_INDEX: TableDefinition<&str, (u64, u32)> = TableDefinition::new("tx_index");
 /// (timestamp µs, height) → (): listings sorted by time without sorting the chain.
 pub(super) const TIME_INDEX: TableDefinition<(i64, u64), ()> = TableDefinition::new("time_index");
-/// Named values: format version, network, genesis hash, totals, write probe.
+/// Named values: format version, network, genesis hash, totals.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Bodies are stored in chunks of this size. redb fills its 4 KiB leaf pages with whole
-/// entries: a 2.5 KiB body stored whole leaves 1.5 KiB of its page empty, and a 5 KiB one takes an
-/// 8 KiB page, while chunks this small pack each page nearly full (the file is about a third
-/// smaller and commits write that much less).
+/// entries: a 2.2 KiB body stored whole leaves 1.8 KiB of its page empty, and a 5 KiB one takes
+/// an 8 KiB page, while chunks this small pack pages about 80% full. Measured on 100k blocks of
+/// 2.2 KB: 352 MiB of pages in use instead of 485 MiB.
 pub(super) const BODY_CHUNK_BYTES: usize = 1000;
 
 pub(super) const KEY_FORMAT_VERSION: &str = "format_version";
 pub(super) const KEY_NETWORK: &str = "network";
 pub(super) const KEY_GENESIS_HASH: &str = "genesis_hash";
 pub(super) const KEY_TOTALS: &str = "totals";
-pub(super) const KEY_WRITE_PROBE: &str = "write_probe";
 
 /// Every table, opened for writing in one transaction.
 pub(super) struct WriteTables<'t> {

@@ -3,7 +3,7 @@
 
 mod processes;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use redb::ReadableDatabase;
@@ -423,6 +423,41 @@ fn reopening_keeps_every_block_index_and_total() {
         vec![3, 2]
     );
     store.append(&blocks(50, 51)).unwrap();
+}
+
+#[test]
+fn the_write_probe_succeeds_and_leaves_nothing_behind() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    for _ in 0..3 {
+        store.check_writable().unwrap();
+    }
+    let folder = store_path(&dir).parent().unwrap().to_path_buf();
+    let names: Vec<_> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("blocks.redb")]);
+}
+
+#[test]
+fn the_write_probe_reports_a_volume_it_cannot_write_to() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    // A folder where the probe file goes makes its creation fail, as a read-only volume would
+    std::fs::create_dir(super::redb_store::probe_path(&store_path(&dir))).unwrap();
+    assert!(matches!(store.check_writable(), Err(StoreError::Write(_))));
+    // Reads and writes of blocks are unaffected
+    store.append(&blocks(0, 1)).unwrap();
+}
+
+#[test]
+fn free_space_reports_the_volume_of_a_store_that_does_not_exist_yet() {
+    let dir = TempDir::new().unwrap();
+    let (available, total) = free_space(&store_path(&dir)).unwrap();
+    assert!(total > 0 && available <= total);
+    let (_, relative_total) = free_space(Path::new("no/such/folder/blocks.redb")).unwrap();
+    assert!(relative_total > 0);
 }
 
 #[test]

@@ -512,26 +512,6 @@ impl Writer {
     }
 }
 
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::AlreadyOpen { path } => StoreError::AlreadyOpen { path: path.clone() },
-        StoreError::NewerFormat { found, supported } => StoreError::NewerFormat {
-            found: *found,
-            supported: *supported,
-        },
-        StoreError::NotContiguous { expected, got } => StoreError::NotContiguous {
-            expected: *expected,
-            got: *got,
-        },
-        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
-        StoreError::Full(s) => StoreError::Full(s.clone()),
-        StoreError::PermissionDenied(s) => StoreError::PermissionDenied(s.clone()),
-        StoreError::Write(s) => StoreError::Write(s.clone()),
-        StoreError::Read(s) => StoreError::Read(s.clone()),
-        StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
-    }
-}
-
 fn answer(waiting: Vec<Waiting>, failed: Option<&StoreError>) {
     for w in waiting {
         match (w, failed) {
@@ -542,9 +522,9 @@ fn answer(waiting: Vec<Waiting>, failed: Option<&StoreError>) {
             (Waiting::Submitted(r, s @ Submitted::AlreadyStored(_)), Some(_)) => {
                 drop(r.send(Ok(s)))
             }
-            (Waiting::Created(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),
-            (Waiting::Submitted(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),
-            (Waiting::Appended(r, _), Some(e)) => drop(r.send(Err(copy_error(e).into()))),
+            (Waiting::Created(r, _), Some(e)) => drop(r.send(Err(e.clone().into()))),
+            (Waiting::Submitted(r, _), Some(e)) => drop(r.send(Err(e.clone().into()))),
+            (Waiting::Appended(r, _), Some(e)) => drop(r.send(Err(e.clone().into()))),
         }
     }
 }
@@ -552,10 +532,10 @@ fn answer(waiting: Vec<Waiting>, failed: Option<&StoreError>) {
 fn fail_all(ops: Vec<Op>, e: &StoreError) {
     for op in ops {
         match op {
-            Op::Create { reply, .. } => drop(reply.send(Err(copy_error(e).into()))),
-            Op::Submit { reply, .. } => drop(reply.send(Err(copy_error(e).into()))),
-            Op::Append { reply, .. } => drop(reply.send(Err(copy_error(e).into()))),
-            Op::Rollback { reply, .. } => drop(reply.send(Err(copy_error(e).into()))),
+            Op::Create { reply, .. } => drop(reply.send(Err(e.clone().into()))),
+            Op::Submit { reply, .. } => drop(reply.send(Err(e.clone().into()))),
+            Op::Append { reply, .. } => drop(reply.send(Err(e.clone().into()))),
+            Op::Rollback { reply, .. } => drop(reply.send(Err(e.clone().into()))),
         }
     }
 }

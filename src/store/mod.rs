@@ -10,11 +10,12 @@
 //! only continues the tip and [`BlockStore::rollback_above`] only removes a suffix — so paging
 //! by height is arithmetic rather than a scan.
 //!
-//! Inside: `redb_store` (open, transactions, recovery, the trait impl), `tables` (table layout
-//! and per-block rows), `listing` (paged listings), `codec` (compact row encodings), `failure`
-//! (error classification).
+//! Inside: `redb_store` (the handle, recovery, the trait impl), `database` (opening the file,
+//! format check, durable transactions), `tables` (table layout and per-block rows), `listing`
+//! (paged listings), `codec` (compact row encodings), `failure` (error classification).
 
 mod codec;
+mod database;
 mod failure;
 mod listing;
 mod redb_store;

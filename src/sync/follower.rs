@@ -12,8 +12,8 @@ use super::error::{SyncError, code};
 use super::fork::{Forks, Resolution};
 use super::retry::Backoff;
 use super::status::{Shared, State};
-use crate::chain::{self, Block, Failure};
-use crate::ledger::{Ledger, WriteError};
+use crate::chain::{self, Failure};
+use crate::ledger::{Ledger, Prepared, WriteError};
 use crate::quarantine::Quarantine;
 use crate::store::{BlockMeta, BlockStore};
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 /// Most blocks one round catches up before it polls the upstream tip again.
-pub const ROUND_MAX_BLOCKS: u64 = 20_000;
+pub const ROUND_MAX_BLOCKS: u64 = 50_000;
 /// Range requests in flight while committing.
 pub const PIPELINE: usize = 4;
 /// Most blocks merged into one ledger append.
@@ -83,12 +83,12 @@ enum Round {
     Diverged(SyncError),
 }
 
-/// A fetched and parsed batch: consecutive blocks from `first`, possibly cut short by a
-/// block that does not even parse.
+/// A fetched and parsed batch: consecutive blocks from `first`, their stored form already
+/// built, possibly cut short by a block that does not even parse.
 struct Fetched {
     first: u64,
     asked: u64,
-    blocks: Vec<Block>,
+    blocks: Vec<Prepared>,
     unparsable: Option<(Value, Vec<Failure>)>,
 }
 
@@ -272,12 +272,17 @@ impl Follower {
         let mut requested = first;
         let mut inflight: VecDeque<Pending> = VecDeque::with_capacity(PIPELINE);
         let mut carried: Option<Result<Fetched, SyncError>> = None;
+        // Where a catch-up spends its time, for the debug log: waiting on upstream (fetch and
+        // parse) versus waiting on the ledger (validation and durable commits).
+        let round_started = Instant::now();
+        let (mut on_fetch, mut on_commit, mut commits) = (Duration::ZERO, Duration::ZERO, 0u32);
         loop {
             while inflight.len() < PIPELINE && requested <= last {
                 let n = u64::from(self.settings.batch).min(last - requested + 1);
                 inflight.push_back(fetch(client.clone(), requested, n));
                 requested += n;
             }
+            let waited = Instant::now();
             let result = match carried.take() {
                 Some(r) => r,
                 None => match inflight.pop_front() {
@@ -285,6 +290,7 @@ impl Follower {
                     None => break,
                 },
             };
+            on_fetch += waited.elapsed();
             let mut batch = result?;
             while batch.complete() && batch.blocks.len() < MAX_COMMIT {
                 match inflight.front() {
@@ -314,7 +320,7 @@ impl Follower {
                 continue;
             }
             if let (Some(block), Some((height, hash))) = (batch.blocks.first(), &linked)
-                && block.previous_hash != *hash
+                && block.block().previous_hash != *hash
             {
                 // Upstream's next block builds on a different block at our tip: a fork.
                 tracing::info!(
@@ -326,7 +332,10 @@ impl Follower {
             }
             let complete = batch.complete();
             let got = batch.blocks.len() as u64;
+            let waited = Instant::now();
             self.commit(&mut batch, &mut linked).await?;
+            on_commit += waited.elapsed();
+            commits += 1;
             next += got;
             if let Some((body, failures)) = batch.unparsable.take() {
                 return Err(self.invalid(next, body, failures).await);
@@ -351,6 +360,15 @@ impl Follower {
                 requested = next;
             }
         }
+        tracing::debug!(
+            from = first,
+            to = next.saturating_sub(1),
+            seconds = round_started.elapsed().as_secs_f64(),
+            waiting_on_upstream = on_fetch.as_secs_f64(),
+            waiting_on_commits = on_commit.as_secs_f64(),
+            commits,
+            "catch-up round done"
+        );
         Ok(if next > target {
             Round::Level
         } else {
@@ -371,13 +389,17 @@ impl Follower {
         let hashes: Vec<(u64, String)> = batch
             .blocks
             .iter()
-            .map(|b| (b.height, b.hash.clone()))
+            .map(|p| (p.block().height, p.block().hash.clone()))
             .collect();
         let blocks = std::mem::take(&mut batch.blocks);
-        let appended = self.ledger.append(blocks).await.map_err(|e| match e {
-            WriteError::Closed => SyncError::new(code::FAILED, "the block writer has stopped"),
-            e => SyncError::new(code::FAILED, format!("cannot store upstream blocks: {e}")),
-        })?;
+        let appended = self
+            .ledger
+            .append_prepared(blocks)
+            .await
+            .map_err(|e| match e {
+                WriteError::Closed => SyncError::new(code::FAILED, "the block writer has stopped"),
+                e => SyncError::new(code::FAILED, format!("cannot store upstream blocks: {e}")),
+            })?;
         if appended.committed > 0 {
             *linked = hashes.get(appended.committed - 1).cloned();
             self.shared
@@ -438,7 +460,8 @@ fn fetch(client: Arc<Upstream>, from: u64, n: u64) -> Pending {
     }))
 }
 
-/// Parses decoded documents into blocks, stopping at the first that does not parse.
+/// Parses decoded documents into blocks and builds their stored form, stopping at the first
+/// that does not parse.
 fn parse(values: Vec<Value>, from: u64, asked: u64) -> Result<Fetched, SyncError> {
     let mut fetched = Fetched {
         first: from,
@@ -448,7 +471,7 @@ fn parse(values: Vec<Value>, from: u64, asked: u64) -> Result<Fetched, SyncError
     };
     for (value, expected) in values.into_iter().zip(from..from + asked) {
         match chain::parse_block(&value) {
-            Ok(block) if block.height == expected => fetched.blocks.push(block),
+            Ok(block) if block.height == expected => fetched.blocks.push(Prepared::new(block)),
             Ok(block) => {
                 return Err(SyncError::new(
                     code::FAILED,

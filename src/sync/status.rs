@@ -183,9 +183,9 @@ impl Shared {
     /// Records the upstream tip height (`None`: its chain is empty).
     pub fn set_upstream_height(&self, height: Option<u64>) {
         self.lock().upstream_height = height;
-        self.metrics
-            .upstream_height
-            .set(height.map_or(-1, |h| h as i64));
+        if let Some(h) = height {
+            self.metrics.upstream_height.set(h as i64);
+        }
         self.publish_lag();
     }
 

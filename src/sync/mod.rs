@@ -1,69 +1,167 @@
 //! Follower sync: catch up from an upstream block-manager or engine and stay in step.
+//!
+//! - `client`: the upstream HTTP client (tip, ranges, single blocks, headers).
+//! - `retry`: retries with exponential backoff.
+//! - `breaker`: the circuit breaker in front of the upstream.
+//! - `follower`: the loop of bounded rounds and the pipelined catch-up.
+//! - `fork`: common-ancestor search and bounded rollback.
+//! - `status`: the reported state, the health check's outcome and the sync metrics.
+//! - `error`: the SYNC_00x failures.
+//!
+//! Every block goes through the ledger, which validates it against our tip (linkage included)
+//! and commits each batch atomically; sync never writes the store itself. Reads are never
+//! blocked: sync runs on its own task and the ledger's writer thread, and a failing upstream
+//! only changes the reported state.
+
+mod breaker;
+mod client;
+mod error;
+mod follower;
+mod fork;
+mod retry;
+mod status;
+
+pub use breaker::{Breaker, CircuitState};
+pub use error::{SyncError, code};
+pub use retry::Backoff;
+pub use status::State;
 
 use crate::config::Config;
-use crate::health::{Check, Outcome, Status};
+use crate::health::{Check, Outcome};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
 use crate::store::BlockStore;
-use serde_json::{Value, json};
+use follower::{Follower, Rounds, Settings};
+use serde_json::Value;
+use status::Shared;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Handle to the follower loop.
+/// Handle to the follower loop; cheap to clone.
 #[derive(Clone)]
 pub struct SyncHandle {
-    url: String,
+    shared: Arc<Shared>,
+    rounds: Arc<Rounds>,
+    run_now_limit: Duration,
 }
 
 impl SyncHandle {
-    /// Starts the follower loop.
+    /// Starts the follower loop for `url` on `tracker`; it stops when `shutdown` is cancelled.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        _config: &Config,
+        config: &Config,
         url: &str,
-        _store: Arc<dyn BlockStore>,
-        _ledger: Ledger,
-        _quarantine: Arc<Quarantine>,
-        _metrics: Arc<Metrics>,
-        _tracker: &TaskTracker,
-        _shutdown: CancellationToken,
+        store: Arc<dyn BlockStore>,
+        ledger: Ledger,
+        quarantine: Arc<Quarantine>,
+        metrics: Arc<Metrics>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
     ) -> SyncHandle {
+        let sync = &config.synchronization;
+        let backoff = Backoff::from_policy(&config.error_handling.retry);
+        let timeout = config.upstream_timeout();
+        let client = client::Upstream::connect(
+            url,
+            timeout,
+            backoff,
+            sync.engine_api_key.get(),
+            metrics.clone(),
+        )
+        .map(Arc::new);
+        let shown = match &client {
+            Ok(c) => c.shown().to_string(),
+            Err(_) => "(invalid upstream URL)".to_string(),
+        };
+        let shared = Arc::new(Shared::new(shown, ledger.clone(), metrics));
+        let rounds = Arc::new(Rounds::new());
+        let follower = Follower {
+            client,
+            store,
+            ledger,
+            quarantine,
+            shared: shared.clone(),
+            rounds: rounds.clone(),
+            breaker: Breaker::new(&config.error_handling.blockchain_engine.circuit_breaker),
+            settings: Settings {
+                poll: seconds(sync.poll_interval_seconds, 5.0).max(Duration::from_millis(10)),
+                batch: sync.fetch_batch_size.clamp(1, 1000),
+                max_reorg_depth: sync.max_reorg_depth,
+                backoff,
+            },
+            last_quarantined: None,
+        };
+        tracker.spawn(follower.run(shutdown));
+        // A manual round answers before the API's own request timeout would.
+        let api_limit = seconds(config.api.request_timeout_seconds, 30.0).mul_f64(0.9);
         SyncHandle {
-            url: url.to_string(),
+            shared,
+            rounds,
+            run_now_limit: timeout.max(Duration::from_secs(1)).min(api_limit),
         }
     }
 
-    /// The health check.
+    /// The `sync` health check.
     pub fn check(&self) -> SyncCheck {
-        SyncCheck
+        SyncCheck {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.shared.state()
     }
 
     /// `GET /api/v1/sync/status` body.
     pub fn status(&self) -> Value {
-        json!({"state": "idle", "upstream": self.url})
+        self.shared.status()
     }
 
-    /// Summary for `/chain/status`.
+    /// The smaller view embedded in `/api/v1/chain/status`.
     pub fn summary(&self) -> Value {
-        self.status()
+        self.shared.summary()
     }
 
-    /// Runs a round now.
+    /// Wakes the loop and waits (bounded by the request timeout) for a round that starts
+    /// after this call to finish; answers the status either way.
     pub async fn run_now(&self) -> Value {
+        let mut finished = self.rounds.finished.subscribe();
+        let due = self
+            .rounds
+            .started
+            .load(std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.rounds.wake.notify_one();
+        let _ = tokio::time::timeout(self.run_now_limit, finished.wait_for(|n| *n >= due)).await;
         self.status()
     }
 }
 
-/// The `sync` health check.
-pub struct SyncCheck;
+fn seconds(value: f64, fallback: f64) -> Duration {
+    let v = if value.is_finite() && value >= 0.0 {
+        value
+    } else {
+        fallback
+    };
+    Duration::from_secs_f64(v.min(1e9))
+}
+
+/// The `sync` health check: healthy while idle, syncing or synced; degraded (still 200)
+/// while stalled, circuit-open or diverged.
+pub struct SyncCheck {
+    shared: Arc<Shared>,
+}
 
 impl Check for SyncCheck {
     fn name(&self) -> &'static str {
         "sync"
     }
+
     fn run(&self) -> Outcome {
-        Outcome::new(Status::Degraded, "sync not running yet")
+        self.shared.health()
     }
 }

@@ -1,0 +1,213 @@
+//! Follower catch-up benchmark (`cargo bench --bench catchup`): a standalone block-manager
+//! holding N blocks of about 2 KB (seeded through the ledger, not timed) and a follower that
+//! starts empty; timed from the follower's start until it holds the upstream tip. Both run
+//! in this process on one multi-threaded runtime, over HTTP on 127.0.0.1, with real redb
+//! files and durable commits.
+//!
+//! `CATCHUP_SIZES=10000,100000` and `CATCHUP_BATCHES=100,1000` override what is measured.
+
+use block_manager::chain::{self, Block, Limits, Timestamp, Transaction};
+use block_manager::config::{Config, Secret};
+use block_manager::ledger::Ledger;
+use block_manager::metrics::Metrics;
+use block_manager::store::{BlockStore, RedbStore};
+use serde_json::Number;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GENESIS_TS: &str = "2024-01-01T00:00:00+00:00";
+/// Transactions per block and payload per transaction: about 2 KB served per block.
+const TXS: usize = 4;
+const DATA: usize = 100;
+
+fn main() {
+    let sizes = list("CATCHUP_SIZES", &[10_000, 100_000]);
+    let batches = list("CATCHUP_BATCHES", &[100, 1000]);
+    let runs = list("CATCHUP_RUNS", &[1])[0];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        println!(
+            "catch-up bench: {} cores, blocks of ~{} B",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            chain(1)[1].served_json().len()
+        );
+        for &n in &sizes {
+            let blocks = chain(n);
+            let upstream_dir = tempfile::tempdir().expect("temp dir");
+            let started = Instant::now();
+            seed(upstream_dir.path(), &blocks).await;
+            println!(
+                "seeded {n} blocks in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            let upstream = block_manager::app::start(config(upstream_dir.path(), None))
+                .await
+                .expect("upstream starts");
+            let url = format!("http://{}", upstream.addr);
+            for &batch in &batches {
+                for _ in 0..runs {
+                    let r = follow(&url, n as u64, batch as u32).await;
+                    println!(
+                        "catch-up {n:>7} blocks, fetch_batch_size {batch:>4}: {:>8.0} blocks/s \
+                         (CPU per block: {:.1} µs in all, {:.1} µs of it on the block writer)",
+                        r.rate, r.cpu_us, r.writer_us
+                    );
+                }
+            }
+            upstream.shutdown.cancel();
+            let _ = upstream.done.await;
+        }
+    });
+}
+
+/// What one catch-up measured.
+struct Run {
+    /// Blocks per second, wall clock.
+    rate: f64,
+    /// CPU time of the whole process (upstream, follower, writers) per block.
+    cpu_us: f64,
+    /// CPU time of the block-writer threads (validation and commits) per block.
+    writer_us: f64,
+}
+
+/// Starts an empty follower of `url` and times it until it holds height `tip`.
+async fn follow(url: &str, tip: u64, batch: u32) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = config(dir.path(), Some(url));
+    c.synchronization.fetch_batch_size = batch;
+    let started = Instant::now();
+    let (cpu0, writers0) = cpu_seconds();
+    let follower = block_manager::app::start(c).await.expect("follower starts");
+    let status = format!("http://{}/api/v1/chain/height", follower.addr);
+    let client = reqwest::Client::new();
+    loop {
+        let height = match client.get(&status).send().await {
+            Ok(res) => res
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["height"].as_u64()),
+            Err(_) => None,
+        };
+        if height == Some(tip) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no catch-up in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (cpu1, writers1) = cpu_seconds();
+    follower.shutdown.cancel();
+    let _ = follower.done.await;
+    let blocks = (tip + 1) as f64;
+    Run {
+        rate: blocks / secs,
+        cpu_us: (cpu1 - cpu0) * 1e6 / blocks,
+        writer_us: (writers1 - writers0) * 1e6 / blocks,
+    }
+}
+
+/// CPU seconds used so far by this process and by its block-writer threads (Linux; zero
+/// elsewhere).
+fn cpu_seconds() -> (f64, f64) {
+    // utime and stime are fields 14 and 15 of /proc/.../stat, in clock ticks (100 per second
+    // on Linux); the command name before them is in parentheses and may hold spaces.
+    fn ticks(stat: &str) -> Option<f64> {
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+    }
+    let all = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .unwrap_or(0.0);
+    let writers = std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                .filter(|s| s.contains("(block-writer)"))
+                .filter_map(|s| ticks(&s))
+                .sum()
+        })
+        .unwrap_or(0.0);
+    (all, writers)
+}
+
+fn config(dir: &Path, upstream: Option<&str>) -> Config {
+    let mut c = Config::default();
+    c.service.host = "127.0.0.1".into();
+    c.service.port = 0;
+    c.storage.blocks_path = dir.join("blocks").display().to_string();
+    c.storage.min_free_bytes = 0;
+    c.chain.genesis_timestamp = Some(GENESIS_TS.into());
+    c.security.api_key = Secret::new("bench-key");
+    c.rate_limits.enabled = false;
+    c.error_handling.validation.quarantine_path = dir.join("quarantine").display().to_string();
+    c.synchronization.engine_url = upstream.map(str::to_owned);
+    c
+}
+
+/// Genesis and `n` sealed blocks of [`TXS`] transactions.
+fn chain(n: usize) -> Vec<Block> {
+    let mut c = vec![chain::genesis_block(
+        Timestamp::parse(GENESIS_TS).expect("timestamp"),
+    )];
+    for height in 1..=n as u64 {
+        let parent = &c[c.len() - 1];
+        let at = Timestamp::from_unix_micros(parent.timestamp.unix_micros() + 1_000_000);
+        let txs = (0..TXS)
+            .map(|i| Transaction {
+                tx_id: format!("tx-{height:08}-{i}"),
+                tx_type: "data_storage".into(),
+                from_address: "0x3333333333333333333333333333333333333333".into(),
+                to_address: "0x4444444444444444444444444444444444444444".into(),
+                value: Number::from(i),
+                fee: Number::from(0),
+                data: "x".repeat(DATA),
+                timestamp: at,
+                signature: format!("sig-{height}-{i}"),
+            })
+            .collect();
+        let block = Block::build(
+            height,
+            parent.hash.clone(),
+            at,
+            "node-bench",
+            format!("block-sig-{height}"),
+            txs,
+        );
+        c.push(block);
+    }
+    c
+}
+
+/// Writes `blocks` through the ledger into the store an app on `dir` opens.
+async fn seed(dir: &Path, blocks: &[Block]) {
+    let path = dir.join("blocks").join("blocks.redb");
+    let store: Arc<dyn BlockStore> =
+        Arc::new(RedbStore::open(&path, 16 * 1024 * 1024).expect("open"));
+    let (ledger, writer) = Ledger::start(store, Limits::default(), Arc::new(Metrics::new()));
+    for part in blocks.chunks(1000) {
+        let done = ledger.append(part.to_vec()).await.expect("append");
+        assert_eq!(done.committed, part.len(), "{:?}", done.rejected);
+    }
+    drop(ledger);
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+}
+
+fn list(var: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}

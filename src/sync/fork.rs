@@ -1,0 +1,132 @@
+//! Forks: when the upstream's block at a height we hold differs from ours, find the highest
+//! block both chains share by walking back through upstream headers, and — when that loses at
+//! most `max_reorg_depth` of our blocks — roll back to it in one atomic step and quarantine
+//! the orphans. A deeper fork is reported, never rolled back.
+
+use super::client::Upstream;
+use super::error::{SyncError, code};
+use crate::ledger::Ledger;
+use crate::quarantine::Quarantine;
+use crate::store::{BlockRecord, BlockStore, Order};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Headers compared per upstream request while walking back.
+const PAGE: u64 = 500;
+
+/// What resolving a fork did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Our blocks above `ancestor` were removed and quarantined.
+    RolledBack {
+        /// The highest height both chains share.
+        ancestor: u64,
+        /// Blocks removed.
+        depth: u64,
+    },
+    /// Upstream holds our tip after all (it changed meanwhile): nothing to undo.
+    NoFork,
+    /// No shared block within `max_reorg_depth` of our tip: nothing was changed.
+    Diverged(SyncError),
+}
+
+/// Everything fork resolution touches.
+pub struct Forks<'a> {
+    /// The upstream.
+    pub client: &'a Upstream,
+    /// Our blocks (read).
+    pub store: &'a Arc<dyn BlockStore>,
+    /// The write path (rollback).
+    pub ledger: &'a Ledger,
+    /// Where orphans go.
+    pub quarantine: &'a Arc<Quarantine>,
+    /// Deepest rollback allowed.
+    pub max_depth: u64,
+}
+
+impl Forks<'_> {
+    /// Resolves a fork noticed at height `at` (ours there differs from upstream's, or
+    /// upstream's next block does not link to it), with our tip at `tip`.
+    pub async fn resolve(&self, tip: u64, at: u64) -> Result<Resolution, SyncError> {
+        let floor = tip.saturating_sub(self.max_depth);
+        let ancestor = self.common_ancestor(at.min(tip), floor).await?;
+        let Some(ancestor) = ancestor else {
+            return Ok(Resolution::Diverged(SyncError::new(
+                code::DIVERGED,
+                format!(
+                    "upstream {} shares no block with ours between heights {floor} and {at}: \
+                     the fork is deeper than synchronization.max_reorg_depth ({}); sync stopped, \
+                     nothing was rolled back",
+                    self.client.shown(),
+                    self.max_depth
+                ),
+            )));
+        };
+        if ancestor >= tip {
+            return Ok(Resolution::NoFork);
+        }
+        let orphans = self
+            .ledger
+            .rollback_above(ancestor)
+            .await
+            .map_err(|e| SyncError::new(code::FAILED, format!("fork rollback failed: {e}")))?;
+        let depth = orphans.len() as u64;
+        tracing::warn!(ancestor, depth, upstream = %self.client.shown(), "fork resolved: rolled back to the common ancestor");
+        self.quarantine_orphans(orphans, ancestor).await;
+        Ok(Resolution::RolledBack { ancestor, depth })
+    }
+
+    /// The highest height in `floor..=from` where both chains hold the same block.
+    async fn common_ancestor(&self, from: u64, floor: u64) -> Result<Option<u64>, SyncError> {
+        if from < floor {
+            return Ok(None);
+        }
+        let mut hi = from;
+        loop {
+            let lo = hi.saturating_sub(PAGE - 1).max(floor);
+            let theirs: HashMap<u64, String> =
+                self.client.hashes(lo, hi).await?.into_iter().collect();
+            let ours = self.our_hashes(lo, hi).await?;
+            let shared = (lo..=hi)
+                .rev()
+                .find(|h| ours.get(h).is_some_and(|o| theirs.get(h) == Some(o)));
+            if shared.is_some() || lo <= floor {
+                return Ok(shared);
+            }
+            hi = lo - 1;
+        }
+    }
+
+    async fn our_hashes(&self, lo: u64, hi: u64) -> Result<HashMap<u64, String>, SyncError> {
+        let store = self.store.clone();
+        let n = (hi - lo + 1) as usize;
+        let metas = tokio::task::spawn_blocking(move || store.metas(lo, hi, Order::Asc, 0, n))
+            .await
+            .map_err(|e| SyncError::new(code::FAILED, format!("store read task failed: {e}")))?
+            .map_err(|e| SyncError::new(code::FAILED, format!("cannot read our blocks: {e}")))?;
+        Ok(metas.into_iter().map(|m| (m.height, m.hash)).collect())
+    }
+
+    async fn quarantine_orphans(&self, orphans: Vec<BlockRecord>, ancestor: u64) {
+        let quarantine = self.quarantine.clone();
+        let upstream = self.client.shown().to_string();
+        let depth = orphans.len();
+        let written = tokio::task::spawn_blocking(move || {
+            for record in orphans {
+                let body: Value = serde_json::from_slice(&record.body).unwrap_or(Value::Null);
+                quarantine.put(
+                    &format!(
+                        "orphaned by fork: upstream replaced the blocks above height {ancestor}"
+                    ),
+                    json!({"common_ancestor": ancestor, "depth": depth, "upstream": upstream}),
+                    &body,
+                );
+            }
+        })
+        .await;
+        if written.is_err() {
+            tracing::warn!("quarantining orphaned blocks failed");
+        }
+    }
+}

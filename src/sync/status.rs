@@ -1,0 +1,391 @@
+//! What the follower reports: its state machine's current state, progress counters, the last
+//! error, and the metrics that mirror them. The loop writes here; `/sync/status`,
+//! `/chain/status` and the `sync` health check read from here, never from the loop itself.
+
+use super::breaker::CircuitState;
+use super::error::SyncError;
+use crate::chain::Timestamp;
+use crate::health::{Outcome, Status};
+use crate::ledger::{self, Ledger};
+use crate::metrics::Metrics;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Where the follower stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Before the first round.
+    Idle,
+    /// Behind upstream and making progress.
+    Syncing,
+    /// Level with upstream.
+    Synced,
+    /// Rounds are failing (below the circuit threshold) or making no progress.
+    Stalled,
+    /// The circuit breaker is open: no upstream calls for now.
+    CircuitOpen,
+    /// Upstream forked deeper than `max_reorg_depth`: nothing is fetched or rolled back.
+    Diverged,
+}
+
+impl State {
+    /// Every state, for the one-hot `sync_state` gauge.
+    pub const ALL: [State; 6] = [
+        State::Idle,
+        State::Syncing,
+        State::Synced,
+        State::Stalled,
+        State::CircuitOpen,
+        State::Diverged,
+    ];
+
+    /// The name used in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Syncing => "syncing",
+            State::Synced => "synced",
+            State::Stalled => "stalled",
+            State::CircuitOpen => "circuit_open",
+            State::Diverged => "diverged",
+        }
+    }
+
+    /// States that make the `sync` health check degraded (reads are still served).
+    pub fn is_degraded(self) -> bool {
+        matches!(self, State::Stalled | State::CircuitOpen | State::Diverged)
+    }
+}
+
+/// How far back the blocks-per-second figure looks.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Blocks committed over the last [`RATE_WINDOW`]: samples of the running total.
+#[derive(Debug, Default)]
+struct Rate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Rate {
+    fn sample(&mut self, at: Instant, total: u64) {
+        self.samples.push_back((at, total));
+        // Keep exactly one sample older than the window: it anchors the figure.
+        while self.samples.len() > 2 && self.samples[1].0 + RATE_WINDOW <= at {
+            self.samples.pop_front();
+        }
+    }
+
+    fn per_second(&self, now: Instant, total: u64) -> f64 {
+        let anchor = self
+            .samples
+            .iter()
+            .rev()
+            .find(|(t, _)| *t + RATE_WINDOW <= now)
+            .or_else(|| self.samples.front());
+        match anchor {
+            Some((t, base)) if now > *t => {
+                (total - base) as f64 / now.duration_since(*t).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// The last error, with when it happened.
+#[derive(Debug, Clone)]
+struct LastError {
+    error: SyncError,
+    at: Timestamp,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    upstream_height: Option<u64>,
+    last_success: Option<Timestamp>,
+    last_error: Option<LastError>,
+    circuit: CircuitState,
+    consecutive_failures: u32,
+    blocks_synced: u64,
+    reorgs: u64,
+    last_reorg: Option<Value>,
+    per_block: bool,
+    rate: Rate,
+}
+
+/// The follower's shared, reportable state. Locks are held only to copy a few fields.
+pub struct Shared {
+    inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
+    ledger: Ledger,
+    upstream: String,
+}
+
+impl Shared {
+    /// Idle state for a follower of `upstream` (shown without credentials).
+    pub fn new(upstream: String, ledger: Ledger, metrics: Arc<Metrics>) -> Self {
+        let shared = Self {
+            inner: Mutex::new(Inner {
+                state: State::Idle,
+                upstream_height: None,
+                last_success: None,
+                last_error: None,
+                circuit: CircuitState::Closed,
+                consecutive_failures: 0,
+                blocks_synced: 0,
+                reorgs: 0,
+                last_reorg: None,
+                per_block: false,
+                rate: Rate::default(),
+            }),
+            metrics,
+            ledger,
+            upstream,
+        };
+        shared.publish_state(State::Idle);
+        shared.metrics.circuit_state.set(0);
+        shared
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The data is plain counters: a panic elsewhere cannot leave it half-updated.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_state(&self, state: State) {
+        for s in State::ALL {
+            self.metrics
+                .sync_state
+                .with_label_values(&[s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.lock().state
+    }
+
+    /// Moves to `state`.
+    pub fn set_state(&self, state: State) {
+        let changed = {
+            let mut inner = self.lock();
+            std::mem::replace(&mut inner.state, state) != state
+        };
+        if changed {
+            tracing::info!(state = state.as_str(), "sync state changed");
+            self.publish_state(state);
+        }
+    }
+
+    /// Records the upstream tip height (`None`: its chain is empty).
+    pub fn set_upstream_height(&self, height: Option<u64>) {
+        self.lock().upstream_height = height;
+        if let Some(h) = height {
+            self.metrics.upstream_height.set(h as i64);
+        }
+        self.publish_lag();
+    }
+
+    fn lag(&self, upstream: Option<u64>) -> Option<u64> {
+        let local = self.ledger.tip_height();
+        upstream.map(|u| match local {
+            Some(l) => u.saturating_sub(l),
+            None => u + 1,
+        })
+    }
+
+    fn publish_lag(&self) {
+        let upstream = self.lock().upstream_height;
+        if let Some(lag) = self.lag(upstream) {
+            self.metrics.sync_lag.set(lag as i64);
+        }
+    }
+
+    /// Records `n` blocks committed at `at`.
+    pub fn record_commit(&self, n: usize, at: Instant) {
+        {
+            let mut inner = self.lock();
+            inner.blocks_synced += n as u64;
+            let total = inner.blocks_synced;
+            inner.rate.sample(at, total);
+        }
+        self.publish_lag();
+    }
+
+    /// Marks the start of a round, so the rate after an idle spell is measured from here.
+    pub fn round_started(&self, at: Instant) {
+        let mut inner = self.lock();
+        let total = inner.blocks_synced;
+        inner.rate.sample(at, total);
+    }
+
+    /// Records a round that reached upstream and did what it had to.
+    pub fn record_success(&self) {
+        self.lock().last_success = Some(ledger::now());
+    }
+
+    /// Records an error: kept as the last error and counted by code.
+    pub fn record_error(&self, error: &SyncError) {
+        tracing::warn!(code = error.code, error = %error.message, upstream = %self.upstream, "sync round failed");
+        self.metrics
+            .sync_errors
+            .with_label_values(&[error.code])
+            .inc();
+        self.lock().last_error = Some(LastError {
+            error: error.clone(),
+            at: ledger::now(),
+        });
+    }
+
+    /// Records the breaker's state.
+    pub fn set_circuit(&self, circuit: CircuitState, consecutive_failures: u32) {
+        let mut inner = self.lock();
+        inner.circuit = circuit;
+        inner.consecutive_failures = consecutive_failures;
+        self.metrics.circuit_state.set(circuit.gauge());
+    }
+
+    /// Records whether blocks are fetched one by one (no range route upstream).
+    pub fn set_per_block(&self, per_block: bool) {
+        self.lock().per_block = per_block;
+    }
+
+    /// Records a fork resolved by rolling back `depth` blocks above `ancestor`.
+    pub fn record_reorg(&self, ancestor: u64, depth: u64) {
+        self.metrics.reorgs.inc();
+        let mut inner = self.lock();
+        inner.reorgs += 1;
+        inner.last_reorg = Some(json!({
+            "common_ancestor": ancestor,
+            "depth": depth,
+            "at": ledger::now(),
+        }));
+    }
+
+    /// The `GET /api/v1/sync/status` body.
+    pub fn status(&self) -> Value {
+        let now = Instant::now();
+        let inner = self.lock();
+        let local = self.ledger.tip_height();
+        json!({
+            "state": inner.state.as_str(),
+            "mode": "follower",
+            "upstream": self.upstream,
+            "local_height": local,
+            "upstream_height": inner.upstream_height,
+            "lag": self.lag(inner.upstream_height),
+            "last_success": inner.last_success,
+            "last_error": inner.last_error.as_ref().map(|e| json!({
+                "code": e.error.code,
+                "message": e.error.message,
+                "at": e.at,
+            })),
+            "circuit": {
+                "state": inner.circuit.as_str(),
+                "consecutive_failures": inner.consecutive_failures,
+            },
+            "blocks_synced": inner.blocks_synced,
+            "rate_blocks_per_second": round1(inner.rate.per_second(now, inner.blocks_synced)),
+            "reorgs": inner.reorgs,
+            "last_reorg": inner.last_reorg,
+            "fetch": if inner.per_block { "block_by_block" } else { "range" },
+        })
+    }
+
+    /// The smaller view `/api/v1/chain/status` embeds.
+    pub fn summary(&self) -> Value {
+        let inner = self.lock();
+        json!({
+            "state": inner.state.as_str(),
+            "upstream": self.upstream,
+            "upstream_height": inner.upstream_height,
+            "lag": self.lag(inner.upstream_height),
+            "last_success": inner.last_success,
+        })
+    }
+
+    /// The `sync` health check's outcome: degraded while stalled, circuit-open or diverged.
+    pub fn health(&self) -> Outcome {
+        let inner = self.lock();
+        let lag = self.lag(inner.upstream_height);
+        let (status, message) = match inner.state {
+            State::Idle => (Status::Healthy, "starting: no sync round yet".to_string()),
+            State::Syncing => (
+                Status::Healthy,
+                format!("catching up with {}", self.upstream),
+            ),
+            State::Synced => (Status::Healthy, format!("in step with {}", self.upstream)),
+            State::Stalled => (
+                Status::Degraded,
+                format!("sync rounds with {} are failing", self.upstream),
+            ),
+            State::CircuitOpen => (
+                Status::Degraded,
+                format!(
+                    "circuit open: {} is not being called for now",
+                    self.upstream
+                ),
+            ),
+            State::Diverged => (
+                Status::Degraded,
+                "upstream chain diverges deeper than max_reorg_depth: sync stopped".to_string(),
+            ),
+        };
+        // Only an error that explains the current state is shown; history is in /sync/status.
+        let last_error = match &inner.last_error {
+            Some(e) if inner.state.is_degraded() => {
+                json!({"code": e.error.code, "message": e.error.message})
+            }
+            _ => Value::Null,
+        };
+        Outcome::new(status, message)
+            .with("state", inner.state.as_str())
+            .with("lag", lag.map_or(Value::Null, Value::from))
+            .with("last_error", last_error)
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_is_measured_over_the_recent_window_and_falls_to_zero_when_idle() {
+        let mut r = Rate::default();
+        let t = Instant::now();
+        r.sample(t, 0);
+        r.sample(t + Duration::from_secs(1), 1000);
+        r.sample(t + Duration::from_secs(2), 2000);
+        let rate = r.per_second(t + Duration::from_secs(2), 2000);
+        assert!((rate - 1000.0).abs() < 1e-6, "{rate}");
+        let later = t + Duration::from_secs(30);
+        assert_eq!(r.per_second(later, 2000), 0.0);
+    }
+
+    #[test]
+    fn rate_keeps_few_samples() {
+        let mut r = Rate::default();
+        let t = Instant::now();
+        for i in 0..10_000u64 {
+            r.sample(t + Duration::from_millis(i * 10), i);
+        }
+        assert!(r.samples.len() < 1100, "{}", r.samples.len());
+    }
+
+    #[test]
+    fn only_failing_states_are_degraded() {
+        let degraded: Vec<&str> = State::ALL
+            .iter()
+            .filter(|s| s.is_degraded())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(degraded, ["stalled", "circuit_open", "diverged"]);
+    }
+}

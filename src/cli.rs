@@ -271,7 +271,26 @@ fn show(l: &Loaded) {
     );
     for (key, v) in lines {
         let source = config::source_name(&l.figment, &key);
+        let v = redact_url_password(&v);
         println!("{key} = {v}    # {source}");
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:<redacted>@host`: connection URLs of other
+/// services often carry credentials.
+fn redact_url_password(v: &str) -> String {
+    let Some(scheme_end) = v.find("://") else {
+        return v.to_string();
+    };
+    let rest = &v[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:<redacted>{}", &v[..scheme_end + 3], &rest[at..])
+        }
+        None => v.to_string(),
     }
 }
 

@@ -201,12 +201,12 @@ fn bad_port_from_environment_names_the_variable() {
         jail.set_env("BLOCK_MANAGER_PORT", "abc");
         assert_eq!(
             err(&LoadOptions::default()),
-            "invalid BLOCK_MANAGER_PORT 'abc': expected an integer 0-65535"
+            "invalid BLOCK_MANAGER_PORT 'abc': expected an integer 1-65535"
         );
         jail.set_env("BLOCK_MANAGER_PORT", "70000");
         assert_eq!(
             err(&LoadOptions::default()),
-            "invalid BLOCK_MANAGER_PORT '70000': expected an integer 0-65535"
+            "invalid BLOCK_MANAGER_PORT '70000': expected an integer 1-65535"
         );
         Ok(())
     });
@@ -323,6 +323,56 @@ fn errors_file_severity_and_messages_reach_the_catalog() {
         assert_eq!(cat.severity("ST_001"), "critical");
         assert_eq!(cat.severity("RATE_001"), "warning");
         assert_eq!(cat.message("VAL_003"), "Merkle root invalid");
+        Ok(())
+    });
+}
+
+#[test]
+fn text_keys_keep_values_that_look_like_numbers() {
+    Jail::expect_with(|jail| {
+        jail.set_env("BLOCK_MANAGER_API_KEY", "0042");
+        jail.set_env("BLOCK_STORAGE_PATH", "2024");
+        jail.set_env("BLOCK_MANAGER_URL", "http://x/a}b");
+        main_file(jail, "security:\n  read_api_key: ${READ_KEY_VAR}\n")?;
+        jail.set_env("READ_KEY_VAR", "true");
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.security.api_key.get(), Some("0042"));
+        assert_eq!(l.config.security.read_api_key.get(), Some("true"));
+        assert_eq!(l.config.storage.blocks_path, "2024");
+        assert_eq!(l.config.service.url, "http://x/a}b");
+        Ok(())
+    });
+}
+
+#[test]
+fn empty_variables_count_as_unset_and_lists_can_come_from_the_environment() {
+    Jail::expect_with(|jail| {
+        copy_repo_config(jail);
+        jail.set_env("BLOCK_MANAGER_PORT", "");
+        jail.set_env("LOG_LEVEL", "");
+        jail.set_env(
+            "BLOCK_MANAGER__CORS__ALLOWED_ORIGINS",
+            "[\"http://a\", \"http://b\"]",
+        );
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.service.port, 8086);
+        assert_eq!(l.config.logging.level, "INFO");
+        assert_eq!(l.config.cors.allowed_origins, ["http://a", "http://b"]);
+        Ok(())
+    });
+}
+
+#[test]
+fn errors_name_the_flag_and_never_echo_a_secret() {
+    Jail::expect_with(|jail| {
+        let e = err(&LoadOptions {
+            config_path: Some("nope.yaml".into()),
+            ..Default::default()
+        });
+        assert_eq!(e, "invalid --config 'nope.yaml': no such file");
+        main_file(jail, "security:\n  api_key: [not, text]\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(e.contains("security.api_key") && !e.contains("not"), "{e}");
         Ok(())
     });
 }

@@ -35,7 +35,7 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
             &[("BLOCK_MANAGER_PORT", "abc")],
-            "invalid BLOCK_MANAGER_PORT 'abc': expected an integer 0-65535",
+            "invalid BLOCK_MANAGER_PORT 'abc': expected an integer 1-65535",
         ),
         (
             &[("BLOCK_MANAGER_PORT", "70000")],
@@ -107,10 +107,16 @@ fn config_check_and_show_work_on_the_repo_files_with_secrets_redacted() {
             "--config",
             &format!("{repo}/block-manager-config.yaml"),
         ],
-        &[("BLOCK_MANAGER_API_KEY", "supersecret")],
+        &[
+            ("BLOCK_MANAGER_API_KEY", "supersecret"),
+            ("MONGODB_URL", "mongodb://lucid:s3cret@db:27017/x"),
+        ],
     );
     assert_eq!(code, Some(0));
-    assert!(!stdout.contains("supersecret"));
+    assert!(
+        !stdout.contains("supersecret") && !stdout.contains("s3cret"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("security.api_key = \"<redacted>\"    # BLOCK_MANAGER_API_KEY"),
         "{stdout}"

@@ -2,7 +2,7 @@
 //! environment → command-line flags; and the one-line errors that stop start-up.
 
 use super::Config;
-use super::subst::{UnsetVar, substitute_tree};
+use super::subst::{UnsetVar, retype, substitute_tree};
 use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde_json::Value;
@@ -164,15 +164,16 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 }
 
 fn main_file(opts: &LoadOptions) -> Result<Option<PathBuf>, ConfigError> {
-    let named = opts.config_path.clone().or_else(|| {
-        std::env::var_os("BLOCK_MANAGER_CONFIG")
+    let named = match &opts.config_path {
+        Some(path) => Some(("--config", path.clone())),
+        None => std::env::var_os("BLOCK_MANAGER_CONFIG")
             .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
+            .map(|v| ("BLOCK_MANAGER_CONFIG", PathBuf::from(v))),
+    };
     match named {
-        Some(path) if path.is_file() => Ok(Some(path)),
-        Some(path) => Err(ConfigError(format!(
-            "invalid BLOCK_MANAGER_CONFIG '{}': no such file",
+        Some((_, path)) if path.is_file() => Ok(Some(path)),
+        Some((source, path)) => Err(ConfigError(format!(
+            "invalid {source} '{}': no such file",
             path.display()
         ))),
         None => Ok(DEFAULT_MAIN.iter().map(PathBuf::from).find(|p| p.is_file())),
@@ -228,7 +229,13 @@ impl Layer {
                 path.display()
             )));
         }
-        let unset = substitute_tree(&mut value, env);
+        let unset = substitute_tree(&mut value, env, &|path| {
+            let full = match nest {
+                Some(n) => format!("{n}.{path}"),
+                None => path.to_string(),
+            };
+            is_text_key(&full)
+        });
         if let Some(key) = nest {
             value = serde_json::json!({ key: value });
         }
@@ -279,29 +286,85 @@ fn env_layers(env: &dyn Fn(&str) -> Option<String>) -> Vec<Layer> {
             .map(str::to_ascii_lowercase)
             .collect::<Vec<_>>()
             .join(".");
-        if !key.is_empty() {
-            layers.push(Layer::value(&name, &key, scalar(&raw)));
+        // An empty variable counts as unset, as it does for `${VAR:-default}`.
+        if !key.is_empty() && !raw.is_empty() {
+            layers.push(Layer::value(&name, &key, scalar(&key, &raw)));
         }
     }
     for (name, keys) in ENV_KEYS {
-        if let Some(raw) = env(name) {
+        if let Some(raw) = env(name).filter(|v| !v.is_empty()) {
             for key in keys {
-                layers.push(Layer::value(name, key, scalar(&raw)));
+                layers.push(Layer::value(name, key, scalar(key, &raw)));
             }
         }
     }
     layers
 }
 
-/// Types an environment value the way YAML would type the same literal text.
-fn scalar(raw: &str) -> Value {
-    let mut v = Value::String(format!("${{V:-{raw}}}"));
-    // Reuse the substitution re-typing so env and files agree on what "8086" or "true" is.
-    substitute_tree(&mut v, &|_| None);
-    if raw.is_empty() {
-        Value::String(String::new())
+/// Types an environment value for `key`: text keys take it as it is; lists and maps may be
+/// written as YAML/JSON flow (`["http://a", "http://b"]`); others are typed the way YAML
+/// would type the same literal text (`8086` is a number, `true` a boolean).
+fn scalar(key: &str, raw: &str) -> Value {
+    let trimmed = raw.trim_start();
+    if (trimmed.starts_with('[') || trimmed.starts_with('{'))
+        && let Ok(v) = yaml_serde::from_str::<Value>(raw)
+    {
+        return v;
+    }
+    if is_text_key(key) {
+        Value::String(raw.to_string())
     } else {
-        v
+        retype(raw.to_string())
+    }
+}
+
+/// Key paths whose built-in default is text (or unset, or a list of text), computed once from
+/// the defaults: a value substituted into them stays text even when it looks like a number.
+fn text_keys() -> &'static std::collections::HashSet<String> {
+    static KEYS: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        fn walk(v: &Value, path: String, out: &mut std::collections::HashSet<String>) {
+            match v {
+                Value::Object(map) => {
+                    for (k, child) in map {
+                        let p = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
+                        walk(child, p, out);
+                    }
+                }
+                Value::String(_) | Value::Null | Value::Array(_) => {
+                    out.insert(path);
+                }
+                _ => {}
+            }
+        }
+        let mut out = std::collections::HashSet::new();
+        walk(
+            &serde_json::to_value(Config::default()).unwrap_or_default(),
+            String::new(),
+            &mut out,
+        );
+        out
+    })
+}
+
+/// Whether `key` (or a section above it, for free-form sections) holds text.
+fn is_text_key(key: &str) -> bool {
+    let key = key.split('[').next().unwrap_or(key);
+    let keys = text_keys();
+    let mut end = key.len();
+    loop {
+        if keys.contains(&key[..end]) {
+            return true;
+        }
+        match key[..end].rfind('.') {
+            Some(i) => end = i,
+            None => return false,
+        }
     }
 }
 
@@ -344,6 +407,12 @@ fn is_env_name(name: &str) -> bool {
 /// Phrases a problem with `key` as `invalid <what> '<value>' [in <file>]: <why>`.
 fn invalid(figment: &Figment, key: &str, value: &str, why: &str) -> ConfigError {
     let source = source_name(figment, key);
+    // Never echo a secret back, not even a malformed one.
+    let value = if key.ends_with("api_key") {
+        "<redacted>"
+    } else {
+        value
+    };
     if is_env_name(&source) {
         ConfigError(format!("invalid {source} '{value}': {why}"))
     } else {
@@ -360,7 +429,7 @@ fn describe(figment: &Figment, e: figment::Error) -> ConfigError {
         .map(|v| display_value(&v))
         .unwrap_or_default();
     let why = if key == "service.port" {
-        "expected an integer 0-65535".to_string()
+        "expected an integer 1-65535".to_string()
     } else {
         match &e.kind {
             Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),

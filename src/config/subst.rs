@@ -17,22 +17,29 @@ pub struct UnsetVar {
 }
 
 /// Substitutes every string in `value`, in place, reading variables through `lookup`.
-/// Returns the references that resolved to nothing.
+/// Returns the references that resolved to nothing. Keys for which `is_text` holds keep
+/// their substituted value as text (an API key `${KEY}` set to `0042` stays `"0042"`).
 pub fn substitute_tree(
     value: &mut Value,
     lookup: &dyn Fn(&str) -> Option<String>,
+    is_text: &dyn Fn(&str) -> bool,
 ) -> Vec<UnsetVar> {
     let mut unset = Vec::new();
-    walk(value, &mut String::new(), lookup, &mut unset);
+    walk(
+        value,
+        &mut String::new(),
+        &Ctx { lookup, is_text },
+        &mut unset,
+    );
     unset
 }
 
-fn walk(
-    value: &mut Value,
-    path: &mut String,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    unset: &mut Vec<UnsetVar>,
-) {
+struct Ctx<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    is_text: &'a dyn Fn(&str) -> bool,
+}
+
+fn walk(value: &mut Value, path: &mut String, ctx: &Ctx<'_>, unset: &mut Vec<UnsetVar>) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
@@ -41,7 +48,7 @@ fn walk(
                     path.push('.');
                 }
                 path.push_str(key);
-                walk(child, path, lookup, unset);
+                walk(child, path, ctx, unset);
                 path.truncate(len);
             }
         }
@@ -49,17 +56,17 @@ fn walk(
             for (i, child) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                walk(child, path, lookup, unset);
+                walk(child, path, ctx, unset);
                 path.truncate(len);
             }
         }
         Value::String(text) if text.contains("${") => {
-            let (out, missing, whole) = expand(text, lookup);
+            let (out, missing, whole) = expand(text, ctx.lookup);
             unset.extend(missing.into_iter().map(|var| UnsetVar {
                 key: path.clone(),
                 var,
             }));
-            *value = if whole {
+            *value = if whole && !(ctx.is_text)(path) {
                 retype(out)
             } else {
                 Value::String(out)
@@ -113,7 +120,7 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, V
 }
 
 /// Gives a substituted scalar the type YAML would have given the same text written literally.
-fn retype(text: String) -> Value {
+pub fn retype(text: String) -> Value {
     let t = text.trim();
     match t {
         "true" | "True" | "TRUE" => return Value::Bool(true),
@@ -159,22 +166,31 @@ mod tests {
     #[test]
     fn default_applies_when_variable_is_unset() {
         let mut v = json!({"a": "${X:-30}"});
-        substitute_tree(&mut v, &env(&[]));
+        substitute_tree(&mut v, &env(&[]), &|_| false);
         assert_eq!(v, json!({"a": 30}));
     }
 
     #[test]
     fn default_applies_when_variable_is_empty() {
         let mut v = json!({"a": "${X:-30}"});
-        substitute_tree(&mut v, &env(&[("X", "")]));
+        substitute_tree(&mut v, &env(&[("X", "")]), &|_| false);
         assert_eq!(v, json!({"a": 30}));
     }
 
     #[test]
     fn set_variable_wins_over_default_and_keeps_its_type() {
         let mut v = json!({"port": "${P:-8086}", "on": "${B:-false}", "ratio": "${R:-1.5}"});
-        substitute_tree(&mut v, &env(&[("P", "9000"), ("B", "true")]));
+        substitute_tree(&mut v, &env(&[("P", "9000"), ("B", "true")]), &|_| false);
         assert_eq!(v, json!({"port": 9000, "on": true, "ratio": 1.5}));
+    }
+
+    #[test]
+    fn text_keys_keep_digits_as_text() {
+        let mut v = json!({"key": "${K}", "port": "${P}"});
+        substitute_tree(&mut v, &env(&[("K", "0042"), ("P", "0042")]), &|k| {
+            k == "key"
+        });
+        assert_eq!(v, json!({"key": "0042", "port": 42}));
     }
 
     #[test]
@@ -188,7 +204,7 @@ mod tests {
     #[test]
     fn unset_bare_reference_is_empty_and_reported_with_its_key() {
         let mut v = json!({"service": {"host": "${NOPE}"}});
-        let unset = substitute_tree(&mut v, &env(&[]));
+        let unset = substitute_tree(&mut v, &env(&[]), &|_| false);
         assert_eq!(v, json!({"service": {"host": ""}}));
         assert_eq!(
             unset,
@@ -202,7 +218,7 @@ mod tests {
     #[test]
     fn references_inside_text_stay_strings() {
         let mut v = json!({"url": "http://${H:-localhost}:${P:-8086}/x", "n": "v${N:-1}"});
-        substitute_tree(&mut v, &env(&[]));
+        substitute_tree(&mut v, &env(&[]), &|_| false);
         assert_eq!(v, json!({"url": "http://localhost:8086/x", "n": "v1"}));
     }
 
@@ -225,7 +241,7 @@ mod tests {
     #[test]
     fn arrays_are_substituted_with_indexed_paths() {
         let mut v = json!({"cors": {"allowed_origins": ["${O1:-http://a}", "${O2}"]}});
-        let unset = substitute_tree(&mut v, &env(&[]));
+        let unset = substitute_tree(&mut v, &env(&[]), &|_| false);
         assert_eq!(v["cors"]["allowed_origins"][0], "http://a");
         assert_eq!(unset[0].key, "cors.allowed_origins[1]");
     }

@@ -59,10 +59,10 @@ pub enum WriteError {
 /// What `submit` did.
 #[derive(Debug, Clone)]
 pub enum Submitted {
-    /// Newly stored.
-    Stored(BlockMeta),
-    /// The identical block was already stored.
-    AlreadyStored(BlockMeta),
+    /// Newly stored: its summary and stored document.
+    Stored(BlockMeta, Vec<u8>),
+    /// The identical block was already stored: its summary and stored document.
+    AlreadyStored(BlockMeta, Vec<u8>),
 }
 
 /// What a sync batch append did: how many blocks (a prefix) were committed, and why the
@@ -351,7 +351,7 @@ impl<'a> Pending<'a> {
         };
         // A matching claimed hash is not enough: the hash does not cover every field.
         if meta.hash == block.hash && body == block.served_json() {
-            return Ok(Some(Submitted::AlreadyStored(meta)));
+            return Ok(Some(Submitted::AlreadyStored(meta, body)));
         }
         Err(WriteError::Conflict {
             height: block.height,
@@ -370,7 +370,8 @@ struct Writer {
 /// An answer waiting for its group's commit.
 enum Waiting {
     Created(Reply<BlockRecord>, BlockRecord),
-    Submitted(Reply<Submitted>, Submitted),
+    /// The flag says whether the answer depends on this group's commit.
+    Submitted(Reply<Submitted>, Submitted, bool),
     Appended(Reply<Appended>, Appended),
 }
 
@@ -440,20 +441,31 @@ impl Writer {
         let now = now();
         let mut waiting = Vec::with_capacity(ops.len());
         let mut sources = (0usize, 0usize);
-        for op in ops {
+        let mut ops = ops.into_iter();
+        // A store read failing mid-group leaves the pending state untrustworthy: the whole
+        // group is then refused and nothing of it is committed.
+        let mut abort: Option<StoreError> = None;
+        while let Some(op) = ops.next() {
             match op {
                 Op::Create {
                     producer,
                     signature,
-                    transactions,
+                    mut transactions,
                     at,
                     reply,
                 } => {
-                    let (height, prev, at) = match &pending.tip {
+                    let (height, prev, block_at) = match &pending.tip {
                         // Never go back in time: a block is never older than its parent.
                         Some((h, hash, ts)) => (h + 1, hash.clone(), at.max(*ts)),
                         None => (0, chain::ZERO_HASH.to_string(), at),
                     };
+                    // Transactions given no time of their own carry the block's.
+                    if block_at != at {
+                        for tx in transactions.iter_mut().filter(|t| t.timestamp == at) {
+                            tx.timestamp = block_at;
+                        }
+                    }
+                    let at = block_at;
                     let block = Block::build(height, prev, at, producer, signature, transactions);
                     match pending.push(&block, None, &self.limits, now) {
                         Ok(_) => {
@@ -462,6 +474,10 @@ impl Writer {
                                 pending.records.last().cloned().expect("push just added it");
                             waiting.push(Waiting::Created(reply, record));
                         }
+                        Err(WriteError::Store(e)) => {
+                            let _ = reply.send(Err(WriteError::Store(e.clone())));
+                            abort = Some(e);
+                        }
                         Err(e) => {
                             self.metrics.observe_rejection(&e);
                             let _ = reply.send(Err(e));
@@ -469,18 +485,35 @@ impl Writer {
                     }
                 }
                 Op::Submit { block, reply } => {
+                    let in_group = pending
+                        .records
+                        .iter()
+                        .any(|r| r.meta.height == block.height);
                     let result = pending.existing(&block).and_then(|done| match done {
                         Some(done) => Ok(done),
-                        None => pending
-                            .push(&block, None, &self.limits, now)
-                            .map(Submitted::Stored),
+                        None => pending.push(&block, None, &self.limits, now).map(|meta| {
+                            let body = pending
+                                .records
+                                .last()
+                                .map(|r| r.body.clone())
+                                .unwrap_or_default();
+                            Submitted::Stored(meta, body)
+                        }),
                     });
                     match result {
                         Ok(done) => {
-                            if matches!(done, Submitted::Stored(_)) {
-                                sources.0 += 1;
-                            }
-                            waiting.push(Waiting::Submitted(reply, done));
+                            let depends = match &done {
+                                Submitted::Stored(..) => {
+                                    sources.0 += 1;
+                                    true
+                                }
+                                Submitted::AlreadyStored(..) => in_group,
+                            };
+                            waiting.push(Waiting::Submitted(reply, done, depends));
+                        }
+                        Err(WriteError::Store(e)) => {
+                            let _ = reply.send(Err(WriteError::Store(e.clone())));
+                            abort = Some(e);
                         }
                         Err(e) => {
                             self.metrics.observe_rejection(&e);
@@ -510,10 +543,11 @@ impl Writer {
                         }
                     }
                     match error {
-                        // A store read failed mid-batch: nothing of it can be trusted.
+                        Some(WriteError::Store(e)) => {
+                            let _ = reply.send(Err(WriteError::Store(e.clone())));
+                            abort = Some(e);
+                        }
                         Some(e) => {
-                            let keep = pending.records.len() - outcome.committed;
-                            pending.records.truncate(keep);
                             let _ = reply.send(Err(e));
                         }
                         None => {
@@ -523,6 +557,11 @@ impl Writer {
                     }
                 }
                 Op::Rollback { .. } => unreachable!("rollbacks are taken out of groups"),
+            }
+            if let Some(e) = &abort {
+                tracing::error!(error = %e, "store read failed while validating; this group is refused");
+                fail_all(ops.collect(), e);
+                return answer(waiting, Some(e));
             }
         }
         if pending.records.is_empty() {
@@ -551,14 +590,12 @@ fn answer(waiting: Vec<Waiting>, failed: Option<&StoreError>) {
     for w in waiting {
         match (w, failed) {
             (Waiting::Created(r, m), None) => drop(r.send(Ok(m))),
-            (Waiting::Submitted(r, s), None) => drop(r.send(Ok(s))),
+            (Waiting::Submitted(r, s, _), None) => drop(r.send(Ok(s))),
             (Waiting::Appended(r, a), None) => drop(r.send(Ok(a))),
-            // An already-stored answer needed no commit: it stays true whatever the group did.
-            (Waiting::Submitted(r, s @ Submitted::AlreadyStored(_)), Some(_)) => {
-                drop(r.send(Ok(s)))
-            }
+            // Already stored before this group: true whatever the group's commit did.
+            (Waiting::Submitted(r, s, false), Some(_)) => drop(r.send(Ok(s))),
             (Waiting::Created(r, _), Some(e)) => drop(r.send(Err(e.clone().into()))),
-            (Waiting::Submitted(r, _), Some(e)) => drop(r.send(Err(e.clone().into()))),
+            (Waiting::Submitted(r, _, true), Some(e)) => drop(r.send(Err(e.clone().into()))),
             (Waiting::Appended(r, _), Some(e)) => drop(r.send(Err(e.clone().into()))),
         }
     }

@@ -414,22 +414,8 @@ pub async fn submit(
         }
     };
     match state.ledger.submit(block).await {
-        Ok(Submitted::Stored(meta)) => {
-            let body = state
-                .store
-                .body_at(meta.height)
-                .map_err(store_error)?
-                .unwrap_or_default();
-            Ok(created(body, &meta.hash, StatusCode::CREATED))
-        }
-        Ok(Submitted::AlreadyStored(meta)) => {
-            let body = state
-                .store
-                .body_at(meta.height)
-                .map_err(store_error)?
-                .unwrap_or_default();
-            Ok(json_response(StatusCode::OK, body))
-        }
+        Ok(Submitted::Stored(meta, body)) => Ok(created(body, &meta.hash, StatusCode::CREATED)),
+        Ok(Submitted::AlreadyStored(_, body)) => Ok(json_response(StatusCode::OK, body)),
         Err(crate::ledger::WriteError::Invalid(failures)) => {
             Err(quarantined(&state, &v, failures).await)
         }

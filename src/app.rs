@@ -245,21 +245,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { stop.cancelled().await });
-        let server = tokio::spawn(server.into_future());
+        let mut server = tokio::spawn(server.into_future());
         token.cancelled().await;
         ready.store(false, Ordering::SeqCst);
         tracing::info!(
             grace_seconds = grace.as_secs_f64(),
             "shutting down: no new connections, finishing requests in flight"
         );
-        match tokio::time::timeout(grace, server).await {
-            Ok(_) => {}
-            Err(_) => tracing::warn!("grace period over; dropping the requests still in flight"),
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            tracing::warn!("grace period over; dropping the requests still in flight");
+            server.abort();
+            let _ = server.await;
         }
         tracker.close();
         tracker.wait().await;
+        // Connections that outlived the grace period may still hold handles to the ledger, so
+        // the writer is told to stop rather than waited on until every handle is gone.
+        state.ledger.stop().await;
         drop(state);
-        // The writer ends when its last handle is gone; wait for it so the store closes cleanly.
         let joined = tokio::task::spawn_blocking(move || writer.join());
         if tokio::time::timeout(Duration::from_secs(5), joined)
             .await

@@ -99,6 +99,8 @@ impl Prepared {
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum Op {
+    /// Finish what was queued before it, then stop (shutdown).
+    Stop,
     Create {
         producer: String,
         signature: String,
@@ -239,6 +241,13 @@ impl Ledger {
     }
 
     /// Removes every block above `height`, atomically; returns them.
+    /// Stops the writer once what is queued is committed. Handles still held elsewhere (a
+    /// connection that outlived the grace period) then get `Closed`; this is what lets
+    /// shutdown finish without waiting for every handle to be dropped.
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Op::Stop).await;
+    }
+
     pub async fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, WriteError> {
         self.call(|reply| Op::Rollback {
             above: height,
@@ -405,6 +414,11 @@ impl Writer {
             let mut group = Vec::new();
             for op in ops {
                 match op {
+                    Op::Stop => {
+                        self.commit(group);
+                        // Anything queued after Stop is answered `Closed` as `rx` drops.
+                        return;
+                    }
                     // A rollback commits on its own, after everything queued before it.
                     Op::Rollback { above, reply } => {
                         self.commit(std::mem::take(&mut group));
@@ -556,7 +570,7 @@ impl Writer {
                         }
                     }
                 }
-                Op::Rollback { .. } => unreachable!("rollbacks are taken out of groups"),
+                Op::Rollback { .. } | Op::Stop => unreachable!("taken out of groups by run()"),
             }
             if let Some(e) = &abort {
                 tracing::error!(error = %e, "store read failed while validating; this group is refused");
@@ -608,6 +622,7 @@ fn fail_all(ops: Vec<Op>, e: &StoreError) {
             Op::Submit { reply, .. } => drop(reply.send(Err(e.clone().into()))),
             Op::Append { reply, .. } => drop(reply.send(Err(e.clone().into()))),
             Op::Rollback { reply, .. } => drop(reply.send(Err(e.clone().into()))),
+            Op::Stop => {}
         }
     }
 }

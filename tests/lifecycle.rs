@@ -337,3 +337,27 @@ fn verify_command_reports_a_consistent_store() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_request_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_process(
+        dir.path(),
+        &[("BLOCK_MANAGER__SERVICE__SHUTDOWN_GRACE_SECONDS", "1")],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    write!(
+        s,
+        "POST /api/v1/blocks HTTP/1.1\r\nHost: x\r\nX-API-Key: {WRITE_KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    signal(&p, "TERM");
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(4)), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}

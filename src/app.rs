@@ -69,7 +69,17 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn BlockStore>, StartError> {
         .saturating_mul(1024 * 1024)
         .max(1024 * 1024);
     match RedbStore::open(&path, cache) {
-        Ok(s) => Ok(Arc::new(s)),
+        Ok(s) => {
+            let r = s.open_report();
+            tracing::info!(
+                path = %path.display(),
+                created = r.created,
+                full_repair = r.full_repair,
+                took_ms = r.duration.as_secs_f64() * 1e3,
+                "block store opened"
+            );
+            Ok(Arc::new(s))
+        }
         Err(StoreError::AlreadyOpen { .. }) => Err(StartError(format!(
             "cannot open block store {}: it is in use by another running block-manager (storage.blocks_path / BLOCK_STORAGE_PATH)",
             path.display()

@@ -315,6 +315,15 @@ fn verify(target: &Target, from: u64, to: Option<u64>) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    // Verifying must never create a store where there was none.
+    let file = loaded.config.store_file();
+    if !file.is_file() {
+        eprintln!(
+            "block-manager: no block store at {} (storage.blocks_path / BLOCK_STORAGE_PATH)",
+            file.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let store = match crate::app::open_store(&loaded.config) {
         Ok(s) => s,
         Err(e) => {

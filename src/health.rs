@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Status of one check or of the whole service, ordered from best to worst.
@@ -62,7 +62,9 @@ pub trait Check: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Health {
     checks: Arc<Vec<Box<dyn Check>>>,
-    cache: Arc<Mutex<Option<(Instant, Report)>>>,
+    // An async lock held across the refresh: concurrent probes wait for one run of the checks
+    // instead of each running them (the store probe must not race itself).
+    cache: Arc<tokio::sync::Mutex<Option<(Instant, Report)>>>,
     ttl: Duration,
 }
 
@@ -80,14 +82,15 @@ impl Health {
     pub fn new(checks: Vec<Box<dyn Check>>, ttl: Duration) -> Self {
         Self {
             checks: Arc::new(checks),
-            cache: Arc::new(Mutex::new(None)),
+            cache: Arc::new(tokio::sync::Mutex::new(None)),
             ttl,
         }
     }
 
     /// Runs every check (or returns the cached report), off the async threads.
     pub async fn report(&self) -> Report {
-        if let Some((at, report)) = self.cache.lock().expect("health cache lock").as_ref()
+        let mut cache = self.cache.lock().await;
+        if let Some((at, report)) = cache.as_ref()
             && at.elapsed() < self.ttl
         {
             return report.clone();
@@ -104,7 +107,7 @@ impl Health {
                 .into_iter()
                 .collect(),
             });
-        *self.cache.lock().expect("health cache lock") = Some((Instant::now(), report.clone()));
+        *cache = Some((Instant::now(), report.clone()));
         report
     }
 

@@ -351,6 +351,23 @@ async fn validate_reports_flags_from_codes_and_changes_nothing() {
         0,
         "validate stores nothing"
     );
+    // A block that does not parse still gets every failure that can be found, and the checks
+    // that could not run are not reported as passed.
+    let (_, v) = app
+        .post(
+            "/api/v1/blocks/validate",
+            &json!({"height": 1, "timestamp": "yesterday"}),
+        )
+        .await;
+    let codes = v["error_codes"].as_array().unwrap();
+    assert!(
+        codes.contains(&json!("VAL_002"))
+            && codes.contains(&json!("BM_006"))
+            && codes.contains(&json!("VAL_005")),
+        "{v}"
+    );
+    assert_eq!(v["validation_results"]["integrity_valid"], false);
+    assert_eq!(v["validation_results"]["merkle_root_valid"], false);
     // Validation is a read: no key needed.
     let res = app
         .client

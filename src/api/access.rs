@@ -165,7 +165,11 @@ pub async fn rate_limit(
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = req.uri().path();
-    if path.starts_with("/health") || path == "/metrics" || path == "/api/v1/health" {
+    // Exactly the probe routes: an unknown `/healthz` is an ordinary request.
+    if matches!(
+        path,
+        "/health" | "/health/live" | "/health/ready" | "/api/v1/health" | "/metrics"
+    ) {
         return Ok(next.run(req).await);
     }
     let client = req

@@ -408,7 +408,8 @@ pub async fn submit(
     let v = unwrap_block(v);
     let block = match chain::parse_block(&v) {
         Ok(b) => b,
-        Err(failures) => {
+        Err(mut failures) => {
+            chain::add_raw_failures(&v, &mut failures);
             state.metrics.observe_failures(&failures);
             return Err(quarantined(&state, &v, failures).await);
         }
@@ -449,7 +450,7 @@ pub async fn validate(
     let v = unwrap_block(v);
     let store = state.store.clone();
     let limits = state.limits;
-    let (_, failures) = blocking(move || {
+    let (parsed, failures) = blocking(move || {
         Ok(chain::validate_block(
             &v,
             &StoreView(&*store),
@@ -458,7 +459,12 @@ pub async fn validate(
         ))
     })
     .await?;
-    let flags = Flags::from_failures(&failures);
+    let mut flags = Flags::from_failures(&failures);
+    if parsed.is_none() {
+        // Hash and merkle root could not be recomputed from a block that did not parse.
+        flags.integrity_valid = false;
+        flags.merkle_root_valid = false;
+    }
     let body = json!({
         "valid": failures.is_empty(),
         "validation_results": flags,

@@ -17,8 +17,8 @@ pub use genesis::genesis_block;
 pub use model::{Block, Header, Summary, Transaction};
 pub use timestamp::{Timestamp, TimestampError};
 pub use validate::{
-    ChainView, Failure, Flags, Limits, check_block, parse_block, parse_block_json,
-    parse_transactions, validate_block,
+    ChainView, Failure, Flags, Limits, add_raw_failures, check_block, parse_block,
+    parse_block_json, parse_transactions, validate_block,
 };
 
 /// The previous hash of genesis and the merkle root of an empty block: 64 `'0'`.

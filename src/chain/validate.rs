@@ -200,7 +200,26 @@ pub fn validate_block(
             let failures = check_block(&block, view, limits, now);
             (Some(block), failures)
         }
-        Err(failures) => (None, failures),
+        Err(mut failures) => {
+            add_raw_failures(v, &mut failures);
+            (None, failures)
+        }
+    }
+}
+
+/// For a block that did not parse: the semantic checks need a parsed block, but two of them
+/// only need the raw value; run those so a malformed block still gets every failure it can.
+pub fn add_raw_failures(v: &serde_json::Value, failures: &mut Vec<Failure>) {
+    if !v.is_object() {
+        return;
+    }
+    let text = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+    let has = |fs: &[Failure], c: &str| fs.iter().any(|f| f.code == c);
+    if text("signature").is_empty() && !has(failures, code::SIGNATURE) {
+        failures.push(Failure::new(code::SIGNATURE, "Block signature is missing").at("signature"));
+    }
+    if text("hash").is_empty() && !has(failures, code::HASH) {
+        failures.push(Failure::new(code::HASH, "Block hash mismatch").at("hash"));
     }
 }
 

@@ -75,6 +75,27 @@ pub struct Appended {
     pub rejected: Option<(usize, Box<Block>, Vec<Failure>)>,
 }
 
+/// A block whose stored form is already built, so the writer only validates and commits it.
+/// The stored form is a pure function of the block: building it on the caller's (blocking)
+/// thread takes serialization off the single writer, the bottleneck of a catch-up.
+pub struct Prepared {
+    block: Block,
+    record: Option<BlockRecord>,
+}
+
+impl Prepared {
+    /// Builds the stored form of `block` (CPU work: call it off the async threads).
+    pub fn new(block: Block) -> Self {
+        let record = Some(record_of(&block));
+        Self { block, record }
+    }
+
+    /// The block.
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+}
+
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum Op {
@@ -90,7 +111,7 @@ enum Op {
         reply: Reply<Submitted>,
     },
     Append {
-        blocks: Vec<Block>,
+        blocks: Vec<Prepared>,
         reply: Reply<Appended>,
     },
     Rollback {
@@ -202,6 +223,18 @@ impl Ledger {
     /// Appends a batch from upstream: validates each block on the one before; commits the
     /// valid prefix in one transaction.
     pub async fn append(&self, blocks: Vec<Block>) -> Result<Appended, WriteError> {
+        let blocks = blocks
+            .into_iter()
+            .map(|block| Prepared {
+                block,
+                record: None,
+            })
+            .collect();
+        self.append_prepared(blocks).await
+    }
+
+    /// [`Ledger::append`] for blocks whose stored form the caller already built.
+    pub async fn append_prepared(&self, blocks: Vec<Prepared>) -> Result<Appended, WriteError> {
         self.call(|reply| Op::Append { blocks, reply }).await
     }
 
@@ -274,10 +307,12 @@ impl<'a> Pending<'a> {
         self.read_error.borrow_mut().take().map_or(Ok(()), Err)
     }
 
-    /// Validates `block` on the pending tip and adds it to the group.
+    /// Validates `block` on the pending tip and adds it to the group, with its stored form
+    /// when the caller built it already.
     fn push(
         &mut self,
         block: &Block,
+        record: Option<BlockRecord>,
         limits: &Limits,
         now: Timestamp,
     ) -> Result<BlockMeta, WriteError> {
@@ -286,7 +321,7 @@ impl<'a> Pending<'a> {
         if !failures.is_empty() {
             return Err(WriteError::Invalid(failures));
         }
-        let record = record_of(block);
+        let record = record.unwrap_or_else(|| record_of(block));
         let meta = record.meta.clone();
         self.hashes.insert(block.height, block.hash.clone());
         self.txs.extend(record.tx_ids.iter().cloned());
@@ -423,7 +458,7 @@ impl Writer {
                         None => (0, chain::ZERO_HASH.to_string(), at),
                     };
                     let block = Block::build(height, prev, at, producer, signature, transactions);
-                    match pending.push(&block, &self.limits, now) {
+                    match pending.push(&block, None, &self.limits, now) {
                         Ok(_) => {
                             sources.0 += 1;
                             let record =
@@ -440,7 +475,7 @@ impl Writer {
                     let result = pending.existing(&block).and_then(|done| match done {
                         Some(done) => Ok(done),
                         None => pending
-                            .push(&block, &self.limits, now)
+                            .push(&block, None, &self.limits, now)
                             .map(Submitted::Stored),
                     });
                     match result {
@@ -462,8 +497,8 @@ impl Writer {
                         rejected: None,
                     };
                     let mut error = None;
-                    for (i, block) in blocks.into_iter().enumerate() {
-                        match pending.push(&block, &self.limits, now) {
+                    for (i, Prepared { block, record }) in blocks.into_iter().enumerate() {
+                        match pending.push(&block, record, &self.limits, now) {
                             Ok(_) => outcome.committed += 1,
                             Err(WriteError::Invalid(f)) => {
                                 self.metrics

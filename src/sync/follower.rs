@@ -12,8 +12,8 @@ use super::error::{SyncError, code};
 use super::fork::{Forks, Resolution};
 use super::retry::Backoff;
 use super::status::{Shared, State};
-use crate::chain::{self, Block, Failure};
-use crate::ledger::{Ledger, WriteError};
+use crate::chain::{self, Failure};
+use crate::ledger::{Ledger, Prepared, WriteError};
 use crate::quarantine::Quarantine;
 use crate::store::{BlockMeta, BlockStore};
 use serde_json::{Value, json};
@@ -83,12 +83,12 @@ enum Round {
     Diverged(SyncError),
 }
 
-/// A fetched and parsed batch: consecutive blocks from `first`, possibly cut short by a
-/// block that does not even parse.
+/// A fetched and parsed batch: consecutive blocks from `first`, their stored form already
+/// built, possibly cut short by a block that does not even parse.
 struct Fetched {
     first: u64,
     asked: u64,
-    blocks: Vec<Block>,
+    blocks: Vec<Prepared>,
     unparsable: Option<(Value, Vec<Failure>)>,
 }
 
@@ -320,7 +320,7 @@ impl Follower {
                 continue;
             }
             if let (Some(block), Some((height, hash))) = (batch.blocks.first(), &linked)
-                && block.previous_hash != *hash
+                && block.block().previous_hash != *hash
             {
                 // Upstream's next block builds on a different block at our tip: a fork.
                 tracing::info!(
@@ -389,13 +389,17 @@ impl Follower {
         let hashes: Vec<(u64, String)> = batch
             .blocks
             .iter()
-            .map(|b| (b.height, b.hash.clone()))
+            .map(|p| (p.block().height, p.block().hash.clone()))
             .collect();
         let blocks = std::mem::take(&mut batch.blocks);
-        let appended = self.ledger.append(blocks).await.map_err(|e| match e {
-            WriteError::Closed => SyncError::new(code::FAILED, "the block writer has stopped"),
-            e => SyncError::new(code::FAILED, format!("cannot store upstream blocks: {e}")),
-        })?;
+        let appended = self
+            .ledger
+            .append_prepared(blocks)
+            .await
+            .map_err(|e| match e {
+                WriteError::Closed => SyncError::new(code::FAILED, "the block writer has stopped"),
+                e => SyncError::new(code::FAILED, format!("cannot store upstream blocks: {e}")),
+            })?;
         if appended.committed > 0 {
             *linked = hashes.get(appended.committed - 1).cloned();
             self.shared
@@ -456,7 +460,8 @@ fn fetch(client: Arc<Upstream>, from: u64, n: u64) -> Pending {
     }))
 }
 
-/// Parses decoded documents into blocks, stopping at the first that does not parse.
+/// Parses decoded documents into blocks and builds their stored form, stopping at the first
+/// that does not parse.
 fn parse(values: Vec<Value>, from: u64, asked: u64) -> Result<Fetched, SyncError> {
     let mut fetched = Fetched {
         first: from,
@@ -466,7 +471,7 @@ fn parse(values: Vec<Value>, from: u64, asked: u64) -> Result<Fetched, SyncError
     };
     for (value, expected) in values.into_iter().zip(from..from + asked) {
         match chain::parse_block(&value) {
-            Ok(block) if block.height == expected => fetched.blocks.push(block),
+            Ok(block) if block.height == expected => fetched.blocks.push(Prepared::new(block)),
             Ok(block) => {
                 return Err(SyncError::new(
                     code::FAILED,

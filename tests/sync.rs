@@ -424,6 +424,40 @@ async fn invalid_upstream_block_is_quarantined_never_stored_and_sync_recovers() 
 }
 
 #[tokio::test]
+async fn upstream_block_that_does_not_link_to_what_upstream_serves_below_it_is_invalid_not_a_fork()
+{
+    let a = chains::chain(5, "a");
+    let up = StandIn::start(&a).await;
+    let app = follower(&up.url(), |_| {}).await;
+    reaches(&app, "synced", Some(5)).await;
+
+    // Upstream still serves our block 5, but its block 6 builds on another block 5.
+    let elsewhere = chains::branch(&chains::chain(5, "other"), 6, 2, "x");
+    let mut docs: Vec<Value> = a.iter().map(standin::served).collect();
+    docs.extend(elsewhere[6..].iter().map(standin::served));
+    up.documents(docs);
+    let s = reaches(&app, "stalled", Some(5)).await;
+    assert_eq!(s["last_error"]["code"], "SYNC_001", "{s}");
+    assert!(
+        s["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("BM_005"),
+        "{s}"
+    );
+    assert_eq!(s["reorgs"], 0);
+    assert_eq!(quarantined(&app, "invalid upstream block").len(), 1);
+    assert_eq!(hashes(&app).await, hashes_of(&a));
+
+    let mut good = a.clone();
+    chains::grow(&mut good, 2, "good", 1);
+    up.chain(&good);
+    reaches(&app, "synced", Some(7)).await;
+    assert!(verifies(&app).await);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn fork_three_deep_rolls_back_to_the_common_ancestor_and_quarantines_the_orphans() {
     let a = chains::chain(10, "a");
     let up = StandIn::start(&a).await;

@@ -110,13 +110,25 @@ impl Follower {
             if let (Some(block), Some((height, hash))) = (batch.blocks.first(), &linked)
                 && block.block().previous_hash != *hash
             {
-                // Upstream's next block builds on a different block at our tip: a fork.
+                // Upstream's next block builds on a different block at our tip: a fork, unless
+                // upstream holds our tip too, and then that block is simply invalid.
                 tracing::info!(
                     height = *height,
                     "upstream's next block does not link to our tip"
                 );
                 drop(inflight);
-                return self.fork(client, *height, *height).await;
+                let (height, block) = (*height, block.block().clone());
+                return match self.fork(client, height, height).await? {
+                    Some(round) => Ok(round),
+                    None => {
+                        let failure =
+                            Failure::new(chain::validate::code::LINKAGE, "Previous hash mismatch")
+                                .at("previous_hash");
+                        let body =
+                            serde_json::from_slice(&block.served_json()).unwrap_or(Value::Null);
+                        Err(self.invalid(block.height, body, vec![failure]).await)
+                    }
+                };
             }
             let complete = batch.complete();
             let got = batch.blocks.len() as u64;

@@ -197,20 +197,23 @@ impl Follower {
                     // Level, or upstream is behind on our own chain: wait for it.
                     Ok(Round::Level)
                 } else {
-                    self.fork(&client, tip.height, upstream.height).await
+                    // Upstream's tip moved meanwhile if it agrees now: look again at once.
+                    let resolved = self.fork(&client, tip.height, upstream.height).await?;
+                    Ok(resolved.unwrap_or(Round::Progress))
                 }
             }
             Some(tip) => self.catch_up(&client, Some(tip), upstream.height).await,
         }
     }
 
-    /// Resolves a fork noticed at height `at`, our tip being at `tip`.
+    /// Resolves a fork noticed at height `at`, our tip being at `tip`; `None` when upstream
+    /// holds our block at `at` after all.
     pub(super) async fn fork(
         &mut self,
         client: &Upstream,
         tip: u64,
         at: u64,
-    ) -> Result<Round, SyncError> {
+    ) -> Result<Option<Round>, SyncError> {
         let forks = Forks {
             client,
             store: &self.store,
@@ -221,10 +224,10 @@ impl Follower {
         match forks.resolve(tip, at).await? {
             Resolution::RolledBack { ancestor, depth } => {
                 self.shared.record_reorg(ancestor, depth);
-                Ok(Round::Progress)
+                Ok(Some(Round::Progress))
             }
-            Resolution::NoFork => Ok(Round::Progress),
-            Resolution::Diverged(e) => Ok(Round::Diverged(e)),
+            Resolution::NoFork => Ok(None),
+            Resolution::Diverged(e) => Ok(Some(Round::Diverged(e))),
         }
     }
 

@@ -197,9 +197,18 @@ impl Follower {
                     // Level, or upstream is behind on our own chain: wait for it.
                     Ok(Round::Level)
                 } else {
-                    // Upstream's tip moved meanwhile if it agrees now: look again at once.
-                    let resolved = self.fork(&client, tip.height, upstream.height).await?;
-                    Ok(resolved.unwrap_or(Round::Progress))
+                    match self.fork(&client, tip.height, upstream.height).await? {
+                        Some(round) => Ok(round),
+                        // Its headers hold our block where its tip report did not: it changed
+                        // between the two calls, or contradicts itself. Back off and look again.
+                        None => Err(SyncError::new(
+                            code::FAILED,
+                            format!(
+                                "upstream reported block {} at height {} but serves ours there",
+                                upstream.hash, upstream.height
+                            ),
+                        )),
+                    }
                 }
             }
             Some(tip) => self.catch_up(&client, Some(tip), upstream.height).await,

@@ -328,8 +328,8 @@ async fn upstream_slower_than_the_timeout_stalls_with_sync_005_while_reads_are_s
     let (code, block) = app.get_json("/api/v1/blocks/latest").await;
     assert_eq!((code, block["height"].clone()), (200, json!(3)));
     assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "reads are not held up by sync"
+        started.elapsed() < Duration::from_secs(1),
+        "reads are not held up by a sync waiting on a 2 s upstream"
     );
     let health = health_check(&app).await;
     assert_eq!(health["status"], "degraded");

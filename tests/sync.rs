@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use standin::{Fault, StandIn};
 use std::time::{Duration, Instant};
 
-const LIMIT: Duration = Duration::from_secs(20);
+/// Generous: the machine may be shared; a passing run takes a fraction of it.
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// Short timeouts, polls and recovery so every fault plays out in well under a second.
 fn fast_follower(c: &mut Config, upstream: &str) {
@@ -327,8 +328,8 @@ async fn upstream_slower_than_the_timeout_stalls_with_sync_005_while_reads_are_s
     let (code, block) = app.get_json("/api/v1/blocks/latest").await;
     assert_eq!((code, block["height"].clone()), (200, json!(3)));
     assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "reads are not held up by sync"
+        started.elapsed() < Duration::from_secs(1),
+        "reads are not held up by a sync waiting on a 2 s upstream"
     );
     let health = health_check(&app).await;
     assert_eq!(health["status"], "degraded");
@@ -419,6 +420,40 @@ async fn invalid_upstream_block_is_quarantined_never_stored_and_sync_recovers() 
     up.chain(&good);
     reaches(&app, "synced", Some(8)).await;
     assert_eq!(hashes(&app).await, hashes_of(&good));
+    assert!(verifies(&app).await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_block_that_does_not_link_to_what_upstream_serves_below_it_is_invalid_not_a_fork()
+{
+    let a = chains::chain(5, "a");
+    let up = StandIn::start(&a).await;
+    let app = follower(&up.url(), |_| {}).await;
+    reaches(&app, "synced", Some(5)).await;
+
+    // Upstream still serves our block 5, but its block 6 builds on another block 5.
+    let elsewhere = chains::branch(&chains::chain(5, "other"), 6, 2, "x");
+    let mut docs: Vec<Value> = a.iter().map(standin::served).collect();
+    docs.extend(elsewhere[6..].iter().map(standin::served));
+    up.documents(docs);
+    let s = reaches(&app, "stalled", Some(5)).await;
+    assert_eq!(s["last_error"]["code"], "SYNC_001", "{s}");
+    assert!(
+        s["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("BM_005"),
+        "{s}"
+    );
+    assert_eq!(s["reorgs"], 0);
+    assert_eq!(quarantined(&app, "invalid upstream block").len(), 1);
+    assert_eq!(hashes(&app).await, hashes_of(&a));
+
+    let mut good = a.clone();
+    chains::grow(&mut good, 2, "good", 1);
+    up.chain(&good);
+    reaches(&app, "synced", Some(7)).await;
     assert!(verifies(&app).await);
     app.stop().await;
 }

@@ -3,7 +3,8 @@
 //! - `client`: the upstream HTTP client (tip, ranges, single blocks, headers).
 //! - `retry`: retries with exponential backoff.
 //! - `breaker`: the circuit breaker in front of the upstream.
-//! - `follower`: the loop of bounded rounds and the pipelined catch-up.
+//! - `follower`: the loop of bounded rounds and the state each round leads to.
+//! - `catchup`: the pipelined fetch-and-commit of the blocks we lack.
 //! - `fork`: common-ancestor search and bounded rollback.
 //! - `status`: the reported state, the health check's outcome and the sync metrics.
 //! - `error`: the SYNC_00x failures.
@@ -14,6 +15,7 @@
 //! only changes the reported state.
 
 mod breaker;
+mod catchup;
 mod client;
 mod error;
 mod follower;

@@ -272,6 +272,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         // Connections that outlived the grace period may still hold handles to the ledger, so
         // the writer is told to stop rather than waited on until every handle is gone.
         state.ledger.stop().await;
+        let store = Arc::downgrade(&state.store);
         drop(state);
         let joined = tokio::task::spawn_blocking(move || writer.join());
         if tokio::time::timeout(Duration::from_secs(5), joined)
@@ -281,6 +282,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             tracing::warn!(
                 "block writer did not stop in time; every acknowledged block is already committed"
             );
+        }
+        // The store closes when its last handle goes; connection tasks let go of theirs just
+        // after the server reports them finished, so wait (briefly) to close it last.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if store.strong_count() > 0 {
+            tracing::warn!("block store still in use at exit; it is consistent on disk either way");
         }
         tracing::info!("stopped");
     });

@@ -443,6 +443,21 @@ impl Writer {
         }
     }
 
+    /// Answers a refused request. A store failure is returned: it refuses the whole group.
+    fn refuse<T>(&self, reply: Reply<T>, e: WriteError) -> Option<StoreError> {
+        match e {
+            WriteError::Store(e) => {
+                let _ = reply.send(Err(WriteError::Store(e.clone())));
+                Some(e)
+            }
+            e => {
+                self.metrics.observe_rejection(&e);
+                let _ = reply.send(Err(e));
+                None
+            }
+        }
+    }
+
     /// Validates a group in order, commits the valid ones in one transaction, then answers.
     fn commit(&self, ops: Vec<Op>) {
         if ops.is_empty() {
@@ -488,14 +503,7 @@ impl Writer {
                                 pending.records.last().cloned().expect("push just added it");
                             waiting.push(Waiting::Created(reply, record));
                         }
-                        Err(WriteError::Store(e)) => {
-                            let _ = reply.send(Err(WriteError::Store(e.clone())));
-                            abort = Some(e);
-                        }
-                        Err(e) => {
-                            self.metrics.observe_rejection(&e);
-                            let _ = reply.send(Err(e));
-                        }
+                        Err(e) => abort = self.refuse(reply, e),
                     }
                 }
                 Op::Submit { block, reply } => {
@@ -525,14 +533,7 @@ impl Writer {
                             };
                             waiting.push(Waiting::Submitted(reply, done, depends));
                         }
-                        Err(WriteError::Store(e)) => {
-                            let _ = reply.send(Err(WriteError::Store(e.clone())));
-                            abort = Some(e);
-                        }
-                        Err(e) => {
-                            self.metrics.observe_rejection(&e);
-                            let _ = reply.send(Err(e));
-                        }
+                        Err(e) => abort = self.refuse(reply, e),
                     }
                 }
                 Op::Append { blocks, reply } => {

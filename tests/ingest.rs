@@ -101,27 +101,12 @@ fn acknowledged_blocks_survive_sigkill_during_a_stream_of_appends() {
             let mut got = Vec::new();
             let mut i = 0;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let body = serde_json::to_vec(&create_body(&format!("k{round}-{i}"), 2)).unwrap();
+                let body = create_body(&format!("k{round}-{i}"), 2);
                 i += 1;
-                let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                let Some((201, json)) = http_post(port, "/api/v1/blocks", &body) else {
                     break;
                 };
-                let head = format!(
-                    "POST /api/v1/blocks HTTP/1.1\r\nHost: x\r\nX-API-Key: {WRITE_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                if s.write_all(head.as_bytes())
-                    .and_then(|()| s.write_all(&body))
-                    .is_err()
-                {
-                    break;
-                }
-                let mut answer = String::new();
-                if s.read_to_string(&mut answer).is_err() || !answer.starts_with("HTTP/1.1 201") {
-                    break;
-                }
-                let json = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
-                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap();
                 got.push((
                     v["height"].as_u64().unwrap(),
                     v["hash"].as_str().unwrap().to_string(),

@@ -46,18 +46,10 @@ impl Drop for Volume {
 }
 
 fn post(port: u16, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let body = serde_json::to_vec(body).unwrap();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "POST /api/v1/blocks HTTP/1.1\r\nHost: x\r\nX-API-Key: {WRITE_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
-    s.write_all(&body).unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let json = answer.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    let (status, json) = http_post(port, "/api/v1/blocks", body).expect("the server answers");
     (
         status,
-        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+        serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
     )
 }
 

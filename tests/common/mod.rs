@@ -272,3 +272,26 @@ pub fn wait_exit(p: &mut Proc, limit: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A blocking POST of JSON with the write key over a plain socket: status and body.
+pub fn http_post(port: u16, path: &str, body: &serde_json::Value) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let body = serde_json::to_vec(body).ok()?;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {WRITE_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(&body).ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        answer
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    ))
+}

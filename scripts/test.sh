@@ -40,8 +40,9 @@ need() {
 
 need curl curl || { echo "curl is required"; exit 1; }
 
-# The crash drill kills a writer 50 times here (20 in a plain `cargo test`).
-step "cargo test" env CRASH_ROUNDS=50 cargo test
+# The crash drills kill a writer 50 times and a syncing follower 10 times here (20 and 5 in a
+# plain `cargo test`).
+step "cargo test" env CRASH_ROUNDS=50 SYNC_KILLS=10 cargo test
 if [ "${1:-}" != "--quick" ]; then
   step "release build" cargo build --release --locked
   for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh; do

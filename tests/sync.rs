@@ -594,13 +594,20 @@ async fn follower_killed_mid_sync_five_times_resumes_each_time_and_converges() {
         client: reqwest::Client::new(),
     };
     let mut before = 0;
-    for kill in 1..=5u64 {
+    // 5 kills in a plain `cargo test`; the full test run asks for 10 (SYNC_KILLS).
+    let kills: u64 = std::env::var("SYNC_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .clamp(1, 40);
+    let step = 4_000 / kills;
+    for kill in 1..=kills {
         let mut p = start_follower(work.path(), &env).await;
         let node = remote(&p);
         // Whatever was committed before the last kill is still there.
         let resumed = status(&node).await["local_height"].as_u64().unwrap_or(0);
         assert!(resumed >= before, "lost blocks: {resumed} < {before}");
-        let goal = kill * 800;
+        let goal = kill * step;
         before = eventually(LIMIT, "progress before the kill", || async {
             let h = status(&node).await["local_height"].as_u64().unwrap_or(0);
             (h >= goal).then_some(h)

@@ -206,6 +206,10 @@ pub async fn build_state(
             shutdown.clone(),
         )
     });
+    if sync.is_none() {
+        // A standalone node says so in the same one-hot gauge a follower's states use.
+        metrics.sync_state.with_label_values(&["disabled"]).set(1);
+    }
     let mut checks: Vec<Box<dyn Check>> = vec![Box::new(StoreCheck {
         store: store.clone(),
         min_free_bytes: config.storage.min_free_bytes,

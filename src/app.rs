@@ -278,7 +278,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             grace_seconds = grace.as_secs_f64(),
             "shutting down: no new connections, finishing requests in flight"
         );
-        if tokio::time::timeout(grace, &mut server).await.is_err() {
+        let drained = tokio::time::timeout(grace, &mut server).await.is_ok();
+        if !drained {
             tracing::warn!("grace period over; dropping the requests still in flight");
             server.abort();
             let _ = server.await;
@@ -300,12 +301,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             );
         }
         // The store closes when its last handle goes; connection tasks let go of theirs just
-        // after the server reports them finished, so wait (briefly) to close it last.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        // after the server reports them finished, so wait (briefly) to close it last. After
+        // an expired grace period abandoned connections keep theirs until exit: no waiting.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(if drained { 2 } else { 0 });
         while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if store.strong_count() > 0 {
+        if drained && store.strong_count() > 0 {
             tracing::warn!("block store still in use at exit; it is consistent on disk either way");
         }
         tracing::info!("stopped");

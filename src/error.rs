@@ -133,17 +133,6 @@ impl Catalog {
             .unwrap_or("error")
     }
 
-    /// Every code with message and severity, sorted (README and `config show`).
-    pub fn all(&self) -> Vec<(&str, &str, &str)> {
-        let mut v: Vec<_> = self
-            .entries
-            .iter()
-            .map(|(c, (m, s))| (c.as_str(), m.as_str(), s.as_str()))
-            .collect();
-        v.sort();
-        v
-    }
-
     /// Renders the error body.
     pub fn body(&self, code: &str, message: Option<&str>, info: &Value) -> Value {
         json!({"detail": {

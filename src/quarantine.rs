@@ -3,7 +3,7 @@
 //! operator can see what was refused without it ever entering the store.
 
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// The quarantine folder and its bounds.
@@ -24,11 +24,6 @@ impl Quarantine {
             max_bytes,
             lock: Mutex::new(()),
         }
-    }
-
-    /// The folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Writes one rejected block with why it was refused. Blocking; failures are logged, never

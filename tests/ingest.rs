@@ -121,17 +121,8 @@ fn acknowledged_blocks_survive_sigkill_during_a_stream_of_appends() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         acked.extend(writer.join().unwrap());
         // After each kill the store opens, verifies, and holds every acknowledged block.
-        let out = std::process::Command::new(binary())
-            .current_dir(dir.path())
-            .arg("verify")
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "round {round}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let (code, report) = run_verify(dir.path(), &[]);
+        assert_eq!(code, Some(0), "round {round}: {report}");
     }
     let mut p = spawn_process(dir.path(), &[]);
     for (height, hash) in &acked {

@@ -99,18 +99,8 @@ fn a_full_data_volume_fails_writes_with_st_004_keeps_reads_and_recovers_when_spa
     assert!(resumed, "writes did not resume once space returned");
     signal(&p, "TERM");
     assert_eq!(wait_exit(&mut p, Duration::from_secs(5)), Some(0));
-    let out = Command::new(binary())
-        .current_dir(dir.path())
-        .env("BLOCK_STORAGE_PATH", "data/blocks")
-        .arg("verify")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, report) = run_verify(dir.path(), &[("BLOCK_STORAGE_PATH", "data/blocks")]);
+    assert_eq!(code, Some(0), "{report}");
 }
 
 #[test]

@@ -295,3 +295,17 @@ pub fn http_post(port: u16, path: &str, body: &serde_json::Value) -> Option<(u16
             .unwrap_or_default(),
     ))
 }
+
+/// Runs `block-manager verify` on the store under `workdir`: exit code and its report.
+pub fn run_verify(workdir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(workdir).arg("verify");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("verify runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

@@ -304,7 +304,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         // after the server reports them finished, so wait (briefly) to close it last. After
         // an expired grace period abandoned connections keep theirs until exit: no waiting.
         let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(if drained { 2 } else { 0 });
+            tokio::time::Instant::now() + Duration::from_secs(if drained { 5 } else { 0 });
         while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -115,6 +115,13 @@ impl TestApp {
         if let Some(done) = self.done.take() {
             done.await.expect("server task ends");
         }
+        // Tests reopen the store in this process next. The server lets go of it as its
+        // connection tasks end, which on a loaded machine can trail the server task.
+        let config = test_config(self.dir.path());
+        eventually(Duration::from_secs(10), "the store to close", || async {
+            block_manager::app::open_store(&config).ok().map(drop)
+        })
+        .await;
         self.dir
     }
 }

@@ -12,10 +12,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadTransaction, ReadableDatabase};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase};
 
 use super::database::{connect, initialise, write_in};
 use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle};
@@ -49,7 +49,24 @@ pub struct RedbStore {
     writer: Mutex<()>,
     /// Set when redb has latched an I/O failure on the current handle.
     reopen_needed: AtomicBool,
+    /// The read snapshot of the latest commit, shared by every read until the next write.
+    snapshot: RwLock<Shared>,
     report: OpenReport,
+}
+
+/// Beginning a read transaction and opening a table walk redb's transaction tracker and table
+/// tree; under a read-heavy load that was a large part of a block read. Reads therefore share
+/// one snapshot, which every write (commit or not) retires.
+#[derive(Default)]
+struct Shared {
+    /// Bumped by every write, so that a snapshot begun before it is never published after it.
+    generation: u64,
+    current: Option<Arc<Snapshot>>,
+}
+
+struct Snapshot {
+    txn: ReadTransaction,
+    bodies: OnceLock<ReadOnlyTable<(u64, u32), &'static [u8]>>,
 }
 
 impl RedbStore {
@@ -72,6 +89,7 @@ impl RedbStore {
             db: RwLock::new(Some(db)),
             writer: Mutex::new(()),
             reopen_needed: AtomicBool::new(false),
+            snapshot: RwLock::new(Shared::default()),
             report: OpenReport {
                 created,
                 full_repair,
@@ -87,6 +105,7 @@ impl RedbStore {
 
     /// Closes the file, reporting any error a drop would ignore. Call it last at shutdown.
     pub fn close(self) -> Result<(), StoreError> {
+        self.retire_snapshot();
         let slot = self.db.into_inner().unwrap_or_else(PoisonError::into_inner);
         match slot {
             Some(db) => db
@@ -96,19 +115,54 @@ impl RedbStore {
         }
     }
 
-    /// Runs `f` on a fresh read snapshot.
+    /// Runs `f` on the snapshot of the latest commit.
     fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Outcome<T>) -> Result<T, StoreError> {
+        let snap = self.snapshot()?;
+        f(&snap.txn).map_err(|e| self.settle(e, Op::Read))
+    }
+
+    /// The shared snapshot, begun now if the last write retired it.
+    fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
         if self.reopen_needed.load(Ordering::Acquire) {
             let writer = self.lock_writer();
             self.recover(&writer)?;
         }
+        let generation = {
+            let shared = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(snap) = &shared.current {
+                return Ok(Arc::clone(snap));
+            }
+            shared.generation
+        };
         let txn = {
             let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
             let db = slot.as_ref().ok_or_else(closed)?;
             db.begin_read()
                 .map_err(|e| self.settle(e.into(), Op::Read))?
         };
-        f(&txn).map_err(|e| self.settle(e, Op::Read))
+        let snap = Arc::new(Snapshot {
+            txn,
+            bodies: OnceLock::new(),
+        });
+        let mut shared = self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A write since `generation` was read may have committed after this snapshot began.
+        if shared.generation == generation && shared.current.is_none() {
+            shared.current = Some(Arc::clone(&snap));
+        }
+        Ok(snap)
+    }
+
+    /// Retires the shared snapshot: reads from now on see this write.
+    fn retire_snapshot(&self) {
+        let mut shared = self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        shared.generation = shared.generation.wrapping_add(1);
+        shared.current = None;
     }
 
     /// Runs `f` in one durable write transaction: committed when it returns `Ok`, aborted (so
@@ -121,7 +175,9 @@ impl RedbStore {
         self.recover(&writer)?;
         let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
         let db = slot.as_ref().ok_or_else(closed)?;
-        write_in(db, f).map_err(|e| self.settle(e, Op::Write))
+        let result = write_in(db, f).map_err(|e| self.settle(e, Op::Write));
+        self.retire_snapshot();
+        result
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, ()> {
@@ -135,6 +191,8 @@ impl RedbStore {
         if !self.reopen_needed.load(Ordering::Acquire) {
             return Ok(());
         }
+        // A snapshot of the failed handle must not outlive it.
+        self.retire_snapshot();
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(old) = slot.take() {
             // Closing reports the latched failure again; this reopen is what clears it
@@ -165,10 +223,18 @@ impl BlockStore for RedbStore {
     }
 
     fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|txn| {
-            let bodies = txn.open_table(tables::BODIES)?;
-            Ok(tables::read_body(&bodies, height)?.map(|(body, _)| body))
-        })
+        let snap = self.snapshot()?;
+        let read = || -> Outcome<_> {
+            let bodies = match snap.bodies.get() {
+                Some(t) => t,
+                None => {
+                    let t = snap.txn.open_table(tables::BODIES)?;
+                    snap.bodies.get_or_init(|| t)
+                }
+            };
+            Ok(tables::read_body(bodies, height)?.map(|(body, _)| body))
+        };
+        read().map_err(|e| self.settle(e, Op::Read))
     }
 
     fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {

@@ -452,3 +452,23 @@ fn a_second_open_in_the_same_process_fails_fast_with_already_open() {
         "{second:?}"
     );
 }
+
+#[test]
+fn reads_see_every_write_at_once_though_they_share_a_snapshot() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = blocks(0, 3);
+    store.append(&chain[..1]).unwrap();
+    // Reads before the next write establish the shared snapshot.
+    assert!(store.body_at(1).unwrap().is_none());
+    assert!(store.meta_at(1).unwrap().is_none());
+    store.append(&chain[1..3]).unwrap();
+    assert_eq!(store.body_at(2).unwrap().as_deref(), Some(&chain[2].body[..]));
+    assert_eq!(store.tip().unwrap().map(|m| m.height), Some(2));
+    // A failed write retires it too, and a rollback shows at once.
+    assert!(store.append(&chain[1..2]).is_err());
+    store.rollback_above(0).unwrap();
+    assert!(store.body_at(1).unwrap().is_none());
+    assert_eq!(store.tip().unwrap().map(|m| m.height), Some(0));
+    store.close().unwrap();
+}

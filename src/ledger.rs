@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 /// Where an append came from (a metrics label).
@@ -387,6 +387,33 @@ enum Waiting {
 /// Most requests folded into one commit; bounds a commit's size and the latency of the first.
 const MAX_GROUP: usize = 512;
 
+/// Longest a group waits for writers that were active at the last commit to come back.
+const GATHER_WAIT: Duration = Duration::from_micros(400);
+
+/// Takes what is queued into `ops`. With fewer than `active` requests, waits (at most
+/// [`GATHER_WAIT`]) for the rest: clients answered by the last commit send their next request
+/// a moment later, and without the wait they would split into two cohorts that commit in
+/// turn, each waiting out the other's fsync. One client never waits.
+fn gather(rx: &mut mpsc::Receiver<Op>, ops: &mut Vec<Op>, active: usize) {
+    let mut deadline = None;
+    while ops.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(op) => ops.push(op),
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if ops.len() >= active {
+                    return;
+                }
+                let until = *deadline.get_or_insert_with(|| Instant::now() + GATHER_WAIT);
+                if Instant::now() >= until {
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(40));
+            }
+        }
+    }
+}
+
 impl Writer {
     /// Re-reads the tip after a commit or rollback so readers see it at once.
     fn publish_tip(&self) {
@@ -403,14 +430,13 @@ impl Writer {
     }
 
     fn run(self, mut rx: mpsc::Receiver<Op>) {
+        // How many writers were about at the last commit: the requests it carried plus those
+        // that queued up while it ran.
+        let mut active = 1;
         while let Some(first) = rx.blocking_recv() {
             let mut ops = vec![first];
-            while ops.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
+            gather(&mut rx, &mut ops, active);
+            let carried = ops.len();
             let mut group = Vec::new();
             for op in ops {
                 match op {
@@ -440,6 +466,7 @@ impl Writer {
                 }
             }
             self.commit(group);
+            active = (carried + rx.len()).min(MAX_GROUP);
         }
     }
 

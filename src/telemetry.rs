@@ -179,13 +179,13 @@ pub fn init(config: &Config) -> LogGuards {
         let format = format_of(config, handler);
         let layer = match &handler.filename {
             None => {
-                let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+                let (writer, guard) = non_blocking(std::io::stdout());
                 guards.push(guard);
                 layer_for(format, writer, false)
             }
             Some(file) => match rotated_writer(Path::new(file), handler) {
                 Ok(w) => {
-                    let (writer, guard) = tracing_appender::non_blocking(w);
+                    let (writer, guard) = non_blocking(w);
                     guards.push(guard);
                     layer_for(format, writer, false)
                 }
@@ -209,6 +209,19 @@ pub fn init(config: &Config) -> LogGuards {
         );
     }
     LogGuards(guards)
+}
+
+/// Lines a handler may have queued before new ones are dropped (the library's default is
+/// 128,000, allocated up front: about 4 MB of resident memory per handler). This still covers
+/// a second of requests at full speed while a slow disk catches up.
+const QUEUED_LINES: usize = 16_384;
+
+fn non_blocking<W: std::io::Write + Send + 'static>(
+    w: W,
+) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .finish(w)
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --quiet
-BIN=$PWD/target/release/block-manager
+# BLOCK_MANAGER_BIN soaks another build (to compare two) instead of this tree's release build.
+if [ -z "${BLOCK_MANAGER_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${BLOCK_MANAGER_BIN:-$PWD/target/release/block-manager}
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -53,11 +54,12 @@ end
 LUA
 wrk -t2 -c16 -d"${SECS}s" -s mixed.lua "$URL" > soak.txt &
 WRK=$!
-MIN=999999; MAX=0
+MIN=999999; MAX=0; TRACE=""
 while kill -0 "$WRK" 2>/dev/null; do
   RSS=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
   [ "$RSS" -lt "$MIN" ] && MIN=$RSS
   [ "$RSS" -gt "$MAX" ] && MAX=$RSS
+  TRACE="$TRACE $((RSS / 1024))"
   sleep 10
 done
 cat soak.txt
@@ -66,5 +68,6 @@ kill "$PID"; wait "$PID" || true; PID=
 grep -h "status=4\|status=5" server.log logs/*.log 2>/dev/null | sed "s/.*route=/route=/" | sort | uniq -c | head -5 || true
 "$BIN" verify | tail -1
 echo "height after soak: $HEIGHT; resident memory min $((MIN / 1024)) MB, max $((MAX / 1024)) MB"
+echo "resident memory every 10 s (MB):$TRACE"
 if grep -q "Non-2xx\|Socket errors" soak.txt; then echo "soak: errors seen"; exit 1; fi
 echo "soak: no error answers"

@@ -463,7 +463,10 @@ fn reads_see_every_write_at_once_though_they_share_a_snapshot() {
     assert!(store.body_at(1).unwrap().is_none());
     assert!(store.meta_at(1).unwrap().is_none());
     store.append(&chain[1..3]).unwrap();
-    assert_eq!(store.body_at(2).unwrap().as_deref(), Some(&chain[2].body[..]));
+    assert_eq!(
+        store.body_at(2).unwrap().as_deref(),
+        Some(&chain[2].body[..])
+    );
     assert_eq!(store.tip().unwrap().map(|m| m.height), Some(2));
     // A failed write retires it too, and a rollback shows at once.
     assert!(store.append(&chain[1..2]).is_err());

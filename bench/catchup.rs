@@ -6,20 +6,19 @@
 //!
 //! `CATCHUP_SIZES=10000,100000` and `CATCHUP_BATCHES=100,1000` override what is measured.
 
-use block_manager::chain::{self, Block, Limits, Timestamp, Transaction};
+#[path = "fixture.rs"]
+mod fixture;
+
+use block_manager::chain::{Block, Limits};
 use block_manager::config::{Config, Secret};
 use block_manager::ledger::Ledger;
 use block_manager::metrics::Metrics;
 use block_manager::store::{BlockStore, RedbStore};
-use serde_json::Number;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const GENESIS_TS: &str = "2024-01-01T00:00:00+00:00";
-/// Transactions per block and payload per transaction: about 2 KB served per block.
-const TXS: usize = 4;
-const DATA: usize = 100;
+use fixture::{GENESIS_TS, chain};
 
 fn main() {
     let sizes = list("CATCHUP_SIZES", &[10_000, 100_000]);
@@ -156,40 +155,6 @@ fn config(dir: &Path, upstream: Option<&str>) -> Config {
     c.rate_limits.enabled = false;
     c.error_handling.validation.quarantine_path = dir.join("quarantine").display().to_string();
     c.synchronization.engine_url = upstream.map(str::to_owned);
-    c
-}
-
-/// Genesis and `n` sealed blocks of [`TXS`] transactions.
-fn chain(n: usize) -> Vec<Block> {
-    let mut c = vec![chain::genesis_block(
-        Timestamp::parse(GENESIS_TS).expect("timestamp"),
-    )];
-    for height in 1..=n as u64 {
-        let parent = &c[c.len() - 1];
-        let at = Timestamp::from_unix_micros(parent.timestamp.unix_micros() + 1_000_000);
-        let txs = (0..TXS)
-            .map(|i| Transaction {
-                tx_id: format!("tx-{height:08}-{i}"),
-                tx_type: "data_storage".into(),
-                from_address: "0x3333333333333333333333333333333333333333".into(),
-                to_address: "0x4444444444444444444444444444444444444444".into(),
-                value: Number::from(i),
-                fee: Number::from(0),
-                data: "x".repeat(DATA),
-                timestamp: at,
-                signature: format!("sig-{height}-{i}"),
-            })
-            .collect();
-        let block = Block::build(
-            height,
-            parent.hash.clone(),
-            at,
-            "node-bench",
-            format!("block-sig-{height}"),
-            txs,
-        );
-        c.push(block);
-    }
     c
 }
 

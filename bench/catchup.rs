@@ -40,13 +40,14 @@ fn main() {
             let upstream_dir = tempfile::tempdir().expect("temp dir");
             let started = Instant::now();
             let writer_seconds = seed(upstream_dir.path(), &blocks).await;
+            let seed_secs = started.elapsed().as_secs_f64();
             // Seeding appends plain blocks, so the writer also builds their stored form: the
             // comparison with the follower's prepared appends.
             println!(
-                "seeded {n} blocks in {:.1} s through Ledger::append ({:.1} µs of block-writer CPU per block)",
-                started.elapsed().as_secs_f64(),
+                "seeded {n} blocks in {seed_secs:.1} s through Ledger::append ({:.1} µs of block-writer CPU per block)",
                 writer_seconds * 1e6 / n as f64
             );
+            let direct = (n + 1) as f64 / seed_secs;
             let upstream = block_manager::app::start(config(upstream_dir.path(), None))
                 .await
                 .expect("upstream starts");
@@ -56,8 +57,12 @@ fn main() {
                     let r = follow(&url, n as u64, batch as u32).await;
                     println!(
                         "catch-up {n:>7} blocks, fetch_batch_size {batch:>4}: {:>8.0} blocks/s \
-                         (CPU per block: {:.1} µs in all, {:.1} µs of it on the block writer)",
-                        r.rate, r.cpu_us, r.writer_us
+                         (CPU per block: {:.1} µs in all, {:.1} µs of it on the block writer); \
+                         {:.2}x the direct append rate",
+                        r.rate,
+                        r.cpu_us,
+                        r.writer_us,
+                        r.rate / direct
                     );
                 }
             }

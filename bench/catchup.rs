@@ -10,7 +10,6 @@
 mod fixture;
 
 use block_manager::chain::{Block, Limits};
-use block_manager::config::{Config, Secret};
 use block_manager::ledger::Ledger;
 use block_manager::metrics::Metrics;
 use block_manager::store::{BlockStore, RedbStore};
@@ -18,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fixture::{GENESIS_TS, chain};
+use fixture::{chain, config};
 
 fn main() {
     let sizes = list("CATCHUP_SIZES", &[10_000, 100_000]);
@@ -147,20 +146,6 @@ fn cpu_seconds() -> (f64, f64) {
         })
         .unwrap_or(0.0);
     (all, writers)
-}
-
-fn config(dir: &Path, upstream: Option<&str>) -> Config {
-    let mut c = Config::default();
-    c.service.host = "127.0.0.1".into();
-    c.service.port = 0;
-    c.storage.blocks_path = dir.join("blocks").display().to_string();
-    c.storage.min_free_bytes = 0;
-    c.chain.genesis_timestamp = Some(GENESIS_TS.into());
-    c.security.api_key = Secret::new("bench-key");
-    c.rate_limits.enabled = false;
-    c.error_handling.validation.quarantine_path = dir.join("quarantine").display().to_string();
-    c.synchronization.engine_url = upstream.map(str::to_owned);
-    c
 }
 
 /// Writes `blocks` through the ledger into the store an app on `dir` opens; returns the CPU

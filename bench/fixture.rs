@@ -1,9 +1,14 @@
-//! The chain the HTTP benches serve: genesis and sealed blocks of about 2 KB, a second apart.
+//! What the HTTP benches share: their node's config and the chain they serve (genesis and
+//! sealed blocks of about 2 KB, a second apart).
 
 use block_manager::chain::{self, Block, Timestamp, Transaction};
+use block_manager::config::{Config, Secret};
 use serde_json::Number;
+use std::path::Path;
 
 pub const GENESIS_TS: &str = "2024-01-01T00:00:00+00:00";
+/// The write key of the bench nodes.
+pub const KEY: &str = "bench-key";
 /// Transactions per block and payload per transaction: about 2 KB served per block.
 const TXS: usize = 4;
 const DATA: usize = 100;
@@ -38,5 +43,20 @@ pub fn chain(n: usize) -> Vec<Block> {
             txs,
         ));
     }
+    c
+}
+
+/// A node on 127.0.0.1:0 with its data in `dir`, rate limits off, following `upstream` if given.
+pub fn config(dir: &Path, upstream: Option<&str>) -> Config {
+    let mut c = Config::default();
+    c.service.host = "127.0.0.1".into();
+    c.service.port = 0;
+    c.storage.blocks_path = dir.join("blocks").display().to_string();
+    c.storage.min_free_bytes = 0;
+    c.chain.genesis_timestamp = Some(GENESIS_TS.into());
+    c.security.api_key = Secret::new(KEY);
+    c.rate_limits.enabled = false;
+    c.error_handling.validation.quarantine_path = dir.join("quarantine").display().to_string();
+    c.synchronization.engine_url = upstream.map(str::to_owned);
     c
 }

@@ -9,12 +9,8 @@
 mod fixture;
 
 use block_manager::chain::Block;
-use block_manager::config::{Config, Secret};
-use fixture::{GENESIS_TS, chain};
-use std::path::Path;
+use fixture::{KEY, chain, config};
 use std::time::Instant;
-
-const KEY: &str = "bench-key";
 
 fn main() {
     let n: usize = std::env::var("SUBMIT_BLOCKS")
@@ -28,7 +24,7 @@ fn main() {
     runtime.block_on(async {
         let blocks: Vec<Vec<u8>> = chain(n).iter().skip(1).map(Block::canonical_json).collect();
         let dir = tempfile::tempdir().expect("temp dir");
-        let node = block_manager::app::start(config(dir.path()))
+        let node = block_manager::app::start(config(dir.path(), None))
             .await
             .expect("node starts");
         let url = format!("http://{}/api/v1/blocks/submit", node.addr);
@@ -91,18 +87,4 @@ async fn submit(client: &reqwest::Client, url: &str, bodies: &[Vec<u8>], expect:
         p50_ms: at(0.50),
         p99_ms: at(0.99),
     }
-}
-
-fn config(dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.service.host = "127.0.0.1".into();
-    c.service.port = 0;
-    c.service.shutdown_grace_seconds = 5.0;
-    c.storage.blocks_path = dir.join("blocks").display().to_string();
-    c.storage.min_free_bytes = 0;
-    c.chain.genesis_timestamp = Some(GENESIS_TS.into());
-    c.security.api_key = Secret::new(KEY);
-    c.rate_limits.enabled = false;
-    c.error_handling.validation.quarantine_path = dir.join("quarantine").display().to_string();
-    c
 }

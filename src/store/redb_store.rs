@@ -12,10 +12,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase};
+use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::database::{connect, initialise, write_in};
 use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle};
@@ -50,23 +50,18 @@ pub struct RedbStore {
     /// Set when redb has latched an I/O failure on the current handle.
     reopen_needed: AtomicBool,
     /// The read snapshot of the latest commit, shared by every read until the next write.
-    snapshot: RwLock<Shared>,
+    snapshot: RwLock<SharedSnapshot>,
     report: OpenReport,
 }
 
-/// Beginning a read transaction and opening a table walk redb's transaction tracker and table
-/// tree; under a read-heavy load that was a large part of a block read. Reads therefore share
-/// one snapshot, which every write (commit or not) retires.
+/// Beginning a read transaction goes through redb's transaction tracker; under a read-heavy
+/// load that was a visible part of a block read. Reads therefore share one snapshot, which
+/// every write (commit or not) retires.
 #[derive(Default)]
-struct Shared {
+struct SharedSnapshot {
     /// Bumped by every write, so that a snapshot begun before it is never published after it.
     generation: u64,
-    current: Option<Arc<Snapshot>>,
-}
-
-struct Snapshot {
-    txn: ReadTransaction,
-    bodies: OnceLock<ReadOnlyTable<(u64, u32), &'static [u8]>>,
+    current: Option<Arc<ReadTransaction>>,
 }
 
 impl RedbStore {
@@ -89,7 +84,7 @@ impl RedbStore {
             db: RwLock::new(Some(db)),
             writer: Mutex::new(()),
             reopen_needed: AtomicBool::new(false),
-            snapshot: RwLock::new(Shared::default()),
+            snapshot: RwLock::new(SharedSnapshot::default()),
             report: OpenReport {
                 created,
                 full_repair,
@@ -117,12 +112,12 @@ impl RedbStore {
 
     /// Runs `f` on the snapshot of the latest commit.
     fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Outcome<T>) -> Result<T, StoreError> {
-        let snap = self.snapshot()?;
-        f(&snap.txn).map_err(|e| self.settle(e, Op::Read))
+        let txn = self.snapshot()?;
+        f(&txn).map_err(|e| self.settle(e, Op::Read))
     }
 
     /// The shared snapshot, begun now if the last write retired it.
-    fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+    fn snapshot(&self) -> Result<Arc<ReadTransaction>, StoreError> {
         if self.reopen_needed.load(Ordering::Acquire) {
             let writer = self.lock_writer();
             self.recover(&writer)?;
@@ -134,16 +129,14 @@ impl RedbStore {
             }
             shared.generation
         };
-        let txn = {
+        let snap = {
             let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
             let db = slot.as_ref().ok_or_else(closed)?;
-            db.begin_read()
-                .map_err(|e| self.settle(e.into(), Op::Read))?
+            Arc::new(
+                db.begin_read()
+                    .map_err(|e| self.settle(e.into(), Op::Read))?,
+            )
         };
-        let snap = Arc::new(Snapshot {
-            txn,
-            bodies: OnceLock::new(),
-        });
         let mut shared = self
             .snapshot
             .write()
@@ -223,18 +216,10 @@ impl BlockStore for RedbStore {
     }
 
     fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let snap = self.snapshot()?;
-        let read = || -> Outcome<_> {
-            let bodies = match snap.bodies.get() {
-                Some(t) => t,
-                None => {
-                    let t = snap.txn.open_table(tables::BODIES)?;
-                    snap.bodies.get_or_init(|| t)
-                }
-            };
-            Ok(tables::read_body(bodies, height)?.map(|(body, _)| body))
-        };
-        read().map_err(|e| self.settle(e, Op::Read))
+        self.read(|txn| {
+            let bodies = txn.open_table(tables::BODIES)?;
+            Ok(tables::read_body(&bodies, height)?.map(|(body, _)| body))
+        })
     }
 
     fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {

@@ -8,7 +8,6 @@
 #[path = "fixture.rs"]
 mod fixture;
 
-use block_manager::chain::Block;
 use fixture::{KEY, chain, config};
 use std::time::Instant;
 
@@ -22,7 +21,12 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let blocks: Vec<Vec<u8>> = chain(n).iter().skip(1).map(Block::canonical_json).collect();
+        // Bytes, so that sending a body shares it instead of copying it on the client.
+        let blocks: Vec<bytes::Bytes> = chain(n)
+            .iter()
+            .skip(1)
+            .map(|b| b.canonical_json().into())
+            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         let node = block_manager::app::start(config(dir.path(), None))
             .await
@@ -58,7 +62,7 @@ struct Run {
 }
 
 /// POSTs every body in order, one at a time; each must answer `expect`.
-async fn submit(client: &reqwest::Client, url: &str, bodies: &[Vec<u8>], expect: u16) -> Run {
+async fn submit(client: &reqwest::Client, url: &str, bodies: &[bytes::Bytes], expect: u16) -> Run {
     let mut latencies = Vec::with_capacity(bodies.len());
     let started = Instant::now();
     for body in bodies {

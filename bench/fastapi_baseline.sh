@@ -5,6 +5,7 @@
 # Usage: bench/fastapi_baseline.sh [seconds=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 SECS=${1:-10}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 VENV=$(mktemp -d)
@@ -29,9 +30,9 @@ app = FastAPI()
 async def by_height(height: int):
     return Response(content=BODY, media_type="application/json")
 PY
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 (cd "$VENV" && exec "$VENV/bin/uvicorn" app:app --host 127.0.0.1 --port "$PORT" --log-level warning) &
 PID=$!
-for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/api/v1/blocks/height/1" >/dev/null && break; sleep 0.1; done
+wait_200 "127.0.0.1:$PORT/api/v1/blocks/height/1" 10 || { echo "uvicorn did not answer" >&2; exit 1; }
 echo "document: $(curl -s "127.0.0.1:$PORT/api/v1/blocks/height/1" | wc -c) bytes"
 wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:$PORT/api/v1/blocks/height/1" | grep -E "Requests/sec| 99%|Non-2xx|Socket"

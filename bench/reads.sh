@@ -6,20 +6,21 @@
 # Usage: bench/reads.sh [blocks=100000] [seconds=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 N=${1:-100000}
 SECS=${2:-10}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet
 BIN=$PWD/target/release/block-manager
 WORK=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 cd "$WORK"
 BLOCK_MANAGER_HOST=127.0.0.1 BLOCK_MANAGER_PORT=$PORT BLOCK_MANAGER_API_KEY=k \
   BLOCK_MANAGER__RATE_LIMITS__ENABLED=false "$BIN" >/dev/null 2>&1 &
 PID=$!
-for _ in $(seq 200); do curl -sf "127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.05; done
+wait_200 "127.0.0.1:$PORT/health/ready" 10 || { echo "block-manager did not become ready" >&2; exit 1; }
 URL="http://127.0.0.1:$PORT"
 
 # A create body of about 2 KB: 6 transactions of ~300 bytes; ids unique per wrk thread and request.

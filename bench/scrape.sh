@@ -14,6 +14,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/scripts/lib.sh"
 BIN=${BLOCK_MANAGER_BIN:-$ROOT/target/release/block-manager}
 BLOCKS=${BLOCKS:-1000}
 SCRAPES=${SCRAPES:-2000}
@@ -30,18 +31,6 @@ trap cleanup EXIT
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --bin block-manager)
 command -v wrk >/dev/null || { apt-get update && apt-get install -y --no-install-recommends wrk; }
 
-free_port() {
-    local port
-    for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    return 1
-}
-
 PORT=$(free_port)
 BM="http://127.0.0.1:$PORT"
 mkdir -p "$WORK/bm"
@@ -52,10 +41,7 @@ mkdir -p "$WORK/bm"
             BLOCK_MANAGER__RATE_LIMITS__ENABLED=false LOG_LEVEL=warn "$BIN"
 ) >"$WORK/bm.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 200); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$BM/health/ready")" = 200 ] && break
-    sleep 0.1
-done
+wait_200 "$BM/health/ready" 20 || { cat "$WORK/bm.log" >&2; exit 1; }
 
 echo "creating $BLOCKS blocks..."
 create() {

@@ -5,20 +5,21 @@
 # Usage: bench/soak.sh [seconds=600]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 SECS=${1:-600}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 # BLOCK_MANAGER_BIN soaks another build (to compare two) instead of this tree's release build.
 if [ -z "${BLOCK_MANAGER_BIN:-}" ]; then cargo build --release --quiet; fi
 BIN=${BLOCK_MANAGER_BIN:-$PWD/target/release/block-manager}
 WORK=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 cd "$WORK"
 BLOCK_MANAGER_HOST=127.0.0.1 BLOCK_MANAGER_PORT=$PORT BLOCK_MANAGER_API_KEY=k \
   BLOCK_MANAGER__RATE_LIMITS__ENABLED=false LOG_LEVEL=${SOAK_LOG_LEVEL:-WARNING} "$BIN" >server.log 2>&1 &
 PID=$!
-for _ in $(seq 200); do curl -sf "127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.05; done
+wait_200 "127.0.0.1:$PORT/health/ready" 10 || { echo "block-manager did not become ready" >&2; exit 1; }
 URL="http://127.0.0.1:$PORT"
 cat > mixed.lua <<'LUA'
 local counter = 0

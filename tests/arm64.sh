@@ -8,6 +8,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/lib.sh"
 TARGET=aarch64-unknown-linux-gnu
 SYSROOT=/usr/aarch64-linux-gnu
 DEADLINE="${BM_ARM64_DEADLINE:-90}"
@@ -99,7 +100,7 @@ else
 fi
 
 TMP="$(mktemp -d /tmp/bm-arm64.XXXXXX)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PORT="$(free_port)"
 export BLOCK_MANAGER_HOST=127.0.0.1
 export BLOCK_MANAGER_PORT="$PORT"
 export BLOCK_STORAGE_PATH="$TMP/data/blocks"

@@ -18,6 +18,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/lib.sh"
 PASSED=0
 FAILED=0
 IMAGE="lucid-block-manager:container-test"
@@ -308,7 +309,7 @@ else
 fi
 
 # ------------------------------------------------------------------------------ compose up
-PORT="${BM_TEST_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+PORT="${BM_TEST_PORT:-$(free_port)}"
 BASE_URL="http://127.0.0.1:$PORT"
 # The committed .env.example (the defaults), with the test's port and write key.
 sed -e "s/^BLOCK_MANAGER_PORT=.*/BLOCK_MANAGER_PORT=$PORT/" "$ROOT/.env.example" > "$DK/test.env"

@@ -9,6 +9,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/scripts/lib.sh"
 BIN=${BLOCK_MANAGER_BIN:-$ROOT/target/release/block-manager}
 DEADLINE_SECONDS=${DEADLINE_SECONDS:-40}
 PASSED=0
@@ -37,19 +38,6 @@ finish() {
     echo "$PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]
     exit $?
-}
-
-# A loopback port nothing listens on (bash's /dev/tcp connect fails on a free port).
-free_port() {
-    local port
-    for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    return 1
 }
 
 # Polls "$@" every 0.25 s until it succeeds or $1 seconds pass.
@@ -97,8 +85,7 @@ mkdir -p "$WORK/bm"
             "$BIN"
 ) >"$WORK/bm.log" 2>&1 &
 PIDS+=($!)
-ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$BM/health/ready")" = 200 ]; }
-if ! wait_for 20 ready; then
+if ! wait_200 "$BM/health/ready" 20; then
     cat "$WORK/bm.log"
     fail "block-manager ready on $BM"
     finish

@@ -12,6 +12,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/scripts/lib.sh"
 VERSION=4.32.5
 BIN=${BLOCK_MANAGER_BIN:-$ROOT/target/release/block-manager}
 MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-100}
@@ -37,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
 
 # The working directory is the temp dir, so no config file of the checkout is read.

@@ -115,6 +115,14 @@ pub(super) fn decode_u32(bytes: &[u8], what: &'static str) -> Result<u32, StoreE
     Ok(value)
 }
 
+/// Decodes a little-endian u64 value of the meta table.
+pub(super) fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    let mut r = Reader::new(bytes, what);
+    let value = u64::from_le_bytes(r.array()?);
+    r.finish()?;
+    Ok(value)
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&len_u32(s.len()).to_le_bytes());
     out.extend_from_slice(s.as_bytes());

@@ -14,6 +14,7 @@
 //! format check, durable transactions), `tables` (table layout and per-block rows), `listing`
 //! (paged listings), `codec` (compact row encodings), `failure` (error classification).
 
+mod body_log;
 mod codec;
 mod database;
 mod failure;

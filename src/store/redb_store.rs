@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
+use super::body_log::BodyLog;
 use super::database::{connect, initialise, write_in};
 use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle};
 use super::listing;
@@ -51,6 +52,8 @@ pub struct RedbStore {
     reopen_needed: AtomicBool,
     /// The read snapshot of the latest commit, shared by every read until the next write.
     snapshot: RwLock<SharedSnapshot>,
+    /// A copy of the bodies for fast reads by height; `None` when its files cannot be opened.
+    log: Option<BodyLog>,
     report: OpenReport,
 }
 
@@ -78,6 +81,7 @@ impl RedbStore {
         }
         let (db, full_repair) = connect(path, cache_bytes, true)?;
         let created = initialise(&db).map_err(|f| settle(f, Op::Open, path))?;
+        let log = open_log(&db, path).map_err(|f| settle(f, Op::Open, path))?;
         Ok(Self {
             path: path.to_path_buf(),
             cache_bytes,
@@ -85,6 +89,7 @@ impl RedbStore {
             writer: Mutex::new(()),
             reopen_needed: AtomicBool::new(false),
             snapshot: RwLock::new(SharedSnapshot::default()),
+            log,
             report: OpenReport {
                 created,
                 full_repair,
@@ -98,10 +103,21 @@ impl RedbStore {
         self.report
     }
 
+    /// Heights the body log serves (`0..n`); `None` without a log.
+    #[cfg(test)]
+    pub(super) fn body_log_trusted(&self) -> Option<u64> {
+        self.log.as_ref().map(BodyLog::trusted)
+    }
+
     /// Closes the file, reporting any error a drop would ignore. Call it last at shutdown.
     pub fn close(self) -> Result<(), StoreError> {
+        self.settle_log();
         self.retire_snapshot();
-        let slot = self.db.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let slot = self
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         match slot {
             Some(db) => db
                 .close()
@@ -164,13 +180,93 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&mut WriteTables<'_>) -> Outcome<T>,
     ) -> Result<T, StoreError> {
+        self.write_then(f, |_| ())
+    }
+
+    /// [`Self::write`], then `after` on the committed value while still the only writer. Each
+    /// commit also stores the body log's watermark when it has moved.
+    fn write_then<T>(
+        &self,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Outcome<T>,
+        after: impl FnOnce(&T),
+    ) -> Result<T, StoreError> {
         let writer = self.lock_writer();
         self.recover(&writer)?;
         let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
         let db = slot.as_ref().ok_or_else(closed)?;
-        let result = write_in(db, f).map_err(|e| self.settle(e, Op::Write));
+        let mut watermark = None;
+        let result = write_in(db, |t| {
+            let value = f(t)?;
+            watermark = self.log.as_ref().and_then(BodyLog::to_persist);
+            if let Some(w) = watermark {
+                t.meta
+                    .insert(tables::KEY_BODY_LOG, w.to_le_bytes().as_slice())?;
+            }
+            Ok(value)
+        })
+        .map_err(|e| self.settle(e, Op::Write));
+        if let Ok(value) = &result {
+            if let (Some(log), Some(w)) = (&self.log, watermark) {
+                log.persisted(w);
+            }
+            after(value);
+        }
         self.retire_snapshot();
         result
+    }
+
+    /// Blocks committed at `first..`, preceded by `repaired` (the bodies of the log's gap below
+    /// `first`), go to the body log.
+    fn log_committed(&self, repaired: &Repaired, blocks: &[BlockRecord]) {
+        let Some(log) = &self.log else { return };
+        let mut bodies: Vec<&[u8]> = repaired.bodies.iter().map(Vec::as_slice).collect();
+        if repaired.closes_gap {
+            bodies.extend(blocks.iter().map(|b| b.body.as_slice()));
+        }
+        log.record(repaired.from, bodies);
+    }
+
+    /// Inside a commit appending at `first`: the bodies the log is missing below `first`, as
+    /// many as one commit rewrites.
+    fn repair_gap(&self, t: &WriteTables<'_>, first: u64) -> Outcome<Repaired> {
+        let Some(log) = &self.log else {
+            return Ok(Repaired::default());
+        };
+        let gap = log.gap(first);
+        let mut bodies = Vec::with_capacity(gap.end.saturating_sub(gap.start) as usize);
+        for h in gap.clone() {
+            match t.body(h)? {
+                Some(body) => bodies.push(body),
+                None => break,
+            }
+        }
+        Ok(Repaired {
+            from: gap.start,
+            closes_gap: gap.start + bodies.len() as u64 == first,
+            bodies,
+        })
+    }
+
+    /// Fsyncs the body log and stores its final watermark, so that the next open trusts it
+    /// whole. Best effort: a failure only means more reads from redb after the next open.
+    fn settle_log(&self) {
+        let Some(log) = &self.log else { return };
+        let _writer = self.lock_writer();
+        log.flush();
+        let Some(w) = log.to_persist() else { return };
+        let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = slot.as_ref()
+            && !self.reopen_needed.load(Ordering::Acquire)
+        {
+            let stored = write_in(db, |t| {
+                t.meta
+                    .insert(tables::KEY_BODY_LOG, w.to_le_bytes().as_slice())?;
+                Ok(())
+            });
+            if stored.is_ok() {
+                log.persisted(w);
+            }
+        }
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, ()> {
@@ -216,6 +312,9 @@ impl BlockStore for RedbStore {
     }
 
     fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(body) = self.log.as_ref().and_then(|log| log.get(height)) {
+            return Ok(Some(body));
+        }
         self.read(|txn| {
             let bodies = txn.open_table(tables::BODIES)?;
             Ok(tables::read_body(&bodies, height)?.map(|(body, _)| body))
@@ -312,41 +411,52 @@ impl BlockStore for RedbStore {
     }
 
     fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError> {
-        self.write(|t| {
-            if let Some(tip) = t.tip()? {
-                return Err(not_contiguous(tip.height + 1, genesis.meta.height));
-            }
-            if genesis.meta.height != 0 {
-                return Err(not_contiguous(0, genesis.meta.height));
-            }
-            let mut totals = t.totals()?;
-            t.insert_block(&genesis)?;
-            tables::adjust(&mut totals, &genesis.meta, true);
-            t.set_totals(&totals)?;
-            t.meta.insert(tables::KEY_NETWORK, network.as_bytes())?;
-            Ok(())
-        })
+        let blocks = std::slice::from_ref(&genesis);
+        self.write_then(
+            |t| {
+                if let Some(tip) = t.tip()? {
+                    return Err(not_contiguous(tip.height + 1, genesis.meta.height));
+                }
+                if genesis.meta.height != 0 {
+                    return Err(not_contiguous(0, genesis.meta.height));
+                }
+                let mut totals = t.totals()?;
+                t.insert_block(&genesis)?;
+                tables::adjust(&mut totals, &genesis.meta, true);
+                t.set_totals(&totals)?;
+                t.meta.insert(tables::KEY_NETWORK, network.as_bytes())?;
+                self.repair_gap(t, 0)
+            },
+            |repaired| self.log_committed(repaired, blocks),
+        )
+        .map(drop)
     }
 
     fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError> {
         if blocks.is_empty() {
             return Ok(());
         }
-        self.write(|t| {
-            let next = t.tip()?.map_or(0, |m| m.height + 1);
-            // Checked before the first insert, so a gap anywhere in the batch writes nothing
-            for (expected, block) in (next..).zip(blocks) {
-                if block.meta.height != expected {
-                    return Err(not_contiguous(expected, block.meta.height));
+        self.write_then(
+            |t| {
+                let next = t.tip()?.map_or(0, |m| m.height + 1);
+                // Checked before the first insert, so a gap anywhere in the batch writes nothing
+                for (expected, block) in (next..).zip(blocks) {
+                    if block.meta.height != expected {
+                        return Err(not_contiguous(expected, block.meta.height));
+                    }
                 }
-            }
-            let mut totals = t.totals()?;
-            for block in blocks {
-                t.insert_block(block)?;
-                tables::adjust(&mut totals, &block.meta, true);
-            }
-            t.set_totals(&totals)
-        })
+                let repaired = self.repair_gap(t, next)?;
+                let mut totals = t.totals()?;
+                for block in blocks {
+                    t.insert_block(block)?;
+                    tables::adjust(&mut totals, &block.meta, true);
+                }
+                t.set_totals(&totals)?;
+                Ok(repaired)
+            },
+            |repaired| self.log_committed(repaired, blocks),
+        )
+        .map(drop)
     }
 
     fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError> {
@@ -355,6 +465,14 @@ impl BlockStore for RedbStore {
                 Some(tip) if tip.height > height => tip.height,
                 _ => return Ok(Vec::new()),
             };
+            if let Some(log) = &self.log {
+                // Before the commit: from now on these heights are read from redb, which still
+                // has them until the commit and not after. The lowered watermark is stored with
+                // the removal, so that a crash never trusts a log entry this rollback voids.
+                let w = log.rollback(height);
+                t.meta
+                    .insert(tables::KEY_BODY_LOG, w.to_le_bytes().as_slice())?;
+            }
             let mut totals = t.totals()?;
             let mut removed = Vec::new();
             for h in (height + 1..=tip).rev() {
@@ -398,6 +516,40 @@ impl BlockStore for RedbStore {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.settle_log();
+    }
+}
+
+/// The body log's gap below a commit, read inside it, for [`RedbStore::log_committed`].
+#[derive(Default)]
+struct Repaired {
+    from: u64,
+    bodies: Vec<Vec<u8>>,
+    /// The gap ends where the commit's blocks begin, so they may follow it into the log.
+    closes_gap: bool,
+}
+
+/// Opens the body log beside `path`, trusting it as far as redb's meta table says. A log that
+/// cannot be opened costs speed, not correctness: reads go to redb, with a warning.
+fn open_log(db: &Database, path: &Path) -> Outcome<Option<BodyLog>> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(tables::META)?;
+    let persisted = match meta.get(tables::KEY_BODY_LOG)? {
+        Some(v) => codec::decode_u64(v.value(), "body log watermark")?,
+        None => 0,
+    };
+    let next = tables::read_tip(&txn.open_table(tables::METAS)?)?.map_or(0, |m| m.height + 1);
+    match BodyLog::open(path, persisted, next) {
+        Ok(log) => Ok(Some(log)),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the body log; block reads go to the store");
+            Ok(None)
+        }
     }
 }
 

@@ -35,6 +35,9 @@ pub(super) const KEY_FORMAT_VERSION: &str = "format_version";
 pub(super) const KEY_NETWORK: &str = "network";
 pub(super) const KEY_GENESIS_HASH: &str = "genesis_hash";
 pub(super) const KEY_TOTALS: &str = "totals";
+/// Heights below this have a body in the body log that was fsync'd before the commit that
+/// wrote this value (see [`super::body_log`]).
+pub(super) const KEY_BODY_LOG: &str = "body_log_trusted";
 
 /// Every table, opened for writing in one transaction.
 pub(super) struct WriteTables<'t> {
@@ -127,6 +130,11 @@ impl<'t> WriteTables<'t> {
         }
         self.times.remove((meta.timestamp_micros, height))?;
         Ok(Some(BlockRecord { meta, tx_ids, body }))
+    }
+
+    /// The body stored at `height`, as this transaction sees it.
+    pub(super) fn body(&self, height: u64) -> Outcome<Option<Vec<u8>>> {
+        Ok(read_body(&self.bodies, height)?.map(|(body, _)| body))
     }
 
     /// Current totals (zero when never written).

@@ -1,6 +1,7 @@
 //! Tests of the block store against real redb files in temporary folders; [`listing`] covers
 //! paging, [`processes`] adds a second process for locking, crash recovery and a full volume.
 
+mod body_log;
 mod listing;
 mod processes;
 
@@ -352,11 +353,17 @@ fn the_write_probe_succeeds_and_leaves_nothing_behind() {
         store.check_writable().unwrap();
     }
     let folder = store_path(&dir).parent().unwrap().to_path_buf();
-    let names: Vec<_> = std::fs::read_dir(folder)
+    let mut names: Vec<_> = std::fs::read_dir(folder)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("blocks.redb")]);
+    names.sort();
+    let expected = [
+        "blocks.redb",
+        "blocks.redb.bodies",
+        "blocks.redb.bodies-index",
+    ];
+    assert_eq!(names, expected);
 }
 
 #[test]

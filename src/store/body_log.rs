@@ -1,0 +1,267 @@
+//! [`BodyLog`]: a second copy of every stored body in two flat files beside the redb file, so
+//! that a read by height is one 16-byte index read and one `pread` of the body.
+//!
+//! Why: read through redb, a body sits at the end of a B-tree walk whose leaves (350 MiB of
+//! pages at 100k blocks of 2 KB) cannot stay in the store's bounded page cache, so most reads
+//! paid a cache miss, a `pread` and an eviction inside redb: about a third of the cost of a block
+//! read over HTTP. Here both reads come from the OS page cache, which is not this process's
+//! memory, and nothing is walked.
+//!
+//! redb stays the record; the log is only ever a faster way to the same bytes:
+//! - It is written after each commit, under the store's writer lock, and a height is served
+//!   from it only below `trusted`, which covers entries already written.
+//! - The watermark kept in redb's meta table ([`super::tables::KEY_BODY_LOG`]) covers only
+//!   entries fsync'd before the commit that wrote it, so after any crash (of the OS too) nothing
+//!   unsynced is trusted. Heights above it are read from redb until later commits rewrite them
+//!   ([`BodyLog::gap`]).
+//! - A rollback lowers both watermarks in its own transaction.
+//! - Every entry carries a CRC-32 of its body, so a damaged entry, or one a rollback is
+//!   rewriting under a read, is never served: the read falls back to redb.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Bytes of one index entry: data offset (u64), body length (u32), CRC-32 of the body (u32).
+const ENTRY: u64 = 16;
+/// How often, at most, a commit fsyncs the log so that the watermark it persists can advance.
+/// Rare enough to cost writers nothing measurable; what it bounds is how many heights are read
+/// from redb (and rewritten) after a crash.
+const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// Untrusted heights one commit rewrites from redb, so that catching up after a crash never
+/// makes a single commit slow.
+pub(super) const REPAIR_PER_COMMIT: u64 = 512;
+
+/// The body log of one store: `<store file>.bodies` and `<store file>.bodies-index`.
+pub(super) struct BodyLog {
+    data: File,
+    index: File,
+    /// Heights below this are served from the log.
+    trusted: AtomicU64,
+    tail: Mutex<Tail>,
+    data_path: PathBuf,
+}
+
+/// The writer's side; every change happens under the store's writer lock.
+struct Tail {
+    /// Bytes of the data file in use; the next body goes here.
+    end: u64,
+    /// `trusted` as of the last fsync of both files: what a commit may persist.
+    synced: u64,
+    /// The watermark stored in redb by the last commit.
+    persisted: u64,
+    last_sync: Instant,
+    /// The last write failed (a warning was logged); the next success logs once more.
+    failing: bool,
+}
+
+impl BodyLog {
+    /// Opens (creating when missing) the log of the store at `store`, trusting it below
+    /// `persisted` (from redb) but never at or above `next` (the height after redb's tip).
+    pub(super) fn open(store: &Path, persisted: u64, next: u64) -> io::Result<Self> {
+        let data_path = sibling(store, "bodies");
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        };
+        let data = open(&data_path)?;
+        let index = open(&sibling(store, "bodies-index"))?;
+        let mut log = Self {
+            data,
+            index,
+            trusted: AtomicU64::new(0),
+            tail: Mutex::new(Tail {
+                end: 0,
+                synced: 0,
+                persisted,
+                last_sync: Instant::now(),
+                failing: false,
+            }),
+            data_path,
+        };
+        // Files shorter than the watermark says were cut (or replaced): trust nothing then.
+        let trusted = persisted.min(next);
+        if trusted > 0 {
+            let index_len = log.index.metadata()?.len();
+            let data_len = log.data.metadata()?.len();
+            let last = (trusted * ENTRY <= index_len)
+                .then(|| log.entry(trusted - 1).ok())
+                .flatten()
+                .filter(|e| e.end() <= data_len);
+            if let Some(last) = last {
+                log.trusted = AtomicU64::new(trusted);
+                let tail = log.tail.get_mut().unwrap_or_else(PoisonError::into_inner);
+                tail.end = last.end();
+                tail.synced = trusted;
+            }
+        }
+        Ok(log)
+    }
+
+    /// The body at `height`, when the log holds a sound copy of it; `None` sends the caller to
+    /// redb.
+    pub(super) fn get(&self, height: u64) -> Option<Vec<u8>> {
+        if height >= self.trusted.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = self.entry(height).ok()?;
+        let mut body = vec![0; entry.len as usize];
+        self.data.read_exact_at(&mut body, entry.offset).ok()?;
+        (crc32fast::hash(&body) == entry.crc).then_some(body)
+    }
+
+    /// Heights below `first` (where a commit appends) that the log does not hold yet, as many as
+    /// one commit should rewrite.
+    pub(super) fn gap(&self, first: u64) -> Range<u64> {
+        let from = self.trusted.load(Ordering::Acquire);
+        from..first.min(from.saturating_add(REPAIR_PER_COMMIT))
+    }
+
+    /// Writes `bodies`, committed at heights `first..`, and trusts them. Call it after the
+    /// commit, under the writer lock. Bodies that would leave a hole are not written: a later
+    /// commit fills the hole first ([`Self::gap`]).
+    pub(super) fn record<'b>(&self, first: u64, bodies: impl IntoIterator<Item = &'b [u8]>) {
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        if first != self.trusted.load(Ordering::Acquire) {
+            return;
+        }
+        let mut data = Vec::new();
+        let mut entries = Vec::new();
+        for body in bodies {
+            let offset = tail.end + data.len() as u64;
+            entries.extend_from_slice(&offset.to_le_bytes());
+            // Bodies are capped far below 4 GiB by the request limit
+            entries.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            entries.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            data.extend_from_slice(body);
+        }
+        let count = entries.len() as u64 / ENTRY;
+        if count == 0 {
+            return;
+        }
+        let written = self
+            .data
+            .write_all_at(&data, tail.end)
+            .and_then(|()| self.index.write_all_at(&entries, first * ENTRY));
+        match written {
+            Ok(()) => {
+                tail.end += data.len() as u64;
+                self.trusted.store(first + count, Ordering::Release);
+                if tail.failing {
+                    tail.failing = false;
+                    tracing::info!(path = %self.data_path.display(), "body log writable again");
+                }
+            }
+            Err(e) => self.failed(&mut tail, &e),
+        }
+        if tail.last_sync.elapsed() >= SYNC_EVERY {
+            self.sync(&mut tail);
+        }
+    }
+
+    /// A rollback to `height` is about to commit: heights above it stop being served from the
+    /// log at once, and their space is reused. Returns the watermark the rollback must persist.
+    pub(super) fn rollback(&self, height: u64) -> u64 {
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let keep = height.saturating_add(1);
+        let trusted = self.trusted.load(Ordering::Acquire);
+        if keep < trusted {
+            self.trusted.store(keep, Ordering::Release);
+            // Reads already past the watermark check may still fetch the old bytes; the CRC
+            // sends any that are overwritten meanwhile to redb.
+            if let Ok(last) = self.entry(height) {
+                tail.end = last.end();
+            }
+        }
+        tail.synced = tail.synced.min(keep);
+        tail.synced
+    }
+
+    /// The watermark a commit should write, when it differs from the one stored.
+    pub(super) fn to_persist(&self) -> Option<u64> {
+        let tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        (tail.synced != tail.persisted).then_some(tail.synced)
+    }
+
+    /// A commit has stored `watermark`.
+    pub(super) fn persisted(&self, watermark: u64) {
+        self.tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .persisted = watermark;
+    }
+
+    /// Fsyncs the log now (at close), so that the final watermark covers every entry.
+    pub(super) fn flush(&self) {
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        if tail.synced != self.trusted.load(Ordering::Acquire) {
+            self.sync(&mut tail);
+        }
+    }
+
+    /// Heights served from the log: `0..trusted()`.
+    #[cfg(test)]
+    pub(super) fn trusted(&self) -> u64 {
+        self.trusted.load(Ordering::Acquire)
+    }
+
+    fn sync(&self, tail: &mut Tail) {
+        let trusted = self.trusted.load(Ordering::Acquire);
+        match self.data.sync_data().and_then(|()| self.index.sync_data()) {
+            Ok(()) => tail.synced = trusted,
+            Err(e) => self.failed(tail, &e),
+        }
+        tail.last_sync = Instant::now();
+    }
+
+    fn failed(&self, tail: &mut Tail, e: &io::Error) {
+        if !tail.failing {
+            tail.failing = true;
+            tracing::warn!(
+                path = %self.data_path.display(),
+                error = %e,
+                "cannot write the body log; block reads go to the store until it can"
+            );
+        }
+    }
+
+    fn entry(&self, height: u64) -> io::Result<Entry> {
+        let mut raw = [0u8; ENTRY as usize];
+        self.index.read_exact_at(&mut raw, height * ENTRY)?;
+        let word = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
+        Ok(Entry {
+            offset: u64::from_le_bytes(raw[..8].try_into().expect("8 bytes")),
+            len: word(8),
+            crc: word(12),
+        })
+    }
+}
+
+struct Entry {
+    offset: u64,
+    len: u32,
+    crc: u32,
+}
+
+impl Entry {
+    fn end(&self) -> u64 {
+        self.offset + u64::from(self.len)
+    }
+}
+
+/// `<store file name>.<suffix>` beside the store file.
+pub(super) fn sibling(store: &Path, suffix: &str) -> PathBuf {
+    let name = store
+        .file_name()
+        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
+    store.with_file_name(format!("{name}.{suffix}"))
+}

@@ -1,0 +1,162 @@
+//! The body log beside the redb file: a body is served from it only while it holds exactly what
+//! redb holds, whatever happened to its files.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use super::super::body_log::{REPAIR_PER_COMMIT, sibling};
+use super::super::tables;
+use super::{GENESIS_MICROS, blocks, open, record, store_path};
+use crate::store::BlockStore;
+
+fn index_path(dir: &TempDir) -> PathBuf {
+    sibling(&store_path(dir), "bodies-index")
+}
+
+fn data_path(dir: &TempDir) -> PathBuf {
+    sibling(&store_path(dir), "bodies")
+}
+
+fn read_entry(index: &Path, height: u64) -> [u8; 16] {
+    let mut raw = [0; 16];
+    let file = OpenOptions::new().read(true).open(index).unwrap();
+    file.read_exact_at(&mut raw, height * 16).unwrap();
+    raw
+}
+
+fn write_at(path: &Path, at: u64, bytes: &[u8]) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, at).unwrap();
+}
+
+/// Stores `watermark` as the log's, as a crash before the log was fsync'd would leave it.
+fn set_stored_watermark(dir: &TempDir, watermark: u64) {
+    let db = redb::Database::open(store_path(dir)).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(tables::META)
+        .unwrap()
+        .insert(tables::KEY_BODY_LOG, watermark.to_le_bytes().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn appended_bodies_are_served_from_the_log() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = blocks(0, 40);
+    store.append(&chain[..1]).unwrap();
+    store.append(&chain[1..25]).unwrap();
+    store.append(&chain[25..]).unwrap();
+    assert_eq!(store.body_log_trusted(), Some(40));
+    for r in &chain {
+        assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
+    }
+    assert_eq!(store.body_at(40).unwrap(), None);
+    // Proof that the log answers: point height 7's entry at height 8's body, CRC and all.
+    write_at(&index_path(&dir), 7 * 16, &read_entry(&index_path(&dir), 8));
+    assert_eq!(store.body_at(7).unwrap(), Some(chain[8].body.clone()));
+}
+
+#[test]
+fn a_damaged_body_in_the_log_is_read_from_the_store_instead() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = blocks(0, 20);
+    store.append(&chain).unwrap();
+    let entry = read_entry(&index_path(&dir), 10);
+    let offset = u64::from_le_bytes(entry[..8].try_into().unwrap());
+    write_at(&data_path(&dir), offset + 3, b"#");
+    assert_eq!(store.body_at(10).unwrap(), Some(chain[10].body.clone()));
+    // An entry pointing past the end of the data file as well
+    write_at(&index_path(&dir), 11 * 16, &u64::MAX.to_le_bytes());
+    assert_eq!(store.body_at(11).unwrap(), Some(chain[11].body.clone()));
+}
+
+#[test]
+fn a_clean_close_trusts_the_whole_log_at_the_next_open() {
+    let dir = TempDir::new().unwrap();
+    let chain = blocks(0, 30);
+    {
+        let store = open(&dir);
+        store.append(&chain).unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.body_log_trusted(), Some(30));
+    assert_eq!(store.body_at(29).unwrap(), Some(chain[29].body.clone()));
+}
+
+#[test]
+fn a_lost_log_is_read_from_the_store_and_rebuilt_by_later_commits() {
+    let dir = TempDir::new().unwrap();
+    let total = REPAIR_PER_COMMIT + 100;
+    let chain = blocks(0, total + 2);
+    {
+        let store = open(&dir);
+        store.append(&chain[..total as usize]).unwrap();
+    }
+    std::fs::remove_file(data_path(&dir)).unwrap();
+    let store = open(&dir);
+    assert_eq!(store.body_log_trusted(), Some(0));
+    for r in &chain[..total as usize] {
+        assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
+    }
+    // Each commit rewrites a bounded part of the gap; the one that closes it logs its own block.
+    store.append(&chain[total as usize..][..1]).unwrap();
+    assert_eq!(store.body_log_trusted(), Some(REPAIR_PER_COMMIT));
+    store.append(&chain[total as usize + 1..]).unwrap();
+    assert_eq!(store.body_log_trusted(), Some(total + 2));
+    for r in &chain {
+        assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
+    }
+}
+
+#[test]
+fn entries_above_the_stored_watermark_are_not_trusted_after_a_crash() {
+    let dir = TempDir::new().unwrap();
+    let chain = blocks(0, 12);
+    {
+        let store = open(&dir);
+        store.append(&chain).unwrap();
+    }
+    // As after a power loss: the watermark stored says only 0..5 were synced, and entry 8 holds
+    // a sound but different body (the one of height 9).
+    set_stored_watermark(&dir, 5);
+    write_at(&index_path(&dir), 8 * 16, &read_entry(&index_path(&dir), 9));
+    let store = open(&dir);
+    assert_eq!(store.body_log_trusted(), Some(5));
+    assert_eq!(store.body_at(8).unwrap(), Some(chain[8].body.clone()));
+    store.append(&blocks(12, 13)).unwrap();
+    assert_eq!(store.body_log_trusted(), Some(13));
+    assert_eq!(store.body_at(8).unwrap(), Some(chain[8].body.clone()));
+}
+
+#[test]
+fn after_a_rollback_the_new_blocks_at_those_heights_are_served() {
+    let dir = TempDir::new().unwrap();
+    let chain = blocks(0, 20);
+    let fork: Vec<_> = (11..20)
+        .map(|h| record(h, GENESIS_MICROS + h as i64 * 7_000_000, 1))
+        .collect();
+    {
+        let store = open(&dir);
+        store.append(&chain).unwrap();
+        store.rollback_above(10).unwrap();
+        assert_eq!(store.body_log_trusted(), Some(11));
+        assert_eq!(store.body_at(15).unwrap(), None);
+        store.append(&fork).unwrap();
+        assert_eq!(store.body_log_trusted(), Some(20));
+        for r in chain[..11].iter().chain(&fork) {
+            assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
+        }
+        // A rollback stores its lowered watermark with the removal itself.
+        store.rollback_above(15).unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.body_log_trusted(), Some(16));
+    assert_eq!(store.body_at(15).unwrap(), Some(fork[4].body.clone()));
+    assert_eq!(store.body_at(16).unwrap(), None);
+}

@@ -4,11 +4,14 @@
 #   - GET /api/v1/blocks/height/{random h} over a store of N blocks of about 2 KB, against
 #     GET /health/live (the HTTP stack's ceiling) on the same server, 64 connections.
 # Usage: bench/reads.sh [blocks=100000] [seconds=10]
+# WRK_THREADS (default 1) sets wrk's threads for the two GET runs: on two cores a second wrk
+# thread competes with the server's workers for the CPU it is measuring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 N=${1:-100000}
 SECS=${2:-10}
+WT=${WRK_THREADS:-1}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet
 BIN=$PWD/target/release/block-manager
@@ -68,10 +71,10 @@ LUA
 cat > live.lua <<'LUA'
 request = function() return wrk.format("GET", "/health/live") end
 LUA
-echo "== GET /health/live, 64 connections, ${SECS}s"
-wrk -t2 -c64 -d"${SECS}s" --latency -s live.lua "$URL" > live.txt
-echo "== GET /api/v1/blocks/height/{random}, 64 connections, ${SECS}s"
-wrk -t2 -c64 -d"${SECS}s" --latency -s read.lua "$URL" > read.txt
+echo "== GET /health/live, 64 connections, $WT wrk thread(s), ${SECS}s"
+wrk -t"$WT" -c64 -d"${SECS}s" --latency -s live.lua "$URL" > live.txt
+echo "== GET /api/v1/blocks/height/{random}, 64 connections, $WT wrk thread(s), ${SECS}s"
+wrk -t"$WT" -c64 -d"${SECS}s" --latency -s read.lua "$URL" > read.txt
 RSS=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
 LIVE=$(rate < live.txt); READ=$(rate < read.txt)
 echo

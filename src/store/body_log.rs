@@ -24,14 +24,15 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Bytes of one index entry: data offset (u64), body length (u32), CRC-32 of the body (u32).
 const ENTRY: u64 = 16;
-/// How often, at most, a commit fsyncs the log so that the watermark it persists can advance.
-/// Rare enough to cost writers nothing measurable; what it bounds is how many heights are read
-/// from redb (and rewritten) after a crash.
+/// How often a background thread fsyncs the log, so that the watermark commits persist can
+/// advance. It bounds how many heights are read from redb (and rewritten) after a crash. The
+/// fsync is kept off the writer: inline, it cost 8-client creates about 4 %.
 const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// Untrusted heights one commit rewrites from redb, so that catching up after a crash never
 /// makes a single commit slow.
@@ -39,23 +40,38 @@ pub(super) const REPAIR_PER_COMMIT: u64 = 512;
 
 /// The body log of one store: `<store file>.bodies` and `<store file>.bodies-index`.
 pub(super) struct BodyLog {
+    files: Arc<Files>,
+    tail: Mutex<Tail>,
+    syncer: Option<JoinHandle<()>>,
+    data_path: PathBuf,
+}
+
+/// What readers, the writer and the syncing thread share.
+struct Files {
     data: File,
     index: File,
     /// Heights below this are served from the log.
     trusted: AtomicU64,
-    tail: Mutex<Tail>,
-    data_path: PathBuf,
+    marks: Mutex<Marks>,
+    /// Wakes the syncing thread early, to stop.
+    wake: Condvar,
+}
+
+struct Marks {
+    /// `trusted` as of the last fsync of both files: what a commit may persist.
+    synced: u64,
+    /// Bumped by every rollback, so that an fsync begun before one never raises `synced` after
+    /// it to heights the rollback voided.
+    epoch: u64,
+    stop: bool,
 }
 
 /// The writer's side; every change happens under the store's writer lock.
 struct Tail {
     /// Bytes of the data file in use; the next body goes here.
     end: u64,
-    /// `trusted` as of the last fsync of both files: what a commit may persist.
-    synced: u64,
     /// The watermark stored in redb by the last commit.
     persisted: u64,
-    last_sync: Instant,
     /// The last write failed (a warning was logged); the next success logs once more.
     failing: bool,
 }
@@ -75,54 +91,66 @@ impl BodyLog {
         };
         let data = open(&data_path)?;
         let index = open(&sibling(store, "bodies-index"))?;
-        let mut log = Self {
-            data,
-            index,
-            trusted: AtomicU64::new(0),
-            tail: Mutex::new(Tail {
-                end: 0,
-                synced: 0,
-                persisted,
-                last_sync: Instant::now(),
-                failing: false,
-            }),
-            data_path,
-        };
         // Files shorter than the watermark says were cut (or replaced): trust nothing then.
-        let trusted = persisted.min(next);
+        let mut trusted = persisted.min(next);
+        let mut end = 0;
         if trusted > 0 {
-            let index_len = log.index.metadata()?.len();
-            let data_len = log.data.metadata()?.len();
+            let (index_len, data_len) = (index.metadata()?.len(), data.metadata()?.len());
             let last = (trusted * ENTRY <= index_len)
-                .then(|| log.entry(trusted - 1).ok())
+                .then(|| read_entry(&index, trusted - 1).ok())
                 .flatten()
                 .filter(|e| e.end() <= data_len);
-            if let Some(last) = last {
-                log.trusted = AtomicU64::new(trusted);
-                let tail = log.tail.get_mut().unwrap_or_else(PoisonError::into_inner);
-                tail.end = last.end();
-                tail.synced = trusted;
+            match last {
+                Some(last) => end = last.end(),
+                None => trusted = 0,
             }
         }
-        Ok(log)
+        let files = Arc::new(Files {
+            data,
+            index,
+            trusted: AtomicU64::new(trusted),
+            marks: Mutex::new(Marks {
+                synced: trusted,
+                epoch: 0,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let syncer = {
+            let files = Arc::clone(&files);
+            std::thread::Builder::new()
+                .name("body-log-sync".into())
+                .spawn(move || files.sync_until_stopped())?
+        };
+        Ok(Self {
+            files,
+            tail: Mutex::new(Tail {
+                end,
+                persisted,
+                failing: false,
+            }),
+            syncer: Some(syncer),
+            data_path,
+        })
     }
 
     /// The body at `height`, when the log holds a sound copy of it; `None` sends the caller to
     /// redb.
     pub(super) fn get(&self, height: u64) -> Option<Vec<u8>> {
-        if height >= self.trusted.load(Ordering::Acquire) {
+        let files = &*self.files;
+        if height >= files.trusted.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self.entry(height).ok()?;
+        let entry = read_entry(&files.index, height).ok()?;
         let mut body = vec![0; entry.len as usize];
-        self.data.read_exact_at(&mut body, entry.offset).ok()?;
+        files.data.read_exact_at(&mut body, entry.offset).ok()?;
         (crc32fast::hash(&body) == entry.crc).then_some(body)
     }
 
     /// Heights below `first` (where a commit appends) that the log does not hold yet, as many as
     /// one commit should rewrite.
     pub(super) fn gap(&self, first: u64) -> Range<u64> {
-        let from = self.trusted.load(Ordering::Acquire);
+        let from = self.files.trusted.load(Ordering::Acquire);
         from..first.min(from.saturating_add(REPAIR_PER_COMMIT))
     }
 
@@ -130,8 +158,9 @@ impl BodyLog {
     /// commit, under the writer lock. Bodies that would leave a hole are not written: a later
     /// commit fills the hole first ([`Self::gap`]).
     pub(super) fn record<'b>(&self, first: u64, bodies: impl IntoIterator<Item = &'b [u8]>) {
+        let files = &*self.files;
         let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
-        if first != self.trusted.load(Ordering::Acquire) {
+        if first != files.trusted.load(Ordering::Acquire) {
             return;
         }
         let mut data = Vec::new();
@@ -148,48 +177,58 @@ impl BodyLog {
         if count == 0 {
             return;
         }
-        let written = self
+        let written = files
             .data
             .write_all_at(&data, tail.end)
-            .and_then(|()| self.index.write_all_at(&entries, first * ENTRY));
+            .and_then(|()| files.index.write_all_at(&entries, first * ENTRY));
         match written {
             Ok(()) => {
                 tail.end += data.len() as u64;
-                self.trusted.store(first + count, Ordering::Release);
+                files.trusted.store(first + count, Ordering::Release);
                 if tail.failing {
                     tail.failing = false;
                     tracing::info!(path = %self.data_path.display(), "body log writable again");
                 }
             }
-            Err(e) => self.failed(&mut tail, &e),
-        }
-        if tail.last_sync.elapsed() >= SYNC_EVERY {
-            self.sync(&mut tail);
+            Err(e) => {
+                if !tail.failing {
+                    tail.failing = true;
+                    tracing::warn!(
+                        path = %self.data_path.display(),
+                        error = %e,
+                        "cannot write the body log; block reads go to the store until it can"
+                    );
+                }
+            }
         }
     }
 
     /// A rollback to `height` is about to commit: heights above it stop being served from the
     /// log at once, and their space is reused. Returns the watermark the rollback must persist.
     pub(super) fn rollback(&self, height: u64) -> u64 {
+        let files = &*self.files;
         let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
         let keep = height.saturating_add(1);
-        let trusted = self.trusted.load(Ordering::Acquire);
-        if keep < trusted {
-            self.trusted.store(keep, Ordering::Release);
+        // Under the marks lock, so that an fsync in flight sees both or neither
+        let mut marks = files.marks();
+        marks.epoch += 1;
+        if keep < files.trusted.load(Ordering::Acquire) {
+            files.trusted.store(keep, Ordering::Release);
             // Reads already past the watermark check may still fetch the old bytes; the CRC
             // sends any that are overwritten meanwhile to redb.
-            if let Ok(last) = self.entry(height) {
+            if let Ok(last) = read_entry(&files.index, height) {
                 tail.end = last.end();
             }
         }
-        tail.synced = tail.synced.min(keep);
-        tail.synced
+        marks.synced = marks.synced.min(keep);
+        marks.synced
     }
 
     /// The watermark a commit should write, when it differs from the one stored.
     pub(super) fn to_persist(&self) -> Option<u64> {
         let tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
-        (tail.synced != tail.persisted).then_some(tail.synced)
+        let synced = self.files.marks().synced;
+        (synced != tail.persisted).then_some(synced)
     }
 
     /// A commit has stored `watermark`.
@@ -202,48 +241,80 @@ impl BodyLog {
 
     /// Fsyncs the log now (at close), so that the final watermark covers every entry.
     pub(super) fn flush(&self) {
-        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
-        if tail.synced != self.trusted.load(Ordering::Acquire) {
-            self.sync(&mut tail);
-        }
+        let _tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        self.files.sync();
     }
 
     /// Heights served from the log: `0..trusted()`.
     #[cfg(test)]
     pub(super) fn trusted(&self) -> u64 {
-        self.trusted.load(Ordering::Acquire)
+        self.files.trusted.load(Ordering::Acquire)
     }
+}
 
-    fn sync(&self, tail: &mut Tail) {
-        let trusted = self.trusted.load(Ordering::Acquire);
-        match self.data.sync_data().and_then(|()| self.index.sync_data()) {
-            Ok(()) => tail.synced = trusted,
-            Err(e) => self.failed(tail, &e),
-        }
-        tail.last_sync = Instant::now();
-    }
-
-    fn failed(&self, tail: &mut Tail, e: &io::Error) {
-        if !tail.failing {
-            tail.failing = true;
-            tracing::warn!(
-                path = %self.data_path.display(),
-                error = %e,
-                "cannot write the body log; block reads go to the store until it can"
-            );
+impl Drop for BodyLog {
+    fn drop(&mut self) {
+        self.files.marks().stop = true;
+        self.files.wake.notify_all();
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
         }
     }
+}
 
-    fn entry(&self, height: u64) -> io::Result<Entry> {
-        let mut raw = [0u8; ENTRY as usize];
-        self.index.read_exact_at(&mut raw, height * ENTRY)?;
-        let word = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
-        Ok(Entry {
-            offset: u64::from_le_bytes(raw[..8].try_into().expect("8 bytes")),
-            len: word(8),
-            crc: word(12),
-        })
+impl Files {
+    fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The syncing thread: an fsync every [`SYNC_EVERY`] while entries are unsynced.
+    fn sync_until_stopped(&self) {
+        let mut marks = self.marks();
+        while !marks.stop {
+            marks = self
+                .wake
+                .wait_timeout(marks, SYNC_EVERY)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            if !marks.stop && marks.synced != self.trusted.load(Ordering::Acquire) {
+                drop(marks);
+                self.sync();
+                marks = self.marks();
+            }
+        }
+    }
+
+    /// Fsyncs both files and advances `synced` to the entries written before, unless a rollback
+    /// came in between.
+    fn sync(&self) {
+        let (trusted, epoch) = {
+            let marks = self.marks();
+            (self.trusted.load(Ordering::Acquire), marks.epoch)
+        };
+        // A failure leaves `synced` where it was: commits keep persisting the older watermark
+        if self
+            .data
+            .sync_data()
+            .and_then(|()| self.index.sync_data())
+            .is_ok()
+        {
+            let mut marks = self.marks();
+            if marks.epoch == epoch {
+                marks.synced = trusted;
+            }
+        }
+    }
+}
+
+fn read_entry(index: &File, height: u64) -> io::Result<Entry> {
+    let mut raw = [0u8; ENTRY as usize];
+    index.read_exact_at(&mut raw, height * ENTRY)?;
+    let word = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
+    Ok(Entry {
+        offset: u64::from_le_bytes(raw[..8].try_into().expect("8 bytes")),
+        len: word(8),
+        crc: word(12),
+    })
 }
 
 struct Entry {

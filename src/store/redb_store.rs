@@ -103,6 +103,19 @@ impl RedbStore {
         self.report
     }
 
+    /// The body log watermark stored in the meta table, as the next open would read it.
+    #[cfg(test)]
+    pub(super) fn stored_body_log_watermark(&self) -> Option<u64> {
+        self.read(|txn| {
+            let meta = txn.open_table(tables::META)?;
+            let value = meta.get(tables::KEY_BODY_LOG)?;
+            Ok(value
+                .map(|v| codec::decode_u64(v.value(), "watermark"))
+                .transpose()?)
+        })
+        .unwrap()
+    }
+
     /// Heights the body log serves (`0..n`); `None` without a log.
     #[cfg(test)]
     pub(super) fn body_log_trusted(&self) -> Option<u64> {

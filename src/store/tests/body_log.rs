@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -159,4 +160,27 @@ fn after_a_rollback_the_new_blocks_at_those_heights_are_served() {
     assert_eq!(store.body_log_trusted(), Some(16));
     assert_eq!(store.body_at(15).unwrap(), Some(fork[4].body.clone()));
     assert_eq!(store.body_at(16).unwrap(), None);
+}
+
+#[test]
+fn commits_store_the_watermark_once_the_log_is_synced_in_the_background() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = blocks(0, 200);
+    store.append(&chain[..10]).unwrap();
+    // Nothing was fsync'd when that commit ran, so it could not raise the stored watermark.
+    assert_eq!(store.stored_body_log_watermark(), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut next = 10;
+    while store.stored_body_log_watermark().unwrap_or(0) < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the stored watermark never advanced"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        store.append(&chain[next..next + 1]).unwrap();
+        next += 1;
+    }
+    // Never past what the log holds
+    assert!(store.stored_body_log_watermark().unwrap() <= store.body_log_trusted().unwrap());
 }

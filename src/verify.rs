@@ -1,5 +1,6 @@
 //! Integrity check of a stored height range: every body parses, its merkle root and hash
-//! recompute, it links to the block below, and the hash and transaction indexes agree.
+//! recompute, it links to the block below, the hash and transaction indexes agree, and a read by
+//! height serves the stored body.
 //! Used offline by `block-manager verify` and online by `POST /api/v1/chain/verify`.
 
 use crate::chain;
@@ -120,6 +121,13 @@ fn check_one(
             "height {height}: header record disagrees with the body"
         )),
         None => problem(format!("height {height}: header record missing")),
+    }
+    // Reads by height may come from a copy of the bodies (the store's body log), not from
+    // the record this check reads: what clients are served must be the same bytes.
+    if store.body_at(height)?.as_deref() != Some(body) {
+        problem(format!(
+            "height {height}: a read by height serves a body that differs from the stored one"
+        ));
     }
     if store.height_of_hash(&block.hash)? != Some(height) {
         problem(format!("height {height}: hash index does not point here"));

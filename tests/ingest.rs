@@ -151,3 +151,51 @@ fn acknowledged_blocks_survive_sigkill_during_a_stream_of_appends() {
         Some(0)
     );
 }
+
+#[test]
+fn verify_exits_1_naming_a_height_whose_served_body_differs_and_checks_only_the_range_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_process(dir.path(), &[]);
+    for i in 0..5 {
+        let body = create_body(&format!("v{i}"), 2);
+        assert_eq!(
+            http_post(p.port, "/api/v1/blocks", &body).map(|r| r.0),
+            Some(201)
+        );
+    }
+    signal(&p, "TERM");
+    assert_eq!(
+        wait_exit(&mut p, std::time::Duration::from_secs(10)),
+        Some(0)
+    );
+    let (code, report) = run_verify(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("checked 6 blocks"), "{report}");
+
+    // Height 3's entry in the body log now points at height 4's body, checksum and all: reads
+    // by height would serve the wrong block, and verify must say so.
+    let index = dir.path().join("data/blocks/blocks.redb.bodies-index");
+    let mut raw = std::fs::read(&index).unwrap();
+    raw.copy_within(4 * 16..5 * 16, 3 * 16);
+    std::fs::write(&index, raw).unwrap();
+    let (code, report) = run_verify(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains("height 3: a read by height serves a body that differs"),
+        "{report}"
+    );
+    assert!(report.contains("1 problem(s)"), "{report}");
+
+    // --from/--to limit the check: a range that leaves height 3 out is consistent.
+    let out = std::process::Command::new(binary())
+        .current_dir(dir.path())
+        .args(["verify", "--from", "4", "--to", "5"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("checked 2 blocks (heights 4-5)"),
+        "{report}"
+    );
+}

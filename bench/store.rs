@@ -52,6 +52,15 @@ fn main() {
     probes(&store);
     let size = store.file_size().expect("size");
     mib("store file size", size);
+    // The copy of the bodies that reads by height are served from, beside the store file
+    let log_bytes: u64 = ["bodies", "bodies-index"]
+        .iter()
+        .map(|suffix| {
+            let name = format!("blocks.redb.{suffix}");
+            std::fs::metadata(path.with_file_name(name)).map_or(0, |m| m.len())
+        })
+        .sum();
+    mib("body log files", log_bytes);
     store.close().expect("close");
 
     let crash_open = opens(&path);

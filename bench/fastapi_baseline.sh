@@ -35,4 +35,4 @@ PORT=$(free_port)
 PID=$!
 wait_200 "127.0.0.1:$PORT/api/v1/blocks/height/1" 10 || { echo "uvicorn did not answer" >&2; exit 1; }
 echo "document: $(curl -s "127.0.0.1:$PORT/api/v1/blocks/height/1" | wc -c) bytes"
-wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:$PORT/api/v1/blocks/height/1" | grep -E "Requests/sec| 99%|Non-2xx|Socket"
+wrk -t"${WRK_THREADS:-1}" -c64 -d"${SECS}s" --latency "http://127.0.0.1:$PORT/api/v1/blocks/height/1" | grep -E "Requests/sec| 99%|Non-2xx|Socket"

@@ -722,6 +722,26 @@ async fn health_reports_checks_and_readiness() {
 }
 
 #[tokio::test]
+async fn health_is_degraded_but_200_when_the_data_volume_is_low_on_space() {
+    let app = spawn_app(|c| c.storage.min_free_bytes = u64::MAX).await;
+    let (s, h) = app.get_json("/health").await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    let store = &h["checks"]["store"];
+    assert_eq!(store["status"], "degraded", "{h}");
+    assert!(
+        store["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bytes free (minimum")),
+        "{h}"
+    );
+    assert!(store["disk_free_bytes"].as_u64().is_some(), "{h}");
+    // Readiness is about serving, not about free space
+    assert_eq!(app.get_json("/health/ready").await.0, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn slow_request_times_out_with_408() {
     let app = spawn_app(|c| c.api.request_timeout_seconds = 0.3).await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -323,6 +323,45 @@ fn a_second_process_on_the_same_store_fails_within_a_second_with_a_clear_message
 }
 
 #[test]
+fn a_store_of_a_newer_format_stops_start_up_within_a_second_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut p = spawn_process(dir.path(), &[]);
+        signal(&p, "TERM");
+        assert_eq!(wait_exit(&mut p, Duration::from_secs(5)), Some(0));
+    }
+    // As a later release would leave it: the same file, a higher format version.
+    {
+        let db = redb::Database::open(dir.path().join("data/blocks/blocks.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+        txn.open_table(meta)
+            .unwrap()
+            .insert("format_version", 99u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let started = Instant::now();
+    let port = free_port().to_string();
+    let (code, _, stderr) = run(
+        dir.path(),
+        &[],
+        &[
+            ("BLOCK_MANAGER_HOST", "127.0.0.1"),
+            ("BLOCK_MANAGER_PORT", &port),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("format version 99"), "{stderr}");
+}
+
+#[test]
 fn verify_command_reports_a_consistent_store() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use super::super::body_log::{REPAIR_PER_COMMIT, sibling};
 use super::super::tables;
 use super::{GENESIS_MICROS, blocks, open, record, store_path};
-use crate::store::BlockStore;
+use crate::store::{BlockRecord, BlockStore, RedbStore};
 
 fn index_path(dir: &TempDir) -> PathBuf {
     sibling(&store_path(dir), "bodies-index")
@@ -44,6 +44,18 @@ fn set_stored_watermark(dir: &TempDir, watermark: u64) {
     txn.commit().unwrap();
 }
 
+/// A store under `dir` holding `chain`, closed cleanly.
+fn closed_store(dir: &TempDir, chain: &[BlockRecord]) {
+    open(dir).append(chain).unwrap();
+}
+
+/// Every block of `records` reads back by height as stored.
+fn assert_serves<'r>(store: &RedbStore, records: impl IntoIterator<Item = &'r BlockRecord>) {
+    for r in records {
+        assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
+    }
+}
+
 #[test]
 fn appended_bodies_are_served_from_the_log() {
     let dir = TempDir::new().unwrap();
@@ -53,9 +65,7 @@ fn appended_bodies_are_served_from_the_log() {
     store.append(&chain[1..25]).unwrap();
     store.append(&chain[25..]).unwrap();
     assert_eq!(store.body_log_trusted(), Some(40));
-    for r in &chain {
-        assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
-    }
+    assert_serves(&store, &chain);
     assert_eq!(store.body_at(40).unwrap(), None);
     // Proof that the log answers: point height 7's entry at height 8's body, CRC and all.
     write_at(&index_path(&dir), 7 * 16, &read_entry(&index_path(&dir), 8));
@@ -81,10 +91,7 @@ fn a_damaged_body_in_the_log_is_read_from_the_store_instead() {
 fn a_clean_close_trusts_the_whole_log_at_the_next_open() {
     let dir = TempDir::new().unwrap();
     let chain = blocks(0, 30);
-    {
-        let store = open(&dir);
-        store.append(&chain).unwrap();
-    }
+    closed_store(&dir, &chain);
     let store = open(&dir);
     assert_eq!(store.body_log_trusted(), Some(30));
     assert_eq!(store.body_at(29).unwrap(), Some(chain[29].body.clone()));
@@ -95,34 +102,24 @@ fn a_lost_log_is_read_from_the_store_and_rebuilt_by_later_commits() {
     let dir = TempDir::new().unwrap();
     let total = REPAIR_PER_COMMIT + 100;
     let chain = blocks(0, total + 2);
-    {
-        let store = open(&dir);
-        store.append(&chain[..total as usize]).unwrap();
-    }
+    closed_store(&dir, &chain[..total as usize]);
     std::fs::remove_file(data_path(&dir)).unwrap();
     let store = open(&dir);
     assert_eq!(store.body_log_trusted(), Some(0));
-    for r in &chain[..total as usize] {
-        assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
-    }
+    assert_serves(&store, &chain[..total as usize]);
     // Each commit rewrites a bounded part of the gap; the one that closes it logs its own block.
     store.append(&chain[total as usize..][..1]).unwrap();
     assert_eq!(store.body_log_trusted(), Some(REPAIR_PER_COMMIT));
     store.append(&chain[total as usize + 1..]).unwrap();
     assert_eq!(store.body_log_trusted(), Some(total + 2));
-    for r in &chain {
-        assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
-    }
+    assert_serves(&store, &chain);
 }
 
 #[test]
 fn entries_above_the_stored_watermark_are_not_trusted_after_a_crash() {
     let dir = TempDir::new().unwrap();
     let chain = blocks(0, 12);
-    {
-        let store = open(&dir);
-        store.append(&chain).unwrap();
-    }
+    closed_store(&dir, &chain);
     // As after a power loss: the watermark stored says only 0..5 were synced, and entry 8 holds
     // a sound but different body (the one of height 9).
     set_stored_watermark(&dir, 5);
@@ -150,9 +147,7 @@ fn after_a_rollback_the_new_blocks_at_those_heights_are_served() {
         assert_eq!(store.body_at(15).unwrap(), None);
         store.append(&fork).unwrap();
         assert_eq!(store.body_log_trusted(), Some(20));
-        for r in chain[..11].iter().chain(&fork) {
-            assert_eq!(store.body_at(r.meta.height).unwrap(), Some(r.body.clone()));
-        }
+        assert_serves(&store, chain[..11].iter().chain(&fork));
         // A rollback stores its lowered watermark with the removal itself.
         store.rollback_above(15).unwrap();
     }

@@ -281,6 +281,60 @@ fn request_lines_and_errors_reach_the_log_files() {
     assert!(dir.path().join("logs/block-manager-errors.log").exists());
 }
 
+/// GETs `path` with an `X-Request-Id`, so that the request's log line can be found.
+fn get_with_id(port: u16, path: &str, id: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn json_console_lines_carry_method_route_status_latency_and_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_process(dir.path(), &[("BLOCK_MANAGER__LOGGING__FORMAT", "json")]);
+    get_with_id(p.port, "/api/v1/blocks/height/0", "json-line-1");
+    signal(&p, "TERM");
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(5)), Some(0));
+    let out = std::fs::read_to_string(&p.log).unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let line = lines
+        .iter()
+        .find(|v| v["request_id"] == "json-line-1")
+        .unwrap_or_else(|| panic!("no line for the request: {out}"));
+    assert_eq!(line["method"], "GET", "{line}");
+    assert_eq!(line["route"], "/api/v1/blocks/height/{height}", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(line["latency_ms"].as_f64().is_some(), "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
+}
+
+#[test]
+fn rust_log_and_log_level_decide_what_is_logged() {
+    for (env, logged) in [
+        (("LOG_LEVEL", "WARNING"), false),
+        (("RUST_LOG", "warn,block_manager::http=info"), true),
+        (("RUST_LOG", "error"), false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = spawn_process(dir.path(), &[env]);
+        get_with_id(p.port, "/health/live", "level-probe");
+        signal(&p, "TERM");
+        assert_eq!(wait_exit(&mut p, Duration::from_secs(5)), Some(0));
+        let out = std::fs::read_to_string(&p.log).unwrap();
+        assert_eq!(out.contains("level-probe"), logged, "{env:?}: {out}");
+    }
+}
+
 #[test]
 fn unwritable_log_folder_warns_once_and_the_service_still_starts() {
     let dir = tempfile::tempdir().unwrap();

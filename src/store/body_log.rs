@@ -216,7 +216,9 @@ impl BodyLog {
             files.trusted.store(keep, Ordering::Release);
             // Reads already past the watermark check may still fetch the old bytes; the CRC
             // sends any that are overwritten meanwhile to redb.
-            if let Ok(last) = read_entry(&files.index, height) {
+            if let Ok(last) = read_entry(&files.index, height)
+                && last.end() <= tail.end
+            {
                 tail.end = last.end();
             }
         }

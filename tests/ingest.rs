@@ -44,7 +44,8 @@ async fn a_thousand_creates_from_8_clients_get_heights_1_to_1000_without_gaps() 
 }
 
 #[tokio::test]
-async fn a_panicking_handler_answers_an_opaque_500_in_the_error_shape() {
+async fn a_panicking_handler_answers_an_opaque_500_in_the_error_shape_and_is_logged_once_with_its_id()
+ {
     use tower::ServiceExt;
     let dir = tempfile::tempdir().unwrap();
     let tracker = tokio_util::task::TaskTracker::new();
@@ -62,24 +63,64 @@ async fn a_panicking_handler_answers_an_opaque_500_in_the_error_shape() {
         }),
     );
     let app = block_manager::api::with_middleware(routes, state);
+    // Everything logged while the request runs, to check the panic is logged once with its id.
+    let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = logged.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || Captured(sink.clone()))
+        .finish();
+    let _scope = tracing::subscriber::set_default(subscriber);
     let res = app
         .oneshot(
             axum::http::Request::get("/boom")
+                .header("x-request-id", "panic-probe-1")
                 .body(axum::body::Body::empty())
                 .unwrap(),
         )
         .await
         .unwrap();
     assert_eq!(res.status(), 500);
+    assert_eq!(res.headers()["x-request-id"], "panic-probe-1");
     let body = axum::body::to_bytes(res.into_body(), 1 << 16)
         .await
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let detail = v["detail"].as_object().expect("the error shape");
+    let mut keys: Vec<&str> = detail.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["additional_info", "error", "error_code", "severity"],
+        "{v}"
+    );
     assert_eq!(v["detail"]["error_code"], "SRV_001");
+    assert!(v["detail"]["error"].as_str().is_some_and(|e| !e.is_empty()));
     assert!(
         !String::from_utf8_lossy(&body).contains("secret"),
         "a 5xx never leaks internals"
     );
+    let text = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+    let panics: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("handler panicked"))
+        .collect();
+    assert_eq!(panics.len(), 1, "{text}");
+    assert!(panics[0].contains("ERROR"), "{text}");
+    assert!(panics[0].contains("panic-probe-1"), "{text}");
+}
+
+/// A log sink for one test: every write lands in the shared buffer.
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[test]

@@ -213,11 +213,21 @@ fn verify_exits_1_naming_a_height_whose_served_body_differs_and_checks_only_the_
     assert_eq!(code, Some(0), "{report}");
     assert!(report.contains("checked 6 blocks"), "{report}");
 
-    // Height 3's entry in the body log now points at height 4's body, checksum and all: reads
-    // by height would serve the wrong block, and verify must say so.
+    // Height 3's entry in the body log now points at height 4's body, with a checksum made for
+    // height 3 (what a stale entry left by a fork would look like): reads by height would serve
+    // the wrong block, and verify must say so.
     let index = dir.path().join("data/blocks/blocks.redb.bodies-index");
     let mut raw = std::fs::read(&index).unwrap();
-    raw.copy_within(4 * 16..5 * 16, 3 * 16);
+    let offset = u64::from_le_bytes(raw[4 * 16..4 * 16 + 8].try_into().unwrap());
+    let len = u32::from_le_bytes(raw[4 * 16 + 8..4 * 16 + 12].try_into().unwrap());
+    let data = std::fs::read(dir.path().join("data/blocks/blocks.redb.bodies")).unwrap();
+    let body = &data[offset as usize..offset as usize + len as usize];
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&3u64.to_le_bytes());
+    crc.update(&u64::from(len).to_le_bytes());
+    crc.update(body);
+    raw.copy_within(4 * 16..4 * 16 + 12, 3 * 16);
+    raw[3 * 16 + 12..4 * 16].copy_from_slice(&crc.finalize().to_le_bytes());
     std::fs::write(&index, raw).unwrap();
     let (code, report) = run_verify(dir.path(), &[]);
     assert_eq!(code, Some(1), "{report}");

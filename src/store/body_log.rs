@@ -15,8 +15,11 @@
 //!   unsynced is trusted. Heights above it are read from redb until later commits rewrite them
 //!   ([`BodyLog::gap`]).
 //! - A rollback lowers both watermarks in its own transaction.
-//! - Every entry carries a CRC-32 of its body, so a damaged entry, or one a rollback is
-//!   rewriting under a read, is never served: the read falls back to redb.
+//! - Every entry carries a CRC-32 of its height, length and body, so a damaged entry (a zeroed
+//!   one included), one copied to another height, or one a rollback is rewriting under a read,
+//!   is never served: the read falls back to redb.
+//! - After a failed fsync the synced watermark never rises again in this process: Linux may
+//!   report such a failure once and then call the lost pages clean.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -52,6 +55,9 @@ struct Files {
     index: File,
     /// Heights below this are served from the log.
     trusted: AtomicU64,
+    /// Bytes of the data file in use (the writer's `Tail::end`), which bounds what a damaged
+    /// entry can make a read allocate.
+    data_end: AtomicU64,
     marks: Mutex<Marks>,
     /// Wakes the syncing thread early, to stop.
     wake: Condvar,
@@ -60,6 +66,8 @@ struct Files {
 struct Marks {
     /// `trusted` as of the last fsync of both files: what a commit may persist.
     synced: u64,
+    /// An fsync failed: what was written before it may never reach the disk, so `synced` stays.
+    frozen: bool,
     /// Bumped by every rollback, so that an fsync begun before one never raises `synced` after
     /// it to heights the rollback voided.
     epoch: u64,
@@ -91,17 +99,14 @@ impl BodyLog {
         };
         let data = open(&data_path)?;
         let index = open(&sibling(store, "bodies-index"))?;
-        // Files shorter than the watermark says were cut (or replaced): trust nothing then.
+        // The last trusted entry decides where new bodies go, so it must be sound; files cut,
+        // replaced or damaged there are not trusted at all (later commits rebuild them).
         let mut trusted = persisted.min(next);
         let mut end = 0;
         if trusted > 0 {
-            let (index_len, data_len) = (index.metadata()?.len(), data.metadata()?.len());
-            let last = (trusted * ENTRY <= index_len)
-                .then(|| read_entry(&index, trusted - 1).ok())
-                .flatten()
-                .filter(|e| e.end() <= data_len);
-            match last {
-                Some(last) => end = last.end(),
+            let data_len = data.metadata()?.len();
+            match sound_end(&index, &data, trusted - 1, data_len) {
+                Some(last_end) => end = last_end,
                 None => trusted = 0,
             }
         }
@@ -109,8 +114,10 @@ impl BodyLog {
             data,
             index,
             trusted: AtomicU64::new(trusted),
+            data_end: AtomicU64::new(end),
             marks: Mutex::new(Marks {
                 synced: trusted,
+                frozen: false,
                 epoch: 0,
                 stop: false,
             }),
@@ -141,10 +148,12 @@ impl BodyLog {
         if height >= files.trusted.load(Ordering::Acquire) {
             return None;
         }
-        let entry = read_entry(&files.index, height).ok()?;
-        let mut body = vec![0; entry.len as usize];
-        files.data.read_exact_at(&mut body, entry.offset).ok()?;
-        (crc32fast::hash(&body) == entry.crc).then_some(body)
+        read_sound(
+            &files.index,
+            &files.data,
+            height,
+            files.data_end.load(Ordering::Acquire),
+        )
     }
 
     /// Heights below `first` (where a commit appends) that the log does not hold yet, as many as
@@ -165,12 +174,12 @@ impl BodyLog {
         }
         let mut data = Vec::new();
         let mut entries = Vec::new();
-        for body in bodies {
+        for (height, body) in (first..).zip(bodies) {
             let offset = tail.end + data.len() as u64;
             entries.extend_from_slice(&offset.to_le_bytes());
             // Bodies are capped far below 4 GiB by the request limit
             entries.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            entries.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            entries.extend_from_slice(&checksum(height, body).to_le_bytes());
             data.extend_from_slice(body);
         }
         let count = entries.len() as u64 / ENTRY;
@@ -184,6 +193,7 @@ impl BodyLog {
         match written {
             Ok(()) => {
                 tail.end += data.len() as u64;
+                files.data_end.store(tail.end, Ordering::Release);
                 files.trusted.store(first + count, Ordering::Release);
                 if tail.failing {
                     tail.failing = false;
@@ -216,10 +226,9 @@ impl BodyLog {
             files.trusted.store(keep, Ordering::Release);
             // Reads already past the watermark check may still fetch the old bytes; the CRC
             // sends any that are overwritten meanwhile to redb.
-            if let Ok(last) = read_entry(&files.index, height)
-                && last.end() <= tail.end
-            {
-                tail.end = last.end();
+            if let Some(last_end) = sound_end(&files.index, &files.data, height, tail.end) {
+                tail.end = last_end;
+                files.data_end.store(last_end, Ordering::Release);
             }
         }
         marks.synced = marks.synced.min(keep);
@@ -278,7 +287,8 @@ impl Files {
                 .wait_timeout(marks, SYNC_EVERY)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-            if !marks.stop && marks.synced != self.trusted.load(Ordering::Acquire) {
+            if !marks.stop && !marks.frozen && marks.synced != self.trusted.load(Ordering::Acquire)
+            {
                 drop(marks);
                 self.sync();
                 marks = self.marks();
@@ -287,25 +297,57 @@ impl Files {
     }
 
     /// Fsyncs both files and advances `synced` to the entries written before, unless a rollback
-    /// came in between.
+    /// came in between or an fsync has ever failed.
     fn sync(&self) {
         let (trusted, epoch) = {
             let marks = self.marks();
             (self.trusted.load(Ordering::Acquire), marks.epoch)
         };
-        // A failure leaves `synced` where it was: commits keep persisting the older watermark
-        if self
-            .data
-            .sync_data()
-            .and_then(|()| self.index.sync_data())
-            .is_ok()
-        {
-            let mut marks = self.marks();
-            if marks.epoch == epoch {
-                marks.synced = trusted;
+        let synced = self.data.sync_data().and_then(|()| self.index.sync_data());
+        let mut marks = self.marks();
+        match synced {
+            Ok(()) if !marks.frozen && marks.epoch == epoch => {
+                // Two syncs may finish out of order: keep the higher mark
+                marks.synced = marks.synced.max(trusted);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if !marks.frozen {
+                    tracing::warn!(error = %e, "body log fsync failed; after a restart its newer entries are read from the store and rewritten");
+                }
+                marks.frozen = true;
             }
         }
     }
+}
+
+/// The entry's checksum: its height and length are in it, so that a zeroed entry or one copied
+/// to another height does not pass.
+pub(super) fn checksum(height: u64, body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&height.to_le_bytes());
+    hasher.update(&(body.len() as u64).to_le_bytes());
+    hasher.update(body);
+    hasher.finalize()
+}
+
+/// The body at `height` when its entry is sound: inside the first `data_end` bytes and with a
+/// matching checksum.
+fn read_sound(index: &File, data: &File, height: u64, data_end: u64) -> Option<Vec<u8>> {
+    let entry = read_entry(index, height).ok()?;
+    if entry.end()? > data_end {
+        return None;
+    }
+    let mut body = vec![0; entry.len as usize];
+    data.read_exact_at(&mut body, entry.offset).ok()?;
+    (checksum(height, &body) == entry.crc).then_some(body)
+}
+
+/// Where the body at `height` ends, when its entry is sound (see [`read_sound`]).
+fn sound_end(index: &File, data: &File, height: u64, data_end: u64) -> Option<u64> {
+    let entry = read_entry(index, height).ok()?;
+    read_sound(index, data, height, data_end)?;
+    entry.end()
 }
 
 fn read_entry(index: &File, height: u64) -> io::Result<Entry> {
@@ -326,8 +368,9 @@ struct Entry {
 }
 
 impl Entry {
-    fn end(&self) -> u64 {
-        self.offset + u64::from(self.len)
+    /// `None` for an entry whose end does not fit (damaged).
+    fn end(&self) -> Option<u64> {
+        self.offset.checked_add(u64::from(self.len))
     }
 }
 

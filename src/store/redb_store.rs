@@ -248,9 +248,10 @@ impl RedbStore {
         let gap = log.gap(first);
         let mut bodies = Vec::with_capacity(gap.end.saturating_sub(gap.start) as usize);
         for h in gap.clone() {
-            match t.body(h)? {
-                Some(body) => bodies.push(body),
-                None => break,
+            // A body that cannot be read stops the repair here, never the append
+            match t.body(h) {
+                Ok(Some(body)) => bodies.push(body),
+                Ok(None) | Err(_) => break,
             }
         }
         Ok(Repaired {
@@ -478,14 +479,17 @@ impl BlockStore for RedbStore {
                 Some(tip) if tip.height > height => tip.height,
                 _ => return Ok(Vec::new()),
             };
-            if let Some(log) = &self.log {
+            // The lowered watermark is stored with the removal, so that no later open trusts a
+            // log entry this rollback voids: also when this run has no log (it could not be
+            // opened), since the next one may.
+            let w = match &self.log {
                 // Before the commit: from now on these heights are read from redb, which still
-                // has them until the commit and not after. The lowered watermark is stored with
-                // the removal, so that a crash never trusts a log entry this rollback voids.
-                let w = log.rollback(height);
-                t.meta
-                    .insert(tables::KEY_BODY_LOG, w.to_le_bytes().as_slice())?;
-            }
+                // has them until the commit and not after.
+                Some(log) => log.rollback(height),
+                None => stored_watermark(&t.meta).min(height.saturating_add(1)),
+            };
+            t.meta
+                .insert(tables::KEY_BODY_LOG, w.to_le_bytes().as_slice())?;
             let mut totals = t.totals()?;
             let mut removed = Vec::new();
             for h in (height + 1..=tip).rev() {
@@ -551,11 +555,7 @@ struct Repaired {
 /// cannot be opened costs speed, not correctness: reads go to redb, with a warning.
 fn open_log(db: &Database, path: &Path) -> Outcome<Option<BodyLog>> {
     let txn = db.begin_read()?;
-    let meta = txn.open_table(tables::META)?;
-    let persisted = match meta.get(tables::KEY_BODY_LOG)? {
-        Some(v) => codec::decode_u64(v.value(), "body log watermark")?,
-        None => 0,
-    };
+    let persisted = stored_watermark(&txn.open_table(tables::META)?);
     let next = tables::read_tip(&txn.open_table(tables::METAS)?)?.map_or(0, |m| m.height + 1);
     match BodyLog::open(path, persisted, next) {
         Ok(log) => Ok(Some(log)),
@@ -564,6 +564,15 @@ fn open_log(db: &Database, path: &Path) -> Outcome<Option<BodyLog>> {
             Ok(None)
         }
     }
+}
+
+/// The body log watermark in the meta table; 0 (trust nothing) when absent or unreadable.
+fn stored_watermark(meta: &impl redb::ReadableTable<&'static str, &'static [u8]>) -> u64 {
+    meta.get(tables::KEY_BODY_LOG)
+        .ok()
+        .flatten()
+        .and_then(|v| codec::decode_u64(v.value(), "body log watermark").ok())
+        .unwrap_or(0)
 }
 
 /// The write probe's file: hidden, beside the store file.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::super::body_log::{REPAIR_PER_COMMIT, sibling};
+use super::super::body_log::{REPAIR_PER_COMMIT, checksum, sibling};
 use super::super::tables;
 use super::{GENESIS_MICROS, blocks, open, record, store_path};
 use crate::store::{BlockRecord, BlockStore, RedbStore};
@@ -67,9 +67,37 @@ fn appended_bodies_are_served_from_the_log() {
     assert_eq!(store.body_log_trusted(), Some(40));
     assert_serves(&store, &chain);
     assert_eq!(store.body_at(40).unwrap(), None);
-    // Proof that the log answers: point height 7's entry at height 8's body, CRC and all.
-    write_at(&index_path(&dir), 7 * 16, &read_entry(&index_path(&dir), 8));
+    // Proof that the log answers: point height 7's entry at height 8's body, with a checksum
+    // made for height 7.
+    let mut forged = read_entry(&index_path(&dir), 8);
+    forged[12..].copy_from_slice(&checksum(7, &chain[8].body).to_le_bytes());
+    write_at(&index_path(&dir), 7 * 16, &forged);
     assert_eq!(store.body_at(7).unwrap(), Some(chain[8].body.clone()));
+}
+
+#[test]
+fn zeroed_copied_and_oversized_entries_are_read_from_the_store() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = blocks(0, 20);
+    store.append(&chain).unwrap();
+    let index = index_path(&dir);
+    // Zeroed, as a crash or a failing card leaves blocks: offset 0, length 0, checksum 0
+    write_at(&index, 5 * 16, &[0; 16]);
+    // Another height's entry, checksum and all
+    write_at(&index, 6 * 16, &read_entry(&index, 9));
+    // A length far past the data file (no 4 GiB allocation), and an end that overflows
+    let mut long = read_entry(&index, 7);
+    long[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    write_at(&index, 7 * 16, &long);
+    let mut wrapping = read_entry(&index, 8);
+    wrapping[..8].copy_from_slice(&(u64::MAX - 10).to_le_bytes());
+    write_at(&index, 8 * 16, &wrapping);
+    assert_serves(&store, &chain[5..9]);
+    drop(store);
+    // At the next open too; and entries below the damage still come from the log
+    let store = open(&dir);
+    assert_serves(&store, &chain);
 }
 
 #[test]
@@ -148,8 +176,14 @@ fn after_a_rollback_the_new_blocks_at_those_heights_are_served() {
         store.append(&fork).unwrap();
         assert_eq!(store.body_log_trusted(), Some(20));
         assert_serves(&store, chain[..11].iter().chain(&fork));
-        // A rollback stores its lowered watermark with the removal itself.
+    }
+    {
+        // The clean close stored 20. A rollback stores its lowered watermark with the removal
+        // itself, not only at the next close.
+        let store = open(&dir);
+        assert_eq!(store.stored_body_log_watermark(), Some(20));
         store.rollback_above(15).unwrap();
+        assert_eq!(store.stored_body_log_watermark(), Some(16));
     }
     let store = open(&dir);
     assert_eq!(store.body_log_trusted(), Some(16));
@@ -176,6 +210,31 @@ fn commits_store_the_watermark_once_the_log_is_synced_in_the_background() {
         store.append(&chain[next..next + 1]).unwrap();
         next += 1;
     }
-    // Never past what the log holds
-    assert!(store.stored_body_log_watermark().unwrap() <= store.body_log_trusted().unwrap());
+}
+
+#[test]
+fn a_rollback_in_a_run_without_the_log_still_lowers_the_stored_watermark() {
+    let dir = TempDir::new().unwrap();
+    let chain = blocks(0, 20);
+    let fork: Vec<_> = (11..20)
+        .map(|h| record(h, GENESIS_MICROS + h as i64 * 7_000_000, 1))
+        .collect();
+    closed_store(&dir, &chain);
+    // The data file cannot be opened in the next run (a folder stands in its place)
+    let saved = dir.path().join("saved-bodies");
+    std::fs::rename(data_path(&dir), &saved).unwrap();
+    std::fs::create_dir(data_path(&dir)).unwrap();
+    {
+        let store = open(&dir);
+        assert_eq!(store.body_log_trusted(), None);
+        store.rollback_above(10).unwrap();
+        store.append(&fork).unwrap();
+        assert_eq!(store.stored_body_log_watermark(), Some(11));
+    }
+    // The old log comes back: its entries for 11.. hold the orphans, checksums and all
+    std::fs::remove_dir(data_path(&dir)).unwrap();
+    std::fs::rename(&saved, data_path(&dir)).unwrap();
+    let store = open(&dir);
+    assert_eq!(store.body_log_trusted(), Some(11));
+    assert_serves(&store, chain[..11].iter().chain(&fork));
 }

@@ -243,15 +243,7 @@ fn port_zero_binds_a_free_port_and_logs_it_and_ipv6_loopback_binds() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_ne!(port, 0);
-    let mut s = TcpStream::connect(("::1", port)).unwrap();
-    write!(
-        s,
-        "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    get_200("::1", port, "/health/live", "");
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -281,18 +273,24 @@ fn request_lines_and_errors_reach_the_log_files() {
     assert!(dir.path().join("logs/block-manager-errors.log").exists());
 }
 
-/// GETs `path` with an `X-Request-Id`, so that the request's log line can be found.
-fn get_with_id(port: u16, path: &str, id: &str) {
+/// GETs `path` from `host:port` over a plain socket, with `headers` (each ending in CRLF), and
+/// asserts a 200.
+fn get_200(host: &str, port: u16, path: &str, headers: &str) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = TcpStream::connect((host, port)).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// GETs `path` with an `X-Request-Id`, so that the request's log line can be found.
+fn get_with_id(port: u16, path: &str, id: &str) {
+    get_200("127.0.0.1", port, path, &format!("X-Request-Id: {id}\r\n"));
 }
 
 #[test]

@@ -56,6 +56,13 @@ fn assert_serves<'r>(store: &RedbStore, records: impl IntoIterator<Item = &'r Bl
     }
 }
 
+/// Blocks `from..to` of another branch (other hashes, times and bodies) than [`blocks`].
+fn fork(from: u64, to: u64) -> Vec<BlockRecord> {
+    (from..to)
+        .map(|h| record(h, GENESIS_MICROS + h as i64 * 7_000_000, 1))
+        .collect()
+}
+
 #[test]
 fn appended_bodies_are_served_from_the_log() {
     let dir = TempDir::new().unwrap();
@@ -164,9 +171,7 @@ fn entries_above_the_stored_watermark_are_not_trusted_after_a_crash() {
 fn after_a_rollback_the_new_blocks_at_those_heights_are_served() {
     let dir = TempDir::new().unwrap();
     let chain = blocks(0, 20);
-    let fork: Vec<_> = (11..20)
-        .map(|h| record(h, GENESIS_MICROS + h as i64 * 7_000_000, 1))
-        .collect();
+    let fork = fork(11, 20);
     {
         let store = open(&dir);
         store.append(&chain).unwrap();
@@ -216,9 +221,7 @@ fn commits_store_the_watermark_once_the_log_is_synced_in_the_background() {
 fn a_rollback_in_a_run_without_the_log_still_lowers_the_stored_watermark() {
     let dir = TempDir::new().unwrap();
     let chain = blocks(0, 20);
-    let fork: Vec<_> = (11..20)
-        .map(|h| record(h, GENESIS_MICROS + h as i64 * 7_000_000, 1))
-        .collect();
+    let fork = fork(11, 20);
     closed_store(&dir, &chain);
     // The data file cannot be opened in the next run (a folder stands in its place)
     let saved = dir.path().join("saved-bodies");

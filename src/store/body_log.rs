@@ -31,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Bytes of one index entry: data offset (u64), body length (u32), CRC-32 of the body (u32).
+/// Bytes of one index entry: data offset (u64), body length (u32), [`checksum`] (u32).
 const ENTRY: u64 = 16;
 /// How often a background thread fsyncs the log, so that the watermark commits persist can
 /// advance. It bounds how many heights are read from redb (and rewritten) after a crash. The
@@ -55,8 +55,9 @@ struct Files {
     index: File,
     /// Heights below this are served from the log.
     trusted: AtomicU64,
-    /// Bytes of the data file in use (the writer's `Tail::end`), which bounds what a damaged
-    /// entry can make a read allocate.
+    /// Bytes of the data file in use: the next body goes here (changed only under the `tail`
+    /// lock), and no entry reaching past it is read, so a damaged one cannot make a read
+    /// allocate much.
     data_end: AtomicU64,
     marks: Mutex<Marks>,
     /// Wakes the syncing thread early, to stop.
@@ -76,8 +77,6 @@ struct Marks {
 
 /// The writer's side; every change happens under the store's writer lock.
 struct Tail {
-    /// Bytes of the data file in use; the next body goes here.
-    end: u64,
     /// The watermark stored in redb by the last commit.
     persisted: u64,
     /// The last write failed (a warning was logged); the next success logs once more.
@@ -105,8 +104,8 @@ impl BodyLog {
         let mut end = 0;
         if trusted > 0 {
             let data_len = data.metadata()?.len();
-            match sound_end(&index, &data, trusted - 1, data_len) {
-                Some(last_end) => end = last_end,
+            match sound_body(&index, &data, trusted - 1, data_len) {
+                Some((_, last_end)) => end = last_end,
                 None => trusted = 0,
             }
         }
@@ -132,7 +131,6 @@ impl BodyLog {
         Ok(Self {
             files,
             tail: Mutex::new(Tail {
-                end,
                 persisted,
                 failing: false,
             }),
@@ -148,12 +146,8 @@ impl BodyLog {
         if height >= files.trusted.load(Ordering::Acquire) {
             return None;
         }
-        read_sound(
-            &files.index,
-            &files.data,
-            height,
-            files.data_end.load(Ordering::Acquire),
-        )
+        let data_end = files.data_end.load(Ordering::Acquire);
+        sound_body(&files.index, &files.data, height, data_end).map(|(body, _)| body)
     }
 
     /// Heights below `first` (where a commit appends) that the log does not hold yet, as many as
@@ -172,10 +166,11 @@ impl BodyLog {
         if first != files.trusted.load(Ordering::Acquire) {
             return;
         }
+        let end = files.data_end.load(Ordering::Acquire);
         let mut data = Vec::new();
         let mut entries = Vec::new();
         for (height, body) in (first..).zip(bodies) {
-            let offset = tail.end + data.len() as u64;
+            let offset = end + data.len() as u64;
             entries.extend_from_slice(&offset.to_le_bytes());
             // Bodies are capped far below 4 GiB by the request limit
             entries.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -188,12 +183,13 @@ impl BodyLog {
         }
         let written = files
             .data
-            .write_all_at(&data, tail.end)
+            .write_all_at(&data, end)
             .and_then(|()| files.index.write_all_at(&entries, first * ENTRY));
         match written {
             Ok(()) => {
-                tail.end += data.len() as u64;
-                files.data_end.store(tail.end, Ordering::Release);
+                files
+                    .data_end
+                    .store(end + data.len() as u64, Ordering::Release);
                 files.trusted.store(first + count, Ordering::Release);
                 if tail.failing {
                     tail.failing = false;
@@ -214,10 +210,11 @@ impl BodyLog {
     }
 
     /// A rollback to `height` is about to commit: heights above it stop being served from the
-    /// log at once, and their space is reused. Returns the watermark the rollback must persist.
-    pub(super) fn rollback(&self, height: u64) -> u64 {
+    /// log at once, their space is reused, and the synced watermark (what the rollback's commit
+    /// stores, see [`Self::to_persist`]) drops below them.
+    pub(super) fn rollback(&self, height: u64) {
         let files = &*self.files;
-        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let _tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
         let keep = height.saturating_add(1);
         // Under the marks lock, so that an fsync in flight sees both or neither
         let mut marks = files.marks();
@@ -226,13 +223,12 @@ impl BodyLog {
             files.trusted.store(keep, Ordering::Release);
             // Reads already past the watermark check may still fetch the old bytes; the CRC
             // sends any that are overwritten meanwhile to redb.
-            if let Some(last_end) = sound_end(&files.index, &files.data, height, tail.end) {
-                tail.end = last_end;
+            let data_end = files.data_end.load(Ordering::Acquire);
+            if let Some((_, last_end)) = sound_body(&files.index, &files.data, height, data_end) {
                 files.data_end.store(last_end, Ordering::Release);
             }
         }
         marks.synced = marks.synced.min(keep);
-        marks.synced
     }
 
     /// The watermark a commit should write, when it differs from the one stored.
@@ -331,53 +327,24 @@ pub(super) fn checksum(height: u64, body: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// The body at `height` when its entry is sound: inside the first `data_end` bytes and with a
-/// matching checksum.
-fn read_sound(index: &File, data: &File, height: u64, data_end: u64) -> Option<Vec<u8>> {
-    let entry = read_entry(index, height).ok()?;
-    if entry.end()? > data_end {
-        return None;
-    }
-    let mut body = vec![0; entry.len as usize];
-    data.read_exact_at(&mut body, entry.offset).ok()?;
-    (checksum(height, &body) == entry.crc).then_some(body)
-}
-
-/// Where the body at `height` ends, when its entry is sound (see [`read_sound`]).
-fn sound_end(index: &File, data: &File, height: u64, data_end: u64) -> Option<u64> {
-    let entry = read_entry(index, height).ok()?;
-    read_sound(index, data, height, data_end)?;
-    entry.end()
-}
-
-fn read_entry(index: &File, height: u64) -> io::Result<Entry> {
+/// The body at `height` and where it ends in the data file, when its entry is sound: it ends
+/// inside the first `data_end` bytes and its checksum matches.
+fn sound_body(index: &File, data: &File, height: u64, data_end: u64) -> Option<(Vec<u8>, u64)> {
     let mut raw = [0u8; ENTRY as usize];
-    index.read_exact_at(&mut raw, height * ENTRY)?;
-    let word = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
-    Ok(Entry {
-        offset: u64::from_le_bytes(raw[..8].try_into().expect("8 bytes")),
-        len: word(8),
-        crc: word(12),
-    })
-}
-
-struct Entry {
-    offset: u64,
-    len: u32,
-    crc: u32,
-}
-
-impl Entry {
-    /// `None` for an entry whose end does not fit (damaged).
-    fn end(&self) -> Option<u64> {
-        self.offset.checked_add(u64::from(self.len))
-    }
+    index.read_exact_at(&mut raw, height * ENTRY).ok()?;
+    let offset = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
+    let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(raw[12..].try_into().expect("4 bytes"));
+    // A damaged offset may overflow
+    let end = offset
+        .checked_add(u64::from(len))
+        .filter(|&end| end <= data_end)?;
+    let mut body = vec![0; len as usize];
+    data.read_exact_at(&mut body, offset).ok()?;
+    (checksum(height, &body) == crc).then_some((body, end))
 }
 
 /// `<store file name>.<suffix>` beside the store file.
 pub(super) fn sibling(store: &Path, suffix: &str) -> PathBuf {
-    let name = store
-        .file_name()
-        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
-    store.with_file_name(format!("{name}.{suffix}"))
+    store.with_file_name(format!("{}.{suffix}", super::redb_store::file_name(store)))
 }

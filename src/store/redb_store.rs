@@ -107,11 +107,9 @@ impl RedbStore {
     #[cfg(test)]
     pub(super) fn stored_body_log_watermark(&self) -> Option<u64> {
         self.read(|txn| {
-            let meta = txn.open_table(tables::META)?;
-            let value = meta.get(tables::KEY_BODY_LOG)?;
-            Ok(value
-                .map(|v| codec::decode_u64(v.value(), "watermark"))
-                .transpose()?)
+            Ok(tables::read_body_log_watermark(
+                &txn.open_table(tables::META)?,
+            ))
         })
         .unwrap()
     }
@@ -212,8 +210,7 @@ impl RedbStore {
             let value = f(t)?;
             watermark = self.log.as_ref().and_then(BodyLog::to_persist);
             if let Some(w) = watermark {
-                t.meta
-                    .insert(tables::KEY_BODY_LOG, w.to_le_bytes().as_slice())?;
+                t.set_body_log_watermark(w)?;
             }
             Ok(value)
         })
@@ -261,25 +258,14 @@ impl RedbStore {
         })
     }
 
-    /// Fsyncs the body log and stores its final watermark, so that the next open trusts it
-    /// whole. Best effort: a failure only means more reads from redb after the next open.
+    /// Fsyncs the body log and stores its final watermark (in an otherwise empty commit), so
+    /// that the next open trusts it whole. Best effort: a failure only means more reads from
+    /// redb after the next open. Not after a latched I/O failure: no reopen on the way out.
     fn settle_log(&self) {
         let Some(log) = &self.log else { return };
-        let _writer = self.lock_writer();
         log.flush();
-        let Some(w) = log.to_persist() else { return };
-        let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(db) = slot.as_ref()
-            && !self.reopen_needed.load(Ordering::Acquire)
-        {
-            let stored = write_in(db, |t| {
-                t.meta
-                    .insert(tables::KEY_BODY_LOG, w.to_le_bytes().as_slice())?;
-                Ok(())
-            });
-            if stored.is_ok() {
-                log.persisted(w);
-            }
+        if log.to_persist().is_some() && !self.reopen_needed.load(Ordering::Acquire) {
+            let _ = self.write(|_| Ok(()));
         }
     }
 
@@ -480,16 +466,17 @@ impl BlockStore for RedbStore {
                 _ => return Ok(Vec::new()),
             };
             // The lowered watermark is stored with the removal, so that no later open trusts a
-            // log entry this rollback voids: also when this run has no log (it could not be
-            // opened), since the next one may.
-            let w = match &self.log {
+            // log entry this rollback voids: by `write_then` when there is a log, and here when
+            // this run has none (it could not be opened), since the next one may.
+            match &self.log {
                 // Before the commit: from now on these heights are read from redb, which still
                 // has them until the commit and not after.
                 Some(log) => log.rollback(height),
-                None => stored_watermark(&t.meta).min(height.saturating_add(1)),
-            };
-            t.meta
-                .insert(tables::KEY_BODY_LOG, w.to_le_bytes().as_slice())?;
+                None => {
+                    let stored = tables::read_body_log_watermark(&t.meta).unwrap_or(0);
+                    t.set_body_log_watermark(stored.min(height.saturating_add(1)))?;
+                }
+            }
             let mut totals = t.totals()?;
             let mut removed = Vec::new();
             for h in (height + 1..=tip).rev() {
@@ -555,7 +542,7 @@ struct Repaired {
 /// cannot be opened costs speed, not correctness: reads go to redb, with a warning.
 fn open_log(db: &Database, path: &Path) -> Outcome<Option<BodyLog>> {
     let txn = db.begin_read()?;
-    let persisted = stored_watermark(&txn.open_table(tables::META)?);
+    let persisted = tables::read_body_log_watermark(&txn.open_table(tables::META)?).unwrap_or(0);
     let next = tables::read_tip(&txn.open_table(tables::METAS)?)?.map_or(0, |m| m.height + 1);
     match BodyLog::open(path, persisted, next) {
         Ok(log) => Ok(Some(log)),
@@ -566,21 +553,16 @@ fn open_log(db: &Database, path: &Path) -> Outcome<Option<BodyLog>> {
     }
 }
 
-/// The body log watermark in the meta table; 0 (trust nothing) when absent or unreadable.
-fn stored_watermark(meta: &impl redb::ReadableTable<&'static str, &'static [u8]>) -> u64 {
-    meta.get(tables::KEY_BODY_LOG)
-        .ok()
-        .flatten()
-        .and_then(|v| codec::decode_u64(v.value(), "body log watermark").ok())
-        .unwrap_or(0)
-}
-
 /// The write probe's file: hidden, beside the store file.
 pub(super) fn probe_path(store: &Path) -> PathBuf {
-    let name = store
+    store.with_file_name(format!(".{}.write-probe", file_name(store)))
+}
+
+/// The store file's name, for the files kept beside it.
+pub(super) fn file_name(store: &Path) -> String {
+    store
         .file_name()
-        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
-    store.with_file_name(format!(".{name}.write-probe"))
+        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned())
 }
 
 fn not_contiguous(expected: u64, got: u64) -> Fault {

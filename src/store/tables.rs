@@ -150,6 +150,22 @@ impl<'t> WriteTables<'t> {
             .insert(KEY_TOTALS, codec::encode_totals(totals).as_slice())?;
         Ok(())
     }
+
+    /// Stores the body log's watermark ([`KEY_BODY_LOG`]).
+    pub(super) fn set_body_log_watermark(&mut self, watermark: u64) -> Outcome<()> {
+        self.meta
+            .insert(KEY_BODY_LOG, watermark.to_le_bytes().as_slice())?;
+        Ok(())
+    }
+}
+
+/// The body log's watermark ([`KEY_BODY_LOG`]); `None` when absent or unreadable, which callers
+/// treat as "trust nothing".
+pub(super) fn read_body_log_watermark(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Option<u64> {
+    let value = meta.get(KEY_BODY_LOG).ok()??;
+    codec::decode_u64(value.value(), "body log watermark").ok()
 }
 
 /// Adds `meta`'s block to `totals`, or (`add` false) takes it away.

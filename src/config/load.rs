@@ -622,6 +622,43 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "retry attempts and failure_threshold must be ≥ 1",
         ));
     }
+    validate_sync_budget(c, f)?;
+    Ok(())
+}
+
+/// The follower's byte budget and start-up grace.
+fn validate_sync_budget(c: &Config, f: &Figment) -> Result<(), ConfigError> {
+    let s = &c.synchronization;
+    // The budget is counted in semaphore permits (u32), and one reply must fit a block.
+    if !(64 * 1024..=u64::from(u32::MAX)).contains(&s.max_inflight_bytes) {
+        return Err(invalid(
+            f,
+            "synchronization.max_inflight_bytes",
+            &s.max_inflight_bytes.to_string(),
+            "expected a size from 65536 (64 KiB) to 4294967295 (4 GiB) bytes",
+        ));
+    }
+    let block = c.chain.max_block_size_bytes as u64;
+    if c.upstream().is_some() && s.max_inflight_bytes < block.saturating_add(64 * 1024) {
+        return Err(invalid(
+            f,
+            "synchronization.max_inflight_bytes",
+            &s.max_inflight_bytes.to_string(),
+            &format!(
+                "must be at least chain.max_block_size_bytes + 64 KiB ({}), or no block could be fetched",
+                block.saturating_add(64 * 1024)
+            ),
+        ));
+    }
+    let grace = s.startup_grace_seconds;
+    if !(grace.is_finite() && (0.0..1e9).contains(&grace)) {
+        return Err(invalid(
+            f,
+            "synchronization.startup_grace_seconds",
+            &grace.to_string(),
+            "expected seconds ≥ 0 (below 1e9)",
+        ));
+    }
     Ok(())
 }
 

@@ -208,6 +208,16 @@ pub struct SyncConfig {
     pub max_reorg_depth: u64,
     /// Key sent upstream as `X-API-Key` (`BLOCKCHAIN_ENGINE_API_KEY`).
     pub engine_api_key: Secret,
+    /// Follow the upstream when `engine_url` is set (`BLOCK_MANAGER__SYNCHRONIZATION__ENABLED`,
+    /// default true); `false` runs standalone even with an engine URL, for hosts where
+    /// `BLOCKCHAIN_ENGINE_URL` comes from an env file other services share.
+    pub enabled: bool,
+    /// Bytes of upstream replies all fetches in flight may hold together (default 32 MiB,
+    /// 64 KiB-4 GiB). A reply over it is refused with SYNC_003 without being read whole.
+    pub max_inflight_bytes: u64,
+    /// Seconds an empty follower may wait for its first valid block before health turns
+    /// `unhealthy` (503), naming the upstream and the first failure (default 120).
+    pub startup_grace_seconds: f64,
 }
 
 impl Default for SyncConfig {
@@ -219,6 +229,9 @@ impl Default for SyncConfig {
             sync_timeout_seconds: 30.0,
             max_reorg_depth: 100,
             engine_api_key: Secret::default(),
+            enabled: true,
+            max_inflight_bytes: 32 * 1024 * 1024,
+            startup_grace_seconds: 120.0,
         }
     }
 }
@@ -491,8 +504,12 @@ pub struct LoggerConfig {
 }
 
 impl Config {
-    /// Follower mode: an upstream URL is configured.
+    /// Follower mode: an upstream URL is configured and `synchronization.enabled` is not
+    /// `false`.
     pub fn upstream(&self) -> Option<&str> {
+        if !self.synchronization.enabled {
+            return None;
+        }
         self.synchronization
             .engine_url
             .as_deref()

@@ -1,6 +1,7 @@
 //! A fault-injecting stand-in upstream: a small axum server speaking the follower protocol over
 //! a chain the test sets, whose behaviour can be switched while it runs (down, slow, 5xx,
-//! malformed JSON, no range route).
+//! malformed JSON, no range route) or made hostile (huge replies, redirects to another origin,
+//! error text with forged log lines, absurd heights). It records every request it receives.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -26,6 +27,13 @@ pub enum Fault {
     ServerError,
     /// 200 with a body that is not JSON.
     Malformed,
+    /// 500 with this text as the Lucid error message.
+    ServerErrorText(String),
+    /// 302 to the same path on this other base URL.
+    RedirectTo(String),
+    /// The range route answers 200 with this many bytes of one never-ending JSON document
+    /// (with a `Content-Length`; see [`close_delimited`] for one without).
+    HugeRange(usize),
 }
 
 /// What the stand-in serves; tests change it while it runs.
@@ -38,6 +46,10 @@ pub struct Served {
     pub range_route: bool,
     /// Every `X-API-Key` value received.
     pub keys: Vec<String>,
+    /// Path and query of every request received, in order.
+    pub requests: Vec<String>,
+    /// Height claimed by `/chain/height` instead of the served tip's.
+    pub claimed_height: Option<u64>,
 }
 
 type Shared = Arc<Mutex<Served>>;
@@ -66,6 +78,8 @@ impl StandIn {
             fault: Fault::None,
             range_route: true,
             keys: Vec::new(),
+            requests: Vec::new(),
+            claimed_height: None,
         }));
         let mut s = StandIn {
             addr,
@@ -126,6 +140,16 @@ impl StandIn {
     pub fn documents(&self, docs: Vec<Value>) {
         self.served.lock().unwrap().chain = docs;
     }
+
+    /// The requests received so far whose path starts with `prefix`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<String> {
+        let s = self.served.lock().unwrap();
+        s.requests
+            .iter()
+            .filter(|r| r.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
 }
 
 fn router(served: Shared) -> Router {
@@ -134,7 +158,46 @@ fn router(served: Shared) -> Router {
         .route("/api/v1/blocks/range", get(range))
         .route("/api/v1/blocks/headers", get(headers))
         .route("/api/v1/blocks/height/{height}", get(at_height))
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(served.clone(), record))
         .with_state(served)
+}
+
+/// Logs the request, and answers every route (known or not) while a redirect or a 500 is set.
+async fn record(
+    State(s): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.to_string());
+    let fault = {
+        let mut s = s.lock().unwrap();
+        s.requests.push(target.clone());
+        s.fault.clone()
+    };
+    match fault {
+        Fault::RedirectTo(base) => {
+            if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+                s.lock().unwrap().keys.push(key.to_string());
+            }
+            (
+                StatusCode::FOUND,
+                [("location", format!("{base}{target}"))],
+            )
+                .into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
+async fn fallback(State(s): State<Shared>, h: HeaderMap) -> Response {
+    if let Some(r) = fault(&s, &h).await {
+        return r;
+    }
+    (StatusCode::NOT_FOUND, "no such route").into_response()
 }
 
 /// Applies the fault; `Some` is the answer to give instead of the normal one.
@@ -161,6 +224,15 @@ async fn fault(served: &Shared, headers: &HeaderMap) -> Option<Response> {
             )
                 .into_response(),
         ),
+        Fault::ServerErrorText(text) => Some(
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"detail": {"error": text, "error_code": "SRV_001"}})),
+            )
+                .into_response(),
+        ),
+        // Handled by the recording layer (redirect) or the range route (huge replies).
+        Fault::RedirectTo(_) | Fault::HugeRange(_) => None,
         Fault::Malformed => Some(
             (
                 StatusCode::OK,
@@ -187,7 +259,8 @@ async fn height(State(s): State<Shared>, h: HeaderMap) -> Response {
     let s = s.lock().unwrap();
     match s.chain.last() {
         Some(tip) => {
-            axum::Json(json!({"height": tip["height"], "block_hash": tip["hash"]})).into_response()
+            let height = s.claimed_height.map_or(tip["height"].clone(), Value::from);
+            axum::Json(json!({"height": height, "block_hash": tip["hash"]})).into_response()
         }
         None => not_found(),
     }
@@ -213,6 +286,9 @@ async fn range(State(s): State<Shared>, h: HeaderMap, Query(p): Query<Page>) -> 
     if !s.range_route {
         return (StatusCode::NOT_FOUND, "no such route").into_response();
     }
+    if let Fault::HugeRange(bytes) = s.fault {
+        return huge(bytes);
+    }
     axum::Json(json!({"blocks": slice(&s.chain, p.from, p.limit)})).into_response()
 }
 
@@ -237,4 +313,60 @@ async fn at_height(State(s): State<Shared>, h: HeaderMap, Path(height): Path<u64
         Some(b) => axum::Json(b.clone()).into_response(),
         None => not_found(),
     }
+}
+
+/// `{"blocks": [[[[...` of `bytes` bytes, with a `Content-Length`: valid JSON as far as it
+/// goes, and never-ending.
+fn huge(bytes: usize) -> Response {
+    let mut body = b"{\"blocks\": ".to_vec();
+    body.resize(bytes.max(body.len()), b'[');
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+}
+
+/// A bare upstream on its own port that answers `/chain/height` with `height` and every other
+/// request with `bytes` bytes of `[[[[...`, without a `Content-Length`: the reply ends when it
+/// closes the connection, so only reading it tells its size.
+pub async fn close_delimited(height: u64, bytes: usize) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /api/v1/chain/height") {
+                    let body = format!(r#"{{"height":{height},"block_hash":"{}"}}"#, "a".repeat(64));
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    return;
+                }
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"blocks\": ")
+                    .await;
+                let chunk = vec![b'['; 64 * 1024];
+                let mut sent = 0;
+                while sent < bytes {
+                    let n = chunk.len().min(bytes - sent);
+                    if sock.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    addr
 }

@@ -11,6 +11,7 @@
 //! - `metrics`: Prometheus registry and handles.
 //! - `monitoring`: background host sampler.
 //! - `health`: the check registry behind `/health`.
+//! - `supervise`: restarts background tasks that panic or end, and reports them down.
 //! - `sync`: follower loop against an upstream.
 //! - `error`: the error catalog and the one JSON error shape.
 //! - `api`: routes and middleware.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod monitoring;
 pub mod quarantine;
 pub mod store;
+pub mod supervise;
 pub mod sync;
 pub mod telemetry;
 pub mod verify;

@@ -81,6 +81,12 @@ pub struct Metrics {
     pub disk_total: IntGauge,
     /// Network bytes by direction (received, transmitted), all interfaces, counted since boot.
     pub network_bytes: IntCounterVec,
+    /// Upstream replies refused for being larger than the sync byte budget.
+    pub sync_replies_refused: IntCounter,
+    /// Background tasks restarted after they panicked or ended, by task.
+    pub task_restarts: IntCounterVec,
+    /// 1 while a supervised background task is down (ended or panicked), by task.
+    pub task_down: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -239,6 +245,24 @@ impl Metrics {
                     "Host network bytes over all interfaces since boot"
                 ),
                 &["direction"]
+            )),
+            sync_replies_refused: reg!(IntCounter::with_opts(opts(
+                "sync_replies_refused_total",
+                "Upstream replies refused for exceeding synchronization.max_inflight_bytes"
+            ))),
+            task_restarts: reg!(IntCounterVec::new(
+                opts(
+                    "task_restarts_total",
+                    "Background tasks restarted after they panicked or ended"
+                ),
+                &["task"]
+            )),
+            task_down: reg!(IntGaugeVec::new(
+                opts(
+                    "task_down",
+                    "1 while a supervised background task is down, by task"
+                ),
+                &["task"]
             )),
             registry,
         };

@@ -3,15 +3,23 @@
 //! blocks' stored form built, on a blocking thread) run while the ledger commits the batches
 //! before them; batches already waiting when a commit ends are merged into the next one, so
 //! the store's fsync is paid per large group whenever committing is the bottleneck.
+//!
+//! Replies are decoded straight into blocks, one element at a time, never into a JSON tree of
+//! the whole reply. A batch stops at the first block that cannot be stored: block by block, a
+//! block that fails a check it can fail on its own (hash, merkle root, signature, link to the
+//! block before it) ends the fetch there, so an upstream that serves no valid block costs one
+//! request per fetch, not one per height.
 
-use super::client::Upstream;
+use super::client::{Body, Upstream};
 use super::error::{SyncError, code};
 use super::follower::{Follower, Round};
 use crate::chain::{self, Failure};
 use crate::ledger::{Prepared, WriteError};
 use crate::store::BlockMeta;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::task::AbortOnDropHandle;
@@ -24,22 +32,77 @@ pub const PIPELINE: usize = 4;
 const MAX_COMMIT: usize = 1000;
 
 /// A fetched and parsed batch: consecutive blocks from `first`, their stored form already
-/// built, possibly cut short by a block that does not even parse.
+/// built, possibly cut short by a block that does not even parse or cannot be stored.
 struct Fetched {
     first: u64,
     asked: u64,
     blocks: Vec<Prepared>,
     unparsable: Option<(Value, Vec<Failure>)>,
+    /// The last block fails a check it fails whatever our chain holds: the ledger will refuse
+    /// it, so nothing after it was fetched.
+    doomed: bool,
 }
 
 impl Fetched {
+    fn new(first: u64, asked: u64) -> Self {
+        Self {
+            first,
+            asked,
+            blocks: Vec::new(),
+            unparsable: None,
+            doomed: false,
+        }
+    }
+
     fn end(&self) -> u64 {
         self.first + self.blocks.len() as u64
     }
 
     /// Every asked block arrived and parsed: the next batch may be merged into this one.
     fn complete(&self) -> bool {
-        self.unparsable.is_none() && self.blocks.len() as u64 == self.asked
+        self.unparsable.is_none() && !self.doomed && self.blocks.len() as u64 == self.asked
+    }
+
+    /// Nothing more belongs in this batch.
+    fn stopped(&self) -> bool {
+        self.unparsable.is_some() || self.doomed || self.blocks.len() as u64 >= self.asked
+    }
+
+    /// Parses the next block document; `alone` also runs the checks a block fails on its own.
+    fn offer(&mut self, value: Value, alone: bool) -> Result<(), SyncError> {
+        let expected = self.end();
+        match chain::parse_block(&value) {
+            Ok(block) if block.height == expected => {
+                self.doomed = alone && self.fails_alone(&block);
+                self.blocks.push(Prepared::new(block));
+                Ok(())
+            }
+            Ok(block) => Err(SyncError::new(
+                code::FAILED,
+                format!(
+                    "upstream answered blocks from {} with height {} where {expected} was due",
+                    self.first, block.height
+                ),
+            )),
+            Err(failures) => {
+                self.unparsable = Some((value, failures));
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks that need no chain: the ledger runs them again, with the rest, and refuses.
+    fn fails_alone(&self, b: &chain::Block) -> bool {
+        let parent = match self.blocks.last() {
+            Some(p) => Some(p.block().hash.as_str()),
+            None if b.height == 0 => Some(chain::ZERO_HASH),
+            None => None,
+        };
+        b.signature.is_empty()
+            || b.hash.is_empty()
+            || parent.is_some_and(|p| p != b.previous_hash)
+            || b.computed_merkle_root() != b.merkle_root
+            || b.computed_hash() != b.hash
     }
 }
 
@@ -242,41 +305,142 @@ impl Follower {
 fn fetch(client: Arc<Upstream>, from: u64, n: u64) -> Pending {
     AbortOnDropHandle::new(tokio::spawn(async move {
         let limit = u32::try_from(n).unwrap_or(u32::MAX);
-        let bodies = client.blocks(from, limit).await?;
-        tokio::task::spawn_blocking(move || parse(bodies.decode()?, from, n))
-            .await
-            .map_err(|e| SyncError::new(code::FAILED, format!("block parsing task failed: {e}")))?
-    }))
-}
-
-/// Parses decoded documents into blocks and builds their stored form, stopping at the first
-/// that does not parse.
-fn parse(values: Vec<Value>, from: u64, asked: u64) -> Result<Fetched, SyncError> {
-    let mut fetched = Fetched {
-        first: from,
-        asked,
-        blocks: Vec::with_capacity(values.len()),
-        unparsable: None,
-    };
-    for (value, expected) in values.into_iter().zip(from..from + asked) {
-        match chain::parse_block(&value) {
-            Ok(block) if block.height == expected => fetched.blocks.push(Prepared::new(block)),
-            Ok(block) => {
-                return Err(SyncError::new(
-                    code::FAILED,
-                    format!(
-                        "upstream answered blocks from {from} with height {} where {expected} was due",
-                        block.height
-                    ),
-                ));
-            }
-            Err(failures) => {
-                fetched.unparsable = Some((value, failures));
+        let mut fetched = Fetched::new(from, n);
+        if let Some(body) = client.range(from, limit).await? {
+            return blocking(move || decode_range(&body, fetched)).await;
+        }
+        // Block by block: each parsed and checked before the next is asked for.
+        for height in from..from.saturating_add(n) {
+            let Some(body) = client.block(height).await? else {
+                break;
+            };
+            fetched = blocking(move || {
+                let value = serde_json::from_slice(body.bytes())
+                    .map_err(|e| malformed("block JSON", &e))?;
+                drop(body);
+                fetched.offer(value, true)?;
+                Ok(fetched)
+            })
+            .await?;
+            if fetched.stopped() {
                 break;
             }
         }
+        Ok(fetched)
+    }))
+}
+
+/// Runs CPU work (decoding, parsing, building stored forms) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::new(code::FAILED, format!("block parsing task failed: {e}")))?
+}
+
+fn malformed(what: &str, e: &serde_json::Error) -> SyncError {
+    SyncError::new(code::FAILED, format!("upstream sent malformed {what}: {e}"))
+}
+
+/// Decodes a `{"blocks": [...]}` reply into `fetched`, one block document at a time (only one
+/// is ever held as a JSON value), skipping what follows the first block that does not parse.
+fn decode_range(body: &Body, mut fetched: Fetched) -> Result<Fetched, SyncError> {
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_slice(body.bytes());
+    RangeReply {
+        fetched: &mut fetched,
+        failed: &mut failed,
     }
-    Ok(fetched)
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .map_err(|e| malformed("block range JSON", &e))?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(fetched),
+    }
+}
+
+/// The range reply object: its `blocks` go through [`Blocks`], other fields are skipped.
+struct RangeReply<'a> {
+    fetched: &'a mut Fetched,
+    failed: &'a mut Option<SyncError>,
+}
+
+impl<'de> DeserializeSeed<'de> for RangeReply<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RangeReply<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object with a blocks array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = false;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "blocks" && !seen {
+                seen = true;
+                map.next_value_seed(Blocks {
+                    fetched: &mut *self.fetched,
+                    failed: &mut *self.failed,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        if seen {
+            Ok(())
+        } else {
+            Err(serde::de::Error::missing_field("blocks"))
+        }
+    }
+}
+
+/// The `blocks` array, parsed element by element.
+struct Blocks<'a> {
+    fetched: &'a mut Fetched,
+    failed: &'a mut Option<SyncError>,
+}
+
+impl<'de> DeserializeSeed<'de> for Blocks<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Blocks<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of blocks")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            if self.fetched.stopped() || self.failed.is_some() {
+                // The rest is read past without building anything.
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Ok(());
+                }
+                continue;
+            }
+            let Some(value) = seq.next_element::<Value>()? else {
+                return Ok(());
+            };
+            if let Err(e) = self.fetched.offer(value, false) {
+                *self.failed = Some(e);
+            }
+        }
+    }
 }
 
 async fn joined(pending: Pending) -> Result<Fetched, SyncError> {

@@ -1,17 +1,30 @@
 //! The upstream HTTP client: the four requests a follower makes of a block-manager or engine
 //! (tip height, block ranges, single blocks, headers), each with the request timeout, retries
 //! with backoff, a latency metric, and failures mapped onto the SYNC_00x codes.
+//!
+//! A hostile upstream can cost us only time: every reply body is read chunk by chunk against
+//! one byte budget shared by all requests in flight (refused once over it, never buffered
+//! whole), redirects are followed only within the upstream's own origin (so the API key never
+//! reaches another), and the upstream's own error text is escaped and truncated before it goes
+//! anywhere.
 
 use super::error::{SyncError, code};
 use super::retry::Backoff;
 use crate::metrics::Metrics;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use serde::Deserialize;
-use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Most characters of upstream text (its error message) we keep.
+const MAX_UPSTREAM_TEXT: usize = 200;
+/// Most bytes of a non-2xx reply we read: enough for an error message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Most redirects followed within the upstream's origin.
+const MAX_REDIRECTS: usize = 5;
 
 /// The upstream's tip, from `GET /api/v1/chain/height`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -23,34 +36,51 @@ pub struct UpstreamTip {
     pub hash: String,
 }
 
-/// Raw block documents as the upstream sent them, not yet decoded.
-pub enum Bodies {
-    /// One `{"blocks": [...]}` range response.
-    Range(Bytes),
-    /// Single-block responses, in height order (upstreams without a range route).
-    Single(Vec<Bytes>),
+/// The bytes all upstream replies in flight may hold together
+/// (`synchronization.max_inflight_bytes`). A reply with a `Content-Length` reserves exactly
+/// that much before its body is read; one without reserves the whole budget while it streams
+/// and gives back what it did not use. Nobody ever holds part of a reservation while waiting
+/// for more, so replies cannot wait on each other in a circle.
+#[derive(Clone)]
+pub struct Budget {
+    permits: Arc<Semaphore>,
+    limit: u32,
 }
 
-impl Bodies {
-    /// Decodes the documents into JSON values in height order. CPU work: run it off the async
-    /// threads.
-    pub fn decode(self) -> Result<Vec<Value>, SyncError> {
-        #[derive(Deserialize)]
-        struct Range {
-            blocks: Vec<Value>,
+impl Budget {
+    /// A budget of `bytes` (capped at 4 GiB, the largest reservation a semaphore takes).
+    pub fn new(bytes: u64) -> Self {
+        let limit = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
+        Self {
+            permits: Arc::new(Semaphore::new(limit as usize)),
+            limit,
         }
-        let malformed = |what: &str, e: serde_json::Error| {
-            SyncError::new(code::FAILED, format!("upstream sent malformed {what}: {e}"))
-        };
-        match self {
-            Bodies::Range(bytes) => serde_json::from_slice::<Range>(&bytes)
-                .map(|r| r.blocks)
-                .map_err(|e| malformed("block range JSON", e)),
-            Bodies::Single(list) => list
-                .iter()
-                .map(|b| serde_json::from_slice(b).map_err(|e| malformed("block JSON", e)))
-                .collect(),
-        }
+    }
+
+    /// The budget in bytes.
+    pub fn limit(&self) -> u64 {
+        u64::from(self.limit)
+    }
+
+    async fn reserve(&self, bytes: u32) -> OwnedSemaphorePermit {
+        self.permits
+            .clone()
+            .acquire_many_owned(bytes.clamp(1, self.limit))
+            .await
+            .expect("the budget's semaphore is never closed")
+    }
+}
+
+/// A reply body, holding its share of the byte budget until it is dropped.
+pub struct Body {
+    bytes: Bytes,
+    _held: OwnedSemaphorePermit,
+}
+
+impl Body {
+    /// The bytes as received.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -80,6 +110,8 @@ enum Failed {
     Timeout,
     Unreachable(String),
     Status(StatusCode, Bytes),
+    /// The reply is larger than the byte budget (`Some`: as its `Content-Length` said).
+    TooLarge(Option<u64>, u64),
 }
 
 impl Failed {
@@ -88,6 +120,7 @@ impl Failed {
         match self {
             Failed::Timeout | Failed::Unreachable(_) => true,
             Failed::Status(s, _) => s.is_server_error() || *s == StatusCode::TOO_MANY_REQUESTS,
+            Failed::TooLarge(..) => false,
         }
     }
 
@@ -107,6 +140,12 @@ impl Failed {
             Failed::Unreachable(e) => {
                 SyncError::new(unavailable, format!("upstream unreachable for {what}: {e}"))
             }
+            Failed::Status(s, _) if s.is_redirection() => SyncError::new(
+                unavailable,
+                format!(
+                    "upstream answered {what} with {s}: a redirect to another origin is not followed (the API key is never sent elsewhere)"
+                ),
+            ),
             Failed::Status(s, body) => SyncError::new(
                 unavailable,
                 format!(
@@ -114,39 +153,80 @@ impl Failed {
                     upstream_message(&body)
                 ),
             ),
+            Failed::TooLarge(length, limit) => SyncError::new(
+                code::FETCH,
+                match length {
+                    Some(n) => format!(
+                        "upstream's reply to {what} ({n} bytes) is larger than synchronization.max_inflight_bytes ({limit}): refused unread"
+                    ),
+                    None => format!(
+                        "upstream's reply to {what} grew past synchronization.max_inflight_bytes ({limit}) bytes: refused"
+                    ),
+                },
+            ),
         }
     }
 }
 
-/// The upstream's own error text, when it sent the Lucid error shape.
+/// The upstream's own error text, when it sent the Lucid error shape: escaped and truncated.
 fn upstream_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/detail/error")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .map_or_else(String::new, |m| format!(": {m}"))
+    #[derive(Deserialize)]
+    struct Detail<'a> {
+        #[serde(borrow)]
+        error: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Shape<'a> {
+        #[serde(borrow)]
+        detail: Detail<'a>,
+    }
+    serde_json::from_slice::<Shape>(body).map_or_else(
+        |_| String::new(),
+        |m| format!(": {}", escaped(&m.detail.error)),
+    )
+}
+
+/// Text from the upstream made safe to show and log: control characters (newlines, escape
+/// sequences) written as escapes, so it cannot forge a log line or drive a terminal, and at
+/// most [`MAX_UPSTREAM_TEXT`] characters.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_UPSTREAM_TEXT {
+            out.push_str("…");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether a body is block-manager's "not found" (BM_001), as opposed to a missing route.
 fn is_block_not_found(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/detail/error_code")
-                .and_then(Value::as_str)
-                .map(|c| c == "BM_001")
-        })
-        .unwrap_or(false)
+    #[derive(Deserialize)]
+    struct Detail<'a> {
+        #[serde(borrow)]
+        error_code: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Shape<'a> {
+        #[serde(borrow)]
+        detail: Detail<'a>,
+    }
+    serde_json::from_slice::<Shape>(body).is_ok_and(|s| s.detail.error_code == "BM_001")
 }
 
 /// Client for one upstream. Cheap to share behind an `Arc`.
 pub struct Upstream {
     http: reqwest::Client,
     base: String,
+    query: Option<String>,
     shown: String,
+    budget: Budget,
     timeout: Duration,
     backoff: Backoff,
     metrics: Arc<Metrics>,
@@ -162,6 +242,7 @@ impl Upstream {
         timeout: Duration,
         backoff: Backoff,
         api_key: Option<&str>,
+        budget: Budget,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SyncError> {
         let invalid = |why: String| SyncError::new(code::FAILED, why);
@@ -174,7 +255,20 @@ impl Upstream {
             value.set_sensitive(true);
             headers.insert("x-api-key", value);
         }
+        // reqwest's default policy follows redirects anywhere, default headers (the key)
+        // included: stay within the upstream's own scheme, host and port.
+        let origin = parsed.origin();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if attempt.url().origin() == origin {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
         let http = reqwest::Client::builder()
+            .redirect(redirects)
             .timeout(timeout)
             .connect_timeout(timeout)
             .tcp_nodelay(true)
@@ -186,10 +280,16 @@ impl Upstream {
             ))
             .build()
             .map_err(|e| invalid(format!("cannot build the upstream client: {e}")))?;
+        // The query string, if any, goes after each request's own path and query.
+        let mut base = parsed.clone();
+        base.set_query(None);
+        base.set_fragment(None);
         Ok(Self {
             http,
-            base: url.trim_end_matches('/').to_string(),
+            base: base.as_str().trim_end_matches('/').to_string(),
+            query: parsed.query().filter(|q| !q.is_empty()).map(str::to_owned),
             shown: without_credentials(&parsed),
+            budget,
             timeout,
             backoff,
             metrics,
@@ -198,7 +298,7 @@ impl Upstream {
         })
     }
 
-    /// The upstream URL without any user name or password in it (for status and logs).
+    /// The upstream URL without user name, password or query string (for status and logs).
     pub fn shown(&self) -> &str {
         &self.shown
     }
@@ -209,24 +309,26 @@ impl Upstream {
     }
 
     /// One attempt: the body of a 2xx answer, or why not.
-    async fn get_once(&self, kind: Kind, path: &str) -> Result<Bytes, Failed> {
+    async fn get_once(&self, kind: Kind, path: &str) -> Result<Body, Failed> {
         let started = Instant::now();
         let result = async {
             let res = self
                 .http
-                .get(format!("{}{path}", self.base))
+                .get(self.url(path))
                 .send()
                 .await
                 .map_err(classify)?;
             let status = res.status();
-            let body = res.bytes().await.map_err(classify)?;
             if status.is_success() {
-                Ok(body)
+                self.read(res).await
             } else {
-                Err(Failed::Status(status, body))
+                Err(Failed::Status(status, error_body(res).await))
             }
         }
         .await;
+        if let Err(Failed::TooLarge(..)) = &result {
+            self.metrics.sync_replies_refused.inc();
+        }
         self.metrics
             .fetch_duration
             .with_label_values(&[kind.label()])
@@ -234,8 +336,45 @@ impl Upstream {
         result
     }
 
+    fn url(&self, path: &str) -> String {
+        match &self.query {
+            None => format!("{}{path}", self.base),
+            Some(q) if path.contains('?') => format!("{}{path}&{q}", self.base),
+            Some(q) => format!("{}{path}?{q}", self.base),
+        }
+    }
+
+    /// Reads a 2xx body under the byte budget, chunk by chunk.
+    async fn read(&self, mut res: reqwest::Response) -> Result<Body, Failed> {
+        let limit = self.budget.limit();
+        let declared = res.content_length();
+        let cap = match declared {
+            Some(n) if n > limit => return Err(Failed::TooLarge(Some(n), limit)),
+            Some(n) => n,
+            None => limit,
+        };
+        // Within the budget, so it fits a u32.
+        let mut held = self.budget.reserve(cap as u32).await;
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = res.chunk().await.map_err(classify)? {
+            if (buf.len() + chunk.len()) as u64 > cap {
+                return Err(Failed::TooLarge(None, limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        // A reply without a length held the whole budget while it streamed: keep what it used.
+        let used = (buf.len() as u32).max(1);
+        if held.num_permits() > used as usize {
+            drop(held.split(held.num_permits() - used as usize));
+        }
+        Ok(Body {
+            bytes: buf.freeze(),
+            _held: held,
+        })
+    }
+
     /// `get_once` under the retry policy.
-    async fn get(&self, kind: Kind, path: &str) -> Result<Bytes, Failed> {
+    async fn get(&self, kind: Kind, path: &str) -> Result<Body, Failed> {
         self.backoff
             .run(|| self.get_once(kind, path), Failed::retryable)
             .await
@@ -245,7 +384,7 @@ impl Upstream {
     pub async fn tip(&self) -> Result<Option<UpstreamTip>, SyncError> {
         let what = "the chain height";
         match self.get(Kind::Height, "/api/v1/chain/height").await {
-            Ok(body) => serde_json::from_slice(&body).map(Some).map_err(|e| {
+            Ok(body) => serde_json::from_slice(body.bytes()).map(Some).map_err(|e| {
                 SyncError::new(
                     code::FAILED,
                     format!("upstream sent a malformed chain height: {e}"),
@@ -258,40 +397,29 @@ impl Upstream {
         }
     }
 
-    /// Up to `limit` blocks ascending from `from`; fewer when the upstream has fewer.
-    pub async fn blocks(&self, from: u64, limit: u32) -> Result<Bodies, SyncError> {
-        if !self.no_range.load(Ordering::Relaxed) {
-            let path = format!("/api/v1/blocks/range?from={from}&limit={limit}");
-            match self.get(Kind::Range, &path).await {
-                Ok(body) => return Ok(Bodies::Range(body)),
-                Err(Failed::Status(s, _))
-                    if s == StatusCode::NOT_FOUND || s == StatusCode::METHOD_NOT_ALLOWED =>
-                {
-                    if !self.no_range.swap(true, Ordering::Relaxed) {
-                        tracing::info!(upstream = %self.shown, "upstream has no block range route; fetching block by block");
-                    }
-                }
-                Err(e) => {
-                    return Err(e.into_sync(
-                        Kind::Range,
-                        &format!("blocks from {from}"),
-                        self.timeout,
-                    ));
-                }
-            }
+    /// Up to `limit` blocks ascending from `from` as one `{"blocks": [...]}` reply; `None`
+    /// when the upstream has no range route (then ask [`Upstream::block`] height by height).
+    pub async fn range(&self, from: u64, limit: u32) -> Result<Option<Body>, SyncError> {
+        if self.no_range.load(Ordering::Relaxed) {
+            return Ok(None);
         }
-        let mut bodies = Vec::with_capacity(limit as usize);
-        for height in from..from.saturating_add(u64::from(limit)) {
-            match self.block_at(height).await? {
-                Some(body) => bodies.push(body),
-                None => break,
+        let path = format!("/api/v1/blocks/range?from={from}&limit={limit}");
+        match self.get(Kind::Range, &path).await {
+            Ok(body) => Ok(Some(body)),
+            Err(Failed::Status(s, _))
+                if s == StatusCode::NOT_FOUND || s == StatusCode::METHOD_NOT_ALLOWED =>
+            {
+                if !self.no_range.swap(true, Ordering::Relaxed) {
+                    tracing::info!(upstream = %self.shown, "upstream has no block range route; fetching block by block");
+                }
+                Ok(None)
             }
+            Err(e) => Err(e.into_sync(Kind::Range, &format!("blocks from {from}"), self.timeout)),
         }
-        Ok(Bodies::Single(bodies))
     }
 
     /// The block at `height`, or `None` when the upstream has none there.
-    async fn block_at(&self, height: u64) -> Result<Option<Bytes>, SyncError> {
+    pub async fn block(&self, height: u64) -> Result<Option<Body>, SyncError> {
         let path = format!("/api/v1/blocks/height/{height}");
         match self.get(Kind::Block, &path).await {
             Ok(body) => Ok(Some(body)),
@@ -317,7 +445,7 @@ impl Upstream {
             let path = format!("/api/v1/blocks/headers?from={from}&limit={limit}");
             match self.get(Kind::Headers, &path).await {
                 Ok(body) => {
-                    let page: Headers = serde_json::from_slice(&body).map_err(|e| {
+                    let page: Headers = serde_json::from_slice(body.bytes()).map_err(|e| {
                         SyncError::new(code::FAILED, format!("upstream sent malformed {what}: {e}"))
                     })?;
                     return Ok(page
@@ -336,17 +464,20 @@ impl Upstream {
             }
         }
         // No headers route: the hashes come from whole blocks, which are few (a reorg depth).
+        #[derive(Deserialize)]
+        struct Hashed {
+            hash: String,
+        }
         let mut out = Vec::new();
         for height in from..=to {
-            let Some(body) = self.block_at(height).await? else {
+            let Some(body) = self.block(height).await? else {
                 break;
             };
-            let hash = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("hash").and_then(Value::as_str).map(str::to_owned))
-                .ok_or_else(|| {
+            let hash = serde_json::from_slice::<Hashed>(body.bytes())
+                .map_err(|_| {
                     SyncError::new(code::FAILED, format!("upstream block {height} has no hash"))
-                })?;
+                })?
+                .hash;
             out.push((height, hash));
         }
         Ok(out)
@@ -368,11 +499,36 @@ fn classify(e: reqwest::Error) -> Failed {
     }
 }
 
+/// At most [`MAX_ERROR_BODY`] bytes of a non-2xx reply (its error message); the rest is not
+/// read.
+async fn error_body(mut res: reqwest::Response) -> Bytes {
+    let mut buf = BytesMut::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        let room = MAX_ERROR_BODY - buf.len();
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    buf.freeze()
+}
+
 fn without_credentials(url: &reqwest::Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
     shown.as_str().trim_end_matches('/').to_string()
+}
+
+/// An upstream URL as it may be shown (health, status, logs, error messages): without user
+/// name, password, query string or fragment, which may carry credentials.
+pub fn shown_url(url: &str) -> String {
+    reqwest::Url::parse(url.trim()).map_or_else(
+        |_| "(invalid upstream URL)".to_string(),
+        |u| without_credentials(&u),
+    )
 }
 
 #[cfg(test)]
@@ -380,9 +536,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shown_url_drops_user_and_password() {
+    fn shown_url_drops_user_password_and_query() {
         let url = reqwest::Url::parse("http://bob:secret@127.0.0.1:9000/base/").unwrap();
         assert_eq!(without_credentials(&url), "http://127.0.0.1:9000/base");
+        assert_eq!(
+            shown_url("https://u:p@engine:8084/?api_key=s3cret#frag"),
+            "https://engine:8084"
+        );
+    }
+
+    #[test]
+    fn upstream_text_is_escaped_and_truncated() {
+        let text = format!("boom\nINFO forged\x1b[2J{}", "x".repeat(500));
+        let shown = escaped(&text);
+        assert!(shown.starts_with("boom\\nINFO forged\\u{1b}[2J"), "{shown}");
+        assert!(!shown.chars().any(char::is_control));
+        // The first MAX_UPSTREAM_TEXT characters are kept (escapes make them longer).
+        assert!(shown.ends_with("x…"), "{shown}");
+        assert!(shown.chars().count() < MAX_UPSTREAM_TEXT + 10, "{shown}");
     }
 
     #[test]
@@ -412,19 +583,6 @@ mod tests {
             Failed::Status(StatusCode::INTERNAL_SERVER_ERROR, body).into_sync(Kind::Height, "h", t);
         assert_eq!(e.code, code::UPSTREAM_UNAVAILABLE);
         assert!(e.message.ends_with("boom"), "{}", e.message);
-    }
-
-    #[test]
-    fn range_bodies_decode_in_order_and_malformed_ones_are_sync_001() {
-        let ok = Bodies::Range(Bytes::from_static(
-            br#"{"blocks":[{"height":1},{"height":2}]}"#,
-        ));
-        let values = ok.decode().unwrap();
-        assert_eq!(values[1]["height"], 2);
-        let bad = Bodies::Range(Bytes::from_static(b"{\"blocks\": [")).decode();
-        assert_eq!(bad.unwrap_err().code, code::FAILED);
-        let single = Bodies::Single(vec![Bytes::from_static(b"{\"height\":7}")]);
-        assert_eq!(single.decode().unwrap()[0]["height"], 7);
     }
 
     #[test]

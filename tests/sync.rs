@@ -5,6 +5,8 @@
 #[path = "sync/chains.rs"]
 mod chains;
 mod common;
+#[path = "sync/hostile.rs"]
+mod hostile;
 #[path = "sync/standin.rs"]
 mod standin;
 

@@ -192,7 +192,7 @@ pub async fn rate_limit(
 pub fn writable(state: &AppState) -> Result<(), ApiError> {
     match state.config.upstream() {
         Some(url) => Err(ApiError::new(StatusCode::CONFLICT, "SYNC_006")
-            .msg(format!("This node follows {url}: its chain comes only from upstream, so local writes are refused; send writes to the upstream"))),
+            .msg(format!("This node follows {}: its chain comes only from upstream, so local writes are refused; send writes to the upstream", crate::sync::shown_url(url)))),
         None => Ok(()),
     }
 }

@@ -12,6 +12,7 @@ use super::status::{Shared, State};
 use crate::ledger::Ledger;
 use crate::quarantine::Quarantine;
 use crate::store::BlockStore;
+use crate::supervise::Alive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -93,17 +94,15 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Runs rounds until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        if let Ok(client) = &self.client {
-            tracing::info!(upstream = %client.shown(), "following upstream");
-        }
+    /// Runs rounds until `shutdown`; each finished round tells `alive` the task works.
+    pub async fn run(mut self, shutdown: CancellationToken, alive: Alive) {
         loop {
             let number = self.rounds.started.fetch_add(1, Ordering::SeqCst) + 1;
             let wait = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 wait = self.step() => wait,
             };
+            alive.up();
             self.rounds.finished.send_replace(number);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -205,7 +204,8 @@ impl Follower {
                             code::FAILED,
                             format!(
                                 "upstream reported block {} at height {} but serves ours there",
-                                upstream.hash, upstream.height
+                                super::client::escaped(&upstream.hash),
+                                upstream.height
                             ),
                         )),
                     }

@@ -24,6 +24,7 @@ mod retry;
 mod status;
 
 pub use breaker::{Breaker, CircuitState};
+pub use client::shown_url;
 pub use error::{SyncError, code};
 pub use retry::Backoff;
 pub use status::State;
@@ -51,7 +52,8 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
-    /// Starts the follower loop for `url` on `tracker`; it stops when `shutdown` is cancelled.
+    /// Starts the follower loop for `url` on `tracker`, supervised (restarted with backoff if
+    /// it panics or ends); it stops when `shutdown` is cancelled.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: &Config,
@@ -71,6 +73,7 @@ impl SyncHandle {
             timeout,
             backoff,
             sync.engine_api_key.get(),
+            client::Budget::new(sync.max_inflight_bytes),
             metrics.clone(),
         )
         .map(Arc::new);
@@ -78,25 +81,48 @@ impl SyncHandle {
             Ok(c) => c.shown().to_string(),
             Err(_) => "(invalid upstream URL)".to_string(),
         };
-        let shared = Arc::new(Shared::new(shown, ledger.clone(), metrics));
+        // Where our chain stands and how to leave follower mode, in one start-up line.
+        tracing::info!(upstream = %shown, "following upstream; {}", status::STANDALONE_HINT);
+        let grace = seconds(sync.startup_grace_seconds, 120.0);
+        let shared = Arc::new(Shared::new(shown, ledger.clone(), metrics.clone(), grace));
         let rounds = Arc::new(Rounds::new());
-        let follower = Follower {
-            client,
-            store,
-            ledger,
-            quarantine,
-            shared: shared.clone(),
-            rounds: rounds.clone(),
-            breaker: Breaker::new(&config.error_handling.blockchain_engine.circuit_breaker),
-            settings: Settings {
-                poll: seconds(sync.poll_interval_seconds, 5.0).max(Duration::from_millis(10)),
-                batch: sync.fetch_batch_size.clamp(1, 1000),
-                max_reorg_depth: sync.max_reorg_depth,
-                backoff,
-            },
-            last_quarantined: None,
+        let settings = Settings {
+            poll: seconds(sync.poll_interval_seconds, 5.0).max(Duration::from_millis(10)),
+            batch: sync.fetch_batch_size.clamp(1, 1000),
+            max_reorg_depth: sync.max_reorg_depth,
+            backoff,
         };
-        tracker.spawn(follower.run(shutdown));
+        let circuit = config
+            .error_handling
+            .blockchain_engine
+            .circuit_breaker
+            .clone();
+        let report_to = shared.clone();
+        let report: crate::supervise::Report = Arc::new(move |down| report_to.set_task_down(down));
+        let (for_task, rounds_for_task) = (shared.clone(), rounds.clone());
+        crate::supervise::spawn(
+            "sync",
+            tracker,
+            shutdown.clone(),
+            metrics,
+            report,
+            move |alive| {
+                // Each run starts afresh (breaker closed, nothing quarantined yet) on the same
+                // client, store and reported state.
+                let follower = Follower {
+                    client: client.clone(),
+                    store: store.clone(),
+                    ledger: ledger.clone(),
+                    quarantine: quarantine.clone(),
+                    shared: for_task.clone(),
+                    rounds: rounds_for_task.clone(),
+                    breaker: Breaker::new(&circuit),
+                    settings: settings.clone(),
+                    last_quarantined: None,
+                };
+                follower.run(shutdown.clone(), alive)
+            },
+        );
         // A manual round answers before the API's own request timeout would.
         let api_limit = seconds(config.api.request_timeout_seconds, 30.0).mul_f64(0.9);
         SyncHandle {
@@ -153,7 +179,8 @@ fn seconds(value: f64, fallback: f64) -> Duration {
 }
 
 /// The `sync` health check: healthy while idle, syncing or synced; degraded (still 200)
-/// while stalled, circuit-open or diverged.
+/// while stalled, circuit-open or diverged; unhealthy (503) while the follower task is down or
+/// an empty follower has had no valid block within `synchronization.startup_grace_seconds`.
 pub struct SyncCheck {
     shared: Arc<Shared>,
 }

@@ -59,6 +59,17 @@ impl State {
     }
 }
 
+/// The one line that tells an operator how to stop following (spec §6).
+pub const STANDALONE_HINT: &str = "to run standalone instead, set synchronization.enabled: false (env BLOCK_MANAGER__SYNCHRONIZATION__ENABLED=false in this service's own environment; BLOCKCHAIN_ENGINE_URL may come from a file other services share)";
+
+/// Largest value a gauge shows exactly: Prometheus samples are f64, so larger ones are clamped
+/// here and the JSON status carries the exact figure.
+const GAUGE_MAX: u64 = 1 << 53;
+
+fn gauge(v: u64) -> i64 {
+    v.min(GAUGE_MAX) as i64
+}
+
 /// How far back the blocks-per-second figure looks.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -113,6 +124,10 @@ struct Inner {
     last_reorg: Option<Value>,
     per_block: bool,
     rate: Rate,
+    /// The first failure since start, kept for the empty-follower verdict.
+    first_error: Option<SyncError>,
+    /// Why the follower task is not running (it ended or panicked), until a restart succeeds.
+    task_down: Option<String>,
 }
 
 /// The follower's shared, reportable state. Locks are held only to copy a few fields.
@@ -121,11 +136,14 @@ pub struct Shared {
     metrics: Arc<Metrics>,
     ledger: Ledger,
     upstream: String,
+    started: Instant,
+    grace: Duration,
 }
 
 impl Shared {
-    /// Idle state for a follower of `upstream` (shown without credentials).
-    pub fn new(upstream: String, ledger: Ledger, metrics: Arc<Metrics>) -> Self {
+    /// Idle state for a follower of `upstream` (shown without credentials) that may stay
+    /// empty for `grace` before health calls it unhealthy.
+    pub fn new(upstream: String, ledger: Ledger, metrics: Arc<Metrics>, grace: Duration) -> Self {
         let shared = Self {
             inner: Mutex::new(Inner {
                 state: State::Idle,
@@ -139,10 +157,14 @@ impl Shared {
                 last_reorg: None,
                 per_block: false,
                 rate: Rate::default(),
+                first_error: None,
+                task_down: None,
             }),
             metrics,
             ledger,
             upstream,
+            started: Instant::now(),
+            grace,
         };
         shared.publish_state(State::Idle);
         shared.metrics.circuit_state.set(0);
@@ -184,7 +206,7 @@ impl Shared {
     pub fn set_upstream_height(&self, height: Option<u64>) {
         self.lock().upstream_height = height;
         if let Some(h) = height {
-            self.metrics.upstream_height.set(h as i64);
+            self.metrics.upstream_height.set(gauge(h));
         }
         self.publish_lag();
     }
@@ -193,14 +215,15 @@ impl Shared {
         let local = self.ledger.tip_height();
         upstream.map(|u| match local {
             Some(l) => u.saturating_sub(l),
-            None => u + 1,
+            // Heights 0..=u are missing; an upstream claiming 2^64-1 stays at the top.
+            None => u.saturating_add(1),
         })
     }
 
     fn publish_lag(&self) {
         let upstream = self.lock().upstream_height;
         if let Some(lag) = self.lag(upstream) {
-            self.metrics.sync_lag.set(lag as i64);
+            self.metrics.sync_lag.set(gauge(lag));
         }
     }
 
@@ -229,15 +252,28 @@ impl Shared {
 
     /// Records an error: kept as the last error and counted by code.
     pub fn record_error(&self, error: &SyncError) {
-        tracing::warn!(code = error.code, error = %error.message, upstream = %self.upstream, "sync round failed");
+        // Debug formatting: whatever the message holds, it stays one quoted, escaped field.
+        tracing::warn!(code = error.code, error = ?error.message, upstream = %self.upstream, "sync round failed");
         self.metrics
             .sync_errors
             .with_label_values(&[error.code])
             .inc();
-        self.lock().last_error = Some(LastError {
+        let mut inner = self.lock();
+        inner.first_error.get_or_insert_with(|| error.clone());
+        inner.last_error = Some(LastError {
             error: error.clone(),
             at: ledger::now(),
         });
+    }
+
+    /// Records that the follower task ended or panicked (`Some`), or runs again (`None`).
+    pub fn set_task_down(&self, why: Option<String>) {
+        self.lock().task_down = why;
+    }
+
+    /// Whether the empty-follower grace has run out with still no block stored.
+    fn starved(&self) -> bool {
+        self.ledger.tip_height().is_none() && self.started.elapsed() >= self.grace
     }
 
     /// Records the breaker's state.
@@ -292,6 +328,8 @@ impl Shared {
             "reorgs": inner.reorgs,
             "last_reorg": inner.last_reorg,
             "fetch": if inner.per_block { "block_by_block" } else { "range" },
+            "task": inner.task_down.as_ref().map_or_else(|| json!({"running": true}), |why| json!({"running": false, "reason": why})),
+            "standalone": STANDALONE_HINT,
         })
     }
 
@@ -307,11 +345,47 @@ impl Shared {
         })
     }
 
-    /// The `sync` health check's outcome: degraded while stalled, circuit-open or diverged.
+    /// The `sync` health check's outcome: unhealthy while the follower task is down or an
+    /// empty follower's grace has run out; degraded while stalled, circuit-open or diverged.
     pub fn health(&self) -> Outcome {
         let inner = self.lock();
         let lag = self.lag(inner.upstream_height);
-        let (status, message) = match inner.state {
+        let (status, message) = if let Some(why) = &inner.task_down {
+            (
+                Status::Unhealthy,
+                format!("the follower task is not running ({why}); restarting it with backoff"),
+            )
+        } else if !matches!(inner.state, State::Synced | State::Syncing) && self.starved() {
+            let cause = inner.first_error.as_ref().map_or_else(
+                || "no sync round has finished".to_string(),
+                |e| format!("first failure {e}"),
+            );
+            (
+                Status::Unhealthy,
+                format!(
+                    "no valid block from {} within synchronization.startup_grace_seconds ({} s): {cause}; {STANDALONE_HINT}",
+                    self.upstream,
+                    self.grace.as_secs_f64()
+                ),
+            )
+        } else {
+            self.state_verdict(inner.state)
+        };
+        // Only an error that explains the current state is shown; history is in /sync/status.
+        let last_error = match &inner.last_error {
+            Some(e) if status != Status::Healthy => {
+                json!({"code": e.error.code, "message": e.error.message})
+            }
+            _ => Value::Null,
+        };
+        Outcome::new(status, message)
+            .with("state", inner.state.as_str())
+            .with("lag", lag.map_or(Value::Null, Value::from))
+            .with("last_error", last_error)
+    }
+
+    fn state_verdict(&self, state: State) -> (Status, String) {
+        match state {
             State::Idle => (Status::Healthy, "starting: no sync round yet".to_string()),
             State::Syncing => (
                 Status::Healthy,
@@ -333,18 +407,7 @@ impl Shared {
                 Status::Degraded,
                 "upstream chain diverges deeper than max_reorg_depth: sync stopped".to_string(),
             ),
-        };
-        // Only an error that explains the current state is shown; history is in /sync/status.
-        let last_error = match &inner.last_error {
-            Some(e) if inner.state.is_degraded() => {
-                json!({"code": e.error.code, "message": e.error.message})
-            }
-            _ => Value::Null,
-        };
-        Outcome::new(status, message)
-            .with("state", inner.state.as_str())
-            .with("lag", lag.map_or(Value::Null, Value::from))
-            .with("last_error", last_error)
+        }
     }
 }
 

@@ -183,11 +183,7 @@ async fn record(
             if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
                 s.lock().unwrap().keys.push(key.to_string());
             }
-            (
-                StatusCode::FOUND,
-                [("location", format!("{base}{target}"))],
-            )
-                .into_response()
+            (StatusCode::FOUND, [("location", format!("{base}{target}"))]).into_response()
         }
         _ => next.run(req).await,
     }
@@ -344,7 +340,8 @@ pub async fn close_delimited(height: u64, bytes: usize) -> SocketAddr {
                     }
                 }
                 if head.starts_with(b"GET /api/v1/chain/height") {
-                    let body = format!(r#"{{"height":{height},"block_hash":"{}"}}"#, "a".repeat(64));
+                    let body =
+                        format!(r#"{{"height":{height},"block_hash":"{}"}}"#, "a".repeat(64));
                     let reply = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()

@@ -208,6 +208,13 @@ pub struct SyncConfig {
     pub max_reorg_depth: u64,
     /// Key sent upstream as `X-API-Key` (`BLOCKCHAIN_ENGINE_API_KEY`).
     pub engine_api_key: Secret,
+    /// Most fork rollbacks within `reorg_window_seconds` (≥ 1). One more fork within the
+    /// window is not rolled back: sync goes `stalled` (health degraded) and backs off until
+    /// the window has room again or the upstream returns to our chain.
+    pub max_reorgs_per_window: u32,
+    /// Length in seconds of the window `max_reorgs_per_window` counts rollbacks over
+    /// (0 turns damping off).
+    pub reorg_window_seconds: f64,
 }
 
 impl Default for SyncConfig {
@@ -219,6 +226,8 @@ impl Default for SyncConfig {
             sync_timeout_seconds: 30.0,
             max_reorg_depth: 100,
             engine_api_key: Secret::default(),
+            max_reorgs_per_window: 5,
+            reorg_window_seconds: 600.0,
         }
     }
 }

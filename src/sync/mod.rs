@@ -6,6 +6,7 @@
 //! - `follower`: the loop of bounded rounds and the state each round leads to.
 //! - `catchup`: the pipelined fetch-and-commit of the blocks we lack.
 //! - `fork`: common-ancestor search and bounded rollback.
+//! - `damper`: at most so many rollbacks per window, so a flapping upstream cannot loop.
 //! - `status`: the reported state, the health check's outcome and the sync metrics.
 //! - `error`: the SYNC_00x failures.
 //!
@@ -17,6 +18,7 @@
 mod breaker;
 mod catchup;
 mod client;
+mod damper;
 mod error;
 mod follower;
 mod fork;
@@ -78,6 +80,12 @@ impl SyncHandle {
             Ok(c) => c.shown().to_string(),
             Err(_) => "(invalid upstream URL)".to_string(),
         };
+        let damper = damper::Damper::new(
+            sync.max_reorgs_per_window,
+            seconds(sync.reorg_window_seconds, 600.0),
+            backoff,
+            metrics.clone(),
+        );
         let shared = Arc::new(Shared::new(shown, ledger.clone(), metrics));
         let rounds = Arc::new(Rounds::new());
         let follower = Follower {
@@ -95,6 +103,7 @@ impl SyncHandle {
                 backoff,
             },
             last_quarantined: None,
+            damper,
         };
         tracker.spawn(follower.run(shutdown));
         // A manual round answers before the API's own request timeout would.

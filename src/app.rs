@@ -80,7 +80,9 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn BlockStore>, StartError> {
     let cache = (config.storage.cache_size_mb as usize)
         .saturating_mul(1024 * 1024)
         .max(1024 * 1024);
-    match RedbStore::open(&path, cache) {
+    // Blocks buried deeper than any fork sync may roll back become final as the tip rises
+    let depth = config.synchronization.max_reorg_depth;
+    match RedbStore::open(&path, cache).and_then(|s| s.with_finality_depth(depth)) {
         Ok(s) => {
             let r = s.open_report();
             tracing::info!(
@@ -181,11 +183,20 @@ pub async fn build_state(
     let limits = limits(&config);
     let (ledger, writer) = Ledger::start(store.clone(), limits, metrics.clone());
     let v = &config.error_handling.validation;
-    let quarantine = Arc::new(Quarantine::new(
-        &v.quarantine_path,
-        v.quarantine_max_files,
-        v.quarantine_max_bytes,
-    ));
+    let quarantine = Arc::new(
+        Quarantine::new(
+            &v.quarantine_path,
+            v.quarantine_max_files,
+            v.quarantine_max_bytes,
+        )
+        .with_entry_cap(
+            config
+                .chain
+                .max_block_size_bytes
+                .saturating_add(crate::quarantine::ENTRY_SLACK),
+        )
+        .with_index(store.clone()),
+    );
     let system = crate::monitoring::SystemView::start(
         &config,
         store.clone(),

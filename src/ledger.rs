@@ -427,6 +427,14 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "cannot read the tip after a write"),
         }
+        self.publish_floor();
+    }
+
+    /// The finality floor gauge, after a commit may have raised it.
+    fn publish_floor(&self) {
+        if let Ok(floor) = self.store.finality_floor() {
+            self.metrics.finality_floor.set(floor.min(1 << 53) as i64);
+        }
     }
 
     fn run(self, mut rx: mpsc::Receiver<Op>) {
@@ -618,6 +626,7 @@ impl Writer {
                 }
                 self.metrics
                     .observe_commit(&pending.records, started.elapsed(), sources);
+                self.publish_floor();
                 answer(waiting, None)
             }
             Err(e) => {

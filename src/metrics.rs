@@ -87,6 +87,10 @@ pub struct Metrics {
     pub task_restarts: IntCounterVec,
     /// 1 while a supervised background task is down (ended or panicked), by task.
     pub task_down: IntGaugeVec,
+    /// The finality floor: blocks at or below it are final (clamped to 2^53).
+    pub finality_floor: IntGauge,
+    /// Forks not rolled back because too many reorgs happened within the window.
+    pub reorgs_damped: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -264,6 +268,14 @@ impl Metrics {
                 ),
                 &["task"]
             )),
+            finality_floor: reg!(IntGauge::with_opts(opts(
+                "finality_floor_height",
+                "Highest height buried deeper than synchronization.max_reorg_depth: blocks at or below it are final"
+            ))),
+            reorgs_damped: reg!(IntCounter::with_opts(opts(
+                "sync_reorgs_damped_total",
+                "Forks not rolled back because more than synchronization.max_reorgs_per_window happened within the window"
+            ))),
             registry,
         };
         let build = reg_build_info(&m.registry);

@@ -1,61 +1,123 @@
 //! Quarantine: blocks rejected from outside (API submits, upstream blocks, fork orphans) are
-//! kept as JSON with the reason and time, bounded in count and bytes (oldest go first), so an
-//! operator can see what was refused without it ever entering the store.
+//! kept as compact JSON with the reason and time, bounded in count and bytes (oldest go first),
+//! so an operator can see what was refused without it ever entering the store.
+//!
+//! Nothing sent to us can make an entry large or flush the others: each entry is capped (a
+//! block over the cap is recorded without its body, by size, digest, height and hash), one entry
+//! may take at most a quarter of the byte budget, and an entry is written to a temporary file
+//! that is renamed into place only once complete, so a full volume leaves nothing partial. With
+//! an index (the block store's), a block already filed — same hash, same bytes — is not filed
+//! again.
 
+use crate::store::BlockStore;
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Default cap of one entry: the default largest block (1 MiB) plus room for the reason and
+/// errors. [`Quarantine::with_entry_cap`] sets it from `chain.max_block_size_bytes`.
+pub const DEFAULT_ENTRY_CAP: usize = (1 << 20) + ENTRY_SLACK;
+/// Room above the largest valid block for the reason, the errors and the framing.
+pub const ENTRY_SLACK: usize = 64 * 1024;
+/// Validation errors kept in an entry that is over its cap with them all.
+const ERRORS_KEPT: usize = 100;
+/// Characters of a claimed block hash kept in an entry or a key: a real one has 64.
+const HASH_KEPT: usize = 128;
 
 /// The quarantine folder and its bounds.
 pub struct Quarantine {
     dir: PathBuf,
     max_files: usize,
     max_bytes: u64,
+    entry_cap: usize,
+    index: Option<Arc<dyn BlockStore>>,
     // Serialises writers so pruning never races a write of this process.
     lock: Mutex<()>,
 }
 
 impl Quarantine {
-    /// A quarantine at `dir` (created on first use).
+    /// A quarantine at `dir` (created on first use), entries capped at [`DEFAULT_ENTRY_CAP`],
+    /// without an index.
     pub fn new(dir: impl Into<PathBuf>, max_files: usize, max_bytes: u64) -> Self {
         Self {
             dir: dir.into(),
             max_files: max_files.max(1),
             max_bytes,
+            entry_cap: DEFAULT_ENTRY_CAP,
+            index: None,
             lock: Mutex::new(()),
         }
+    }
+
+    /// Caps each entry at `bytes`; a block that would make it larger is kept without its body.
+    pub fn with_entry_cap(mut self, bytes: usize) -> Self {
+        self.entry_cap = bytes;
+        self
+    }
+
+    /// Keeps the index of what was filed in `store`, so a block is filed once, across restarts.
+    pub fn with_index(mut self, store: Arc<dyn BlockStore>) -> Self {
+        self.index = Some(store);
+        self
     }
 
     /// Writes one rejected block with why it was refused. Blocking; failures are logged, never
     /// raised: quarantine is a courtesy to operators, not part of the write path.
     pub fn put(&self, reason: &str, errors: Value, block: &Value) {
-        let _guard = self.lock.lock().expect("quarantine lock");
-        let now = crate::ledger::now();
-        let height = block
-            .get("height")
-            .and_then(Value::as_u64)
-            .map_or_else(|| "x".into(), |h| h.to_string());
-        let hash: String = block
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let body = match serde_json::to_vec(block) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode a block for the quarantine");
+                return;
+            }
+        };
+        let digest = blake3::hash(&body).to_hex();
+        let claimed: String = block
             .get("hash")
             .and_then(Value::as_str)
-            .unwrap_or("nohash")
+            .unwrap_or("")
+            .chars()
+            .take(HASH_KEPT)
+            .collect();
+        if !self.first_filing(&format!("{claimed}:{}", &digest[..32])) {
+            tracing::debug!(hash = %claimed, reason, "block already quarantined");
+            return;
+        }
+        let now = crate::ledger::now();
+        let height = block.get("height").and_then(Value::as_u64);
+        let (soft, hard) = self.entry_limits();
+        let omitted = json!({"bytes": body.len(), "blake3": digest.as_str(), "height": height, "hash": claimed});
+        let Some(bytes) = entry(&now.to_string(), reason, errors, body, omitted, soft, hard) else {
+            tracing::warn!(
+                reason,
+                hard,
+                "quarantine entry over its cap even without the block; not kept"
+            );
+            return;
+        };
+        let short: String = claimed
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .take(16)
             .collect();
-        let name = format!("{:020}-{height}-{hash}.json", now.unix_micros());
-        let doc = json!({"quarantined_at": now.to_string(), "reason": reason, "errors": errors, "block": block});
-        let result = std::fs::create_dir_all(&self.dir).and_then(|()| {
-            let bytes = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
-            std::fs::write(self.dir.join(&name), bytes)
-        });
-        match result {
+        let name = format!(
+            "{:020}-{}-{}-{}.json",
+            now.unix_micros(),
+            height.map_or_else(|| "x".into(), |h| h.to_string()),
+            if short.is_empty() { "nohash" } else { &short },
+            &digest[..8]
+        );
+        self.prune(bytes.len() as u64);
+        match self.write(&name, &bytes) {
             Ok(()) => tracing::warn!(file = %name, reason, "block quarantined"),
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write to quarantine")
             }
         }
-        self.prune();
     }
 
     /// Files in the quarantine, oldest first (names start with the time).
@@ -65,24 +127,137 @@ impl Quarantine {
         };
         let mut files: Vec<(PathBuf, u64)> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter(|e| is_entry(&e.path()))
             .filter_map(|e| e.metadata().ok().map(|m| (e.path(), m.len())))
             .collect();
         files.sort();
         files
     }
 
-    fn prune(&self) {
-        let mut files = self.list();
-        let mut total: u64 = files.iter().map(|f| f.1).sum();
-        let mut i = 0;
-        while i < files.len() && (files.len() - i > self.max_files || total > self.max_bytes) {
-            let _ = std::fs::remove_file(&files[i].0);
-            total -= files[i].1;
-            i += 1;
-        }
-        files.drain(..i);
+    /// Whether `key` is new to the index (always, without one). An index that cannot be
+    /// written does not stop the filing: a duplicate costs less than a lost entry.
+    fn first_filing(&self, key: &str) -> bool {
+        let Some(index) = &self.index else {
+            return true;
+        };
+        index.record_quarantined(key).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot record a quarantine entry in the store's index");
+            true
+        })
     }
+
+    /// Largest entry kept whole: the cap, and never more than a quarter of the byte budget, so
+    /// one entry cannot push every other one out; and the largest kept at all (cut down).
+    fn entry_limits(&self) -> (usize, usize) {
+        let budget = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
+        let hard = self.entry_cap.min(budget);
+        (hard.min(budget / 4), hard)
+    }
+
+    /// Writes `bytes` as entry `name`: into a private temporary file first, synced, then renamed,
+    /// so an entry is whole or absent. A failed write removes the temporary file.
+    fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        let temp = self.dir.join(format!(".{name}.tmp"));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut file| {
+                file.write_all(bytes)?;
+                file.sync_data()
+            })
+            .and_then(|()| std::fs::rename(&temp, self.dir.join(name)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written
+    }
+
+    /// Drops the oldest entries until one of `incoming` bytes fits the bounds, and any
+    /// temporary file a crash left behind.
+    fn prune(&self, incoming: u64) {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.filter_map(Result::ok) {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let files = self.list();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        let mut count = files.len();
+        for (path, size) in files {
+            if count < self.max_files && total.saturating_add(incoming) <= self.max_bytes {
+                break;
+            }
+            let _ = std::fs::remove_file(&path);
+            total -= size;
+            count -= 1;
+        }
+    }
+}
+
+/// The compact bytes of an entry: whole if at most `soft` long; else without the block (what
+/// `omitted` says of it instead); else with only the first errors too, if at most `hard`
+/// long. `None` if even that is over.
+fn entry(
+    at: &str,
+    reason: &str,
+    errors: Value,
+    block: Vec<u8>,
+    omitted: Value,
+    soft: usize,
+    hard: usize,
+) -> Option<Vec<u8>> {
+    let head = |errors: &Value, extra: Value| {
+        let mut doc = json!({"quarantined_at": at, "reason": reason, "errors": errors});
+        if let (Some(doc), Value::Object(extra)) = (doc.as_object_mut(), extra) {
+            doc.extend(extra);
+        }
+        serde_json::to_vec(&doc).ok()
+    };
+    let mut whole = head(&errors, json!({}))?;
+    // The block's own bytes, encoded once, go in as they are: `{...,"block":<block>}`
+    if whole.len() + block.len() + 10 <= soft {
+        whole.pop();
+        whole.extend_from_slice(b",\"block\":");
+        whole.extend_from_slice(&block);
+        whole.push(b'}');
+        return Some(whole);
+    }
+    drop(block);
+    let without = head(&errors, json!({"block": null, "block_omitted": omitted}))?;
+    if without.len() <= soft {
+        return Some(without);
+    }
+    let all = errors.as_array().map_or(0, Vec::len);
+    let first: Vec<Value> = errors
+        .as_array()
+        .map(|e| e.iter().take(ERRORS_KEPT).cloned().collect())
+        .unwrap_or_default();
+    let extra = json!({"errors_omitted": all.saturating_sub(first.len()), "block": null, "block_omitted": omitted});
+    let fewer = head(&Value::from(first), extra)?;
+    let smallest = if fewer.len() < without.len() {
+        fewer
+    } else {
+        without
+    };
+    (smallest.len() <= hard).then_some(smallest)
+}
+
+/// A kept entry (not a temporary file).
+fn is_entry(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "json")
+        && !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 #[cfg(test)]
@@ -117,5 +292,132 @@ mod tests {
         let total: u64 = q.list().iter().map(|f| f.1).sum();
         assert!(total <= 600, "{total}");
         assert!(!q.list().is_empty());
+    }
+
+    fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn entries_are_written_compact_so_nesting_cannot_inflate_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::new(dir.path(), 100, u64::MAX);
+        // 100 levels of nesting: pretty-printing puts each level on its own, indented line.
+        let mut nested = json!([]);
+        for _ in 0..100 {
+            nested = json!([nested]);
+        }
+        let block = json!({"height": 1, "x": nested});
+        q.put("nested", json!([]), &block);
+        let files = entry_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let bytes = std::fs::read(&files[0]).unwrap();
+        assert!(!bytes.contains(&b'\n'), "pretty-printed");
+        assert!(
+            bytes.len() < 1_000,
+            "{} bytes for 200 bytes of block",
+            bytes.len()
+        );
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["block"], block);
+    }
+
+    #[test]
+    fn an_entry_over_the_size_cap_is_kept_without_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::new(dir.path(), 100, u64::MAX);
+        let block = json!({"height": 7, "hash": "ab".repeat(32), "data": "x".repeat(5 << 20)});
+        q.put("huge", json!(["too big"]), &block);
+        let files = entry_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let bytes = std::fs::read(&files[0]).unwrap();
+        assert!(bytes.len() < 64 * 1024, "{} bytes kept", bytes.len());
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["reason"], "huge");
+        assert_eq!(doc["block"], Value::Null);
+        assert_eq!(doc["block_omitted"]["height"], 7);
+        assert_eq!(doc["block_omitted"]["hash"], "ab".repeat(32));
+        assert!(doc["block_omitted"]["bytes"].as_u64().unwrap() > 5 << 20);
+    }
+
+    #[test]
+    fn one_entry_over_the_byte_budget_never_evicts_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::new(dir.path(), 100, 10_000);
+        for h in 0..3 {
+            q.put("small", json!([]), &json!({"height": h}));
+        }
+        q.put(
+            "big",
+            json!([]),
+            &json!({"height": 9, "data": "x".repeat(50_000)}),
+        );
+        let docs: Vec<Value> = entry_files(dir.path())
+            .iter()
+            .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
+            .collect();
+        let reasons: Vec<&str> = docs.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+        assert_eq!(reasons, ["small", "small", "small", "big"]);
+        let total: u64 = q.list().iter().map(|f| f.1).sum();
+        assert!(total <= 10_000, "{total}");
+    }
+
+    #[test]
+    fn a_full_volume_leaves_no_partial_entry_behind() {
+        if !nix_is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("q");
+        std::fs::create_dir_all(&at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(mounted, "mount a 64 KiB tmpfs");
+        let q = Quarantine::new(&at, 100, u64::MAX);
+        q.put("fits", json!([]), &json!({"height": 1}));
+        q.put(
+            "too big for the volume",
+            json!([]),
+            &json!({"height": 2, "data": "x".repeat(200_000)}),
+        );
+        let files = entry_files(&at);
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&at)
+            .status();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].extension().is_some_and(|x| x == "json"));
+    }
+
+    fn nix_is_root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn entries_and_their_folder_are_private_to_the_service_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::new(dir.path().join("q"), 100, u64::MAX);
+        q.put("mode", json!([]), &json!({"height": 1}));
+        let folder = std::fs::metadata(dir.path().join("q")).unwrap();
+        assert_eq!(folder.permissions().mode() & 0o777, 0o700);
+        let files = q.list();
+        assert_eq!(files.len(), 1);
+        let file = std::fs::metadata(&files[0].0).unwrap();
+        assert_eq!(file.permissions().mode() & 0o777, 0o600);
     }
 }

@@ -757,3 +757,52 @@ async fn slow_request_times_out_with_408() {
     assert!(text.contains("REQ_006"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_block_above_the_finality_floor_has_an_etag_of_its_bytes_and_304s_only_for_them() {
+    let app = spawn_app(|c| c.synchronization.max_reorg_depth = 2).await;
+    for i in 0..4 {
+        app.create_block(&format!("f{i}"), 1).await;
+    }
+    // Tip 4, depth 2: heights 0 and 1 are final, 2 to 4 may still be replaced by a fork.
+    let res = app.get("/api/v1/blocks/height/3").await;
+    let etag = res.headers()["etag"].to_str().unwrap().to_string();
+    let cache = res.headers()["cache-control"].to_str().unwrap().to_string();
+    let body = res.bytes().await.unwrap();
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    let digest = blake3::hash(&body).to_hex();
+    assert_eq!(etag, format!("\"b3-{}\"", &digest[..32]));
+    assert!(!cache.contains("immutable"), "{cache}");
+    let with = |tag: String| {
+        app.client
+            .get(app.url("/api/v1/blocks/height/3"))
+            .header("if-none-match", tag)
+            .send()
+    };
+    assert_eq!(with(etag.clone()).await.unwrap().status(), 304);
+    // The block hash names the block, not the bytes: it never confirms a cached copy here.
+    let by_hash = format!("\"{}\"", doc["hash"].as_str().unwrap());
+    assert_eq!(with(by_hash).await.unwrap().status(), 200);
+
+    // At or below the floor the ETag stays the block hash, with the long Cache-Control.
+    let res = app.get("/api/v1/blocks/height/1").await;
+    let doc: Value = serde_json::from_slice(
+        &app.get("/api/v1/blocks/height/1")
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        res.headers()["etag"].to_str().unwrap(),
+        format!("\"{}\"", doc["hash"].as_str().unwrap())
+    );
+    assert!(
+        res.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    app.stop().await;
+}

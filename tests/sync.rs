@@ -640,3 +640,125 @@ async fn follower_killed_mid_sync_five_times_resumes_each_time_and_converges() {
     drop(p);
     upstream.stop().await;
 }
+
+/// The served body, `Cache-Control` and `ETag` of the block at `height`.
+async fn block_at(node: &impl Node, height: u64) -> (Value, String, String) {
+    let res = node
+        .http()
+        .get(format!("{}/api/v1/blocks/height/{height}", node.base()))
+        .send()
+        .await
+        .expect("GET answered");
+    assert_eq!(res.status(), 200);
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (cache, etag) = (header("cache-control"), header("etag"));
+    (res.json().await.expect("block JSON"), cache, etag)
+}
+
+#[tokio::test]
+async fn two_forks_as_deep_as_max_reorg_depth_never_replace_a_block_served_immutable() {
+    let a = chains::chain(30, "a");
+    let up = StandIn::start(&a).await;
+    let app = follower(&up.url(), |c| c.synchronization.max_reorg_depth = 10).await;
+    reaches(&app, "synced", Some(30)).await;
+    // Tip 30, depth 10: block 19 lies 11 deep, below any fork sync may roll back.
+    let (served, cache, _) = block_at(&app, 19).await;
+    assert!(cache.contains("immutable"), "{cache}");
+    assert_eq!(served["hash"], a[19].hash.as_str());
+    assert!(!block_at(&app, 20).await.1.contains("immutable"));
+    assert_eq!(
+        metric(&app, "block_manager_finality_floor_height").await,
+        19.0
+    );
+
+    // A fork ten deep (the most allowed), onto a shorter branch: tip 25, block 19 now 6 deep.
+    let b = chains::branch(&a, 21, 5, "b");
+    up.chain(&b);
+    eventually(LIMIT, "the first fork to be resolved", || async {
+        let s = status(&app).await;
+        (s["reorgs"] == 1 && s["state"] == "synced" && s["local_height"] == 25).then_some(())
+    })
+    .await;
+    let (served, cache, _) = block_at(&app, 19).await;
+    assert_eq!(served["hash"], a[19].hash.as_str());
+    assert!(
+        cache.contains("immutable"),
+        "the floor does not sink with the tip: {cache}"
+    );
+
+    // Another fork ten deep from there would replace block 19: it is refused as diverged.
+    let c = chains::branch(&b, 16, 12, "c");
+    up.chain(&c);
+    let s = eventually(LIMIT, "the second fork to be decided", || async {
+        let s = status(&app).await;
+        let replaced = s["state"] == "synced" && s["local_height"] == 27;
+        (s["state"] == "diverged" || replaced).then_some(s)
+    })
+    .await;
+    assert_eq!(s["state"], "diverged", "{s}");
+    assert_eq!(s["last_error"]["code"], "SYNC_004", "{s}");
+    assert_eq!(s["reorgs"], 1);
+    assert_eq!(hashes(&app).await, hashes_of(&b), "nothing was rolled back");
+    assert_eq!(block_at(&app, 19).await.0["hash"], a[19].hash.as_str());
+    let health = health_check(&app).await;
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["sync"]["state"], "diverged");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_flapping_upstream_is_damped_to_stalled_and_each_orphan_is_filed_once() {
+    let a = chains::chain(10, "a");
+    let b = chains::branch(&a, 8, 3, "b");
+    let up = StandIn::start(&a).await;
+    let app = follower(&up.url(), |_| {}).await;
+    reaches(&app, "synced", Some(10)).await;
+
+    // Five reorgs are allowed within the window: a, b, a, b, a, b.
+    for n in 1..=5u64 {
+        let now = if n % 2 == 1 { &b } else { &a };
+        up.chain(now);
+        eventually(LIMIT, &format!("reorg {n}"), || async {
+            let s = status(&app).await;
+            (s["reorgs"] == n && s["state"] == "synced" && s["local_height"] == 10).then_some(())
+        })
+        .await;
+        assert_eq!(hashes(&app).await, hashes_of(now));
+    }
+    // Three blocks of each branch were orphaned, some of them three times: each is filed once.
+    assert_eq!(quarantined(&app, "orphaned by fork").len(), 6);
+
+    // The sixth within the window is not rolled back: sync stalls, health says so.
+    up.chain(&a);
+    let s = eventually(LIMIT, "the sixth fork to be decided", || async {
+        let s = status(&app).await;
+        (s["state"] == "stalled" || s["reorgs"] == 6).then_some(s)
+    })
+    .await;
+    assert_eq!(s["state"], "stalled", "{s}");
+    let health = health_check(&app).await;
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["sync"]["state"], "stalled");
+    // Rounds go on (each asked for at once here); rollbacks do not.
+    for _ in 0..5 {
+        let (code, _) = app.post("/api/v1/sync", &json!({})).await;
+        assert_eq!(code, 200);
+    }
+    let s = status(&app).await;
+    assert_eq!(s["reorgs"], 5, "{s}");
+    assert_eq!(s["state"], "stalled", "{s}");
+    assert_eq!(hashes(&app).await, hashes_of(&b));
+    assert_eq!(
+        metric(&app, "block_manager_blocks_rolled_back_total").await,
+        15.0
+    );
+    assert!(metric(&app, "block_manager_sync_reorgs_damped_total").await >= 1.0);
+    assert_eq!(quarantined(&app, "orphaned by fork").len(), 6);
+    app.stop().await;
+}

@@ -98,25 +98,25 @@ fn served_hash(body: &[u8]) -> Option<&str> {
     std::str::from_utf8(hash).ok()
 }
 
-/// A stored block with caching headers: a block buried deeper than any fork sync may roll
-/// back never changes, so it may be cached for long; shallower ones briefly.
+/// A stored block with caching headers. A block at or below the store's finality floor never
+/// changes: it may be cached for long, tagged by its hash. Above the floor a fork may still
+/// replace it, and a replacement can even carry the same hash (the hash preimage joins fields
+/// without separators), so it is cached briefly and tagged by a digest of the bytes served: a
+/// 304 only ever confirms those bytes.
 fn block_response(state: &AppState, height: u64, body: Vec<u8>, headers: &HeaderMap) -> Response {
-    let etag = served_hash(&body).map(|h| format!("\"{h}\""));
-    let depth = state
-        .ledger
-        .tip_height()
-        .map_or(0, |tip| tip.saturating_sub(height));
-    let cache = if depth > state.config.synchronization.max_reorg_depth {
-        "public, max-age=31536000, immutable"
-    } else {
-        "public, max-age=2"
+    let is_final = state
+        .store
+        .finality_floor()
+        .is_ok_and(|floor| height <= floor);
+    let by_hash = served_hash(&body).filter(|_| is_final);
+    let (etag, cache) = match by_hash {
+        Some(hash) => (format!("\"{hash}\""), "public, max-age=31536000, immutable"),
+        None => (body_etag(&body), "public, max-age=2"),
     };
-    let matches = etag.as_deref().is_some_and(|tag| {
-        headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|inm| inm.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
-    });
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -124,10 +124,16 @@ fn block_response(state: &AppState, height: u64, body: Vec<u8>, headers: &Header
     };
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+    if let Ok(tag) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, tag);
     }
     res
+}
+
+/// A strong ETag naming the exact bytes of `body`: 128 bits of its BLAKE3 digest.
+fn body_etag(body: &[u8]) -> String {
+    let digest = blake3::hash(body).to_hex();
+    format!("\"b3-{}\"", &digest[..32])
 }
 
 /// A decimal height: digits only (no sign, no spaces); more than a u64 holds names no block.

@@ -169,7 +169,8 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         }
         StoreError::Write(_)
         | StoreError::NotContiguous { .. }
-        | StoreError::NewerFormat { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "ST_002"),
+        | StoreError::NewerFormat { .. }
+        | StoreError::BelowFinalityFloor { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "ST_002"),
     };
     tracing::error!(code, error = %e, "storage failure");
     ApiError::new(status, code)

@@ -584,6 +584,23 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "expected 1-1000",
         ));
     }
+    if c.synchronization.max_reorgs_per_window == 0 {
+        return Err(invalid(
+            f,
+            "synchronization.max_reorgs_per_window",
+            "0",
+            "expected at least 1 rollback per window",
+        ));
+    }
+    let window = c.synchronization.reorg_window_seconds;
+    if !(window.is_finite() && (0.0..1e9).contains(&window)) {
+        return Err(invalid(
+            f,
+            "synchronization.reorg_window_seconds",
+            &window.to_string(),
+            "expected seconds ≥ 0 (0 turns damping off)",
+        ));
+    }
     if c.rate_limits.enabled && (c.rate_limits.requests == 0 || c.rate_limits.window_seconds == 0) {
         return Err(invalid(
             f,

@@ -218,6 +218,13 @@ pub struct SyncConfig {
     /// Seconds an empty follower may wait for its first valid block before health turns
     /// `unhealthy` (503), naming the upstream and the first failure (default 120).
     pub startup_grace_seconds: f64,
+    /// Most fork rollbacks within `reorg_window_seconds` (≥ 1). One more fork within the
+    /// window is not rolled back: sync goes `stalled` (health degraded) and backs off until
+    /// the window has room again or the upstream returns to our chain.
+    pub max_reorgs_per_window: u32,
+    /// Length in seconds of the window `max_reorgs_per_window` counts rollbacks over
+    /// (0 turns damping off).
+    pub reorg_window_seconds: f64,
 }
 
 impl Default for SyncConfig {
@@ -232,6 +239,8 @@ impl Default for SyncConfig {
             enabled: true,
             max_inflight_bytes: 32 * 1024 * 1024,
             startup_grace_seconds: 120.0,
+            max_reorgs_per_window: 5,
+            reorg_window_seconds: 600.0,
         }
     }
 }

@@ -146,6 +146,16 @@ pub enum StoreError {
     /// The file's contents are not what this store wrote.
     #[error("block store is corrupt: {0}")]
     Corrupt(String),
+    /// A rollback would remove a block at or below the finality floor; nothing was removed.
+    #[error(
+        "refusing to roll back above height {height}: blocks up to the finality floor {floor} are final"
+    )]
+    BelowFinalityFloor {
+        /// The height the rollback would have kept as the new tip.
+        height: u64,
+        /// The finality floor ([`BlockStore::finality_floor`]).
+        floor: u64,
+    },
 }
 
 /// The block store's operations, behind a trait so that a second backend can be added later.
@@ -196,7 +206,9 @@ pub trait BlockStore: Send + Sync + 'static {
     fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError>;
     /// Atomically removes every block above `height` with all its index entries and returns
     /// them ascending (for quarantine). Genesis is never removed. The whole removal is one
-    /// transaction, so callers keep it bounded (a reorg depth).
+    /// transaction, so callers keep it bounded (a reorg depth). A `height` below the
+    /// [finality floor](BlockStore::finality_floor) is refused with
+    /// [`StoreError::BelowFinalityFloor`] and nothing is removed.
     fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError>;
     /// A cheap write probe for the health check, safe to call every few seconds: the store is
     /// usable (a latched I/O failure is recovered first) and its volume takes a new fsync'd write.
@@ -205,6 +217,25 @@ pub trait BlockStore: Send + Sync + 'static {
     fn file_size(&self) -> Result<u64, StoreError>;
     /// The store file.
     fn path(&self) -> &Path;
+    /// The finality floor: the highest height ever buried deeper than the finality depth
+    /// (`synchronization.max_reorg_depth`) below the tip. Blocks at or below it are final: no
+    /// rollback removes them, so they may be served as immutable. It only rises, is kept across
+    /// restarts, and is raised by [`BlockStore::append`] in the same commit as the blocks when
+    /// the engine was opened with a finality depth. Cheap: engines keep it in memory.
+    fn finality_floor(&self) -> Result<u64, StoreError>;
+    /// Raises the finality floor to `height` (never above the tip, never lowering it) in one
+    /// durable commit; returns the floor now in force.
+    fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError>;
+    /// Records that the quarantine filed the block named by `key` (its hash and a digest of
+    /// its body); `false` when that key was recorded before, so the caller files nothing. The
+    /// index is bounded: the oldest keys are forgotten first.
+    fn record_quarantined(&self, key: &str) -> Result<bool, StoreError>;
+}
+
+/// The floor a tip at `tip` implies with a finality depth of `depth`: the highest height
+/// buried deeper than `depth` blocks below the tip (0 while the chain is shorter).
+pub fn floor_for_tip(tip: u64, depth: u64) -> u64 {
+    tip.saturating_sub(depth.saturating_add(1))
 }
 
 /// `(available, total)` bytes of the volume holding `path` (which need not exist yet: the

@@ -10,8 +10,9 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use super::listing;
 use super::tables::{self, WriteTables};
 use super::{
     BlockMeta, BlockRecord, BlockStore, ChainInfo, DEFAULT_NETWORK, Order, StoreError, Totals,
-    codec,
+    codec, floor_for_tip,
 };
 
 /// How the store's file was opened; worth a log line at start-up.
@@ -55,6 +56,12 @@ pub struct RedbStore {
     /// A copy of the bodies for fast reads by height; `None` when its files cannot be opened.
     log: Option<BodyLog>,
     report: OpenReport,
+    /// The finality floor as of the last commit (kept in the meta table), so that every read
+    /// that asks whether a block is final costs an atomic load.
+    floor: AtomicU64,
+    /// Blocks this far below the tip become final as appends raise the tip; `None`: only
+    /// [`BlockStore::raise_finality_floor`] raises the floor.
+    finality_depth: Option<u64>,
 }
 
 /// Beginning a read transaction goes through redb's transaction tracker; under a read-heavy
@@ -75,13 +82,28 @@ impl RedbStore {
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         let started = Instant::now();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| {
-                io_error(&e, Op::Open, &format!("cannot create {}", parent.display()))
-            })?;
+            // Blocks may carry data only this service should read: folders it creates are 0700
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| {
+                    io_error(&e, Op::Open, &format!("cannot create {}", parent.display()))
+                })?;
         }
+        // redb creates a missing file with the umask's mode (0644 as a rule); made here first,
+        // it is 0600. An existing file keeps its mode: redb initialises an empty one in place.
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io_error(&e, Op::Open, &path.display().to_string()))?;
         let (db, full_repair) = connect(path, cache_bytes, true)?;
         let created = initialise(&db).map_err(|f| settle(f, Op::Open, path))?;
         let log = open_log(&db, path).map_err(|f| settle(f, Op::Open, path))?;
+        let floor = read_floor(&db).map_err(|f| settle(f, Op::Open, path))?;
         Ok(Self {
             path: path.to_path_buf(),
             cache_bytes,
@@ -95,7 +117,23 @@ impl RedbStore {
                 full_repair,
                 duration: started.elapsed(),
             },
+            floor: AtomicU64::new(floor),
+            finality_depth: None,
         })
+    }
+
+    /// Makes every append raise the finality floor to the height buried deeper than `depth`
+    /// below the new tip, in the same commit. A floor behind the current tip (a store written
+    /// before the floor existed, or a smaller depth than last time) is raised here at once.
+    pub fn with_finality_depth(mut self, depth: u64) -> Result<Self, StoreError> {
+        self.finality_depth = Some(depth);
+        if let Some(tip) = self.tip()? {
+            let due = floor_for_tip(tip.height, depth);
+            if due > self.floor.load(Ordering::Acquire) {
+                self.raise_finality_floor(due)?;
+            }
+        }
+        Ok(self)
     }
 
     /// How the file was opened.
@@ -452,9 +490,21 @@ impl BlockStore for RedbStore {
                     tables::adjust(&mut totals, &block.meta, true);
                 }
                 t.set_totals(&totals)?;
-                Ok(repaired)
+                // In this commit, so no reader ever sees a tip whose buried blocks are not final
+                let floor = match (self.finality_depth, blocks.last()) {
+                    (Some(depth), Some(last)) => {
+                        Some(t.raise_finality_floor(floor_for_tip(last.meta.height, depth))?)
+                    }
+                    _ => None,
+                };
+                Ok((repaired, floor))
             },
-            |repaired| self.log_committed(repaired, blocks),
+            |(repaired, floor)| {
+                self.log_committed(repaired, blocks);
+                if let Some(floor) = floor {
+                    self.floor.store(*floor, Ordering::Release);
+                }
+            },
         )
         .map(drop)
     }
@@ -465,6 +515,11 @@ impl BlockStore for RedbStore {
                 Some(tip) if tip.height > height => tip.height,
                 _ => return Ok(Vec::new()),
             };
+            // Checked here, not only by sync: whoever asks, final blocks stay
+            let floor = t.finality_floor()?;
+            if height < floor {
+                return Err(StoreError::BelowFinalityFloor { height, floor }.into());
+            }
             // The lowered watermark is stored with the removal, so that no later open trusts a
             // log entry this rollback voids: by `write_then` when there is a log, and here when
             // this run has none (it could not be opened), since the next one may.
@@ -501,10 +556,16 @@ impl BlockStore for RedbStore {
         // grows with the file (~90 KiB per commit at 100k blocks), too much wear on an SD card
         // every few seconds. A new file also needs a free block, so a full volume fails it.
         let probe = probe_path(&self.path);
-        let written = fs::File::create(&probe).and_then(|mut file| {
-            file.write_all(&[0x5a; 4096])?;
-            file.sync_data()
-        });
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&probe)
+            .and_then(|mut file| {
+                file.write_all(&[0x5a; 4096])?;
+                file.sync_data()
+            });
         // Removed even after a failed write, so a probe never leaves anything behind for long
         let removed = fs::remove_file(&probe);
         let context = probe.display().to_string();
@@ -520,6 +581,24 @@ impl BlockStore for RedbStore {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn finality_floor(&self) -> Result<u64, StoreError> {
+        Ok(self.floor.load(Ordering::Acquire))
+    }
+
+    fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError> {
+        self.write_then(
+            |t| {
+                let tip = t.tip()?.map_or(0, |m| m.height);
+                t.raise_finality_floor(height.min(tip))
+            },
+            |floor| self.floor.store(*floor, Ordering::Release),
+        )
+    }
+
+    fn record_quarantined(&self, key: &str) -> Result<bool, StoreError> {
+        self.write(|t| t.record_quarantined(key))
     }
 }
 
@@ -551,6 +630,12 @@ fn open_log(db: &Database, path: &Path) -> Outcome<Option<BodyLog>> {
             Ok(None)
         }
     }
+}
+
+/// The finality floor stored in the meta table.
+fn read_floor(db: &Database) -> Outcome<u64> {
+    let txn = db.begin_read()?;
+    tables::read_finality_floor(&txn.open_table(tables::META)?)
 }
 
 /// The write probe's file: hidden, beside the store file.

@@ -3,7 +3,9 @@
 //!
 //! Everything here runs inside a transaction the caller opened; nothing commits.
 
-use redb::{ReadOnlyTable, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    ReadOnlyTable, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
 
 use super::codec;
 use super::failure::{Fault, Outcome};
@@ -22,8 +24,17 @@ pub(super) const HASH_INDEX: TableDefinition<&str, u64> = TableDefinition::new("
 pub(super) const TX_INDEX: TableDefinition<&str, (u64, u32)> = TableDefinition::new("tx_index");
 /// (timestamp µs, height) → (): listings sorted by time without sorting the chain.
 pub(super) const TIME_INDEX: TableDefinition<(i64, u64), ()> = TableDefinition::new("time_index");
-/// Named values: format version, network, genesis hash, totals.
+/// Named values: format version, network, genesis hash, totals, finality floor.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `<block hash>:<body digest>` → its number in [`QUARANTINE_ORDER`]: what the quarantine has
+/// already filed, so the same block is never filed twice.
+pub(super) const QUARANTINED: TableDefinition<&str, u64> = TableDefinition::new("quarantined");
+/// Number → key of [`QUARANTINED`], oldest first, so the index stays bounded.
+pub(super) const QUARANTINE_ORDER: TableDefinition<u64, &str> =
+    TableDefinition::new("quarantine_order");
+/// Most keys [`QUARANTINED`] keeps; the oldest are forgotten first. Far more than the
+/// quarantine folder holds (1000 files by default), at about 150 bytes a key.
+pub(super) const QUARANTINE_INDEX_MAX: u64 = 65_536;
 
 /// Bodies are stored in chunks of this size. redb fills its 4 KiB leaf pages with whole
 /// entries: a 2.2 KiB body stored whole leaves 1.8 KiB of its page empty, and a 5 KiB one takes
@@ -38,9 +49,13 @@ pub(super) const KEY_TOTALS: &str = "totals";
 /// Heights below this have a body in the body log that was fsync'd before the commit that
 /// wrote this value (see [`super::body_log`]).
 pub(super) const KEY_BODY_LOG: &str = "body_log_trusted";
+/// The finality floor: no rollback ever removes this height or one below it (see
+/// [`super::BlockStore::finality_floor`]). Absent in a store that never raised it: 0.
+pub(super) const KEY_FINALITY_FLOOR: &str = "finality_floor";
 
 /// Every table, opened for writing in one transaction.
 pub(super) struct WriteTables<'t> {
+    txn: &'t WriteTransaction,
     bodies: Table<'t, (u64, u32), &'static [u8]>,
     metas: Table<'t, u64, &'static [u8]>,
     tx_ids: Table<'t, u64, &'static [u8]>,
@@ -54,6 +69,7 @@ impl<'t> WriteTables<'t> {
     /// Opens (creating on first use) every table of the store.
     pub(super) fn open(txn: &'t WriteTransaction) -> Outcome<Self> {
         Ok(Self {
+            txn,
             bodies: txn.open_table(BODIES)?,
             metas: txn.open_table(METAS)?,
             tx_ids: txn.open_table(BLOCK_TX_IDS)?,
@@ -156,6 +172,54 @@ impl<'t> WriteTables<'t> {
         self.meta
             .insert(KEY_BODY_LOG, watermark.to_le_bytes().as_slice())?;
         Ok(())
+    }
+}
+
+impl WriteTables<'_> {
+    /// The finality floor as this transaction sees it.
+    pub(super) fn finality_floor(&self) -> Outcome<u64> {
+        read_finality_floor(&self.meta)
+    }
+
+    /// Raises the finality floor to `height` unless it is already higher; returns the floor.
+    pub(super) fn raise_finality_floor(&mut self, height: u64) -> Outcome<u64> {
+        let floor = self.finality_floor()?;
+        if height <= floor {
+            return Ok(floor);
+        }
+        self.meta
+            .insert(KEY_FINALITY_FLOOR, height.to_le_bytes().as_slice())?;
+        Ok(height)
+    }
+
+    /// Records `key` in the quarantine index; `false` when it was there already. The tables
+    /// are opened here, not with the others, so block commits never touch them.
+    pub(super) fn record_quarantined(&mut self, key: &str) -> Outcome<bool> {
+        let mut keys = self.txn.open_table(QUARANTINED)?;
+        if keys.get(key)?.is_some() {
+            return Ok(false);
+        }
+        let mut order = self.txn.open_table(QUARANTINE_ORDER)?;
+        let number = order.last()?.map_or(0, |(n, _)| n.value() + 1);
+        order.insert(number, key)?;
+        keys.insert(key, number)?;
+        while order.len()? > QUARANTINE_INDEX_MAX {
+            let Some((_, oldest)) = order.pop_first()? else {
+                break;
+            };
+            keys.remove(oldest.value())?;
+        }
+        Ok(true)
+    }
+}
+
+/// The finality floor ([`KEY_FINALITY_FLOOR`]); 0 when never raised.
+pub(super) fn read_finality_floor(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Outcome<u64> {
+    match meta.get(KEY_FINALITY_FLOOR)? {
+        Some(v) => Ok(codec::decode_u64(v.value(), "finality floor")?),
+        None => Ok(0),
     }
 }
 

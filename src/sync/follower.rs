@@ -5,6 +5,7 @@
 
 use super::breaker::{Breaker, CircuitState};
 use super::client::Upstream;
+use super::damper::Damper;
 use super::error::{SyncError, code};
 use super::fork::{Forks, Resolution};
 use super::retry::Backoff;
@@ -68,6 +69,8 @@ pub(super) enum Round {
     Progress,
     /// A fork deeper than allowed.
     Diverged(SyncError),
+    /// A fork not rolled back because reorgs are damped; wait this long.
+    Damped(SyncError, Duration),
 }
 
 /// The loop's own state. Only this task writes blocks in follower mode.
@@ -91,6 +94,8 @@ pub struct Follower {
     /// Hash of the last block quarantined as invalid, so a retried round does not file it
     /// again.
     pub last_quarantined: Option<String>,
+    /// Limits rollbacks per window (a flapping upstream).
+    pub damper: Damper,
 }
 
 impl Follower {
@@ -144,6 +149,15 @@ impl Follower {
                     self.shared.set_state(State::Diverged);
                 }
                 self.settings.poll
+            }
+            Ok(Round::Damped(e, wait)) => {
+                // As with a diverged fork: the upstream answered, the link is fine.
+                self.breaker.on_success();
+                if self.shared.state() != State::Stalled {
+                    self.shared.record_error(&e);
+                    self.shared.set_state(State::Stalled);
+                }
+                wait
             }
             Err(e) => {
                 self.shared.record_error(&e);
@@ -229,11 +243,17 @@ impl Follower {
             ledger: &self.ledger,
             quarantine: &self.quarantine,
             max_depth: self.settings.max_reorg_depth,
+            damped: self.damper.check(Instant::now()),
         };
         match forks.resolve(tip, at).await? {
             Resolution::RolledBack { ancestor, depth } => {
+                self.damper.rolled_back(Instant::now());
                 self.shared.record_reorg(ancestor, depth);
                 Ok(Some(Round::Progress))
+            }
+            Resolution::Damped(e) => {
+                let room = forks.damped.unwrap_or_default();
+                Ok(Some(Round::Damped(e, self.damper.refused(room))))
             }
             Resolution::NoFork => Ok(None),
             Resolution::Diverged(e) => Ok(Some(Round::Diverged(e))),

@@ -1,7 +1,8 @@
 //! Forks: when the upstream's block at a height we hold differs from ours, find the highest
 //! block both chains share by walking back through upstream headers, and — when that loses at
-//! most `max_reorg_depth` of our blocks — roll back to it in one atomic step and quarantine
-//! the orphans. A deeper fork is reported, never rolled back.
+//! most `max_reorg_depth` of our blocks and none at or below the store's finality floor — roll
+//! back to it in one atomic step and quarantine the orphans. A deeper fork is reported, never
+//! rolled back; so is one that comes while reorgs are damped.
 
 use super::client::Upstream;
 use super::error::{SyncError, code};
@@ -27,8 +28,11 @@ pub enum Resolution {
     },
     /// Upstream holds our tip after all (it changed meanwhile): nothing to undo.
     NoFork,
-    /// No shared block within `max_reorg_depth` of our tip: nothing was changed.
+    /// No shared block within `max_reorg_depth` of our tip, or above the finality floor:
+    /// nothing was changed.
     Diverged(SyncError),
+    /// A rollback was due but reorgs are damped: nothing was changed.
+    Damped(SyncError),
 }
 
 /// Everything fork resolution touches.
@@ -43,28 +47,56 @@ pub struct Forks<'a> {
     pub quarantine: &'a Arc<Quarantine>,
     /// Deepest rollback allowed.
     pub max_depth: u64,
+    /// `Some(room)` while reorgs are damped: a fork is found but not rolled back, and the
+    /// damping window has room again after `room`.
+    pub damped: Option<std::time::Duration>,
 }
 
 impl Forks<'_> {
     /// Resolves a fork noticed at height `at` (ours there differs from upstream's, or
     /// upstream's next block does not link to it), with our tip at `tip`.
     pub async fn resolve(&self, tip: u64, at: u64) -> Result<Resolution, SyncError> {
-        let floor = tip.saturating_sub(self.max_depth);
+        let finality = self.finality_floor().await?;
+        // Never below the floor, however the fork is reached: several reorgs each within
+        // max_reorg_depth of a lower tip would otherwise sink below a block served immutable.
+        let floor = tip.saturating_sub(self.max_depth).max(finality);
         let ancestor = self.common_ancestor(at.min(tip), floor).await?;
         let Some(ancestor) = ancestor else {
+            let why = if finality > tip.saturating_sub(self.max_depth) {
+                format!(
+                    "it would replace final blocks: nothing at or below the finality floor \
+                     ({finality}) is ever rolled back"
+                )
+            } else {
+                format!(
+                    "the fork is deeper than synchronization.max_reorg_depth ({})",
+                    self.max_depth
+                )
+            };
             return Ok(Resolution::Diverged(SyncError::new(
                 code::DIVERGED,
                 format!(
                     "upstream {} shares no block with ours between heights {floor} and {at}: \
-                     the fork is deeper than synchronization.max_reorg_depth ({}); sync stopped, \
-                     nothing was rolled back",
+                     {why}; sync stopped, nothing was rolled back",
                     self.client.shown(),
-                    self.max_depth
                 ),
             )));
         };
         if ancestor >= tip {
             return Ok(Resolution::NoFork);
+        }
+        if let Some(room) = self.damped {
+            return Ok(Resolution::Damped(SyncError::new(
+                code::FAILED,
+                format!(
+                    "upstream {} forked again above height {ancestor}: more than \
+                     synchronization.max_reorgs_per_window rollbacks within \
+                     synchronization.reorg_window_seconds, so this one is not made (the window \
+                     has room again in {:.0} s); sync stalled, nothing was rolled back",
+                    self.client.shown(),
+                    room.as_secs_f64()
+                ),
+            )));
         }
         let orphans = self
             .ledger
@@ -96,6 +128,16 @@ impl Forks<'_> {
             }
             hi = lo - 1;
         }
+    }
+
+    async fn finality_floor(&self) -> Result<u64, SyncError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.finality_floor())
+            .await
+            .map_err(|e| SyncError::new(code::FAILED, format!("store read task failed: {e}")))?
+            .map_err(|e| {
+                SyncError::new(code::FAILED, format!("cannot read the finality floor: {e}"))
+            })
     }
 
     async fn our_hashes(&self, lo: u64, hi: u64) -> Result<HashMap<u64, String>, SyncError> {

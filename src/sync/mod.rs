@@ -6,6 +6,7 @@
 //! - `follower`: the loop of bounded rounds and the state each round leads to.
 //! - `catchup`: the pipelined fetch-and-commit of the blocks we lack.
 //! - `fork`: common-ancestor search and bounded rollback.
+//! - `damper`: at most so many rollbacks per window, so a flapping upstream cannot loop.
 //! - `status`: the reported state, the health check's outcome and the sync metrics.
 //! - `error`: the SYNC_00x failures.
 //!
@@ -17,6 +18,7 @@
 mod breaker;
 mod catchup;
 mod client;
+mod damper;
 mod error;
 mod follower;
 mod fork;
@@ -100,6 +102,11 @@ impl SyncHandle {
         let report_to = shared.clone();
         let report: crate::supervise::Report = Arc::new(move |down| report_to.set_task_down(down));
         let (for_task, rounds_for_task) = (shared.clone(), rounds.clone());
+        let (max_reorgs, reorg_window) = (
+            sync.max_reorgs_per_window,
+            seconds(sync.reorg_window_seconds, 600.0),
+        );
+        let damper_metrics = metrics.clone();
         crate::supervise::spawn(
             "sync",
             tracker,
@@ -119,6 +126,13 @@ impl SyncHandle {
                     breaker: Breaker::new(&circuit),
                     settings: settings.clone(),
                     last_quarantined: None,
+                    // A restarted run keeps no rollback history: the window starts afresh.
+                    damper: damper::Damper::new(
+                        max_reorgs,
+                        reorg_window,
+                        backoff,
+                        damper_metrics.clone(),
+                    ),
                 };
                 follower.run(shutdown.clone(), alive)
             },

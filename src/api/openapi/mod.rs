@@ -47,7 +47,7 @@ const DESCRIPTION: &str = "Block store of the Lucid stack (lucid_blocks chain, P
 Every non-2xx answer has one JSON shape, `{\"detail\": {\"error\", \"error_code\", \"severity\", \"additional_info\"}}` (schema `Error`). \
 An unknown path answers 404 (REQ_005); a method a path does not take answers 405 with `Allow` (REQ_004). \
 Reads are open unless `security.require_read_auth` is on; writes need the write key as `X-API-Key` or `Authorization: Bearer`. \
-Single-block reads carry `ETag` (the block hash) and answer 304 to a matching `If-None-Match`. \
+Single-block reads carry `ETag` (the block hash for final blocks, a digest of the served bytes above the finality floor) and answer 304 to a matching `If-None-Match`. \
 Every answer carries `X-Request-Id`; a caller's short printable `X-Request-Id` is kept.";
 
 /// The document (built on first use).

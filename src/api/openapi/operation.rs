@@ -145,12 +145,12 @@ pub(super) fn ok_json(schema: &str) -> Value {
 
 /// The `Cache-Control` header of block reads and listings.
 pub(super) fn cache_control() -> Value {
-    json!({"description": "Long and immutable for blocks buried deeper than synchronization.max_reorg_depth below the tip; a few seconds otherwise", "required": true, "schema": {"type": "string"}})
+    json!({"description": "Long and immutable for final blocks (at or below the finality floor: the highest height ever buried deeper than synchronization.max_reorg_depth below the tip); a few seconds otherwise", "required": true, "schema": {"type": "string"}})
 }
 
 /// The `ETag` header of single-block reads.
 pub(super) fn etag() -> Value {
-    json!({"description": "The block hash, quoted; send it back as If-None-Match for a 304", "required": true, "schema": {"type": "string", "pattern": "^\"[0-9a-f]{64}\"$"}})
+    json!({"description": "For a final block its hash, quoted; above the finality floor \"b3-\" and 32 hex digits of the BLAKE3 digest of the served bytes. Send it back as If-None-Match for a 304", "required": true, "schema": {"type": "string", "pattern": "^\"([0-9a-f]{64}|b3-[0-9a-f]{32})\"$"}})
 }
 
 /// The answers of a single-block read: the block with its `ETag`, or 304 for `If-None-Match`.

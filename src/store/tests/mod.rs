@@ -2,6 +2,7 @@
 //! paging, [`processes`] adds a second process for locking, crash recovery and a full volume.
 
 mod body_log;
+mod finality;
 mod listing;
 mod processes;
 
@@ -481,4 +482,26 @@ fn reads_see_every_write_at_once_though_they_share_a_snapshot() {
     assert!(store.body_at(1).unwrap().is_none());
     assert_eq!(store.tip().unwrap().map(|m| m.height), Some(0));
     store.close().unwrap();
+}
+
+#[test]
+fn store_files_and_their_folder_are_private_to_the_service_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.append(&blocks(0, 3)).unwrap();
+    drop(store);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let path = store_path(&dir);
+    assert_eq!(mode(path.parent().unwrap()), 0o700, "store folder");
+    assert_eq!(mode(&path), 0o600, "redb file");
+    let logs: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".bodies"))
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for log in logs {
+        assert_eq!(mode(&log), 0o600, "{}", log.display());
+    }
 }

@@ -205,6 +205,9 @@ pub trait BlockStore: Send + Sync + 'static {
     fn file_size(&self) -> Result<u64, StoreError>;
     /// The store file.
     fn path(&self) -> &Path;
+    /// Blocks whose timestamp is at or after `since_micros`, counting at most `cap`. Served
+    /// from the time index, so it costs the number of blocks counted, never the chain.
+    fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError>;
 }
 
 /// `(available, total)` bytes of the volume holding `path` (which need not exist yet: the

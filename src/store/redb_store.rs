@@ -521,6 +521,10 @@ impl BlockStore for RedbStore {
     fn path(&self) -> &Path {
         &self.path
     }
+
+    fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError> {
+        self.read(|txn| listing::count_since(txn, since_micros, cap))
+    }
 }
 
 impl Drop for RedbStore {

@@ -281,3 +281,61 @@ async fn blocks_stats_reports_the_chain_figures() {
     assert_eq!(s["blocks_last_24h"], 3, "{s}");
     app.stop().await;
 }
+
+#[test]
+fn a_bad_trusted_proxy_or_client_cap_stops_start_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/block-manager-config.yaml"),
+        "api:\n  trusted_proxies: [\"10.0.0.0/8\", \"172.18.0.0/33\"]\n",
+    )
+    .unwrap();
+    let cases: &[(&[(&str, &str)], &[&str])] = &[
+        (
+            &[],
+            &[
+                "api.trusted_proxies",
+                "172.18.0.0/33",
+                "0-32",
+                "block-manager-config.yaml",
+            ],
+        ),
+        (
+            &[(
+                "BLOCK_MANAGER__API__TRUSTED_PROXIES",
+                "10.0.0.0/8, 10.1.2.3/8",
+            )],
+            &[
+                "BLOCK_MANAGER__API__TRUSTED_PROXIES",
+                "'10.1.2.3/8'",
+                "host bits",
+            ],
+        ),
+        (
+            &[
+                ("BLOCK_MANAGER__API__TRUSTED_PROXIES", "10.0.0.0/8"),
+                ("BLOCK_MANAGER__RATE_LIMITS__MAX_CLIENTS", "0"),
+            ],
+            &["BLOCK_MANAGER__RATE_LIMITS__MAX_CLIENTS", "expected 1-"],
+        ),
+    ];
+    for (env, wanted) in cases {
+        let mut cmd = std::process::Command::new(binary());
+        cmd.current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BLOCK_MANAGER_HOST", "127.0.0.1")
+            .env("BLOCK_MANAGER_PORT", free_port().to_string());
+        for (k, v) in *env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        for w in *wanted {
+            assert!(stderr.contains(w), "{env:?}: want {w} in {stderr}");
+        }
+    }
+}

@@ -57,6 +57,8 @@ pub struct Shared {
     pub limiter: Arc<crate::api::access::RateLimiter>,
     /// Latest host sample.
     pub system: crate::monitoring::SystemView,
+    /// The last `/blocks/stats` answer, reused briefly.
+    pub stats: crate::api::StatsCache,
 }
 
 /// Why the service could not start: exit 2 with this line.
@@ -233,7 +235,7 @@ pub async fn build_state(
     }
     let state = AppState(Arc::new(Shared {
         catalog: Arc::new(Catalog::from_config(&config)),
-        limiter: Arc::new(crate::api::access::RateLimiter::new(&config.rate_limits)),
+        limiter: Arc::new(crate::api::access::limiter(&config, &metrics).map_err(StartError)?),
         health: Health::new(checks, Duration::from_secs(1)),
         config,
         store,
@@ -245,6 +247,7 @@ pub async fn build_state(
         ready: Arc::new(AtomicBool::new(false)),
         sync,
         system,
+        stats: crate::api::StatsCache::default(),
     }));
     Ok((state, writer))
 }

@@ -1,5 +1,9 @@
 //! Prometheus registry and the named metric handles, created once at start-up.
-//! Every name carries the `block_manager_` prefix and a unit suffix.
+//! Every name carries the `block_manager_` prefix and a unit suffix, except the standard
+//! `process_*` family (see `process`), which keeps the names generic dashboards expect.
+
+#[cfg(target_os = "linux")]
+mod process;
 
 use crate::chain::Failure;
 use crate::ledger::WriteError;
@@ -19,6 +23,12 @@ const SOURCES: [&str; 2] = ["api", "sync"];
 const VALIDATION_CODES: [&str; 7] = [
     "VAL_001", "VAL_002", "VAL_003", "VAL_004", "VAL_005", "BM_005", "BM_006",
 ];
+
+/// Why a request was refused for credentials (`reason` label of `http_auth_failures_total`).
+const AUTH_REASONS: [&str; 4] = ["invalid", "missing", "insufficient", "writes_disabled"];
+
+/// The catalog's sync error codes (`code` label of `sync_errors_total`).
+const SYNC_CODES: [&str; 5] = ["SYNC_001", "SYNC_002", "SYNC_003", "SYNC_004", "SYNC_005"];
 
 /// Every metric handle. Cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -91,6 +101,11 @@ pub struct Metrics {
     pub finality_floor: IntGauge,
     /// Forks not rolled back because too many reorgs happened within the window.
     pub reorgs_damped: IntCounter,
+
+    /// Clients (addresses, IPv6 /64s) the rate limiter tracks now.
+    pub rate_limit_buckets: IntGauge,
+    /// Clients the rate limiter forgot to stay within `rate_limits.max_clients`.
+    pub rate_limit_evictions: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -275,6 +290,14 @@ impl Metrics {
             reorgs_damped: reg!(IntCounter::with_opts(opts(
                 "sync_reorgs_damped_total",
                 "Forks not rolled back because more than synchronization.max_reorgs_per_window happened within the window"
+
+            rate_limit_buckets: reg!(IntGauge::with_opts(opts(
+                "rate_limit_buckets",
+                "Clients the rate limiter tracks"
+            ))),
+            rate_limit_evictions: reg!(IntCounter::with_opts(opts(
+                "rate_limit_evictions_total",
+                "Clients the rate limiter forgot to stay within rate_limits.max_clients"
             ))),
             registry,
         };
@@ -282,14 +305,11 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m.preset_known_labels();
         #[cfg(target_os = "linux")]
+        if let Err(e) = m
+            .registry
+            .register(Box::new(process::ProcessMetrics::new()))
         {
-            // CPU seconds, resident memory, open fds and start time of this process, read from
-            // /proc at scrape time (in-memory files, so a scrape never waits on a disk).
-            let pc =
-                prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, NS);
-            if let Err(e) = m.registry.register(Box::new(pc)) {
-                tracing::warn!(error = %e, "process metrics unavailable");
-            }
+            tracing::warn!(error = %e, "process metrics unavailable");
         }
         m
     }
@@ -305,6 +325,12 @@ impl Metrics {
         }
         for direction in ["received", "transmitted"] {
             self.network_bytes.with_label_values(&[direction]);
+        }
+        for reason in AUTH_REASONS {
+            self.auth_failures.with_label_values(&[reason]);
+        }
+        for code in SYNC_CODES {
+            self.sync_errors.with_label_values(&[code]);
         }
     }
 
@@ -401,7 +427,10 @@ mod tests {
         assert!(families.len() > 20, "{} families", families.len());
         for f in &families {
             let name = f.name();
-            assert!(name.starts_with("block_manager_"), "{name}");
+            assert!(
+                name.starts_with("block_manager_") || name.starts_with("process_"),
+                "{name}"
+            );
             assert!(!f.help().is_empty(), "{name} has no help");
             let is_counter = f.get_field_type() == MetricType::COUNTER;
             assert_eq!(is_counter, name.ends_with("_total"), "{name}");
@@ -416,6 +445,8 @@ mod tests {
             "block_manager_blocks_appended_total{source=\"sync\"} 0",
             "block_manager_validation_failures_total{code=\"VAL_003\"} 0",
             "block_manager_host_network_bytes_total{direction=\"received\"} 0",
+            "block_manager_http_auth_failures_total{reason=\"invalid\"} 0",
+            "block_manager_sync_errors_total{code=\"SYNC_002\"} 0",
         ] {
             assert!(text.contains(line), "missing {line}");
         }
@@ -427,15 +458,22 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn process_metrics_carry_the_prefix() {
+    fn process_metrics_have_the_standard_names_and_no_prefixed_copies() {
         let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
         for name in [
-            "block_manager_process_cpu_seconds_total",
-            "block_manager_process_resident_memory_bytes",
-            "block_manager_process_open_fds",
-            "block_manager_process_start_time_seconds",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
         ] {
             assert!(text.contains(&format!("\n{name} ")), "missing {name}");
+            assert!(
+                !text.contains(&format!("block_manager_{name}")),
+                "copy of {name}"
+            );
         }
     }
 }

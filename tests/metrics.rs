@@ -24,7 +24,12 @@ async fn exposition_parses_and_every_name_is_prefixed() {
     let m = scrape(&app).await;
     assert!(m.samples.len() > 30, "{} samples", m.samples.len());
     for s in &m.samples {
-        assert!(s.name.starts_with("block_manager_"), "{}", s.name);
+        // Ours are prefixed; the process family keeps its standard, unprefixed names.
+        assert!(
+            s.name.starts_with("block_manager_") || s.name.starts_with("process_"),
+            "{}",
+            s.name
+        );
     }
     for (name, t) in &m.types {
         assert_eq!(t == "counter", name.ends_with("_total"), "{name} is a {t}");
@@ -42,10 +47,12 @@ async fn exposition_parses_and_every_name_is_prefixed() {
         "block_manager_host_memory_total_bytes",
         "block_manager_data_volume_free_bytes",
         "block_manager_data_volume_total_bytes",
-        "block_manager_process_resident_memory_bytes",
-        "block_manager_process_cpu_seconds_total",
-        "block_manager_process_open_fds",
-        "block_manager_process_start_time_seconds",
+        "block_manager_rate_limit_buckets",
+        "block_manager_rate_limit_evictions_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
     ] {
         assert!(m.all(name).next().is_some(), "{name} missing");
     }
@@ -413,4 +420,154 @@ async fn a_failed_start_stops_the_sampler_and_releases_the_store() {
     .await;
     app.shutdown.cancel();
     app.done.await.unwrap();
+}
+
+/// CPU time of this process so far, as the kernel counts it (clock ticks).
+fn cpu_seconds() -> f64 {
+    let stat = procfs::process::Process::myself().unwrap().stat().unwrap();
+    (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
+}
+
+/// Burns CPU on this thread until the process has used `secs` more CPU time (on a shared
+/// machine wall time says little about it), within a deadline.
+fn burn(secs: f64) {
+    let start = cpu_seconds();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut x = 0u64;
+    while cpu_seconds() - start < secs {
+        for _ in 0..100_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        assert!(Instant::now() < deadline, "could not burn {secs} s of CPU");
+    }
+}
+
+#[tokio::test]
+async fn standard_process_metrics_are_exported_with_sub_second_cpu_time() {
+    let app = spawn_app(|_| {}).await;
+    let before = scrape(&app).await;
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "process_threads",
+    ] {
+        assert!(before.value(name, &[]).is_some(), "{name} missing");
+        assert!(
+            before
+                .all(&format!("block_manager_{name}"))
+                .next()
+                .is_none(),
+            "prefixed copy of {name}"
+        );
+    }
+    assert_eq!(
+        before
+            .types
+            .get("process_cpu_seconds_total")
+            .map(String::as_str),
+        Some("counter")
+    );
+    let started = before.value("process_start_time_seconds", &[]).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(started > now - 3600.0 && started <= now + 1.0, "{started}");
+    assert!(before.value("process_open_fds", &[]).unwrap() >= 3.0);
+    // The server runs in this process, so CPU burnt here is its CPU time.
+    let cpu0 = before.value("process_cpu_seconds_total", &[]).unwrap();
+    let kernel0 = cpu_seconds();
+    burn(0.3);
+    let cpu1 = scrape(&app)
+        .await
+        .value("process_cpu_seconds_total", &[])
+        .unwrap();
+    let kernel = cpu_seconds() - kernel0;
+    let moved = cpu1 - cpu0;
+    // The scrape itself and the server's threads add a little on top of what was burnt.
+    assert!(
+        moved >= 0.29 && moved <= kernel + 0.05,
+        "{kernel} s of CPU moved the counter by {moved} ({cpu0} -> {cpu1})"
+    );
+    assert!(
+        cpu1.fract() != 0.0 || cpu0.fract() != 0.0,
+        "whole seconds only: {cpu0}, {cpu1}"
+    );
+    app.stop().await;
+}
+
+/// Every metric name the dashboard's queries use.
+fn dashboard_metric_names() -> std::collections::BTreeSet<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docker/grafana/block-manager-dashboard.json"
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fn exprs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr", Value::String(e)) => out.push(e.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    exprs(&doc, &mut all);
+    assert!(all.len() > 10, "only {} queries found", all.len());
+    let mut names = std::collections::BTreeSet::new();
+    for e in all {
+        // Identifiers that are metric names: ours and the standard process family. Label
+        // names, functions and variables never start with these.
+        let mut word = String::new();
+        for c in e.chars().chain([' ']) {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                word.push(c);
+                continue;
+            }
+            if word.starts_with("block_manager_") || word.starts_with("process_") {
+                names.insert(std::mem::take(&mut word));
+            }
+            word.clear();
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_queries_is_exported() {
+    // A follower of a standalone node, so the sync series exist too.
+    let leader = spawn_app(|_| {}).await;
+    let app = spawn_app(|c| c.synchronization.engine_url = Some(leader.base.clone())).await;
+    eventually(Duration::from_secs(20), "the follower to sync", || async {
+        let (_, h) = app.get_json("/api/v1/chain/height").await;
+        (h["height"] == 0).then_some(())
+    })
+    .await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/chain/verify"))
+        .header("x-api-key", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let m = scrape(&app).await;
+    let names = dashboard_metric_names();
+    let missing: Vec<&String> = names.iter().filter(|n| m.all(n).next().is_none()).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, not exported"
+    );
+    app.stop().await;
+    leader.stop().await;
 }

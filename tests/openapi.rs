@@ -135,3 +135,30 @@ async fn requests_outside_the_document_are_refused() {
     assert_eq!(status, 200, "an empty object checks the whole chain");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn blocks_stats_is_routed_ahead_of_block_id_and_answers_its_schema() {
+    let app = spawn_app(|_| {}).await;
+    app.create_block("stats", 1).await;
+    let doc = served_doc(&app).await;
+    let op = &doc["paths"]["/api/v1/blocks/stats"]["get"];
+    assert_eq!(op["operationId"], "getBlockStats", "{op}");
+    let schema = &doc["components"]["schemas"]["BlockStats"];
+    assert_eq!(schema["additionalProperties"], false);
+    let (status, body) = app.get_json("/api/v1/blocks/stats").await;
+    assert_eq!(status, 200, "taken for a block id? {body}");
+    let mut served: Vec<&String> = body.as_object().unwrap().keys().collect();
+    let mut listed: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    served.sort();
+    listed.sort();
+    assert_eq!(
+        served, listed,
+        "the answer and the schema list the same fields"
+    );
+    app.stop().await;
+}

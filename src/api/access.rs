@@ -1,26 +1,33 @@
-//! Access control and per-client limits: API keys (constant-time), the rate limit, and the
-//! follower read-only rule.
+//! Access control and per-client limits: who the client is (trusted proxies), API keys
+//! (constant-time), the rate limit per address or per key, and the follower read-only rule.
 
+pub use super::limiter::RateLimiter;
+
+use super::limiter::KeyId;
 use crate::app::AppState;
-use crate::config::RateLimitConfig;
+use crate::config::Cidr;
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-/// The credential a request carries: `X-API-Key`, else `Authorization: Bearer`.
+/// The credential a request carries: a non-empty `X-API-Key`, else `Authorization: Bearer`.
+/// An empty `X-API-Key` (some clients always send the header) does not hide the token.
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(k.trim());
+    if let Some(k) = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        return Some(k);
     }
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Compares in constant time: both sides are hashed and blake3's `Hash` equality is
@@ -36,23 +43,49 @@ enum Grant {
     Write,
 }
 
+/// Which configured key `given` is, if any.
+fn key_of(state: &AppState, given: &str) -> Option<KeyId> {
+    let sec = &state.config.security;
+    if sec.api_key.get().is_some_and(|k| same_key(given, k)) {
+        return Some(KeyId::Write);
+    }
+    if sec.read_api_key.get().is_some_and(|k| same_key(given, k)) {
+        return Some(KeyId::Read);
+    }
+    None
+}
+
+/// A refusal: counted by `reason` and logged once, here, with its code (never the key; the
+/// request's span adds its id).
+fn refuse(state: &AppState, reason: &str, e: ApiError) -> ApiError {
+    state
+        .metrics
+        .auth_failures
+        .with_label_values(&[reason])
+        .inc();
+    tracing::warn!(
+        code = e.code,
+        reason,
+        status = e.status.as_u16(),
+        "request refused: {}",
+        e.message.as_deref().unwrap_or(e.code)
+    );
+    e
+}
+
 fn grant(state: &AppState, headers: &HeaderMap) -> Result<Option<Grant>, ApiError> {
     let Some(given) = credential(headers) else {
         return Ok(None);
     };
-    let sec = &state.config.security;
-    if sec.api_key.get().is_some_and(|k| same_key(given, k)) {
-        return Ok(Some(Grant::Write));
+    match key_of(state, given) {
+        Some(KeyId::Write) => Ok(Some(Grant::Write)),
+        Some(KeyId::Read) => Ok(Some(Grant::Read)),
+        None => Err(refuse(
+            state,
+            "invalid",
+            ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_002").msg("Invalid API key"),
+        )),
     }
-    if sec.read_api_key.get().is_some_and(|k| same_key(given, k)) {
-        return Ok(Some(Grant::Read));
-    }
-    state
-        .metrics
-        .auth_failures
-        .with_label_values(&["invalid"])
-        .inc();
-    Err(ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_002").msg("Invalid API key"))
 }
 
 /// Route layer for read routes: open unless `security.require_read_auth` is on.
@@ -62,13 +95,8 @@ pub async fn require_read(
     next: Next,
 ) -> Result<Response, ApiError> {
     if state.config.security.require_read_auth && grant(&state, req.headers())?.is_none() {
-        state
-            .metrics
-            .auth_failures
-            .with_label_values(&["missing"])
-            .inc();
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_001")
-            .msg("Authentication required: send X-API-Key or Authorization: Bearer with a read or write key"));
+        return Err(refuse(&state, "missing", ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_001")
+            .msg("Authentication required: send X-API-Key or Authorization: Bearer with a read or write key")));
     }
     Ok(next.run(req).await)
 }
@@ -80,85 +108,143 @@ pub async fn require_write(
     next: Next,
 ) -> Result<Response, ApiError> {
     if state.config.security.api_key.get().is_none() {
-        state
-            .metrics
-            .auth_failures
-            .with_label_values(&["writes_disabled"])
-            .inc();
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "AUTH_004")
-            .msg("Writes are disabled: set BLOCK_MANAGER_API_KEY (or security.api_key) to a secret and send it as X-API-Key"));
+        return Err(refuse(&state, "writes_disabled", ApiError::new(StatusCode::FORBIDDEN, "AUTH_004")
+            .msg("Writes are disabled: set BLOCK_MANAGER_API_KEY (or security.api_key) to a secret and send it as X-API-Key")));
     }
     match grant(&state, req.headers())? {
         Some(Grant::Write) => Ok(next.run(req).await),
-        Some(Grant::Read) => {
-            state
-                .metrics
-                .auth_failures
-                .with_label_values(&["insufficient"])
-                .inc();
-            Err(ApiError::new(StatusCode::FORBIDDEN, "AUTH_003")
-                .msg("This key may only read; writes need the write key (BLOCK_MANAGER_API_KEY)"))
-        }
-        None => {
-            state
-                .metrics
-                .auth_failures
-                .with_label_values(&["missing"])
-                .inc();
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_001").msg(
+        Some(Grant::Read) => Err(refuse(
+            &state,
+            "insufficient",
+            ApiError::new(StatusCode::FORBIDDEN, "AUTH_003")
+                .msg("This key may only read; writes need the write key (BLOCK_MANAGER_API_KEY)"),
+        )),
+        None => Err(refuse(
+            &state,
+            "missing",
+            ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_001").msg(
                 "Authentication required: send the write key as X-API-Key or Authorization: Bearer",
-            ))
-        }
+            ),
+        )),
     }
 }
 
-/// Fixed-window request counters per client address.
-pub struct RateLimiter {
-    enabled: bool,
-    limit: u32,
-    window: Duration,
-    epoch: Instant,
-    clients: Mutex<HashMap<IpAddr, (u64, u32)>>,
+/// The limiter for `config`, reporting into `metrics`; a bad `api.trusted_proxies` entry is
+/// refused with the reason (the loader refuses it first; this covers configs built in code).
+pub fn limiter(
+    config: &crate::config::Config,
+    metrics: &crate::metrics::Metrics,
+) -> Result<RateLimiter, String> {
+    let trusted = crate::config::parse_cidrs(&config.api.trusted_proxies)
+        .map_err(|(entry, why)| format!("invalid api.trusted_proxies entry '{entry}': {why}"))?;
+    Ok(RateLimiter::new(
+        &config.rate_limits,
+        metrics.rate_limit_buckets.clone(),
+        metrics.rate_limit_evictions.clone(),
+    )
+    .trusting(trusted))
 }
 
-impl RateLimiter {
-    /// A limiter per `rate_limits`.
-    pub fn new(cfg: &RateLimitConfig) -> Self {
-        Self {
-            enabled: cfg.enabled,
-            limit: cfg.requests.max(1),
-            window: Duration::from_secs(cfg.window_seconds.max(1)),
-            epoch: Instant::now(),
-            clients: Mutex::new(HashMap::new()),
-        }
-    }
+/// The client's address, as worked out once per request by [`client_addr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
 
-    /// Counts one request; `Err(seconds)` when over the limit, with when to retry.
-    pub fn hit(&self, client: IpAddr) -> Result<(), u64> {
-        if !self.enabled {
-            return Ok(());
-        }
-        let elapsed = self.epoch.elapsed();
-        let window = elapsed.as_secs() / self.window.as_secs();
-        let mut clients = self.clients.lock().expect("rate limiter lock");
-        // Forget clients from past windows now and then so the map stays small.
-        if clients.len() > 10_000 {
-            clients.retain(|_, (w, _)| *w == window);
-        }
-        let entry = clients.entry(client).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        if entry.1 >= self.limit {
-            let next = (window + 1) * self.window.as_secs();
-            return Err(next.saturating_sub(elapsed.as_secs()).max(1));
-        }
-        entry.1 += 1;
-        Ok(())
+/// Who sent the request: the peer, or, when the peer is a trusted proxy, the right-most
+/// address of its forwarding header that is not itself a trusted proxy. Reuses the answer
+/// an outer layer already put into the request.
+pub fn client_addr(state: &AppState, req: &Request) -> IpAddr {
+    if let Some(c) = req.extensions().get::<ClientAddr>() {
+        return c.0;
     }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
+    resolve(
+        peer.to_canonical(),
+        req.headers(),
+        state.limiter.trusted_proxies(),
+    )
 }
 
-/// Middleware: the per-client rate limit; health and metrics are exempt so probes never fail.
+/// Most forwarding hops looked at, from the right: a longer chain is not believed further.
+const MAX_HOPS: usize = 16;
+
+fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer) {
+        return peer;
+    }
+    // X-Forwarded-For when present (what common proxies append to), else RFC 7239 Forwarded.
+    // Header lines further down were added later, so both are read right to left.
+    let xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let hops: Box<dyn Iterator<Item = Option<IpAddr>>> = if !xff.is_empty() {
+        Box::new(
+            xff.into_iter()
+                .rev()
+                .flat_map(|v| v.rsplit(','))
+                .map(parse_hop),
+        )
+    } else {
+        Box::new(
+            headers
+                .get_all(header::FORWARDED)
+                .iter()
+                .rev()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.rsplit(','))
+                .map(forwarded_for),
+        )
+    };
+    let mut client = peer;
+    for hop in hops.take(MAX_HOPS) {
+        // An unreadable hop (`unknown`, an obfuscated name, garbage) ends the trail: the last
+        // address a trusted proxy vouched for stands.
+        let Some(ip) = hop else { break };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`.
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim().trim_matches('"');
+    if let Some(rest) = e.strip_prefix('[') {
+        return rest
+            .split_once(']')?
+            .0
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical());
+    }
+    if let Ok(ip) = e.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    let (host, port) = e.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// The `for=` address of one `Forwarded` element (`for=192.0.2.60;proto=http`).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| parse_hop(v))
+            .flatten()
+    })
+}
+
+/// Middleware: the rate limit, per valid API key or else per client address; health and
+/// metrics are exempt so probes never fail.
 pub async fn rate_limit(
     State(state): State<AppState>,
     req: Request,
@@ -172,15 +258,23 @@ pub async fn rate_limit(
     ) {
         return Ok(next.run(req).await);
     }
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
-    if let Err(retry) = state.limiter.hit(client) {
+    // An unknown key is not refused here (the route's own layer decides that, and logs it):
+    // it simply counts against the address like a request without one.
+    let outcome = match credential(req.headers()).and_then(|k| key_of(&state, k)) {
+        Some(key) => state
+            .limiter
+            .hit_key(key)
+            .map_err(|retry| (retry, state.config.rate_limits.per_key_requests, "key")),
+        None => state
+            .limiter
+            .hit(client_addr(&state, &req))
+            .map_err(|retry| (retry, state.config.rate_limits.requests, "client")),
+    };
+    if let Err((retry, limit, per)) = outcome {
         state.metrics.rate_limited.inc();
         let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_001").msg(format!(
-            "Rate limit exceeded: at most {} requests per {} s; retry in {retry} s",
-            state.config.rate_limits.requests, state.config.rate_limits.window_seconds
+            "Rate limit exceeded: at most {limit} requests per {} s per {per}; retry in {retry} s",
+            state.config.rate_limits.window_seconds
         ));
         e.retry_after = Some(retry);
         return Err(e);
@@ -202,24 +296,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_refuses_past_the_limit_with_a_retry_time() {
-        let l = RateLimiter::new(&RateLimitConfig {
-            enabled: true,
-            requests: 2,
-            window_seconds: 60,
-        });
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        assert!(l.hit(ip).is_ok());
-        assert!(l.hit(ip).is_ok());
-        let retry = l.hit(ip).unwrap_err();
-        assert!((1..=60).contains(&retry));
-        assert!(
-            l.hit(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).is_ok(),
-            "limits are per client"
-        );
-    }
-
-    #[test]
     fn bearer_and_header_credentials_are_read() {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
@@ -227,5 +303,107 @@ mod tests {
         h.insert("x-api-key", "xyz".parse().unwrap());
         assert_eq!(credential(&h), Some("xyz"));
         assert!(same_key("k", "k") && !same_key("k", "kk"));
+    }
+
+    #[test]
+    fn an_empty_x_api_key_falls_back_to_the_bearer_token() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "  ".parse().unwrap());
+        assert_eq!(credential(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer tok".parse().unwrap());
+        assert_eq!(credential(&h), Some("tok"));
+        h.insert(header::AUTHORIZATION, "Bearer  ".parse().unwrap());
+        assert_eq!(credential(&h), None, "an empty token is no credential");
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn trusted(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| Cidr::parse(c).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_untrusted_forwarded_address() {
+        let t = trusted(&["10.0.0.0/8", "2001:db8:ff::/48"]);
+        let gw = ip("10.0.0.5");
+        let xff = |v: &str| resolve(gw, &headers(&[("x-forwarded-for", v)]), &t);
+        assert_eq!(xff("198.51.100.7"), ip("198.51.100.7"));
+        assert_eq!(
+            xff("203.0.113.1, 198.51.100.7, 10.0.0.9"),
+            ip("198.51.100.7"),
+            "the left part is the client's own claim; the trusted hop is skipped"
+        );
+        assert_eq!(xff("198.51.100.7:5555"), ip("198.51.100.7"));
+        assert_eq!(xff("[2001:db8::1]:443"), ip("2001:db8::1"));
+        assert_eq!(xff("::ffff:198.51.100.7"), ip("198.51.100.7"));
+        assert_eq!(xff("10.0.0.1, 10.0.0.2"), ip("10.0.0.1"), "all trusted");
+        assert_eq!(
+            xff("198.51.100.7, garbage"),
+            gw,
+            "unreadable hop: the proxy stands"
+        );
+        assert_eq!(xff(""), gw);
+        let two_lines = headers(&[
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-for", "198.51.100.8"),
+        ]);
+        assert_eq!(resolve(gw, &two_lines, &t), ip("198.51.100.8"));
+        let fwd = |v: &str| resolve(gw, &headers(&[("forwarded", v)]), &t);
+        assert_eq!(
+            fwd("for=192.0.2.60;proto=http;by=10.0.0.5"),
+            ip("192.0.2.60")
+        );
+        assert_eq!(
+            fwd("for=192.0.2.43, For=\"[2001:db8:cafe::17]:4711\""),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(fwd("for=unknown"), gw);
+        assert_eq!(
+            resolve(
+                gw,
+                &headers(&[
+                    ("x-forwarded-for", "198.51.100.7"),
+                    ("forwarded", "for=192.0.2.1")
+                ]),
+                &t
+            ),
+            ip("198.51.100.7"),
+            "X-Forwarded-For wins when both are sent"
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_from_untrusted_peers_are_ignored() {
+        let h = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=192.0.2.1"),
+        ]);
+        let peer = ip("203.0.113.50");
+        assert_eq!(resolve(peer, &h, &trusted(&["10.0.0.0/8"])), peer);
+        assert_eq!(
+            resolve(ip("10.0.0.1"), &h, &[]),
+            ip("10.0.0.1"),
+            "none trusted"
+        );
+    }
+
+    #[test]
+    fn a_long_forwarding_chain_is_followed_only_so_far() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let mut chain = vec!["198.51.100.7".to_string()];
+        chain.extend((0..40).map(|i| format!("10.0.1.{i}")));
+        let h = headers(&[("x-forwarded-for", &chain.join(", "))]);
+        let got = resolve(ip("10.0.0.5"), &h, &t);
+        assert!(t[0].contains(got), "{got}: stopped inside the trusted hops");
     }
 }

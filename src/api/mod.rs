@@ -5,10 +5,14 @@
 pub mod access;
 mod blocks;
 mod chain;
+mod limiter;
 mod observe;
 pub mod openapi;
 mod request;
+mod stats;
 mod system;
+
+pub use stats::StatsCache;
 
 use crate::app::AppState;
 use crate::chain::Failure;
@@ -35,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/blocks/range", get(blocks::range))
         .route("/api/v1/blocks/headers", get(blocks::headers))
         .route("/api/v1/blocks/height/{height}", get(blocks::at_height))
+        // A literal segment: matched before the `{block_id}` capture whatever the order here.
+        .route("/api/v1/blocks/stats", get(stats::stats))
         .route("/api/v1/blocks/{block_id}", get(blocks::by_id))
         .route("/api/v1/blocks/validate", post(blocks::validate))
         .route("/api/v1/transactions/{tx_id}", get(blocks::transaction))

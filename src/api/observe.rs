@@ -1,5 +1,6 @@
 //! Per-request observation: request id (accepted or made), one log line per request with
-//! method, route template, status and latency, HTTP metrics, and caught panics.
+//! method, route template, status, latency and client address, HTTP metrics, and caught
+//! panics.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -72,8 +73,12 @@ fn request_id(req: &Request) -> String {
 }
 
 /// Outermost middleware: request id, metrics and the access log line.
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = request_id(&req);
+    // Worked out once here; the rate limit reads it from the request.
+    let client = super::access::client_addr(&state, &req);
+    req.extensions_mut()
+        .insert(super::access::ClientAddr(client));
     let method = req.method().clone();
     // Layers added with `Router::layer` run after routing, so the template is known here. A
     // fixed label stands in when no route matched: the raw path would put ids into labels.
@@ -101,6 +106,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         status = status.as_u16(),
         latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         request_id = %id,
+        client = %client,
         "request"
     );
     if let Ok(v) = HeaderValue::from_str(&id) {

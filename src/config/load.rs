@@ -639,6 +639,22 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "retry attempts and failure_threshold must be ≥ 1",
         ));
     }
+    if let Err((entry, why)) = super::parse_cidrs(&c.api.trusted_proxies) {
+        return Err(invalid(
+            f,
+            "api.trusted_proxies",
+            &entry,
+            &format!("expected CIDRs such as 10.0.0.0/8 or 172.18.0.1/32: {why}"),
+        ));
+    }
+    if !(1..=MAX_CLIENTS).contains(&c.rate_limits.max_clients) {
+        return Err(invalid(
+            f,
+            "rate_limits.max_clients",
+            &c.rate_limits.max_clients.to_string(),
+            &format!("expected 1-{MAX_CLIENTS}"),
+        ));
+    }
     validate_sync_budget(c, f)?;
     Ok(())
 }
@@ -678,6 +694,10 @@ fn validate_sync_budget(c: &Config, f: &Figment) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+/// Most limiter buckets: about 100 bytes each, so this caps the limiter near 1.6 GiB, far
+/// beyond any sensible setting, while staying inside the limiter's 32-bit slot numbers.
+const MAX_CLIENTS: usize = 16 * 1024 * 1024;
 
 /// Keys under our own sections that no setting reads: warned once, never fatal.
 fn unknown_keys(figment: &Figment) -> Vec<String> {

@@ -3,9 +3,11 @@
 //! Loading (figment layers, `${VAR}` substitution, environment names) lives in `load`; this
 //! file is the operator reference: every field carries a `///` that the README mirrors.
 
+mod cidr;
 mod load;
 mod subst;
 
+pub use cidr::{Cidr, parse_all as parse_cidrs};
 pub use load::{ConfigError, ENV_KEYS, LoadOptions, Loaded, load, source_name};
 pub use subst::{UnsetVar, expand, substitute_tree};
 
@@ -253,6 +255,12 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Seconds a request may take before it answers 408.
     pub request_timeout_seconds: f64,
+    /// Peers (CIDRs such as `10.0.0.0/8` or `172.18.0.1/32`; a bare address is one host) whose
+    /// `X-Forwarded-For` / `Forwarded: for=` names the client: the right-most address there
+    /// that is not itself a trusted proxy. From any other peer the header is ignored. Empty
+    /// (the default): the peer is the client. A list, or one comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -260,8 +268,28 @@ impl Default for ApiConfig {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout_seconds: 30.0,
+            trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// A list of strings, also written as one comma-separated string (handy in an env file).
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(v) => v,
+        Form::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// `rate_limits` section.
@@ -274,6 +302,13 @@ pub struct RateLimitConfig {
     pub requests: u32,
     /// Window length in seconds.
     pub window_seconds: u64,
+    /// Requests one API key may make per window; a request with a valid key counts against
+    /// its key, not its address. 0 (the default): keyed requests are not limited, so a
+    /// follower holding the engine key is never throttled by its upstream.
+    pub per_key_requests: u32,
+    /// Most clients (addresses, IPv6 /64s, keys) the limiter tracks at once; past it the
+    /// least recently seen is forgotten. Bounds the limiter's memory (about 100 bytes each).
+    pub max_clients: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -282,6 +317,8 @@ impl Default for RateLimitConfig {
             enabled: true,
             requests: 500,
             window_seconds: 60,
+            per_key_requests: 0,
+            max_clients: 65_536,
         }
     }
 }

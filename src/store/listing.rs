@@ -132,3 +132,17 @@ fn metas_at(
     }
     Ok(out)
 }
+
+/// Entries of the time index at or after `since_micros`, at most `cap`.
+pub(super) fn count_since(txn: &ReadTransaction, since_micros: i64, cap: u64) -> Outcome<u64> {
+    let times = txn.open_table(tables::TIME_INDEX)?;
+    let mut n = 0u64;
+    for entry in times.range((since_micros, 0u64)..)? {
+        entry?;
+        n += 1;
+        if n >= cap {
+            break;
+        }
+    }
+    Ok(n)
+}

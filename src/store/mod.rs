@@ -236,6 +236,10 @@ pub trait BlockStore: Send + Sync + 'static {
 /// buried deeper than `depth` blocks below the tip (0 while the chain is shorter).
 pub fn floor_for_tip(tip: u64, depth: u64) -> u64 {
     tip.saturating_sub(depth.saturating_add(1))
+
+    /// Blocks whose timestamp is at or after `since_micros`, counting at most `cap`. Served
+    /// from the time index, so it costs the number of blocks counted, never the chain.
+    fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError>;
 }
 
 /// `(available, total)` bytes of the volume holding `path` (which need not exist yet: the

@@ -23,6 +23,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/blocks/range"),
     ("get", "/api/v1/blocks/headers"),
     ("get", "/api/v1/blocks/height/{height}"),
+    ("get", "/api/v1/blocks/stats"),
     ("get", "/api/v1/blocks/{block_id}"),
     ("post", "/api/v1/blocks/submit"),
     ("post", "/api/v1/blocks/validate"),

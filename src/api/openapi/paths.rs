@@ -172,6 +172,18 @@ fn block_ops() -> Vec<(&'static str, &'static str, Op)> {
         ),
         (
             "get",
+            "/api/v1/blocks/stats",
+            Op::new(
+                "getBlockStats",
+                "blocks",
+                "Chain statistics: totals, first and last block time, averages, blocks in the last hour and day (reused for up to 2 s while the tip is unchanged)",
+                Access::Read,
+            )
+            .ok("200", ok_json("BlockStats"))
+            .errors(STORE),
+        ),
+        (
+            "get",
             "/api/v1/blocks/{block_id}",
             block_read(
                 Op::new(

@@ -341,6 +341,25 @@ fn report_schemas(s: &mut Map<String, Value>) {
             "validator": {"type": "string"}
         }))),
     );
+    let nullable_time = json!({"anyOf": [served_timestamp(), {"type": "null"}]});
+    let nullable_number = json!({"type": ["number", "null"], "minimum": 0});
+    s.insert(
+        "BlockStats".into(),
+        closed(props(json!({
+            "height": {"type": ["integer", "null"], "minimum": 0, "maximum": U64_MAX, "description": "Tip height; null while the chain is empty"},
+            "total_blocks": count(),
+            "total_transactions": count(),
+            "total_size_bytes": count(),
+            "first_block_time": nullable_time.clone(),
+            "last_block_time": nullable_time,
+            "average_block_time_seconds": {"type": ["number", "null"], "description": "Seconds between blocks, from genesis to the tip; null below two blocks"},
+            "average_block_size_bytes": nullable_number.clone(),
+            "average_transactions_per_block": nullable_number,
+            "blocks_last_hour": count(),
+            "blocks_last_24h": count(),
+            "computed_at": served_timestamp()
+        }))),
+    );
     s.insert("SyncStatus".into(), json!({
         "type": "object", "required": ["state"],
         "properties": {"state": {"type": "string"}, "mode": {"type": "string"}, "upstream": {"type": "string"},

@@ -81,6 +81,9 @@ pub struct Metrics {
     pub disk_total: IntGauge,
     /// Network bytes by direction (received, transmitted), all interfaces, counted since boot.
     pub network_bytes: IntCounterVec,
+    /// Responses that carried fewer blocks than asked for because `api.max_response_bytes`
+    /// was reached, by route template.
+    pub http_responses_truncated: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -240,6 +243,13 @@ impl Metrics {
                 ),
                 &["direction"]
             )),
+            http_responses_truncated: reg!(IntCounterVec::new(
+                opts(
+                    "http_responses_truncated_total",
+                    "Responses cut short at api.max_response_bytes, by route"
+                ),
+                &["route"]
+            )),
             registry,
         };
         let build = reg_build_info(&m.registry);
@@ -270,6 +280,8 @@ impl Metrics {
         for direction in ["received", "transmitted"] {
             self.network_bytes.with_label_values(&[direction]);
         }
+        self.http_responses_truncated
+            .with_label_values(&[RANGE_ROUTE]);
     }
 
     /// The text exposition (format 0.0.4).
@@ -403,3 +415,6 @@ mod tests {
         }
     }
 }
+
+/// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
+pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";

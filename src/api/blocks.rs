@@ -265,7 +265,16 @@ fn short_cache(mut res: Response) -> Response {
     res
 }
 
+/// What a page of blocks adds around its bodies: `{"blocks":[`, `]}` and a comma between two.
+fn envelope_bytes(bodies: usize) -> usize {
+    b"{\"blocks\":[]}".len() + bodies.saturating_sub(1)
+}
+
 /// GET /api/v1/blocks/range?from=H&limit=N: full blocks ascending (followers use it).
+///
+/// A page stops adding bodies at `api.max_response_bytes` and holds the blocks that fit, always
+/// at least one: `limit` × 1 MiB blocks would otherwise be read into memory per request. A
+/// short page is a valid page; the follower asks again from the height after its last block.
 pub async fn range(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
@@ -273,15 +282,33 @@ pub async fn range(
     let p = Params::parse(q.as_deref())?;
     let from = p.int("from", 0, 0, u64::MAX)?;
     let limit = p.int("limit", 100, 1, 1000)? as usize;
+    let budget = state
+        .config
+        .api
+        .max_response_bytes
+        .saturating_sub(envelope_bytes(limit));
+    // Read before the bodies: a block at or below this height existed when they were read, so
+    // a page that ends before it was cut by the budget, not by the tip.
+    let tip = state.ledger.tip_height();
     let store = state.store.clone();
-    let bodies = blocking(move || store.bodies(from, limit)).await?;
-    let mut out = Vec::with_capacity(bodies.iter().map(Vec::len).sum::<usize>() + 16);
+    let bodies = blocking(move || store.bodies(from, limit, budget)).await?;
+    let next = from.saturating_add(bodies.len() as u64);
+    if bodies.len() < limit && tip.is_some_and(|t| next <= t) {
+        state
+            .metrics
+            .http_responses_truncated
+            .with_label_values(&[crate::metrics::RANGE_ROUTE])
+            .inc();
+    }
+    let size = bodies.iter().map(Vec::len).sum::<usize>() + envelope_bytes(bodies.len());
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(b"{\"blocks\":[");
-    for (i, b) in bodies.iter().enumerate() {
+    // Each body is freed once copied, so a page never holds twice its size for long.
+    for (i, b) in bodies.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b);
+        out.extend_from_slice(&b);
     }
     out.extend_from_slice(b"]}");
     Ok(short_cache(json_response(StatusCode::OK, out)))

@@ -231,6 +231,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Seconds a request may take before it answers 408.
     pub request_timeout_seconds: f64,
+    /// Most bytes of block bodies one response carries (`/blocks/range`, the event replay):
+    /// past it the page ends early, with at least one block, and the client asks again from
+    /// the next height. Must be at least `chain.max_block_size_bytes` + 64 KiB.
+    pub max_response_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -238,6 +242,7 @@ impl Default for ApiConfig {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout_seconds: 30.0,
+            max_response_bytes: 8 * 1024 * 1024,
         }
     }
 }

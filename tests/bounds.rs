@@ -132,3 +132,160 @@ fn max_response_bytes_below_one_block_plus_slack_stops_start_up() {
         Ok(())
     });
 }
+
+/// POSTs `text` as JSON with the write key: status and body.
+async fn post_raw(app: &TestApp, path: &str, text: String) -> (u16, Value) {
+    let res = app
+        .client
+        .post(app.url(path))
+        .header("X-API-Key", WRITE_KEY)
+        .header("Content-Type", "application/json")
+        .body(text)
+        .send()
+        .await
+        .expect("POST answered");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn create_text(tx_id: &str, value: &str, fee: &str) -> String {
+    format!(
+        r#"{{"transactions":[{{"tx_id":"{tx_id}","from_address":"a","to_address":"b","value":{value},"fee":{fee},"signature":"s"}}],"producer":"p","signature":"s"}}"#
+    )
+}
+
+#[tokio::test]
+async fn amounts_are_stored_as_written_or_refused() {
+    let app = spawn_app(|_| {}).await;
+    // Past what an f64 holds: refused, never rounded to 1.2345678901234568e+29.
+    let (s, e) = post_raw(
+        &app,
+        "/api/v1/blocks",
+        create_text("big", "123456789012345678901234567890", "0"),
+    )
+    .await;
+    assert_eq!((s, code_of(&e).as_str()), (422, "BM_002"), "{e}");
+    assert_eq!(
+        e["detail"]["additional_info"]["error_codes"],
+        json!(["VAL_004"])
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("cannot be stored exactly"), "{msg}");
+    // A negative zero is not a non-negative amount.
+    for zero in ["-0", "-0.0"] {
+        let (s, e) = post_raw(&app, "/api/v1/blocks", create_text("nz", zero, "0")).await;
+        assert_eq!((s, code_of(&e).as_str()), (422, "BM_002"), "{zero}: {e}");
+        assert!(e.to_string().contains("value must be non-negative"), "{e}");
+        let (s, e) = post_raw(&app, "/api/v1/blocks", create_text("nzf", "1", zero)).await;
+        assert_eq!(
+            (s, code_of(&e).as_str()),
+            (422, "BM_002"),
+            "fee {zero}: {e}"
+        );
+    }
+    // Whole numbers up to u64 and short decimals are kept exactly.
+    let (s, b) = post_raw(
+        &app,
+        "/api/v1/blocks",
+        create_text("exact", "18446744073709551615", "0.05"),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let stored = app
+        .get("/api/v1/blocks/height/1")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        stored.contains(r#""value":18446744073709551615,"fee":0.05,"#),
+        "{stored}"
+    );
+    // Submit and validate read the amounts the same way.
+    let block = app.get_json("/api/v1/blocks/height/1").await.1;
+    let text = serde_json::to_string(&json!({"block_data": block}))
+        .unwrap()
+        .replace("18446744073709551615", "123456789012345678901234567890");
+    let (s, e) = post_raw(&app, "/api/v1/blocks/validate", text.clone()).await;
+    assert_eq!(s, 200);
+    assert_eq!(e["valid"], json!(false), "{e}");
+    let inexact = e["errors"].as_array().unwrap().iter().any(|m| {
+        m.as_str()
+            .unwrap_or("")
+            .contains("value 123456789012345678901234567890 cannot be stored exactly")
+    });
+    assert!(inexact, "{e}");
+    let (s, e) = post_raw(&app, "/api/v1/blocks/submit", text).await;
+    assert_eq!((s, code_of(&e).as_str()), (422, "BM_002"), "{e}");
+    app.stop().await;
+}
+
+/// The two children of the merkle root of `ids` (which must hold at least two), as hex.
+fn root_children(ids: &[String]) -> (String, String) {
+    let mut level: Vec<String> = ids
+        .iter()
+        .map(|id| block_manager::chain::hash::leaf_hash(id))
+        .collect();
+    while level.len() > 2 {
+        level = level
+            .chunks(2)
+            .map(|pair| {
+                let right = pair.get(1).unwrap_or(&pair[0]);
+                block_manager::chain::hash::leaf_hash(&format!("{}{right}", pair[0]))
+            })
+            .collect();
+    }
+    (level[0].clone(), level[1].clone())
+}
+
+/// A complete block at height 1 on the test genesis.
+fn block_at_1(producer: &str, tx_ids: &[String]) -> Value {
+    let ts = "2024-01-01T00:00:10+00:00";
+    let ids: Vec<&str> = tx_ids.iter().map(String::as_str).collect();
+    let root = block_manager::chain::hash::merkle_root(&ids);
+    let hash =
+        block_manager::chain::hash::block_hash(1, GENESIS_HASH, ts, &root, producer, ids.len());
+    let txs: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"tx_id": id, "type": "system", "from_address": "a", "to_address": "b", "value": 1, "fee": 0, "data": "", "signature": "s"}))
+        .collect();
+    json!({"height": 1, "previous_hash": GENESIS_HASH, "timestamp": ts, "merkle_root": root,
+           "producer": producer, "signature": "block-sig", "transactions": txs, "hash": hash})
+}
+
+#[tokio::test]
+async fn a_block_with_the_stored_hash_but_another_body_is_a_conflict_not_a_repeat() {
+    let app = spawn_app(|_| {}).await;
+    // A real collision of the separator-free preimage, both blocks fully valid: producer
+    // "node" with 11 transactions and producer "node1" with 1 transaction whose id is the text
+    // of the 11-transaction tree's two top children, so both merkle roots are the same
+    // blake3(left + right) and both preimages end in "...node11".
+    let eleven: Vec<String> = (0..11).map(|i| format!("c-{i}")).collect();
+    let (left, right) = root_children(&eleven);
+    let one = vec![format!("{left}{right}")];
+    let a = block_at_1("node1", &one);
+    let b = block_at_1("node", &eleven);
+    assert_eq!(a["merkle_root"], b["merkle_root"]);
+    assert_eq!(a["hash"], b["hash"], "the two blocks share a hash");
+    for block in [&a, &b] {
+        let (s, v) = app.post("/api/v1/blocks/validate", block).await;
+        assert_eq!((s, &v["valid"]), (200, &json!(true)), "{v}");
+    }
+    let (s, e) = app.post("/api/v1/blocks/submit", &a).await;
+    assert_eq!(s, 201, "{e}");
+    let (s, e) = app.post("/api/v1/blocks/submit", &b).await;
+    assert_eq!((s, code_of(&e).as_str()), (409, "BM_007"), "{e}");
+    // The realistic case: the same block with a field outside the preimage changed (an amount
+    // or a signature changes neither the merkle root nor the hash).
+    for (field, value) in [("value", json!(2)), ("signature", json!("other"))] {
+        let mut c = a.clone();
+        c["transactions"][0][field] = value;
+        let (s, e) = app.post("/api/v1/blocks/submit", &c).await;
+        assert_eq!((s, code_of(&e).as_str()), (409, "BM_007"), "{field}: {e}");
+    }
+    // The identical block is still a repeat.
+    assert_eq!(app.post("/api/v1/blocks/submit", &a).await.0, 200);
+    let stored = app.get_json("/api/v1/blocks/height/1").await.1;
+    assert_eq!(stored["producer"], "node1");
+    app.stop().await;
+}

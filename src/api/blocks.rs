@@ -1,7 +1,7 @@
 //! `/api/v1/blocks...` and `/api/v1/transactions/{tx_id}`: reads served straight from the
 //! stored documents, and the write routes (create, submit) and validate.
 
-use super::request::{JsonBody, Params, bad_param};
+use super::request::{JsonText, Params, bad_param};
 use super::{access, blocking, invalid, store_error, write_error};
 use crate::app::AppState;
 use crate::chain::{self, ChainView, Flags};
@@ -375,7 +375,7 @@ fn created(record_body: Vec<u8>, hash: &str, status: StatusCode) -> Response {
 /// POST /api/v1/blocks: create the next block from `{transactions, producer, signature}`.
 pub async fn create(
     State(state): State<AppState>,
-    JsonBody(v): JsonBody,
+    JsonText { value: v, bytes }: JsonText,
 ) -> Result<Response, ApiError> {
     access::writable(&state)?;
     let Value::Object(obj) = &v else {
@@ -408,6 +408,10 @@ pub async fn create(
         .cloned()
         .unwrap_or(Value::Array(Vec::new()));
     let transactions = chain::parse_transactions(&txs, at).map_err(&reject)?;
+    let inexact = chain::amount::check_written_amounts(&bytes, &transactions);
+    if !inexact.is_empty() {
+        return Err(reject(inexact));
+    }
     let record = state
         .ledger
         .create(producer, signature, transactions, at)
@@ -429,11 +433,19 @@ fn unwrap_block(v: Value) -> Value {
 /// POST /api/v1/blocks/submit: append a complete block produced elsewhere.
 pub async fn submit(
     State(state): State<AppState>,
-    JsonBody(v): JsonBody,
+    JsonText { value: v, bytes }: JsonText,
 ) -> Result<Response, ApiError> {
     access::writable(&state)?;
     let v = unwrap_block(v);
-    let block = match chain::parse_block(&v) {
+    let parsed = chain::parse_block(&v).and_then(|b| {
+        let inexact = chain::amount::check_written_amounts(&bytes, &b.transactions);
+        if inexact.is_empty() {
+            Ok(b)
+        } else {
+            Err(inexact)
+        }
+    });
+    let block = match parsed {
         Ok(b) => b,
         Err(mut failures) => {
             chain::add_raw_failures(&v, &mut failures);
@@ -464,7 +476,7 @@ async fn quarantined(state: &AppState, block: &Value, failures: Vec<chain::Failu
 /// POST /api/v1/blocks/validate: full validation against the stored chain; changes nothing.
 pub async fn validate(
     State(state): State<AppState>,
-    JsonBody(v): JsonBody,
+    JsonText { value: v, bytes }: JsonText,
 ) -> Result<Response, ApiError> {
     // What is wrong inside a block is the answer; a body that holds no block at all is a
     // malformed request, as the document says.
@@ -478,12 +490,15 @@ pub async fn validate(
     let store = state.store.clone();
     let limits = state.limits;
     let (parsed, failures) = blocking(move || {
-        Ok(chain::validate_block(
-            &v,
-            &StoreView(&*store),
-            &limits,
-            crate::ledger::now(),
-        ))
+        let (parsed, mut failures) =
+            chain::validate_block(&v, &StoreView(&*store), &limits, crate::ledger::now());
+        if let Some(block) = &parsed {
+            failures.extend(chain::amount::check_written_amounts(
+                &bytes,
+                &block.transactions,
+            ));
+        }
+        Ok((parsed, failures))
     })
     .await?;
     let mut flags = Flags::from_failures(&failures);

@@ -101,11 +101,13 @@ pub struct Metrics {
     pub finality_floor: IntGauge,
     /// Forks not rolled back because too many reorgs happened within the window.
     pub reorgs_damped: IntCounter,
-
     /// Clients (addresses, IPv6 /64s) the rate limiter tracks now.
     pub rate_limit_buckets: IntGauge,
     /// Clients the rate limiter forgot to stay within `rate_limits.max_clients`.
     pub rate_limit_evictions: IntCounter,
+    /// Responses that carried fewer blocks than asked for because `api.max_response_bytes`
+    /// was reached, by route template.
+    pub http_responses_truncated: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -299,6 +301,13 @@ impl Metrics {
                 "rate_limit_evictions_total",
                 "Clients the rate limiter forgot to stay within rate_limits.max_clients"
             ))),
+            http_responses_truncated: reg!(IntCounterVec::new(
+                opts(
+                    "http_responses_truncated_total",
+                    "Responses cut short at api.max_response_bytes, by route"
+                ),
+                &["route"]
+            )),
             registry,
         };
         let build = reg_build_info(&m.registry);
@@ -332,6 +341,8 @@ impl Metrics {
         for code in SYNC_CODES {
             self.sync_errors.with_label_values(&[code]);
         }
+        self.http_responses_truncated
+            .with_label_values(&[RANGE_ROUTE]);
     }
 
     /// The text exposition (format 0.0.4).
@@ -477,3 +488,6 @@ mod tests {
         }
     }
 }
+
+/// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
+pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";

@@ -11,6 +11,8 @@ use serde::Serialize;
 const MAX_LISTED: usize = 100;
 /// Heights read per store call.
 const CHUNK: usize = 256;
+/// Body bytes read per store call (at least one body is read, whatever its size).
+const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a verification found.
 #[derive(Debug, Clone, Serialize)]
@@ -61,7 +63,9 @@ pub fn verify(store: &dyn BlockStore, from: u64, to: Option<u64>) -> Result<Repo
     };
     let mut height = from;
     while height <= end {
-        let bodies = store.bodies(height, CHUNK.min((end - height + 1) as usize))?;
+        // Bounded by bytes too, so a chunk of 1 MiB blocks never holds 256 MiB.
+        let count = CHUNK.min((end - height + 1) as usize);
+        let bodies = store.bodies(height, count, CHUNK_BYTES)?;
         if bodies.is_empty() {
             problem(format!("height {height}: missing"), &mut report);
             break;

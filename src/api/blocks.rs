@@ -1,7 +1,7 @@
 //! `/api/v1/blocks...` and `/api/v1/transactions/{tx_id}`: reads served straight from the
 //! stored documents, and the write routes (create, submit) and validate.
 
-use super::request::{JsonBody, Params, bad_param};
+use super::request::{JsonText, Params, bad_param};
 use super::{access, blocking, invalid, store_error, write_error};
 use crate::app::AppState;
 use crate::chain::{self, ChainView, Flags};
@@ -271,7 +271,16 @@ fn short_cache(mut res: Response) -> Response {
     res
 }
 
+/// What a page of blocks adds around its bodies: `{"blocks":[`, `]}` and a comma between two.
+fn envelope_bytes(bodies: usize) -> usize {
+    b"{\"blocks\":[]}".len() + bodies.saturating_sub(1)
+}
+
 /// GET /api/v1/blocks/range?from=H&limit=N: full blocks ascending (followers use it).
+///
+/// A page stops adding bodies at `api.max_response_bytes` and holds the blocks that fit, always
+/// at least one: `limit` × 1 MiB blocks would otherwise be read into memory per request. A
+/// short page is a valid page; the follower asks again from the height after its last block.
 pub async fn range(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
@@ -279,15 +288,33 @@ pub async fn range(
     let p = Params::parse(q.as_deref())?;
     let from = p.int("from", 0, 0, u64::MAX)?;
     let limit = p.int("limit", 100, 1, 1000)? as usize;
+    let budget = state
+        .config
+        .api
+        .max_response_bytes
+        .saturating_sub(envelope_bytes(limit));
+    // Read before the bodies: a block at or below this height existed when they were read, so
+    // a page that ends before it was cut by the budget, not by the tip.
+    let tip = state.ledger.tip_height();
     let store = state.store.clone();
-    let bodies = blocking(move || store.bodies(from, limit)).await?;
-    let mut out = Vec::with_capacity(bodies.iter().map(Vec::len).sum::<usize>() + 16);
+    let bodies = blocking(move || store.bodies(from, limit, budget)).await?;
+    let next = from.saturating_add(bodies.len() as u64);
+    if bodies.len() < limit && tip.is_some_and(|t| next <= t) {
+        state
+            .metrics
+            .http_responses_truncated
+            .with_label_values(&[crate::metrics::RANGE_ROUTE])
+            .inc();
+    }
+    let size = bodies.iter().map(Vec::len).sum::<usize>() + envelope_bytes(bodies.len());
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(b"{\"blocks\":[");
-    for (i, b) in bodies.iter().enumerate() {
+    // Each body is freed once copied, so a page never holds twice its size for long.
+    for (i, b) in bodies.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b);
+        out.extend_from_slice(&b);
     }
     out.extend_from_slice(b"]}");
     Ok(short_cache(json_response(StatusCode::OK, out)))
@@ -354,7 +381,7 @@ fn created(record_body: Vec<u8>, hash: &str, status: StatusCode) -> Response {
 /// POST /api/v1/blocks: create the next block from `{transactions, producer, signature}`.
 pub async fn create(
     State(state): State<AppState>,
-    JsonBody(v): JsonBody,
+    JsonText { value: v, bytes }: JsonText,
 ) -> Result<Response, ApiError> {
     access::writable(&state)?;
     let Value::Object(obj) = &v else {
@@ -387,6 +414,10 @@ pub async fn create(
         .cloned()
         .unwrap_or(Value::Array(Vec::new()));
     let transactions = chain::parse_transactions(&txs, at).map_err(&reject)?;
+    let inexact = chain::amount::check_written_amounts(&bytes, &transactions);
+    if !inexact.is_empty() {
+        return Err(reject(inexact));
+    }
     let record = state
         .ledger
         .create(producer, signature, transactions, at)
@@ -408,11 +439,19 @@ fn unwrap_block(v: Value) -> Value {
 /// POST /api/v1/blocks/submit: append a complete block produced elsewhere.
 pub async fn submit(
     State(state): State<AppState>,
-    JsonBody(v): JsonBody,
+    JsonText { value: v, bytes }: JsonText,
 ) -> Result<Response, ApiError> {
     access::writable(&state)?;
     let v = unwrap_block(v);
-    let block = match chain::parse_block(&v) {
+    let parsed = chain::parse_block(&v).and_then(|b| {
+        let inexact = chain::amount::check_written_amounts(&bytes, &b.transactions);
+        if inexact.is_empty() {
+            Ok(b)
+        } else {
+            Err(inexact)
+        }
+    });
+    let block = match parsed {
         Ok(b) => b,
         Err(mut failures) => {
             chain::add_raw_failures(&v, &mut failures);
@@ -443,7 +482,7 @@ async fn quarantined(state: &AppState, block: &Value, failures: Vec<chain::Failu
 /// POST /api/v1/blocks/validate: full validation against the stored chain; changes nothing.
 pub async fn validate(
     State(state): State<AppState>,
-    JsonBody(v): JsonBody,
+    JsonText { value: v, bytes }: JsonText,
 ) -> Result<Response, ApiError> {
     // What is wrong inside a block is the answer; a body that holds no block at all is a
     // malformed request, as the document says.
@@ -457,12 +496,15 @@ pub async fn validate(
     let store = state.store.clone();
     let limits = state.limits;
     let (parsed, failures) = blocking(move || {
-        Ok(chain::validate_block(
-            &v,
-            &StoreView(&*store),
-            &limits,
-            crate::ledger::now(),
-        ))
+        let (parsed, mut failures) =
+            chain::validate_block(&v, &StoreView(&*store), &limits, crate::ledger::now());
+        if let Some(block) = &parsed {
+            failures.extend(chain::amount::check_written_amounts(
+                &bytes,
+                &block.transactions,
+            ));
+        }
+        Ok((parsed, failures))
     })
     .await?;
     let mut flags = Flags::from_failures(&failures);

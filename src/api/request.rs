@@ -15,6 +15,25 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        JsonText::from_request(req, state)
+            .await
+            .map(|t| JsonBody(t.value))
+    }
+}
+
+/// A JSON body as [`JsonBody`], keeping its bytes too: what the parsed value no longer shows
+/// (the text of a number) is read from them.
+pub struct JsonText {
+    /// The parsed body.
+    pub value: Value,
+    /// The body as received.
+    pub bytes: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonText {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -48,7 +67,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             ))
             .info(json!({"line": e.line(), "column": e.column()}))
         })?;
-        Ok(JsonBody(value))
+        Ok(JsonText { value, bytes })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The pure chain core: timestamps, the block model and its JSON forms, hashing, validation
 //! and genesis. No I/O, no async, no clock reads, nothing from the rest of the crate.
 
+pub mod amount;
 pub mod genesis;
 pub mod hash;
 pub mod model;

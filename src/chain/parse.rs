@@ -59,7 +59,8 @@ pub fn parse_block(v: &Value) -> Result<Block, Vec<Failure>> {
     }
 }
 
-/// Parses raw bytes as a block: invalid JSON is a single `VAL_001`, then [`parse_block`].
+/// Parses raw bytes as a block: invalid JSON is a single `VAL_001`, then [`parse_block`], then
+/// every amount must be stored as the number written ([`super::amount`]).
 pub fn parse_block_json(bytes: &[u8]) -> Result<Block, Vec<Failure>> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         vec![Failure::new(
@@ -67,7 +68,13 @@ pub fn parse_block_json(bytes: &[u8]) -> Result<Block, Vec<Failure>> {
             format!("Block is not valid JSON: {e}"),
         )]
     })?;
-    parse_block(&value)
+    let block = parse_block(&value)?;
+    let failures = super::amount::check_written_amounts(bytes, &block.transactions);
+    if failures.is_empty() {
+        Ok(block)
+    } else {
+        Err(failures)
+    }
 }
 
 /// Parses the `transactions` of a create-next-block request; `null` means none.
@@ -208,7 +215,8 @@ fn tx_amount(
 ) -> Option<Number> {
     match present(obj, key) {
         None => Some(Number::from(0u8)),
-        Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f < 0.0) => {
+        // `-0` and `-0.0` parse as a negative zero, which `< 0.0` lets through
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f < 0.0 || f.is_sign_negative()) => {
             errs.push(tx_failure(i, key, format!("{key} must be non-negative")));
             None
         }

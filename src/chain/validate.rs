@@ -153,12 +153,16 @@ fn check_transactions(b: &Block, view: &impl ChainView, limits: &Limits, out: &m
             .at("transactions"),
         );
     }
+    // Past the limit the block is refused whatever else is wrong with its transactions:
+    // looking each one up in the store would only let an oversized block cost one read per
+    // entry. Repeats inside the block cost no read and are still reported.
+    let look_up = n <= limits.max_transactions;
     let mut seen = HashSet::with_capacity(n);
     for (i, tx) in b.transactions.iter().enumerate() {
         let id = tx.tx_id.as_str();
         let problem = if !seen.insert(id) {
             format!("Transaction {i}: duplicate tx_id {id}")
-        } else if view.tx_exists(id) {
+        } else if look_up && view.tx_exists(id) {
             format!("Transaction {i}: tx_id {id} already stored")
         } else {
             continue;
@@ -506,5 +510,62 @@ mod tests {
         let plain = serde_json::to_value(Failure::new(code::STRUCTURE, "x")).expect("json");
         assert_eq!(plain, json!({"code": "VAL_001", "message": "x"}));
         assert_eq!(failure.to_string(), "BM_006: Block hash mismatch");
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::chain::fixtures::{MemoryChain, vectors};
+
+    /// A chain view that counts its transaction lookups (each one a store read in service).
+    struct Counting {
+        chain: MemoryChain,
+        lookups: Cell<usize>,
+    }
+
+    impl ChainView for Counting {
+        fn hash_at(&self, height: u64) -> Option<String> {
+            self.chain.hash_at(height)
+        }
+        fn tx_exists(&self, tx_id: &str) -> bool {
+            self.lookups.set(self.lookups.get() + 1);
+            self.chain.tx_exists(tx_id)
+        }
+    }
+
+    #[test]
+    fn too_many_transactions_stops_before_any_per_transaction_lookup() {
+        let mut block = parse_block(&vectors()["chain"]["block"]).expect("chain vector parses");
+        let template = block.transactions[0].clone();
+        block.transactions = (0..50)
+            .map(|i| {
+                let mut tx = template.clone();
+                tx.tx_id = format!("many-{i}");
+                tx
+            })
+            .collect();
+        let view = Counting {
+            chain: MemoryChain::default(),
+            lookups: Cell::new(0),
+        };
+        let limits = Limits {
+            max_transactions: 10,
+            ..Limits::default()
+        };
+        let failures = check_block(&block, &view, &limits, Timestamp::MIN);
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.message == "Too many transactions: 50 (max 10)"),
+            "{failures:?}"
+        );
+        assert_eq!(view.lookups.get(), 0, "no lookups past the limit");
+        // Within the limit every transaction is looked up once.
+        let limits = Limits::default();
+        check_block(&block, &view, &limits, Timestamp::MIN);
+        assert_eq!(view.lookups.get(), 50);
     }
 }

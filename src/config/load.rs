@@ -625,6 +625,22 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "chain limits must be positive",
         ));
     }
+    // One block must always fit in a page (a page is never empty), with room for the
+    // envelope around it.
+    let least = c
+        .chain
+        .max_block_size_bytes
+        .saturating_add(RESPONSE_SLACK_BYTES);
+    if c.api.max_response_bytes < least {
+        return Err(invalid(
+            f,
+            "api.max_response_bytes",
+            &c.api.max_response_bytes.to_string(),
+            &format!(
+                "must be at least chain.max_block_size_bytes + 64 KiB ({least}), so one block always fits"
+            ),
+        ));
+    }
     if c.error_handling.retry.max_attempts == 0
         || c.error_handling
             .blockchain_engine
@@ -731,3 +747,7 @@ fn unknown_keys(figment: &Figment) -> Vec<String> {
     }
     out
 }
+
+/// Room a response needs beyond one block's bytes for its envelope (`{"blocks":[...]}`),
+/// checked against `api.max_response_bytes` at start.
+pub const RESPONSE_SLACK_BYTES: usize = 64 * 1024;

@@ -261,6 +261,10 @@ pub struct ApiConfig {
     /// (the default): the peer is the client. A list, or one comma-separated string.
     #[serde(deserialize_with = "list_or_csv")]
     pub trusted_proxies: Vec<String>,
+    /// Most bytes of block bodies one response carries (`/blocks/range`, the event replay):
+    /// past it the page ends early, with at least one block, and the client asks again from
+    /// the next height. Must be at least `chain.max_block_size_bytes` + 64 KiB.
+    pub max_response_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -269,6 +273,7 @@ impl Default for ApiConfig {
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout_seconds: 30.0,
             trusted_proxies: Vec::new(),
+            max_response_bytes: 8 * 1024 * 1024,
         }
     }
 }

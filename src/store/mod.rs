@@ -192,8 +192,11 @@ pub trait BlockStore: Send + Sync + 'static {
         offset: u64,
         limit: usize,
     ) -> Result<Vec<BlockMeta>, StoreError>;
-    /// At most `limit` bodies, ascending from height `from`.
-    fn bodies(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// At most `limit` bodies, ascending from height `from`, and no more of them than fit in
+    /// `max_bytes` together; the first is returned whatever its size. The read stops at the
+    /// budget: a body past it is never read whole.
+    fn bodies(&self, from: u64, limit: usize, max_bytes: usize)
+    -> Result<Vec<Vec<u8>>, StoreError>;
     /// Block, transaction and byte totals, read from the meta table in O(1).
     fn totals(&self) -> Result<Totals, StoreError>;
     /// Format version, network and genesis hash.

@@ -122,8 +122,8 @@ fn appended_blocks_read_back_verbatim_through_every_index() {
     assert_eq!(store.height_of_hash(&hash_of(9, 9)).unwrap(), None);
     assert_eq!(store.tx_location("nope").unwrap(), None);
     let bodies: Vec<Vec<u8>> = chain[1..4].iter().map(|r| r.body.clone()).collect();
-    assert_eq!(store.bodies(1, 3).unwrap(), bodies);
-    assert_eq!(store.bodies(3, 100).unwrap().len(), 2);
+    assert_eq!(store.bodies(1, 3, usize::MAX).unwrap(), bodies);
+    assert_eq!(store.bodies(3, 100, usize::MAX).unwrap().len(), 2);
     assert_eq!(store.totals().unwrap(), totals_of(&chain));
     assert_eq!(
         store.chain_info().unwrap().genesis_hash,
@@ -149,14 +149,36 @@ fn bodies_of_every_size_round_trip_through_append_reads_and_rollback() {
         );
     }
     let all: Vec<Vec<u8>> = chain.iter().map(|r| r.body.clone()).collect();
-    assert_eq!(store.bodies(0, 100).unwrap(), all);
-    assert_eq!(store.bodies(2, 3).unwrap(), all[2..5].to_vec());
-    assert!(store.bodies(0, 0).unwrap().is_empty());
-    assert!(store.bodies(99, 5).unwrap().is_empty());
+    assert_eq!(store.bodies(0, 100, usize::MAX).unwrap(), all);
+    assert_eq!(store.bodies(2, 3, usize::MAX).unwrap(), all[2..5].to_vec());
+    assert!(store.bodies(0, 0, usize::MAX).unwrap().is_empty());
+    assert!(store.bodies(99, 5, usize::MAX).unwrap().is_empty());
     assert_eq!(store.rollback_above(0).unwrap(), chain[1..].to_vec());
     assert_eq!(store.body_at(0).unwrap(), Some(Vec::new()));
     assert_eq!(store.body_at(1).unwrap(), None);
-    assert_eq!(store.bodies(0, 10).unwrap(), vec![Vec::<u8>::new()]);
+    assert_eq!(
+        store.bodies(0, 10, usize::MAX).unwrap(),
+        vec![Vec::<u8>::new()]
+    );
+}
+
+#[test]
+fn bodies_stop_before_the_body_that_would_pass_the_byte_budget() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut chain = blocks(0, 6);
+    for (i, r) in chain.iter_mut().enumerate() {
+        r.body = vec![b'a' + i as u8; 10_000];
+    }
+    store.append(&chain).unwrap();
+    let all: Vec<Vec<u8>> = chain.iter().map(|r| r.body.clone()).collect();
+    // Exactly two fit; a third would be over by one byte.
+    assert_eq!(store.bodies(1, 100, 20_000).unwrap(), all[1..3].to_vec());
+    assert_eq!(store.bodies(1, 100, 29_999).unwrap(), all[1..3].to_vec());
+    assert_eq!(store.bodies(1, 100, 30_000).unwrap(), all[1..4].to_vec());
+    // The first body is served whatever its size: a page is never empty below the tip.
+    assert_eq!(store.bodies(2, 100, 10).unwrap(), all[2..3].to_vec());
+    assert_eq!(store.bodies(2, 1, 1_000_000).unwrap(), all[2..3].to_vec());
 }
 
 #[test]
@@ -287,7 +309,7 @@ fn rollback_removes_blocks_with_their_index_entries_and_totals() {
         .metas_by_time(0, u64::MAX, Order::Asc, 0, 100)
         .unwrap();
     assert_eq!(heights(&by_time), (0..=6).collect::<Vec<_>>());
-    assert_eq!(store.bodies(5, 100).unwrap().len(), 2);
+    assert_eq!(store.bodies(5, 100, usize::MAX).unwrap().len(), 2);
 
     // The freed heights, hashes and transaction ids can be taken by a fork's blocks
     let mut fork = chain[7].clone();

@@ -96,7 +96,8 @@ fn detailed(line: &str) -> Option<(&str, &str, &str)> {
     }
     let rest = ms[3..].strip_prefix(" - ")?;
     let mut parts = rest.splitn(4, " - ");
-    let (name, level, place, message) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (name, level, place, message) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if level.len() < 8 {
         return None;
     }
@@ -151,10 +152,11 @@ fn console_request_lines_follow_the_standard_formatter_with_route_status_and_req
         );
     }
     assert!(
-        out.lines()
-            .any(|l| standard(l).is_some_and(|(n, lv, m)| n == "blockchain.manager"
+        out.lines().any(
+            |l| standard(l).is_some_and(|(n, lv, m)| n == "blockchain.manager"
                 && lv == "INFO"
-                && m.starts_with("block-manager listening"))),
+                && m.starts_with("block-manager listening"))
+        ),
         "{out}"
     );
 }
@@ -178,7 +180,11 @@ fn file_lines_follow_the_detailed_formatter_in_the_logging_directory() {
     for l in std::fs::read_to_string(&log).unwrap().lines() {
         assert!(detailed(l).is_some(), "not detailed: {l}");
     }
-    assert!(dir.path().join("service-logs/block-manager-errors.log").exists());
+    assert!(
+        dir.path()
+            .join("service-logs/block-manager-errors.log")
+            .exists()
+    );
     assert!(!dir.path().join("logs").exists());
 }
 
@@ -231,7 +237,11 @@ fn assert_rotates(dir: &Path, env: &[(&str, &str)], max: u64, backups: usize) {
     while !last.exists() {
         get_with_id(p.port, "/api/v1/blocks/latest", &format!("rotation-{n}"));
         n += 1;
-        assert!(Instant::now() < deadline, "no {} after {n} requests", last.display());
+        assert!(
+            Instant::now() < deadline,
+            "no {} after {n} requests",
+            last.display()
+        );
     }
     // A few more, so the oldest backup would have been pushed out if more were kept.
     for i in 0..100 {
@@ -244,7 +254,11 @@ fn assert_rotates(dir: &Path, env: &[(&str, &str)], max: u64, backups: usize) {
         let size = std::fs::metadata(f).unwrap().len();
         assert!(size <= max, "{}: {size} bytes > {max}", f.display());
         for l in std::fs::read_to_string(f).unwrap().lines() {
-            assert!(detailed(l).is_some(), "{}: not a whole line: {l}", f.display());
+            assert!(
+                detailed(l).is_some(),
+                "{}: not a whole line: {l}",
+                f.display()
+            );
         }
     }
 }
@@ -332,7 +346,10 @@ fn an_unknown_handler_class_is_warned_about_once_and_skipped() {
         .filter(|l| l.contains("logging.handlers.SysLogHandler"))
         .collect();
     assert_eq!(warned.len(), 1, "{out}");
-    assert!(warned[0].contains(" - WARNING - ") && warned[0].contains("syslog"), "{out}");
+    assert!(
+        warned[0].contains(" - WARNING - ") && warned[0].contains("syslog"),
+        "{out}"
+    );
     assert!(out.contains("request_id=after-syslog-1"), "{out}");
 }
 

@@ -622,6 +622,13 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "retry attempts and failure_threshold must be ≥ 1",
         ));
     }
+    if let Err((key, value, why)) = crate::telemetry::check(c) {
+        return Err(if is_env_name(&key) {
+            ConfigError(format!("invalid {key} '{value}': {why}"))
+        } else {
+            invalid(f, &key, &value, &why)
+        });
+    }
     Ok(())
 }
 

@@ -211,6 +211,30 @@ fn log_format_json_makes_the_console_json_and_leaves_the_files_detailed() {
     assert!(detailed(in_file).is_some(), "{in_file}");
 }
 
+/// The body of a GET over a plain socket.
+fn get_body(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of the series `name{labels}` in a Prometheus text exposition.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in: {text}"))
+}
+
 /// The log file and its numbered backups, in `folder`, named `block-manager.log*`.
 fn log_files(folder: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
@@ -247,7 +271,27 @@ fn assert_rotates(dir: &Path, env: &[(&str, &str)], max: u64, backups: usize) {
     for i in 0..100 {
         get_with_id(p.port, "/api/v1/blocks/latest", &format!("more-{i}"));
     }
+    let metrics = get_body(p.port, "/metrics");
     drop(stop(p));
+    let rotations = metric(
+        &metrics,
+        "block_manager_log_rotations_total{handler=\"file\"}",
+    );
+    assert!(rotations >= backups as f64, "{metrics}");
+    assert_eq!(
+        metric(
+            &metrics,
+            "block_manager_log_rotations_total{handler=\"error_file\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "block_manager_log_lines_dropped_total{handler=\"console\"}"
+        ),
+        0.0
+    );
     let files = log_files(&folder);
     assert_eq!(files.len(), backups + 1, "{files:?}");
     for f in &files {

@@ -8,6 +8,9 @@
 mod format;
 mod layer;
 mod rotate;
+mod stats;
+
+pub use stats::register as register_metrics;
 
 use crate::config::{Config, Handler, LoggingFile};
 use format::{DETAILED, LineFormat, STANDARD};
@@ -232,6 +235,8 @@ struct Opened {
     guards: Vec<WorkerGuard>,
     /// Files that could not be opened (reported in one line).
     problems: Vec<String>,
+    /// Each handler's count of lines dropped from its full queue.
+    queues: Vec<(String, tracing_appender::non_blocking::ErrorCounter)>,
 }
 
 fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<String>) -> Opened {
@@ -251,6 +256,7 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
         by_name: BTreeMap::new(),
         guards: Vec::new(),
         problems: Vec::new(),
+        queues: Vec::new(),
     };
     for (name, h) in &handlers {
         let implied = if h.filename.is_some() {
@@ -296,7 +302,8 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
                 .max_bytes
                 .unwrap_or((rotate.max_size_mb * 1024.0 * 1024.0) as u64);
             let backups = h.backup_count.unwrap_or(rotate.backups);
-            match RotatingFile::open(&path, max, backups, rotate.enabled) {
+            let rotations = stats::rotations(name);
+            match RotatingFile::open(&path, max, backups, rotate.enabled, rotations) {
                 Ok(f) => non_blocking(f),
                 Err(e) => {
                     out.problems.push(format!(
@@ -318,6 +325,7 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
             .and_then(parse_level)
             .map_or(LevelFilter::TRACE, LevelFilter::from_level);
         out.guards.push(guard);
+        out.queues.push((name.clone(), writer.error_counter()));
         out.by_name.insert(name.clone(), out.sinks.len());
         out.sinks.push(Sink {
             level,
@@ -421,7 +429,7 @@ fn routes(config: &Config, opened: &Opened) -> [Route; 6] {
 pub fn init(config: &Config) -> LogGuards {
     let mut warnings = Vec::new();
     let mut formats = Formats::default();
-    let opened = open_handlers(config, &mut formats, &mut warnings);
+    let mut opened = open_handlers(config, &mut formats, &mut warnings);
     let routes = routes(config, &opened);
     if !config.logging.rotate.enabled {
         warnings.push(
@@ -441,6 +449,7 @@ pub fn init(config: &Config) -> LogGuards {
             ));
         }
     }
+    stats::watch(std::mem::take(&mut opened.queues));
     let rust_log = env("RUST_LOG");
     let plan = Plan {
         formats: formats.list,

@@ -13,6 +13,7 @@ pub struct RotatingFile {
     size: u64,
     /// `(max bytes, backups)`; `None` → never rotated.
     limit: Option<(u64, usize)>,
+    rotations: prometheus::IntCounter,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -28,7 +29,13 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 impl RotatingFile {
     /// Opens (creating its folder) `path` for appending. As in Python, a `max_bytes` or
     /// `backups` of 0 means the file is never rotated.
-    pub fn open(path: &Path, max_bytes: u64, backups: usize, rotate: bool) -> io::Result<Self> {
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        backups: usize,
+        rotate: bool,
+        rotations: prometheus::IntCounter,
+    ) -> io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -40,6 +47,7 @@ impl RotatingFile {
             file,
             size,
             limit,
+            rotations,
         })
     }
 
@@ -53,6 +61,7 @@ impl RotatingFile {
         std::fs::rename(&self.path, numbered(&self.path, 1))?;
         self.file = open_append(&self.path)?;
         self.size = 0;
+        self.rotations.inc();
         Ok(())
     }
 }
@@ -85,7 +94,8 @@ mod tests {
     fn rotates_before_a_line_would_pass_the_limit_and_keeps_the_backups_asked_for() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("logs/x.log");
-        let mut f = RotatingFile::open(&path, 25, 2, true).expect("opens");
+        let counter = prometheus::IntCounter::new("r", "r").expect("valid");
+        let mut f = RotatingFile::open(&path, 25, 2, true, counter.clone()).expect("opens");
         for i in 0..10 {
             f.write_all(format!("line {i:04}\n").as_bytes())
                 .expect("writes");
@@ -96,6 +106,7 @@ mod tests {
         assert_eq!(read(numbered(&path, 1)), "line 0006\nline 0007\n");
         assert_eq!(read(numbered(&path, 2)), "line 0004\nline 0005\n");
         assert!(!numbered(&path, 3).exists());
+        assert_eq!(counter.get(), 4);
     }
 
     #[test]
@@ -104,7 +115,8 @@ mod tests {
         for (name, max, backups, on) in [("a", 10, 2, false), ("b", 0, 2, true), ("c", 10, 0, true)]
         {
             let path = dir.path().join(name);
-            let mut f = RotatingFile::open(&path, max, backups, on).expect("opens");
+            let counter = prometheus::IntCounter::new("r", "r").expect("valid");
+            let mut f = RotatingFile::open(&path, max, backups, on, counter).expect("opens");
             for _ in 0..5 {
                 f.write_all(b"0123456789\n").expect("writes");
             }

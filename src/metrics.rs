@@ -320,6 +320,8 @@ impl Metrics {
         {
             tracing::warn!(error = %e, "process metrics unavailable");
         }
+        // Rotations and dropped lines of the log handlers, counted where lines are written.
+        crate::telemetry::register_metrics(&m.registry);
         m
     }
 

@@ -258,8 +258,8 @@ fn request_lines_and_errors_reach_the_log_files() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("route=\"/api/v1/blocks/height/{height}\"") && text.contains("status=404")
-        {
+        // The access line reads `GET <route> <status> <latency>ms request_id=...`.
+        if text.contains("GET /api/v1/blocks/height/{height} 200 ") && text.contains(" 404 ") {
             assert!(text.contains("request_id="), "{text}");
             break;
         }

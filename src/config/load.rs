@@ -672,6 +672,13 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
         ));
     }
     validate_sync_budget(c, f)?;
+    if let Err((key, value, why)) = crate::telemetry::check(c) {
+        return Err(if is_env_name(&key) {
+            ConfigError(format!("invalid {key} '{value}': {why}"))
+        } else {
+            invalid(f, &key, &value, &why)
+        });
+    }
     Ok(())
 }
 

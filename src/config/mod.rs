@@ -176,12 +176,19 @@ impl Default for ChainConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoggingConfig {
-    /// Root level (`LOG_LEVEL`): TRACE, DEBUG, INFO, WARNING, ERROR.
+    /// Root level (`LOG_LEVEL`): TRACE, DEBUG, INFO, WARNING, ERROR. The logging file's
+    /// `root.level` wins over this one; `LOG_LEVEL` wins over both.
     pub level: String,
-    /// Console format when the logging file does not name one: standard, detailed or json.
+    /// Formatter of handlers that name none: standard, detailed, json, or a formatter of the
+    /// logging file. `LOG_FORMAT` (env) sets the console's formatter over any file.
     pub format: String,
     /// Name of the logging file, in the main file's folder.
     pub config_file: String,
+    /// Folder of log files whose `filename` is relative (itself relative to the working
+    /// directory); unset → relative names are taken from the working directory.
+    pub directory: Option<String>,
+    /// Size rotation of the log files, where a handler gives no `maxBytes` / `backupCount`.
+    pub rotate: RotateConfig,
 }
 
 impl Default for LoggingConfig {
@@ -190,6 +197,32 @@ impl Default for LoggingConfig {
             level: "INFO".into(),
             format: "standard".into(),
             config_file: "block-manager-logging.yaml".into(),
+            directory: None,
+            rotate: RotateConfig::default(),
+        }
+    }
+}
+
+/// `logging.rotate` of the main file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RotateConfig {
+    /// Rotate log files by size; false → files are never rotated (and grow without bound),
+    /// whatever the handlers' `maxBytes` say.
+    pub enabled: bool,
+    /// Size at which a file is rotated, in MiB (fractions allowed), where the handler gives no
+    /// `maxBytes`.
+    pub max_size_mb: f64,
+    /// Rotated files kept, where the handler gives no `backupCount`.
+    pub backups: usize,
+}
+
+impl Default for RotateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_size_mb: 10.0,
+            backups: 5,
         }
     }
 }
@@ -502,22 +535,29 @@ impl Default for ValidationPolicy {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoggingFile {
-    /// Named formatters (`format`, optional `class`).
+    /// Named formatters (`format`, `datefmt`, optional `class`).
     pub formatters: BTreeMap<String, Formatter>,
     /// Named handlers.
     pub handlers: BTreeMap<String, Handler>,
-    /// Per-module levels (`block_manager.sync: {level: DEBUG}`).
+    /// Lucid logger names (`blockchain.api`, `blockchain.manager`, `blockchain.core`, `httpx`)
+    /// with their level, handlers and propagation.
     pub loggers: BTreeMap<String, LoggerConfig>,
     /// The root logger.
     pub root: Option<LoggerConfig>,
+    /// dictConfig schema version; only 1 exists (anything else stops start-up).
+    pub version: Option<i64>,
+    /// Accepted for compatibility: there are no loggers configured before this file.
+    pub disable_existing_loggers: Option<bool>,
 }
 
 /// A dictConfig formatter.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Formatter {
-    /// Python format string (only its flavour matters here).
+    /// Python %-style format string (`%(asctime)s - %(name)s - %(levelname)s - %(message)s`).
     pub format: Option<String>,
+    /// strftime format of `%(asctime)s`; unset → `2024-01-01 12:00:00,123`.
+    pub datefmt: Option<String>,
     /// Formatter class; one naming json selects JSON lines.
     #[serde(rename = "class", alias = "()")]
     pub class: Option<String>,
@@ -527,31 +567,38 @@ pub struct Formatter {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Handler {
-    /// Handler class (StreamHandler, RotatingFileHandler, ...).
+    /// Handler class: `logging.StreamHandler` or `logging.handlers.RotatingFileHandler`
+    /// (another class is warned about and skipped).
     #[serde(rename = "class")]
     pub class: Option<String>,
     /// Least level this handler writes.
     pub level: Option<String>,
     /// Formatter name.
     pub formatter: Option<String>,
-    /// File to write (relative to the working directory); none → console.
+    /// File to write (relative → under `logging.directory`); none → console.
     pub filename: Option<String>,
-    /// Rotate when the file reaches this size.
+    /// Rotate when the file would pass this size (0 → never); unset → `logging.rotate`.
     #[serde(rename = "maxBytes")]
     pub max_bytes: Option<u64>,
-    /// Rotated files kept.
+    /// Rotated files kept; unset → `logging.rotate.backups`.
     #[serde(rename = "backupCount")]
     pub backup_count: Option<usize>,
+    /// Console stream: `ext://sys.stdout` (the default) or `ext://sys.stderr`.
+    pub stream: Option<String>,
+    /// Text encoding; lines are always written as UTF-8 (another value is warned about).
+    pub encoding: Option<String>,
 }
 
 /// A dictConfig logger.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoggerConfig {
-    /// Level of this module and below.
+    /// Level of this logger and its children; unset → the parent's.
     pub level: Option<String>,
-    /// Handlers (informational: every handler receives every module's events).
+    /// Handlers this logger writes to (the root's: every defined handler when it names none).
     pub handlers: Vec<String>,
+    /// Also hand records to the parent's handlers (default true, as in Python).
+    pub propagate: Option<bool>,
 }
 
 impl Config {

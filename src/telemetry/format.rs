@@ -1,0 +1,690 @@
+//! Line formats of Python's `logging`: %-style format strings (`%(asctime)s - %(name)s ...`),
+//! strftime `datefmt`, and JSON lines. Pure: a record in, one line of text out.
+
+use std::fmt::Write as _;
+use time::OffsetDateTime;
+use tracing::Level;
+
+/// A structured field's value, as recorded.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// A string field (`route = "/x"`): bare in text when it needs no quotes.
+    Str(String),
+    /// A field recorded through `Display` or `Debug` (`%id`, `?err`), already rendered.
+    Text(String),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+}
+
+impl Value {
+    fn write_text(&self, out: &mut String) {
+        match self {
+            // Quoted only when a reader could not tell where it ends.
+            Value::Str(s) if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"') => {
+                let _ = write!(out, "{s:?}");
+            }
+            Value::Str(s) | Value::Text(s) => out.push_str(s),
+            Value::I64(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::U64(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::F64(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Bool(v) => {
+                let _ = write!(out, "{v}");
+            }
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Str(s) | Value::Text(s) => serde_json::Value::from(s.as_str()),
+            Value::I64(v) => (*v).into(),
+            Value::U64(v) => (*v).into(),
+            Value::F64(v) => {
+                serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into)
+            }
+            Value::Bool(v) => (*v).into(),
+        }
+    }
+}
+
+/// One log record, as every formatter sees it.
+pub struct Record<'a> {
+    pub time: OffsetDateTime,
+    pub level: Level,
+    /// The Lucid logger name (`blockchain.api`, ...).
+    pub name: &'a str,
+    /// The tracing target (Rust module path unless the event names one).
+    pub target: &'a str,
+    pub module_path: Option<&'a str>,
+    pub file: Option<&'a str>,
+    pub line: Option<u32>,
+    pub thread: u64,
+    pub message: &'a str,
+    /// The event's fields, then those of its spans not already present.
+    pub fields: &'a [(&'static str, Value)],
+}
+
+/// Python's level names.
+pub fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARNING",
+        Level::ERROR => "ERROR",
+    }
+}
+
+fn level_number(level: Level) -> i64 {
+    match level {
+        Level::TRACE => 5,
+        Level::DEBUG => 10,
+        Level::INFO => 20,
+        Level::WARN => 30,
+        Level::ERROR => 40,
+    }
+}
+
+/// The fields of the access line, shown first and in this shape: `GET /route 200 0.41ms`.
+const ACCESS: [&str; 4] = ["method", "route", "status", "latency_ms"];
+
+/// `%(message)s`: the event's message, then its fields as `key=value`. The access line reads
+/// `GET /api/v1/blocks/latest 200 0.41ms request_id=...`.
+pub fn text_message(r: &Record) -> String {
+    let mut out = String::with_capacity(r.message.len() + 32 * r.fields.len());
+    let get = |k: &str| r.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
+    let access = match ACCESS.map(get) {
+        [Some(m), Some(route), Some(s), Some(l)] if r.message == "request" => {
+            for (i, v) in [m, route, s].into_iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                v.write_text(&mut out);
+            }
+            out.push(' ');
+            l.write_text(&mut out);
+            out.push_str("ms");
+            true
+        }
+        _ => {
+            out.push_str(r.message);
+            false
+        }
+    };
+    for (k, v) in r.fields {
+        if access && ACCESS.contains(k) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(k);
+        out.push('=');
+        v.write_text(&mut out);
+    }
+    out
+}
+
+/// A record attribute a format string can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attr {
+    Asctime,
+    Created,
+    Filename,
+    FuncName,
+    Levelname,
+    Levelno,
+    Lineno,
+    Message,
+    Module,
+    Msecs,
+    Name,
+    Pathname,
+    Process,
+    ProcessName,
+    Thread,
+    ThreadName,
+    /// A name we do not know: printed as `-`, warned about at start-up.
+    Unknown,
+}
+
+impl Attr {
+    fn parse(name: &str) -> Self {
+        match name {
+            "asctime" => Self::Asctime,
+            "created" => Self::Created,
+            "filename" => Self::Filename,
+            "funcName" => Self::FuncName,
+            "levelname" => Self::Levelname,
+            "levelno" => Self::Levelno,
+            "lineno" => Self::Lineno,
+            "message" => Self::Message,
+            "module" => Self::Module,
+            "msecs" => Self::Msecs,
+            "name" => Self::Name,
+            "pathname" => Self::Pathname,
+            "process" => Self::Process,
+            "processName" => Self::ProcessName,
+            "thread" => Self::Thread,
+            "threadName" => Self::ThreadName,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// `%-08.3d`-style conversion flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spec {
+    left: bool,
+    zero: bool,
+    width: usize,
+    precision: Option<usize>,
+    conv: char,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Lit(String),
+    Field(Attr, Spec),
+}
+
+/// A parsed formatter: how one record becomes one line.
+#[derive(Debug, Clone)]
+pub struct LineFormat(Kind);
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// A Python %-style format string and its optional strftime `datefmt`.
+    Text {
+        pieces: Vec<Piece>,
+        datefmt: Option<String>,
+    },
+    /// One JSON object per line; `datefmt`, when given, shapes `timestamp`.
+    Json { datefmt: Option<String> },
+}
+
+/// `format` of the built-in `standard` formatter (Lucid's).
+pub const STANDARD: &str = "%(asctime)s - %(name)s - %(levelname)s - %(message)s";
+/// `format` of the built-in `detailed` formatter.
+pub const DETAILED: &str =
+    "%(asctime)s - %(name)s - %(levelname)s - %(module)s:%(funcName)s:%(lineno)d - %(message)s";
+
+impl LineFormat {
+    /// Parses a %-style format string. Unknown attribute names are kept (printed as `-`) and
+    /// returned, so start-up can name them.
+    pub fn text(format: &str, datefmt: Option<&str>) -> Result<(Self, Vec<String>), String> {
+        let mut pieces = Vec::new();
+        let mut unknown = Vec::new();
+        let mut lit = String::new();
+        let mut rest = format;
+        while let Some(at) = rest.find('%') {
+            lit.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            if let Some(tail) = after.strip_prefix('%') {
+                lit.push('%');
+                rest = tail;
+                continue;
+            }
+            let Some(tail) = after.strip_prefix('(') else {
+                // A lone % is printed as it stands.
+                lit.push('%');
+                rest = after;
+                continue;
+            };
+            let close = tail
+                .find(')')
+                .ok_or_else(|| format!("unclosed %( at {:?}", &rest[at..]))?;
+            let name = &tail[..close];
+            let (spec, tail) = parse_spec(&tail[close + 1..])
+                .ok_or_else(|| format!("%({name}) lacks a conversion such as s or d"))?;
+            let attr = Attr::parse(name);
+            if attr == Attr::Unknown && !unknown.iter().any(|u| u == name) {
+                unknown.push(name.to_owned());
+            }
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(Piece::Field(attr, spec));
+            rest = tail;
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        let datefmt = datefmt.map(str::to_owned);
+        Ok((Self(Kind::Text { pieces, datefmt }), unknown))
+    }
+
+    /// JSON lines; `datefmt`, when given, shapes `timestamp` (else RFC 3339 in UTC).
+    pub fn json(datefmt: Option<&str>) -> Self {
+        Self(Kind::Json {
+            datefmt: datefmt.map(str::to_owned),
+        })
+    }
+
+    /// Whether rendering uses [`text_message`] (worth computing once per record).
+    pub fn needs_message(&self) -> bool {
+        match &self.0 {
+            Kind::Text { pieces, .. } => pieces
+                .iter()
+                .any(|p| matches!(p, Piece::Field(Attr::Message, _))),
+            Kind::Json { .. } => false,
+        }
+    }
+
+    /// Appends the record's line and a newline to `out`; `message` is [`text_message`] of it.
+    pub fn render(&self, r: &Record, message: &str, out: &mut Vec<u8>) {
+        match &self.0 {
+            Kind::Text { pieces, datefmt } => {
+                let mut line = String::with_capacity(128 + message.len());
+                for p in pieces {
+                    match p {
+                        Piece::Lit(s) => line.push_str(s),
+                        Piece::Field(attr, spec) => {
+                            render_attr(&mut line, *attr, spec, r, message, datefmt.as_deref())
+                        }
+                    }
+                }
+                out.extend_from_slice(line.as_bytes());
+            }
+            Kind::Json { datefmt } => {
+                let mut map = serde_json::Map::new();
+                let mut ts = String::new();
+                match datefmt {
+                    Some(f) => strftime(&mut ts, r.time, f),
+                    None => rfc3339(&mut ts, r.time),
+                }
+                map.insert("timestamp".into(), ts.into());
+                map.insert("level".into(), level_name(r.level).into());
+                map.insert("name".into(), r.name.into());
+                map.insert("target".into(), r.target.into());
+                map.insert("message".into(), r.message.into());
+                for (k, v) in r.fields {
+                    // A field named like one of ours keeps both.
+                    let key = if map.contains_key(*k) {
+                        format!("field_{k}")
+                    } else {
+                        (*k).to_owned()
+                    };
+                    map.insert(key, v.to_json());
+                }
+                if let Ok(text) = serde_json::to_vec(&map) {
+                    out.extend_from_slice(&text);
+                }
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Parses `-08.3d` after `%(name)`: flags, width, precision, conversion; and what follows.
+fn parse_spec(s: &str) -> Option<(Spec, &str)> {
+    let mut spec = Spec {
+        left: false,
+        zero: false,
+        width: 0,
+        precision: None,
+        conv: 's',
+    };
+    let mut chars = s.char_indices().peekable();
+    while let Some(&(_, c)) = chars.peek() {
+        match c {
+            '-' => spec.left = true,
+            '0' => spec.zero = true,
+            '+' | ' ' | '#' => {}
+            _ => break,
+        }
+        chars.next();
+    }
+    let digits = |chars: &mut std::iter::Peekable<std::str::CharIndices>| {
+        let mut n: Option<usize> = None;
+        while let Some(&(_, c)) = chars.peek() {
+            let Some(d) = c.to_digit(10) else { break };
+            n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as usize));
+            chars.next();
+        }
+        n
+    };
+    spec.width = digits(&mut chars).unwrap_or(0).min(256);
+    if chars.peek().is_some_and(|&(_, c)| c == '.') {
+        chars.next();
+        spec.precision = Some(digits(&mut chars).unwrap_or(0).min(64));
+    }
+    let (i, conv) = chars.next()?;
+    if !"sdiurfFeEgGxXa".contains(conv) {
+        return None;
+    }
+    spec.conv = conv;
+    Some((spec, &s[i + conv.len_utf8()..]))
+}
+
+/// A value before conversion.
+enum Raw<'a> {
+    S(&'a str),
+    Owned(String),
+    I(i64),
+    F(f64),
+}
+
+/// The emitting module's last path segment: tracing has no function names.
+fn module_segment(r: &Record) -> String {
+    let path = r.module_path.unwrap_or(r.target);
+    path.rsplit("::").next().unwrap_or(path).to_owned()
+}
+
+/// Python's module is the file's name without `.py`; a `mod.rs` is named by its folder.
+fn module_name(file: &str) -> &str {
+    let mut parts = file.rsplit(['/', '\\']);
+    let base = parts.next().unwrap_or(file);
+    match base.strip_suffix(".rs") {
+        Some("mod") => parts.next().unwrap_or("mod"),
+        Some(stem) => stem,
+        None => base,
+    }
+}
+
+fn render_attr(
+    out: &mut String,
+    attr: Attr,
+    spec: &Spec,
+    r: &Record,
+    message: &str,
+    datefmt: Option<&str>,
+) {
+    let file = r.file.unwrap_or("-");
+    let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    let secs = r.time.unix_timestamp() as f64 + f64::from(r.time.nanosecond()) / 1e9;
+    let raw = match attr {
+        Attr::Asctime => {
+            let mut s = String::new();
+            match datefmt {
+                Some(f) => strftime(&mut s, r.time, f),
+                None => {
+                    strftime(&mut s, r.time, "%Y-%m-%d %H:%M:%S");
+                    let _ = write!(s, ",{:03}", r.time.millisecond());
+                }
+            }
+            Raw::Owned(s)
+        }
+        Attr::Created => Raw::F(secs),
+        Attr::Filename => Raw::S(base),
+        Attr::FuncName => Raw::Owned(module_segment(r)),
+        Attr::Levelname => Raw::S(level_name(r.level)),
+        Attr::Levelno => Raw::I(level_number(r.level)),
+        Attr::Lineno => Raw::I(i64::from(r.line.unwrap_or(0))),
+        Attr::Message => Raw::S(message),
+        Attr::Module => Raw::S(module_name(file)),
+        Attr::Msecs => Raw::F(f64::from(r.time.nanosecond()) / 1e6),
+        Attr::Name => Raw::S(r.name),
+        Attr::Pathname => Raw::S(file),
+        Attr::Process => Raw::I(i64::from(std::process::id())),
+        Attr::ProcessName => Raw::S("MainProcess"),
+        Attr::Thread => Raw::I(r.thread as i64),
+        Attr::ThreadName => Raw::Owned(
+            std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_owned(),
+        ),
+        Attr::Unknown => Raw::S("-"),
+    };
+    convert(out, raw, spec);
+}
+
+/// Applies a conversion (`s`, `d`, `f`, `x`...) with width, precision and alignment.
+fn convert(out: &mut String, raw: Raw, spec: &Spec) {
+    let numeric = !matches!(spec.conv, 's' | 'a');
+    let mut text = match (&raw, spec.conv) {
+        (Raw::I(v), 'x') => format!("{v:x}"),
+        (Raw::I(v), 'X') => format!("{v:X}"),
+        (Raw::F(v), 'x' | 'X') => format!("{:x}", *v as i64),
+        (Raw::I(v), 'd' | 'i' | 'u') => v.to_string(),
+        (Raw::F(v), 'd' | 'i' | 'u') => (v.trunc() as i64).to_string(),
+        (Raw::I(v), 'f' | 'F' | 'e' | 'E' | 'g' | 'G') => {
+            format!("{:.*}", spec.precision.unwrap_or(6), *v as f64)
+        }
+        (Raw::F(v), 'f' | 'F' | 'e' | 'E' | 'g' | 'G') => {
+            format!("{:.*}", spec.precision.unwrap_or(6), v)
+        }
+        (Raw::I(v), _) => v.to_string(),
+        (Raw::F(v), _) => v.to_string(),
+        (Raw::S(s), _) => (*s).to_owned(),
+        (Raw::Owned(s), _) => s.clone(),
+    };
+    if let (Some(p), 's' | 'a', Raw::S(_) | Raw::Owned(_)) = (spec.precision, spec.conv, &raw)
+        && let Some((cut, _)) = text.char_indices().nth(p)
+    {
+        text.truncate(cut);
+    }
+    let len = text.chars().count();
+    let pad = spec.width.saturating_sub(len);
+    if pad == 0 {
+        out.push_str(&text);
+    } else if spec.left {
+        out.push_str(&text);
+        out.extend(std::iter::repeat_n(' ', pad));
+    } else if spec.zero && numeric && !matches!(raw, Raw::S(_) | Raw::Owned(_)) {
+        let digits = text.strip_prefix('-');
+        if digits.is_some() {
+            out.push('-');
+        }
+        out.extend(std::iter::repeat_n('0', pad));
+        out.push_str(digits.unwrap_or(&text));
+    } else {
+        out.extend(std::iter::repeat_n(' ', pad));
+        out.push_str(&text);
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// strftime subset (times are UTC): `%Y %y %m %d %e %H %I %M %S %f %p %j %a %A %b %h %B %z
+/// %Z %s %F %T %D %R %c %x %X %%`; another directive is printed as it stands.
+pub fn strftime(out: &mut String, t: OffsetDateTime, format: &str) {
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(d) = chars.next() else {
+            out.push('%');
+            break;
+        };
+        let month = usize::from(u8::from(t.month())) - 1;
+        let day = usize::from(t.weekday().number_days_from_monday());
+        let hour12 = match t.hour() % 12 {
+            0 => 12,
+            h => h,
+        };
+        let _ = match d {
+            'Y' => write!(out, "{:04}", t.year()),
+            'y' => write!(out, "{:02}", t.year().rem_euclid(100)),
+            'm' => write!(out, "{:02}", month + 1),
+            'd' => write!(out, "{:02}", t.day()),
+            'e' => write!(out, "{:2}", t.day()),
+            'H' => write!(out, "{:02}", t.hour()),
+            'I' => write!(out, "{hour12:02}"),
+            'M' => write!(out, "{:02}", t.minute()),
+            'S' => write!(out, "{:02}", t.second()),
+            'f' => write!(out, "{:06}", t.microsecond()),
+            'p' => write!(out, "{}", if t.hour() < 12 { "AM" } else { "PM" }),
+            'j' => write!(out, "{:03}", t.ordinal()),
+            'a' => write!(out, "{}", &DAYS[day][..3]),
+            'A' => write!(out, "{}", DAYS[day]),
+            'b' | 'h' => write!(out, "{}", &MONTHS[month][..3]),
+            'B' => write!(out, "{}", MONTHS[month]),
+            'z' => write!(out, "+0000"),
+            'Z' => write!(out, "UTC"),
+            's' => write!(out, "{}", t.unix_timestamp()),
+            'F' => {
+                strftime(out, t, "%Y-%m-%d");
+                Ok(())
+            }
+            'T' | 'X' => {
+                strftime(out, t, "%H:%M:%S");
+                Ok(())
+            }
+            'D' | 'x' => {
+                strftime(out, t, "%m/%d/%y");
+                Ok(())
+            }
+            'R' => {
+                strftime(out, t, "%H:%M");
+                Ok(())
+            }
+            'c' => {
+                strftime(out, t, "%a %b %e %H:%M:%S %Y");
+                Ok(())
+            }
+            '%' => write!(out, "%"),
+            other => write!(out, "%{other}"),
+        };
+    }
+}
+
+/// `2024-01-01T12:00:00.123456Z`.
+fn rfc3339(out: &mut String, t: OffsetDateTime) {
+    strftime(out, t, "%Y-%m-%dT%H:%M:%S.%fZ");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(fields: &'a [(&'static str, Value)], message: &'a str) -> Record<'a> {
+        Record {
+            // 2024-01-02 03:04:05.678901 UTC
+            time: OffsetDateTime::from_unix_timestamp_nanos(1_704_164_645_678_901_000)
+                .expect("valid time"),
+            level: Level::WARN,
+            name: "blockchain.api",
+            target: "block_manager::http",
+            module_path: Some("block_manager::api::observe"),
+            file: Some("src/api/observe.rs"),
+            line: Some(97),
+            thread: 7,
+            message,
+            fields,
+        }
+    }
+
+    fn line(format: &str, datefmt: Option<&str>, r: &Record) -> String {
+        let (f, unknown) = LineFormat::text(format, datefmt).expect("parses");
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let mut out = Vec::new();
+        f.render(r, &text_message(r), &mut out);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn standard_and_detailed_lines_read_as_pythons() {
+        let r = record(&[("height", Value::U64(3))], "stored");
+        assert_eq!(
+            line(STANDARD, Some("%Y-%m-%d %H:%M:%S"), &r),
+            "2024-01-02 03:04:05 - blockchain.api - WARNING - stored height=3\n"
+        );
+        assert_eq!(
+            line(DETAILED, None, &r),
+            "2024-01-02 03:04:05,678 - blockchain.api - WARNING - observe:observe:97 - stored height=3\n"
+        );
+    }
+
+    #[test]
+    fn widths_alignment_and_percent_signs_follow_python() {
+        let r = record(&[], "m");
+        assert_eq!(
+            line(
+                "[%(levelname)-8s|%(lineno)5d|%(lineno)05d|%(name).5s] 100%% %(message)s",
+                None,
+                &r
+            ),
+            "[WARNING |   97|00097|block] 100% m\n"
+        );
+        assert_eq!(
+            line("%(msecs)03d %(thread)d %(filename)s %(levelno)s", None, &r),
+            "678 7 observe.rs 30\n"
+        );
+        assert_eq!(module_name("src/telemetry/mod.rs"), "telemetry");
+        assert_eq!(module_name("src/api/observe.rs"), "observe");
+    }
+
+    #[test]
+    fn datefmt_directives_render_in_utc() {
+        let r = record(&[], "");
+        let mut s = String::new();
+        strftime(&mut s, r.time, "%a %b %d %j %y %I%p %f %z %Z %q %%");
+        assert_eq!(s, "Tue Jan 02 002 24 03AM 678901 +0000 UTC %q %");
+    }
+
+    #[test]
+    fn the_access_line_leads_with_method_route_status_and_latency() {
+        let fields = [
+            ("method", Value::Text("GET".into())),
+            ("route", Value::Str("/api/v1/blocks/latest".into())),
+            ("status", Value::U64(200)),
+            ("latency_ms", Value::F64(0.41)),
+            ("request_id", Value::Text("abc".into())),
+            ("note", Value::Str("two words".into())),
+        ];
+        let r = record(&fields, "request");
+        assert_eq!(
+            text_message(&r),
+            "GET /api/v1/blocks/latest 200 0.41ms request_id=abc note=\"two words\""
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_and_malformed_ones_refused() {
+        let (_, unknown) = LineFormat::text("%(taskName)s %(message)s", None).expect("parses");
+        assert_eq!(unknown, ["taskName"]);
+        assert!(LineFormat::text("%(message)", None).is_err());
+        assert!(LineFormat::text("%(message", None).is_err());
+    }
+
+    #[test]
+    fn json_lines_carry_level_name_and_typed_fields() {
+        let fields = [
+            ("status", Value::U64(200)),
+            ("name", Value::Str("x".into())),
+        ];
+        let r = record(&fields, "request");
+        let mut out = Vec::new();
+        LineFormat::json(None).render(&r, "", &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(v["level"], "WARNING");
+        assert_eq!(v["name"], "blockchain.api");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["field_name"], "x");
+        assert_eq!(v["timestamp"], "2024-01-02T03:04:05.678901Z");
+    }
+}

@@ -292,7 +292,7 @@ impl Metrics {
             reorgs_damped: reg!(IntCounter::with_opts(opts(
                 "sync_reorgs_damped_total",
                 "Forks not rolled back because more than synchronization.max_reorgs_per_window happened within the window"
-
+            ))),
             rate_limit_buckets: reg!(IntGauge::with_opts(opts(
                 "rate_limit_buckets",
                 "Clients the rate limiter tracks"

@@ -233,16 +233,15 @@ pub trait BlockStore: Send + Sync + 'static {
     /// its body); `false` when that key was recorded before, so the caller files nothing. The
     /// index is bounded: the oldest keys are forgotten first.
     fn record_quarantined(&self, key: &str) -> Result<bool, StoreError>;
+    /// Blocks whose timestamp is at or after `since_micros`, counting at most `cap`. Served
+    /// from the time index, so it costs the number of blocks counted, never the chain.
+    fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError>;
 }
 
 /// The floor a tip at `tip` implies with a finality depth of `depth`: the highest height
 /// buried deeper than `depth` blocks below the tip (0 while the chain is shorter).
 pub fn floor_for_tip(tip: u64, depth: u64) -> u64 {
     tip.saturating_sub(depth.saturating_add(1))
-
-    /// Blocks whose timestamp is at or after `since_micros`, counting at most `cap`. Served
-    /// from the time index, so it costs the number of blocks counted, never the chain.
-    fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError>;
 }
 
 /// `(available, total)` bytes of the volume holding `path` (which need not exist yet: the

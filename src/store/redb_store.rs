@@ -613,6 +613,7 @@ impl BlockStore for RedbStore {
 
     fn record_quarantined(&self, key: &str) -> Result<bool, StoreError> {
         self.write(|t| t.record_quarantined(key))
+    }
 
     fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError> {
         self.read(|txn| listing::count_since(txn, since_micros, cap))

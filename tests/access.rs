@@ -291,7 +291,9 @@ fn a_bad_trusted_proxy_or_client_cap_stops_start_up_with_one_line() {
         "api:\n  trusted_proxies: [\"10.0.0.0/8\", \"172.18.0.0/33\"]\n",
     )
     .unwrap();
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    // (environment, what the one line must name)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         (
             &[],
             &[

@@ -176,32 +176,13 @@ fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
         return peer;
     }
     // X-Forwarded-For when present (what common proxies append to), else RFC 7239 Forwarded.
-    // Header lines further down were added later, so both are read right to left.
-    let xff: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let hops: Box<dyn Iterator<Item = Option<IpAddr>>> = if !xff.is_empty() {
-        Box::new(
-            xff.into_iter()
-                .rev()
-                .flat_map(|v| v.rsplit(','))
-                .map(parse_hop),
-        )
+    let hops = if headers.contains_key("x-forwarded-for") {
+        hops_from_the_right(headers, "x-forwarded-for", parse_hop)
     } else {
-        Box::new(
-            headers
-                .get_all(header::FORWARDED)
-                .iter()
-                .rev()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.rsplit(','))
-                .map(forwarded_for),
-        )
+        hops_from_the_right(headers, header::FORWARDED.as_str(), forwarded_for)
     };
     let mut client = peer;
-    for hop in hops.take(MAX_HOPS) {
+    for hop in hops {
         // An unreadable hop (`unknown`, an obfuscated name, garbage) ends the trail: the last
         // address a trusted proxy vouched for stands.
         let Some(ip) = hop else { break };
@@ -211,6 +192,30 @@ fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
         }
     }
     client
+}
+
+/// The entries of every `name` line, right-most first, at most [`MAX_HOPS`]. Lines further
+/// down were added later. A line that is not text ends the list with an unreadable hop, so
+/// skipping it can never expose a client-written line above it.
+fn hops_from_the_right(
+    headers: &HeaderMap,
+    name: &str,
+    parse: fn(&str) -> Option<IpAddr>,
+) -> Vec<Option<IpAddr>> {
+    let mut out = Vec::new();
+    for line in headers.get_all(name).iter().rev() {
+        let Ok(text) = line.to_str() else {
+            out.push(None);
+            return out;
+        };
+        for entry in text.rsplit(',') {
+            out.push(parse(entry));
+            if out.len() == MAX_HOPS {
+                return out;
+            }
+        }
+    }
+    out
 }
 
 /// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`.
@@ -358,6 +363,16 @@ mod tests {
             ("x-forwarded-for", "198.51.100.8"),
         ]);
         assert_eq!(resolve(gw, &two_lines, &t), ip("198.51.100.8"));
+        let mut binary = headers(&[("x-forwarded-for", "192.0.2.1")]);
+        binary.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"198.51.100.9\xff").unwrap(),
+        );
+        assert_eq!(
+            resolve(gw, &binary, &t),
+            gw,
+            "a line that is not text is not skipped over to the one above it"
+        );
         let fwd = |v: &str| resolve(gw, &headers(&[("forwarded", v)]), &t);
         assert_eq!(
             fwd("for=192.0.2.60;proto=http;by=10.0.0.5"),

@@ -23,25 +23,33 @@ const RECENT_CAP: u64 = 1_000_000;
 const HOUR_MICROS: i64 = 3_600 * 1_000_000;
 const DAY_MICROS: i64 = 24 * HOUR_MICROS;
 
+/// One computed answer: when, at which tip (hash), and the body.
+struct Computed {
+    at: Instant,
+    tip: Option<String>,
+    body: Arc<Value>,
+}
+
 /// The last answer, for the tip it was computed at.
 #[derive(Default)]
 pub struct StatsCache {
-    last: Mutex<Option<(Instant, Option<String>, Arc<Value>)>>,
+    last: Mutex<Option<Computed>>,
 }
 
 impl StatsCache {
     fn fresh(&self, tip: Option<&str>) -> Option<Arc<Value>> {
         let last = self.last.lock().expect("stats cache lock");
-        match &*last {
-            Some((at, hash, v)) if at.elapsed() < REUSE_FOR && hash.as_deref() == tip => {
-                Some(v.clone())
-            }
-            _ => None,
-        }
+        last.as_ref()
+            .filter(|c| c.at.elapsed() < REUSE_FOR && c.tip.as_deref() == tip)
+            .map(|c| c.body.clone())
     }
 
-    fn keep(&self, tip: Option<String>, v: Arc<Value>) {
-        *self.last.lock().expect("stats cache lock") = Some((Instant::now(), tip, v));
+    fn keep(&self, tip: Option<String>, body: Arc<Value>) {
+        *self.last.lock().expect("stats cache lock") = Some(Computed {
+            at: Instant::now(),
+            tip,
+            body,
+        });
     }
 }
 

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub finality_floor: IntGauge,
     /// Forks not rolled back because too many reorgs happened within the window.
     pub reorgs_damped: IntCounter,
+    /// Blocks offered to the quarantine, by outcome.
+    pub quarantine_entries: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -252,6 +254,13 @@ impl Metrics {
                 "sync_reorgs_damped_total",
                 "Forks not rolled back because more than synchronization.max_reorgs_per_window happened within the window"
             ))),
+            quarantine_entries: reg!(IntCounterVec::new(
+                opts(
+                    "quarantine_entries_total",
+                    "Blocks offered to the quarantine, by outcome: filed, filed_without_block, duplicate, failed"
+                ),
+                &["outcome"]
+            )),
             registry,
         };
         let build = reg_build_info(&m.registry);

@@ -100,7 +100,7 @@ impl Quarantine {
             .take(HASH_KEPT)
             .collect();
         if !self.first_filing(&format!("{claimed}:{}", &digest[..32])) {
-            tracing::debug!(hash = %claimed, reason, "block already quarantined");
+            tracing::debug!(hash = ?claimed, reason, "block already quarantined");
             self.count("duplicate");
             return;
         }
@@ -119,18 +119,7 @@ impl Quarantine {
             self.count("failed");
             return;
         };
-        let short: String = claimed
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(16)
-            .collect();
-        let name = format!(
-            "{:020}-{}-{}-{}.json",
-            now.unix_micros(),
-            height.map_or_else(|| "x".into(), |h| h.to_string()),
-            if short.is_empty() { "nohash" } else { &short },
-            &digest[..8]
-        );
+        let name = entry_name(now.unix_micros(), height, &claimed, &digest);
         self.prune(bytes.len() as u64);
         match self.write(&name, &bytes) {
             Ok(()) if whole => {
@@ -278,6 +267,22 @@ fn entry(
         without
     };
     (smallest.len() <= hard).then_some((smallest, false))
+}
+
+/// `<time µs>-<height>-<hash prefix>-<digest prefix>.json`: sorted by time, and apart for
+/// blocks that share a claimed hash.
+fn entry_name(micros: i64, height: Option<u64>, claimed: &str, digest: &str) -> String {
+    let short: String = claimed
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
+    format!(
+        "{micros:020}-{}-{}-{}.json",
+        height.map_or_else(|| "x".into(), |h| h.to_string()),
+        if short.is_empty() { "nohash" } else { &short },
+        digest.get(..8).unwrap_or(digest)
+    )
 }
 
 /// A kept entry (not a temporary file).

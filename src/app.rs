@@ -197,7 +197,8 @@ pub async fn build_state(
                 .max_block_size_bytes
                 .saturating_add(crate::quarantine::ENTRY_SLACK),
         )
-        .with_index(store.clone()),
+        .with_index(store.clone())
+        .with_metrics(metrics.clone()),
     );
     let system = crate::monitoring::SystemView::start(
         &config,

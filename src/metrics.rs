@@ -108,6 +108,8 @@ pub struct Metrics {
     /// Responses that carried fewer blocks than asked for because `api.max_response_bytes`
     /// was reached, by route template.
     pub http_responses_truncated: IntCounterVec,
+    /// Blocks offered to the quarantine, by outcome.
+    pub quarantine_entries: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -307,6 +309,13 @@ impl Metrics {
                     "Responses cut short at api.max_response_bytes, by route"
                 ),
                 &["route"]
+            )),
+            quarantine_entries: reg!(IntCounterVec::new(
+                opts(
+                    "quarantine_entries_total",
+                    "Blocks offered to the quarantine, by outcome: filed, filed_without_block, duplicate, failed"
+                ),
+                &["outcome"]
             )),
             registry,
         };

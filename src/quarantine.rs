@@ -9,6 +9,7 @@
 //! an index (the block store's), a block already filed — same hash, same bytes — is not filed
 //! again.
 
+use crate::metrics::Metrics;
 use crate::store::BlockStore;
 use serde_json::{Value, json};
 use std::fs::{DirBuilder, OpenOptions};
@@ -34,6 +35,7 @@ pub struct Quarantine {
     max_bytes: u64,
     entry_cap: usize,
     index: Option<Arc<dyn BlockStore>>,
+    metrics: Option<Arc<Metrics>>,
     // Serialises writers so pruning never races a write of this process.
     lock: Mutex<()>,
 }
@@ -48,6 +50,7 @@ impl Quarantine {
             max_bytes,
             entry_cap: DEFAULT_ENTRY_CAP,
             index: None,
+            metrics: None,
             lock: Mutex::new(()),
         }
     }
@@ -64,6 +67,18 @@ impl Quarantine {
         self
     }
 
+    /// Counts what becomes of each block offered (`block_manager_quarantine_entries_total`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, outcome: &str) {
+        if let Some(m) = &self.metrics {
+            m.quarantine_entries.with_label_values(&[outcome]).inc();
+        }
+    }
+
     /// Writes one rejected block with why it was refused. Blocking; failures are logged, never
     /// raised: quarantine is a courtesy to operators, not part of the write path.
     pub fn put(&self, reason: &str, errors: Value, block: &Value) {
@@ -72,6 +87,7 @@ impl Quarantine {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot encode a block for the quarantine");
+                self.count("failed");
                 return;
             }
         };
@@ -84,38 +100,39 @@ impl Quarantine {
             .take(HASH_KEPT)
             .collect();
         if !self.first_filing(&format!("{claimed}:{}", &digest[..32])) {
-            tracing::debug!(hash = %claimed, reason, "block already quarantined");
+            tracing::debug!(hash = ?claimed, reason, "block already quarantined");
+            self.count("duplicate");
             return;
         }
         let now = crate::ledger::now();
         let height = block.get("height").and_then(Value::as_u64);
         let (soft, hard) = self.entry_limits();
         let omitted = json!({"bytes": body.len(), "blake3": digest.as_str(), "height": height, "hash": claimed});
-        let Some(bytes) = entry(&now.to_string(), reason, errors, body, omitted, soft, hard) else {
+        let Some((bytes, whole)) =
+            entry(&now.to_string(), reason, errors, body, omitted, soft, hard)
+        else {
             tracing::warn!(
                 reason,
                 hard,
                 "quarantine entry over its cap even without the block; not kept"
             );
+            self.count("failed");
             return;
         };
-        let short: String = claimed
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(16)
-            .collect();
-        let name = format!(
-            "{:020}-{}-{}-{}.json",
-            now.unix_micros(),
-            height.map_or_else(|| "x".into(), |h| h.to_string()),
-            if short.is_empty() { "nohash" } else { &short },
-            &digest[..8]
-        );
+        let name = entry_name(now.unix_micros(), height, &claimed, &digest);
         self.prune(bytes.len() as u64);
         match self.write(&name, &bytes) {
-            Ok(()) => tracing::warn!(file = %name, reason, "block quarantined"),
+            Ok(()) if whole => {
+                tracing::warn!(file = %name, reason, "block quarantined");
+                self.count("filed");
+            }
+            Ok(()) => {
+                tracing::warn!(file = %name, reason, "block quarantined without its body: over the entry cap");
+                self.count("filed_without_block");
+            }
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write to quarantine")
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write to quarantine");
+                self.count("failed");
             }
         }
     }
@@ -204,7 +221,7 @@ impl Quarantine {
     }
 }
 
-/// The compact bytes of an entry: whole if at most `soft` long; else without the block (what
+/// The compact bytes of an entry, and whether the block is in it: whole if at most `soft` long; else without the block (what
 /// `omitted` says of it instead); else with only the first errors too, if at most `hard`
 /// long. `None` if even that is over.
 fn entry(
@@ -215,7 +232,7 @@ fn entry(
     omitted: Value,
     soft: usize,
     hard: usize,
-) -> Option<Vec<u8>> {
+) -> Option<(Vec<u8>, bool)> {
     let head = |errors: &Value, extra: Value| {
         let mut doc = json!({"quarantined_at": at, "reason": reason, "errors": errors});
         if let (Some(doc), Value::Object(extra)) = (doc.as_object_mut(), extra) {
@@ -230,12 +247,12 @@ fn entry(
         whole.extend_from_slice(b",\"block\":");
         whole.extend_from_slice(&block);
         whole.push(b'}');
-        return Some(whole);
+        return Some((whole, true));
     }
     drop(block);
     let without = head(&errors, json!({"block": null, "block_omitted": omitted}))?;
     if without.len() <= soft {
-        return Some(without);
+        return Some((without, false));
     }
     let all = errors.as_array().map_or(0, Vec::len);
     let first: Vec<Value> = errors
@@ -249,7 +266,23 @@ fn entry(
     } else {
         without
     };
-    (smallest.len() <= hard).then_some(smallest)
+    (smallest.len() <= hard).then_some((smallest, false))
+}
+
+/// `<time µs>-<height>-<hash prefix>-<digest prefix>.json`: sorted by time, and apart for
+/// blocks that share a claimed hash.
+fn entry_name(micros: i64, height: Option<u64>, claimed: &str, digest: &str) -> String {
+    let short: String = claimed
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
+    format!(
+        "{micros:020}-{}-{}-{}.json",
+        height.map_or_else(|| "x".into(), |h| h.to_string()),
+        if short.is_empty() { "nohash" } else { &short },
+        digest.get(..8).unwrap_or(digest)
+    )
 }
 
 /// A kept entry (not a temporary file).
@@ -419,5 +452,53 @@ mod tests {
         assert_eq!(files.len(), 1);
         let file = std::fs::metadata(&files[0].0).unwrap();
         assert_eq!(file.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_block_already_filed_is_not_filed_again_but_other_bytes_under_its_hash_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn BlockStore> = Arc::new(
+            crate::store::RedbStore::open(
+                &dir.path().join("blocks.redb"),
+                crate::store::DEFAULT_CACHE_BYTES,
+            )
+            .unwrap(),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let q = Quarantine::new(dir.path().join("q"), 100, u64::MAX)
+            .with_index(store.clone())
+            .with_metrics(metrics.clone())
+            .with_entry_cap(10_000);
+        let block = json!({"height": 3, "hash": "cd".repeat(32)});
+        q.put("orphaned", json!({}), &block);
+        q.put("orphaned again", json!({}), &block);
+        q.put(
+            "same hash, other bytes",
+            json!({}),
+            &json!({"height": 3, "hash": "cd".repeat(32), "x": 1}),
+        );
+        q.put(
+            "too big",
+            json!({}),
+            &json!({"height": 4, "data": "x".repeat(20_000)}),
+        );
+        let reasons: Vec<String> = q
+            .list()
+            .iter()
+            .map(|f| {
+                let doc: Value = serde_json::from_slice(&std::fs::read(&f.0).unwrap()).unwrap();
+                doc["reason"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(reasons, ["orphaned", "same hash, other bytes", "too big"]);
+        let counted = |o: &str| metrics.quarantine_entries.with_label_values(&[o]).get();
+        assert_eq!(
+            (
+                counted("filed"),
+                counted("duplicate"),
+                counted("filed_without_block")
+            ),
+            (2, 1, 1)
+        );
     }
 }

@@ -376,3 +376,26 @@ fn errors_name_the_flag_and_never_echo_a_secret() {
         Ok(())
     });
 }
+
+#[test]
+fn reorg_damping_settings_load_and_bad_ones_name_their_key() {
+    Jail::expect_with(|jail| {
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.synchronization.max_reorgs_per_window, 5);
+        assert_eq!(l.config.synchronization.reorg_window_seconds, 600.0);
+        main_file(
+            jail,
+            "synchronization:\n  max_reorgs_per_window: 2\n  reorg_window_seconds: 60\n",
+        )?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.synchronization.max_reorgs_per_window, 2);
+        assert_eq!(l.config.synchronization.reorg_window_seconds, 60.0);
+        main_file(jail, "synchronization:\n  max_reorgs_per_window: 0\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(e.contains("synchronization.max_reorgs_per_window"), "{e}");
+        main_file(jail, "synchronization:\n  reorg_window_seconds: -1\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(e.contains("synchronization.reorg_window_seconds"), "{e}");
+        Ok(())
+    });
+}

@@ -676,6 +676,10 @@ async fn two_forks_as_deep_as_max_reorg_depth_never_replace_a_block_served_immut
         metric(&app, "block_manager_finality_floor_height").await,
         19.0
     );
+    assert_eq!(
+        get_json(&app, "/api/v1/chain/status").await.1["finality_floor"],
+        19
+    );
 
     // A fork ten deep (the most allowed), onto a shorter branch: tip 25, block 19 now 6 deep.
     let b = chains::branch(&a, 21, 5, "b");
@@ -690,6 +694,10 @@ async fn two_forks_as_deep_as_max_reorg_depth_never_replace_a_block_served_immut
     assert!(
         cache.contains("immutable"),
         "the floor does not sink with the tip: {cache}"
+    );
+    assert_eq!(
+        get_json(&app, "/api/v1/chain/status").await.1["finality_floor"],
+        19
     );
 
     // Another fork ten deep from there would replace block 19: it is refused as diverged.

@@ -103,11 +103,10 @@ fn served_hash(body: &[u8]) -> Option<&str> {
 /// replace it, and a replacement can even carry the same hash (the hash preimage joins fields
 /// without separators), so it is cached briefly and tagged by a digest of the bytes served: a
 /// 304 only ever confirms those bytes.
-fn block_response(state: &AppState, height: u64, body: Vec<u8>, headers: &HeaderMap) -> Response {
-    let is_final = state
-        .store
-        .finality_floor()
-        .is_ok_and(|floor| height <= floor);
+///
+/// `is_final` must be learnt before the body is read: a body read first could be one a
+/// rollback replaced just before the block became final.
+fn block_response(is_final: bool, body: Vec<u8>, headers: &HeaderMap) -> Response {
     let by_hash = served_hash(&body).filter(|_| is_final);
     let (etag, cache) = match by_hash {
         Some(hash) => (format!("\"{hash}\""), "public, max-age=31536000, immutable"),
@@ -151,8 +150,12 @@ fn by_height(
     shown: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let is_final = state
+        .store
+        .finality_floor()
+        .is_ok_and(|floor| height <= floor);
     match state.store.body_at(height).map_err(store_error)? {
-        Some(body) => Ok(block_response(state, height, body, headers)),
+        Some(body) => Ok(block_response(is_final, body, headers)),
         None => Err(ApiError::block_not_found(shown)),
     }
 }

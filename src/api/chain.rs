@@ -70,6 +70,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
         .as_ref()
         .map(|t| ((now - t.timestamp_micros) as f64 / 1e6).max(0.0));
     let sync = state.sync.as_ref().map(|s| s.summary());
+    let finality_floor = state.store.finality_floor().map_err(store_error)?;
     let state_name = match (&tip, &sync) {
         (None, _) => "empty".to_string(),
         (_, Some(s)) => s
@@ -87,6 +88,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
         "tip_timestamp": tip.as_ref().map(|t| t.timestamp.clone()),
         "seconds_since_last_block": since,
         "sync": sync,
+        "finality_floor": finality_floor,
     }))
     .into_response())
 }

@@ -10,6 +10,9 @@
 //! only continues the tip and [`BlockStore::rollback_above`] only removes a suffix — so paging
 //! by height is arithmetic rather than a scan.
 //!
+//! Finality: the store keeps a floor that only rises ([`BlockStore::finality_floor`]) and
+//! refuses any rollback that would remove a block at or below it, whoever asks.
+//!
 //! Inside: `redb_store` (the handle, recovery, the trait impl), `database` (opening the file,
 //! format check, durable transactions), `tables` (table layout and per-block rows), `listing`
 //! (paged listings), `codec` (compact row encodings), `failure` (error classification).

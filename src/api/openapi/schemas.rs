@@ -319,7 +319,7 @@ fn report_schemas(s: &mut Map<String, Value>) {
     }));
     s.insert("ChainStatus".into(), json!({
         "type": "object",
-        "required": ["state", "mode", "height", "tip_hash", "tip_timestamp", "seconds_since_last_block", "sync"],
+        "required": ["state", "mode", "height", "tip_hash", "tip_timestamp", "seconds_since_last_block", "sync", "finality_floor"],
         "properties": {
             "state": {"type": "string", "description": "empty, active, or the follower's sync state"},
             "mode": {"type": "string", "enum": ["standalone", "follower"]},
@@ -327,7 +327,8 @@ fn report_schemas(s: &mut Map<String, Value>) {
             "tip_hash": nullable_hash,
             "tip_timestamp": {"anyOf": [served_timestamp(), {"type": "null"}]},
             "seconds_since_last_block": {"type": ["number", "null"], "minimum": 0},
-            "sync": {"type": ["object", "null"]}
+            "sync": {"type": ["object", "null"]},
+            "finality_floor": {"type": "integer", "minimum": 0, "description": "Highest height ever buried deeper than synchronization.max_reorg_depth below the tip: blocks at or below it are final (never rolled back, served immutable)"}
         }
     }));
     s.insert(

@@ -363,6 +363,19 @@ fn api_logger_at_warning_silences_request_lines_while_manager_info_lines_remain(
 }
 
 #[test]
+fn log_level_from_the_environment_beats_the_logging_files_logger_levels() {
+    // The file sets blockchain.api to INFO; LOG_LEVEL=WARNING is more specific.
+    let dir = lucid_workdir(same, same);
+    let p = spawn_process(dir.path(), &[("LOG_LEVEL", "WARNING")]);
+    get_with_id(p.port, "/api/v1/blocks/latest", "env-level-1");
+    let out = stop(p);
+    assert!(!out.contains("env-level-1"), "{out}");
+    assert!(!out.contains(" - INFO - "), "{out}");
+    // Warnings still pass.
+    assert!(out.contains("loggers.motor"), "{out}");
+}
+
+#[test]
 fn motor_and_pymongo_loggers_are_warned_about_exactly_once_each() {
     let dir = lucid_workdir(same, same);
     let out = stop(spawn_process(dir.path(), &[]));

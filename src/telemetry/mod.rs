@@ -1,7 +1,7 @@
 //! Logging per Lucid's logging file (Python dictConfig): console and size-rotated file
 //! handlers, %-style formatters, Lucid logger names mapped to our modules, per-logger levels.
 //!
-//! Precedence, most specific first: `RUST_LOG` (all levels); `LOG_LEVEL` (root level) and
+//! Precedence, most specific first: `RUST_LOG` (all levels); `LOG_LEVEL` (root and logger levels) and
 //! `LOG_FORMAT` (console formatter); a handler's own settings in the logging file; the main
 //! file's `logging.*` (`directory`, `level`, `format`, `rotate.*`).
 
@@ -128,11 +128,12 @@ pub fn check(c: &Config) -> Result<(), (String, String, String)> {
         .map(|(n, l)| (format!("loggers.{n}"), l));
     for (name, logger) in root.chain(named) {
         level_of(&format!("logging_config.{name}.level"), &logger.level)?;
-        if let Some(h) = logger
-            .handlers
-            .iter()
-            .find(|h| !file.handlers.contains_key(*h))
-        {
+        let defined = |h: &String| {
+            file.handlers.contains_key(h)
+                || (file.handlers.is_empty()
+                    && ["console", "file", "error_file"].contains(&h.as_str()))
+        };
+        if let Some(h) = logger.handlers.iter().find(|h| !defined(h)) {
             let key = format!("logging_config.{name}.handlers");
             return Err((
                 key,
@@ -349,9 +350,9 @@ fn root_level(config: &Config) -> LevelFilter {
     LevelFilter::from_level(parse_level(&name).unwrap_or(Level::INFO))
 }
 
-/// The routes of the six loggers, Python-style: a logger's level is its own or its nearest
-/// configured parent's (`blockchain`), else the root's; its records go to its handlers, then,
-/// while `propagate` is not false, to its parents' and the root's.
+/// The routes of the six loggers, Python-style: a logger's level is `LOG_LEVEL` when set, else
+/// its own or its nearest configured parent's (`blockchain`), else the root's; its records go to
+/// its handlers, then, while `propagate` is not false, to its parents' and the root's.
 fn routes(config: &Config, opened: &Opened) -> [Route; 6] {
     let file = &config.logging_config;
     let sinks_named = |names: &[String]| -> Vec<usize> {
@@ -399,10 +400,14 @@ fn routes(config: &Config, opened: &Opened) -> [Route; 6] {
         sinks.dedup();
         (level, sinks)
     };
+    // `LOG_LEVEL` is more specific than any level of the files: it sets our loggers' too.
+    let env_level = env("LOG_LEVEL")
+        .and_then(|l| parse_level(&l))
+        .map(LevelFilter::from_level);
     let ours = |name: &str| {
         let (level, sinks) = route(name);
         Route {
-            level: level.unwrap_or(root),
+            level: env_level.or(level).unwrap_or(root),
             sinks,
         }
     };

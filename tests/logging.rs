@@ -54,8 +54,19 @@ fn get_with_id(port: u16, path: &str, id: &str) {
 /// Stops the process with SIGTERM (so every queued line is written) and returns its console.
 fn stop(mut p: Proc) -> String {
     signal(&p, "TERM");
-    assert_eq!(wait_exit(&mut p, Duration::from_secs(5)), Some(0));
-    std::fs::read_to_string(&p.log).unwrap()
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = std::fs::read_to_string(&p.log).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}: {out}");
+    out
 }
 
 /// Matches `^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d` and returns the rest of the line.
@@ -410,20 +421,20 @@ fn an_unknown_handler_class_is_warned_about_once_and_skipped() {
     assert!(out.contains("request_id=after-syslog-1"), "{out}");
 }
 
-#[test]
-fn logging_file_version_2_stops_start_up_with_exit_2_naming_the_key() {
-    let dir = lucid_workdir(same, |s| s.replace("version: 1", "version: 2"));
-    let log = dir.path().join("refused.log");
-    let mut child = Command::new(binary())
-        .current_dir(dir.path())
+/// Runs the binary in `dir` with `env`, expecting it to refuse to start: its exit code (None if
+/// it was still running after 5 s) and its stderr.
+fn refused(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let log = dir.join("refused.log");
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("BLOCK_MANAGER_HOST", "127.0.0.1")
         .env("BLOCK_MANAGER_PORT", free_port().to_string())
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("binary runs");
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().expect("binary runs");
     let deadline = Instant::now() + Duration::from_secs(5);
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -436,11 +447,26 @@ fn logging_file_version_2_stops_start_up_with_exit_2_naming_the_key() {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let stderr = std::fs::read_to_string(&log).unwrap();
+    (code, std::fs::read_to_string(&log).unwrap())
+}
+
+#[test]
+fn logging_file_version_2_stops_start_up_with_exit_2_naming_the_key() {
+    let dir = lucid_workdir(same, |s| s.replace("version: 1", "version: 2"));
+    let (code, stderr) = refused(dir.path(), &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("version") && stderr.contains("block-manager-logging.yaml"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_unknown_log_format_stops_start_up_with_exit_2_naming_the_variable() {
+    let dir = lucid_workdir(same, same);
+    let (code, stderr) = refused(dir.path(), &[("LOG_FORMAT", "fancy")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("invalid LOG_FORMAT 'fancy': "), "{stderr}");
 }

@@ -353,10 +353,21 @@ pub async fn signal() {
 
 /// Runs until a signal, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    // Install the handlers before serving: a SIGTERM sent as soon as the port answers must find
+    // them, not the default action (which ends the process undrained, its queued log lines
+    // lost). The first poll of `signal()` installs them.
+    let mut stop = Box::pin(signal());
+    let early = tokio::select! {
+        biased;
+        _ = &mut stop => true,
+        _ = std::future::ready(()) => false,
+    };
     let running = start(config).await?;
     let shutdown = running.shutdown.clone();
     tokio::spawn(async move {
-        signal().await;
+        if !early {
+            stop.await;
+        }
         tracing::info!("signal received");
         shutdown.cancel();
     });

@@ -177,7 +177,8 @@ impl Default for ChainConfig {
 #[serde(default)]
 pub struct LoggingConfig {
     /// Root level (`LOG_LEVEL`): TRACE, DEBUG, INFO, WARNING, ERROR. The logging file's
-    /// `root.level` wins over this one; `LOG_LEVEL` wins over both.
+    /// `root.level` wins over this one; `LOG_LEVEL` wins over both, and over the file's
+    /// `loggers.*.level` too.
     pub level: String,
     /// Formatter of handlers that name none: standard, detailed, json, or a formatter of the
     /// logging file. `LOG_FORMAT` (env) sets the console's formatter over any file.

@@ -181,11 +181,18 @@ pub async fn build_state(
     let limits = limits(&config);
     let (ledger, writer) = Ledger::start(store.clone(), limits, metrics.clone());
     let v = &config.error_handling.validation;
-    let quarantine = Arc::new(Quarantine::new(
-        &v.quarantine_path,
-        v.quarantine_max_files,
-        v.quarantine_max_bytes,
-    ));
+    let quarantine = Arc::new(
+        Quarantine::new(
+            &v.quarantine_path,
+            v.quarantine_max_files,
+            v.quarantine_max_bytes,
+        )
+        .with_rejects(crate::quarantine::Rejects {
+            keep: v.quarantine_invalid_blocks,
+            log: v.log_validation_errors,
+            log_upstream: config.error_handling.synchronization.log_failed_blocks,
+        }),
+    );
     let system = crate::monitoring::SystemView::start(
         &config,
         store.clone(),
@@ -262,7 +269,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let router = crate::api::router(state.clone());
     let ready = state.ready.clone();
     ready.store(true, Ordering::SeqCst);
-    let grace = Duration::from_secs_f64(config.service.shutdown_grace_seconds);
+    let grace = crate::config::duration(config.service.shutdown_grace_seconds);
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         let stop = token.clone();

@@ -192,8 +192,8 @@ fn probe_addrs(host: &str, port: u16) -> Vec<SocketAddr> {
     }
 }
 
-/// GET /health over a plain socket: no shell, no curl, no TLS needed.
-fn probe(addr: SocketAddr, host: &str, deadline: Instant) -> Result<u16, String> {
+/// GET `path` over a plain socket: no shell, no curl, no TLS needed.
+fn probe(addr: SocketAddr, host: &str, path: &str, deadline: Instant) -> Result<u16, String> {
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
@@ -205,7 +205,7 @@ fn probe(addr: SocketAddr, host: &str, deadline: Instant) -> Result<u16, String>
         .and_then(|()| s.set_write_timeout(Some(left())))
         .map_err(|e| e.to_string())?;
     let req = format!(
-        "GET /health HTTP/1.1\r\nHost: {host}\r\nUser-Agent: block-manager-healthcheck\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: block-manager-healthcheck\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes())
         .map_err(|e| format!("cannot send to {addr}: {e}"))?;
@@ -237,20 +237,27 @@ fn healthcheck(target: &Target, timeout: Option<f64>) -> ExitCode {
     };
     let c = &loaded.config;
     let secs = timeout.unwrap_or(c.healthcheck.timeout_seconds);
-    let deadline = Instant::now()
-        + Duration::from_secs_f64(if secs.is_finite() && secs > 0.0 {
-            secs
-        } else {
-            5.0
-        });
+    let secs = if secs.is_finite() && secs > 0.0 {
+        secs
+    } else {
+        5.0
+    };
+    let deadline = Instant::now() + config::duration(secs);
+    // A path without its leading slash, or with spaces around it, is still the same path.
+    let path = format!("/{}", c.healthcheck.path.trim().trim_start_matches('/'));
     let mut last = String::from("no address to probe");
     for addr in probe_addrs(&c.service.host, c.service.port) {
-        match probe(addr, &format!("{}:{}", addr.ip(), addr.port()), deadline) {
+        match probe(
+            addr,
+            &format!("{}:{}", addr.ip(), addr.port()),
+            &path,
+            deadline,
+        ) {
             Ok(200) => {
-                println!("healthy: {addr} answered 200");
+                println!("healthy: {addr} answered 200 on {path}");
                 return ExitCode::SUCCESS;
             }
-            Ok(code) => last = format!("{addr} answered {code}"),
+            Ok(code) => last = format!("{addr} answered {code} on {path}"),
             Err(e) => last = e,
         }
         if Instant::now() >= deadline {
@@ -271,27 +278,81 @@ fn show(l: &Loaded) {
     );
     for (key, v) in lines {
         let source = config::source_name(&l.figment, &key);
-        let v = redact_url_password(&v);
         println!("{key} = {v}    # {source}");
     }
 }
 
-/// `scheme://user:secret@host` → `scheme://user:<redacted>@host`: connection URLs of other
-/// services often carry credentials.
-fn redact_url_password(v: &str) -> String {
-    let Some(scheme_end) = v.find("://") else {
-        return v.to_string();
-    };
-    let rest = &v[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:<redacted>{}", &v[..scheme_end + 3], &rest[at..])
+const REDACTED: &str = "<redacted>";
+
+/// Whether a key names a credential: `*password*`, `*secret*`, `*token*`, `*api_key*`, or
+/// any `*_key` (whose value is then redacted when it is text).
+fn is_credential_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "api_key"]
+        .iter()
+        .any(|w| k.contains(w))
+        || k.ends_with("_key")
+}
+
+/// A shown value with what may be secret removed: the whole value under a credential key,
+/// else the user information and query string of anything that looks like a URL.
+fn redact(leaf_key: &str, v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.is_empty() => v.to_string(),
+        Value::String(_) if is_credential_key(leaf_key) => format!("\"{REDACTED}\""),
+        Value::Number(_) | Value::Bool(_)
+            if is_credential_key(leaf_key) && !leaf_key.ends_with("_key") =>
+        {
+            format!("\"{REDACTED}\"")
         }
-        None => v.to_string(),
+        Value::String(s) => Value::String(redact_url(s)).to_string(),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|i| redact(leaf_key, i))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
     }
+}
+
+/// `scheme://user:secret@host/path?query` → `scheme://<redacted>@host/path?<redacted>`:
+/// connection URLs of other services often carry credentials in either place. Also applied
+/// to every URL inside a longer text (a comma-separated list of hosts, say).
+fn redact_url(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut rest = v;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The URL runs to the next whitespace or comma.
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == ',')
+            .unwrap_or(tail.len());
+        let (url, after) = tail.split_at(end);
+        let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let (authority, path) = url.split_at(authority_end);
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str(REDACTED);
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        match path.find('?') {
+            Some(q) => {
+                out.push_str(&path[..=q]);
+                out.push_str(REDACTED);
+            }
+            None => out.push_str(path),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
@@ -306,7 +367,10 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
                 flatten(&key, child, out);
             }
         }
-        other => out.push((prefix.to_string(), other.to_string())),
+        other => {
+            let leaf = prefix.rsplit('.').next().unwrap_or(prefix);
+            out.push((prefix.to_string(), redact(leaf, other)));
+        }
     }
 }
 
@@ -355,5 +419,66 @@ fn verify(target: &Target, from: u64, to: Option<u64>) -> ExitCode {
             eprintln!("block-manager: cannot read the store: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credential_keys_are_redacted_wherever_they_sit() {
+        for key in [
+            "password",
+            "admin_password",
+            "client_secret",
+            "auth_token",
+            "tokens",
+            "engine_api_key",
+            "signing_key",
+        ] {
+            assert_eq!(redact(key, &json!("hunter2")), "\"<redacted>\"", "{key}");
+        }
+        assert_eq!(redact("password", &json!(12345)), "\"<redacted>\"");
+        assert_eq!(redact("name", &json!("block-manager")), "\"block-manager\"");
+        assert_eq!(
+            redact("api_key", &json!("")),
+            "\"\"",
+            "unset stays visibly unset"
+        );
+        let mut out = Vec::new();
+        flatten(
+            "",
+            &json!({"dependencies": {"vault": {"root_token": "t-1"}, "list": ["redis://:pw@h:1"]}}),
+            &mut out,
+        );
+        let shown = format!("{out:?}");
+        assert!(!shown.contains("t-1") && !shown.contains("pw@"), "{shown}");
+    }
+
+    #[test]
+    fn url_credentials_and_query_strings_are_redacted() {
+        assert_eq!(
+            redact_url("mongodb://lucid:pass@mongo:27017/lucid?authSource=admin"),
+            "mongodb://<redacted>@mongo:27017/lucid?<redacted>"
+        );
+        assert_eq!(
+            redact_url("https://TOKEN@host/x"),
+            "https://<redacted>@host/x"
+        );
+        assert_eq!(
+            redact_url("http://host:8084/api?key=abc"),
+            "http://host:8084/api?<redacted>"
+        );
+        assert_eq!(
+            redact_url("http://block-manager:8086"),
+            "http://block-manager:8086"
+        );
+        assert_eq!(
+            redact_url("redis://:a@r1:1, redis://:b@r2:2"),
+            "redis://<redacted>@r1:1, redis://<redacted>@r2:2"
+        );
+        assert_eq!(redact_url("no url here"), "no url here");
     }
 }

@@ -13,6 +13,38 @@ pub struct Quarantine {
     max_bytes: u64,
     // Serialises writers so pruning never races a write of this process.
     lock: Mutex<()>,
+    rejects: Rejects,
+}
+
+/// What happens to a block refused as invalid (`error_handling.validation` and
+/// `error_handling.synchronization` of the errors file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejects {
+    /// Write it to the folder (`quarantine_invalid_blocks`).
+    pub keep: bool,
+    /// Log it at WARNING with height, hash and reason (`log_validation_errors`).
+    pub log: bool,
+    /// Log it so when it came from the upstream (`log_failed_blocks`).
+    pub log_upstream: bool,
+}
+
+impl Default for Rejects {
+    fn default() -> Self {
+        Self {
+            keep: true,
+            log: true,
+            log_upstream: true,
+        }
+    }
+}
+
+/// Where a refused block came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's submit.
+    Api,
+    /// The upstream a follower syncs from.
+    Upstream,
 }
 
 impl Quarantine {
@@ -23,12 +55,46 @@ impl Quarantine {
             max_files: max_files.max(1),
             max_bytes,
             lock: Mutex::new(()),
+            rejects: Rejects::default(),
+        }
+    }
+
+    /// The same quarantine, handling invalid blocks as `rejects` says.
+    pub fn with_rejects(mut self, rejects: Rejects) -> Self {
+        self.rejects = rejects;
+        self
+    }
+
+    /// A block refused as invalid: logged and filed as the errors file says. Blocking.
+    pub fn reject(&self, origin: Origin, reason: &str, errors: Value, block: &Value) {
+        let r = self.rejects;
+        if r.log || (origin == Origin::Upstream && r.log_upstream) {
+            // Upstream text is logged as escaped fields, never raw.
+            let field = |k: &str| {
+                block
+                    .get(k)
+                    .map_or_else(|| "-".to_string(), Value::to_string)
+            };
+            tracing::warn!(
+                height = %field("height"),
+                hash = %field("hash"),
+                reason,
+                errors = %errors,
+                "invalid block rejected"
+            );
+        }
+        if r.keep {
+            self.file(reason, errors, block, false);
         }
     }
 
     /// Writes one rejected block with why it was refused. Blocking; failures are logged, never
     /// raised: quarantine is a courtesy to operators, not part of the write path.
     pub fn put(&self, reason: &str, errors: Value, block: &Value) {
+        self.file(reason, errors, block, true);
+    }
+
+    fn file(&self, reason: &str, errors: Value, block: &Value, log: bool) {
         let _guard = self.lock.lock().expect("quarantine lock");
         let now = crate::ledger::now();
         let height = block
@@ -50,7 +116,8 @@ impl Quarantine {
             std::fs::write(self.dir.join(&name), bytes)
         });
         match result {
-            Ok(()) => tracing::warn!(file = %name, reason, "block quarantined"),
+            Ok(()) if log => tracing::warn!(file = %name, reason, "block quarantined"),
+            Ok(()) => tracing::debug!(file = %name, reason, "block quarantined"),
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write to quarantine")
             }

@@ -125,7 +125,10 @@ fn double_underscore_variables_set_any_key_and_named_variables_win() {
         jail.set_env("BLOCK_MANAGER_PORT", "7001");
         let l = load(&LoadOptions::default()).unwrap();
         assert_eq!(l.config.synchronization.fetch_batch_size, 250);
-        assert_eq!(l.config.error_handling.retry.max_attempts, 7);
+        assert_eq!(
+            l.config.error_handling.retry.max_retries, 6,
+            "our older max_attempts counts the first try"
+        );
         assert_eq!(l.config.service.port, 7001);
         Ok(())
     });

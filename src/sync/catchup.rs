@@ -9,6 +9,7 @@ use super::error::{SyncError, code};
 use super::follower::{Follower, Round};
 use crate::chain::{self, Failure};
 use crate::ledger::{Prepared, WriteError};
+use crate::quarantine::Origin;
 use crate::store::BlockMeta;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -231,8 +232,10 @@ impl Follower {
             let quarantine = self.quarantine.clone();
             let errors = json!(failures);
             let reason = format!("invalid upstream block at height {height}");
-            let _ =
-                tokio::task::spawn_blocking(move || quarantine.put(&reason, errors, &body)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                quarantine.reject(Origin::Upstream, &reason, errors, &body)
+            })
+            .await;
         }
         error
     }

@@ -25,7 +25,7 @@ mod status;
 
 pub use breaker::{Breaker, CircuitState};
 pub use error::{SyncError, code};
-pub use retry::Backoff;
+pub use retry::{Backoff, RetryOn};
 pub use status::State;
 
 use crate::config::Config;
@@ -64,7 +64,7 @@ impl SyncHandle {
         shutdown: CancellationToken,
     ) -> SyncHandle {
         let sync = &config.synchronization;
-        let backoff = Backoff::from_policy(&config.error_handling.retry);
+        let backoff = Backoff::for_upstream(&config.error_handling);
         let timeout = config.upstream_timeout();
         let client = client::Upstream::connect(
             url,
@@ -92,7 +92,7 @@ impl SyncHandle {
                 poll: seconds(sync.poll_interval_seconds, 5.0).max(Duration::from_millis(10)),
                 batch: sync.fetch_batch_size.clamp(1, 1000),
                 max_reorg_depth: sync.max_reorg_depth,
-                backoff,
+                backoff: Backoff::for_rounds(&config.error_handling),
             },
             last_quarantined: None,
         };
@@ -149,7 +149,7 @@ fn seconds(value: f64, fallback: f64) -> Duration {
     } else {
         fallback
     };
-    Duration::from_secs_f64(v.min(1e9))
+    crate::config::duration(v)
 }
 
 /// The `sync` health check: healthy while idle, syncing or synced; degraded (still 200)

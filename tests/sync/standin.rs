@@ -38,6 +38,8 @@ pub struct Served {
     pub range_route: bool,
     /// Every `X-API-Key` value received.
     pub keys: Vec<String>,
+    /// Requests received, on every route.
+    pub requests: u64,
 }
 
 type Shared = Arc<Mutex<Served>>;
@@ -66,6 +68,7 @@ impl StandIn {
             fault: Fault::None,
             range_route: true,
             keys: Vec::new(),
+            requests: 0,
         }));
         let mut s = StandIn {
             addr,
@@ -122,6 +125,12 @@ impl StandIn {
         self.served.lock().unwrap().chain = chain.iter().map(served).collect();
     }
 
+    /// Requests received so far.
+    #[allow(dead_code)] // not every test file that includes the stand-in counts requests
+    pub fn requests(&self) -> u64 {
+        self.served.lock().unwrap().requests
+    }
+
     /// Serves these documents (possibly invalid) from now on.
     pub fn documents(&self, docs: Vec<Value>) {
         self.served.lock().unwrap().chain = docs;
@@ -141,6 +150,7 @@ fn router(served: Shared) -> Router {
 async fn fault(served: &Shared, headers: &HeaderMap) -> Option<Response> {
     let fault = {
         let mut s = served.lock().unwrap();
+        s.requests += 1;
         if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
             s.keys.push(key.to_string());
         }

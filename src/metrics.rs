@@ -81,6 +81,8 @@ pub struct Metrics {
     pub disk_total: IntGauge,
     /// Network bytes by direction (received, transmitted), all interfaces, counted since boot.
     pub network_bytes: IntCounterVec,
+    /// Upstream calls retried, by the failure that caused the retry.
+    pub sync_retries: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -240,6 +242,13 @@ impl Metrics {
                 ),
                 &["direction"]
             )),
+            sync_retries: reg!(IntCounterVec::new(
+                opts(
+                    "sync_retries_total",
+                    "Upstream calls retried, by the failure that caused the retry"
+                ),
+                &["reason"]
+            )),
             registry,
         };
         let build = reg_build_info(&m.registry);
@@ -269,6 +278,9 @@ impl Metrics {
         }
         for direction in ["received", "transmitted"] {
             self.network_bytes.with_label_values(&[direction]);
+        }
+        for reason in ["timeout", "server_error", "unreachable"] {
+            self.sync_retries.with_label_values(&[reason]);
         }
     }
 

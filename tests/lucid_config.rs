@@ -288,7 +288,7 @@ fn max_requests_answers_429_on_the_sixth_request_in_the_window() {
 fn follow_failing_upstream(
     errors: &[(&str, &str)],
     done: impl Fn(&Value, u64) -> bool,
-) -> (u64, Value) {
+) -> (u64, Value, String) {
     let mut edits = vec![
         ("retry_delay_seconds: 1", "retry_delay_seconds: 0.01"),
         ("sync_backoff_seconds: 5", "sync_backoff_seconds: 0.01"),
@@ -321,8 +321,14 @@ fn follow_failing_upstream(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             let seen = upstream.requests();
+            let metrics = reqwest::get(format!("{base}/metrics"))
+                .await
+                .expect("metrics answered")
+                .text()
+                .await
+                .unwrap_or_default();
             stop(running).await;
-            (seen, status)
+            (seen, status, metrics)
         })
     })
 }
@@ -346,15 +352,19 @@ fn engine_max_retries_one_makes_exactly_two_attempts() {
         "    max_retries: 3\n    circuit_breaker",
         "    max_retries: 1\n    circuit_breaker",
     ));
-    let (requests, _) = follow_failing_upstream(&edits, circuit_open);
+    let (requests, _, metrics) = follow_failing_upstream(&edits, circuit_open);
     assert_eq!(requests, 2, "one try and one retry");
+    assert!(
+        metrics.contains("block_manager_sync_retries_total{reason=\"server_error\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn retry_on_5xx_false_makes_one_attempt_on_a_500() {
     let mut edits = OPEN_AFTER_ONE_ROUND.to_vec();
     edits.push(("retry_on_5xx: true", "retry_on_5xx: false"));
-    let (requests, _) = follow_failing_upstream(&edits, circuit_open);
+    let (requests, _, _) = follow_failing_upstream(&edits, circuit_open);
     assert_eq!(requests, 1);
 }
 
@@ -365,7 +375,7 @@ fn retry_disabled_makes_one_attempt() {
         "  retry:\n    enabled: true",
         "  retry:\n    enabled: false",
     ));
-    let (requests, _) = follow_failing_upstream(&edits, circuit_open);
+    let (requests, _, _) = follow_failing_upstream(&edits, circuit_open);
     assert_eq!(requests, 1);
 }
 
@@ -381,7 +391,7 @@ fn circuit_breaker_disabled_never_opens() {
             "    max_retries: 0\n    circuit_breaker",
         ),
     ];
-    let (requests, status) = follow_failing_upstream(&edits, |s, n| {
+    let (requests, status, _) = follow_failing_upstream(&edits, |s, n| {
         n >= 6 && s["circuit"]["consecutive_failures"].as_u64() >= Some(6)
     });
     assert!(requests >= 6);
@@ -604,4 +614,42 @@ fn healthcheck_probes_the_path_and_timeout_of_the_file() {
     let (code, out) = run(dir.path(), &["healthcheck"], &env);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("404"), "{out}");
+}
+
+#[test]
+fn log_validation_errors_logs_each_rejected_block_once_at_warning() {
+    for (log, expected) in [("true", 1), ("false", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &yaml_files(
+                &[],
+                &[(
+                    "log_validation_errors: true",
+                    &format!("log_validation_errors: {log}"),
+                )],
+            ),
+        );
+        let mut p = common::spawn_process(dir.path(), &[]);
+        let bad = serde_json::json!({"height": 7, "hash": "not-a-hash"});
+        let (status, _) =
+            common::http_post(p.port, "/api/v1/blocks/submit", &bad).expect("answered");
+        assert_eq!(status, 422);
+        // Stopping flushes the log.
+        common::signal(&p, "TERM");
+        assert_eq!(common::wait_exit(&mut p, LIMIT), Some(0));
+        let out = std::fs::read_to_string(&p.log).unwrap();
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("invalid block rejected"))
+            .collect();
+        assert_eq!(lines.len(), expected, "log_validation_errors: {log}: {out}");
+        if let Some(line) = lines.first() {
+            assert!(line.contains("WARN"), "{line}");
+            assert!(
+                line.contains("height=7") && line.contains("not-a-hash"),
+                "{line}"
+            );
+        }
+    }
 }

@@ -97,6 +97,15 @@ impl Failed {
         }
     }
 
+    /// The `reason` label of the retry counter.
+    fn reason(&self) -> &'static str {
+        match self {
+            Failed::Timeout => "timeout",
+            Failed::Unreachable(_) => "unreachable",
+            Failed::Status(..) => "server_error",
+        }
+    }
+
     fn into_sync(self, kind: Kind, what: &str, timeout: Duration) -> SyncError {
         let unavailable = match kind {
             Kind::Height => code::UPSTREAM_UNAVAILABLE,
@@ -243,9 +252,18 @@ impl Upstream {
     /// `get_once` under the retry policy.
     async fn get(&self, kind: Kind, path: &str) -> Result<Bytes, Failed> {
         let on = self.backoff.retry_on();
-        self.backoff
-            .run(|| self.get_once(kind, path), |f| f.retryable(on))
-            .await
+        // Asked only when another attempt is left, so `true` means a retry follows.
+        let retry = |f: &Failed| {
+            let again = f.retryable(on);
+            if again {
+                self.metrics
+                    .sync_retries
+                    .with_label_values(&[f.reason()])
+                    .inc();
+            }
+            again
+        };
+        self.backoff.run(|| self.get_once(kind, path), retry).await
     }
 
     /// The upstream tip; `None` while the upstream chain is empty.

@@ -563,3 +563,17 @@ fn config_check_and_serve_refuse_1e20_seconds_with_exit_2_and_one_line() {
         }
     }
 }
+
+#[test]
+fn a_refused_url_is_echoed_without_its_credentials_or_query() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "BLOCKCHAIN_ENGINE_URL",
+            "ftp://bob:hunter2@engine:8084/api?token=abc",
+        );
+        let e = err(&LoadOptions::default());
+        assert!(e.contains("BLOCKCHAIN_ENGINE_URL"), "{e}");
+        assert!(!e.contains("hunter2") && !e.contains("abc"), "{e}");
+        Ok(())
+    });
+}

@@ -424,10 +424,13 @@ fn is_env_name(name: &str) -> bool {
 pub(super) fn invalid(figment: &Figment, key: &str, value: &str, why: &str) -> ConfigError {
     let source = source_name(figment, key);
     // Never echo a secret back, not even a malformed one.
-    let value = if key.ends_with("api_key") {
-        "<redacted>"
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let shown;
+    let value = if super::redact::is_credential_key(leaf) {
+        super::redact::REDACTED
     } else {
-        value
+        shown = super::redact::url(value);
+        shown.as_str()
     };
     if is_env_name(&source) {
         ConfigError(format!("invalid {source} '{value}': {why}"))

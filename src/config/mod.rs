@@ -5,6 +5,7 @@
 
 mod load;
 mod lucid;
+pub mod redact;
 mod subst;
 
 pub use load::{ConfigError, ENV_KEYS, LoadOptions, Loaded, load, source_name};

@@ -577,3 +577,50 @@ fn a_refused_url_is_echoed_without_its_credentials_or_query() {
         Ok(())
     });
 }
+
+#[test]
+fn optional_numbers_are_typed_from_variables_and_substitutions() {
+    Jail::expect_with(|jail| {
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        main_file(jail, "service:\n  name: bm\n")?;
+        jail.create_file(
+            "config/block-manager-errors.yaml",
+            "error_handling:\n  synchronization:\n    sync_backoff_seconds: ${SYNC_BACKOFF:-2.5}\n",
+        )?;
+        jail.set_env(
+            "BLOCK_MANAGER__ERROR_HANDLING__BLOCKCHAIN_ENGINE__MAX_RETRIES",
+            "4",
+        );
+        let l = load(&LoadOptions::default()).unwrap();
+        let e = &l.config.error_handling;
+        assert_eq!(e.blockchain_engine.max_retries, Some(4));
+        assert_eq!(e.synchronization.sync_backoff_seconds, Some(2.5));
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_value_under_a_lucid_name_is_reported_under_that_name() {
+    Jail::expect_with(|jail| {
+        main_file(jail, "rate_limits:\n  max_requests: 0\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with(
+                "invalid rate_limits.max_requests '0' (from config/block-manager-config.yaml)"
+            ),
+            "{e}"
+        );
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        main_file(jail, "service:\n  name: bm\n")?;
+        jail.create_file(
+            "config/block-manager-errors.yaml",
+            "error_handling:\n  retry:\n    max_attempts: 5000\n",
+        )?;
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid error_handling.retry.max_attempts '5000'"),
+            "{e}"
+        );
+        Ok(())
+    });
+}

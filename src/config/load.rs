@@ -422,6 +422,13 @@ fn is_env_name(name: &str) -> bool {
 
 /// Phrases a problem with `key` as `invalid <what> '<value>' [in <file>]: <why>`.
 pub(super) fn invalid(figment: &Figment, key: &str, value: &str, why: &str) -> ConfigError {
+    let written = lucid::written_as(figment, key);
+    // An alias is shown as written (`max_attempts: 0`), not as the value it became.
+    let as_written = (written != key)
+        .then(|| figment.find_value(written).ok().map(|v| display_value(&v)))
+        .flatten();
+    let value = as_written.as_deref().unwrap_or(value);
+    let key = written;
     let source = source_name(figment, key);
     // Never echo a secret back, not even a malformed one.
     let leaf = key.rsplit('.').next().unwrap_or(key);

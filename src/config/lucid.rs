@@ -172,6 +172,19 @@ pub(super) fn resolve_aliases(mut f: Figment) -> Result<(Figment, Vec<String>), 
     Ok((f, warnings))
 }
 
+/// The spelling the operator wrote for setting `key`: the alias its value came from, when
+/// it came from one, so an error names the key that is in the file.
+pub(super) fn written_as<'k>(f: &Figment, key: &'k str) -> &'k str {
+    ALIASES
+        .iter()
+        .find(|a| {
+            a.to == key
+                && set_value(f, a.from).is_some()
+                && source_name(f, a.from) == source_name(f, a.to)
+        })
+        .map_or(key, |a| a.from)
+}
+
 fn display(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

@@ -174,6 +174,66 @@ mod tests {
         assert_eq!(doc["reason"], "test");
     }
 
+    /// Runs `f` with a subscriber that captures WARN lines; returns them.
+    fn warnings(f: impl FnOnce()) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn rejects_are_filed_and_logged_as_the_errors_file_says() {
+        let block = json!({"height": 9, "hash": "abc"});
+        for (keep, log, log_upstream) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, true),
+            (false, false, false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let q = Quarantine::new(dir.path(), 10, u64::MAX).with_rejects(Rejects {
+                keep,
+                log,
+                log_upstream,
+            });
+            let api = warnings(|| q.reject(Origin::Api, "bad", json!([]), &block));
+            let upstream = warnings(|| q.reject(Origin::Upstream, "bad", json!([]), &block));
+            assert_eq!(q.list().len(), if keep { 2 } else { 0 });
+            assert_eq!(api.len(), usize::from(log), "{api:?}");
+            assert_eq!(
+                upstream.len(),
+                usize::from(log || log_upstream),
+                "{upstream:?}"
+            );
+            for line in api.iter().chain(&upstream) {
+                assert!(line.contains("WARN") && line.contains("height=9"), "{line}");
+                assert!(
+                    line.contains("hash=\"abc\"") && line.contains("reason=\"bad\""),
+                    "{line}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn keeps_under_max_bytes() {
         let dir = tempfile::tempdir().unwrap();

@@ -70,7 +70,9 @@ impl Serialize for Secret {
 pub struct Config {
     /// Identity and binding of the service.
     pub service: ServiceConfig,
-    /// Other Lucid services (accepted for compatibility; the store is embedded).
+    /// Other Lucid services, passed through: `blockchain_engine_url` and `healthcheck.path` /
+    /// `.timeout_seconds` are read (as `synchronization.engine_url` and `healthcheck.*`); the
+    /// rest is accepted (MongoDB and Redis URLs: one info line each, the store is embedded).
     pub dependencies: serde_json::Value,
     /// Where blocks are kept.
     pub storage: StorageConfig,

@@ -198,7 +198,12 @@ pub async fn build_state(
                 .saturating_add(crate::quarantine::ENTRY_SLACK),
         )
         .with_index(store.clone())
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_rejects(crate::quarantine::Rejects {
+            keep: v.quarantine_invalid_blocks,
+            log: v.log_validation_errors,
+            log_upstream: config.error_handling.synchronization.log_failed_blocks,
+        }),
     );
     let system = crate::monitoring::SystemView::start(
         &config,
@@ -277,7 +282,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let router = crate::api::router(state.clone());
     let ready = state.ready.clone();
     ready.store(true, Ordering::SeqCst);
-    let grace = Duration::from_secs_f64(config.service.shutdown_grace_seconds);
+    let grace = crate::config::duration(config.service.shutdown_grace_seconds);
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         let stop = token.clone();

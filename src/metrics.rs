@@ -110,6 +110,8 @@ pub struct Metrics {
     pub http_responses_truncated: IntCounterVec,
     /// Blocks offered to the quarantine, by outcome.
     pub quarantine_entries: IntCounterVec,
+    /// Upstream calls retried, by the failure that caused the retry.
+    pub sync_retries: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -317,6 +319,13 @@ impl Metrics {
                 ),
                 &["outcome"]
             )),
+            sync_retries: reg!(IntCounterVec::new(
+                opts(
+                    "sync_retries_total",
+                    "Upstream calls retried, by the failure that caused the retry"
+                ),
+                &["reason"]
+            )),
             registry,
         };
         let build = reg_build_info(&m.registry);
@@ -354,6 +363,9 @@ impl Metrics {
         }
         self.http_responses_truncated
             .with_label_values(&[RANGE_ROUTE]);
+        for reason in ["timeout", "server_error", "unreachable"] {
+            self.sync_retries.with_label_values(&[reason]);
+        }
     }
 
     /// The text exposition (format 0.0.4).

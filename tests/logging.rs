@@ -155,7 +155,10 @@ fn console_request_lines_follow_the_standard_formatter_with_route_status_and_req
         "{line}"
     );
     assert!(message.contains("ms request_id=lucid-line-1"), "{line}");
-    assert!(message.contains(" client=127.0.0.1"), "the client address: {line}");
+    assert!(
+        message.contains(" client=127.0.0.1"),
+        "the client address: {line}"
+    );
     // Every console line is standard, with Python's level names.
     for l in out.lines() {
         let (_, level, _) = standard(l).unwrap_or_else(|| panic!("not standard: {l}\n{out}"));

@@ -476,7 +476,12 @@ async fn quarantined(state: &AppState, block: &Value, failures: Vec<chain::Failu
     let errors = serde_json::to_value(&failures).unwrap_or_default();
     let (q, block) = (state.quarantine.clone(), block.clone());
     let _ = tokio::task::spawn_blocking(move || {
-        q.put("rejected by POST /api/v1/blocks/submit", errors, &block)
+        q.reject(
+            crate::quarantine::Origin::Api,
+            "rejected by POST /api/v1/blocks/submit",
+            errors,
+            &block,
+        )
     })
     .await;
     invalid(failures)

@@ -15,6 +15,7 @@ use super::error::{SyncError, code};
 use super::follower::{Follower, Round};
 use crate::chain::{self, Failure};
 use crate::ledger::{Prepared, WriteError};
+use crate::quarantine::Origin;
 use crate::store::BlockMeta;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
@@ -294,8 +295,10 @@ impl Follower {
             let quarantine = self.quarantine.clone();
             let errors = json!(failures);
             let reason = format!("invalid upstream block at height {height}");
-            let _ =
-                tokio::task::spawn_blocking(move || quarantine.put(&reason, errors, &body)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                quarantine.reject(Origin::Upstream, &reason, errors, &body)
+            })
+            .await;
         }
         error
     }

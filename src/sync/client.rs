@@ -9,7 +9,7 @@
 //! anywhere.
 
 use super::error::{SyncError, code};
-use super::retry::Backoff;
+use super::retry::{Backoff, RetryOn};
 use crate::metrics::Metrics;
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
@@ -115,12 +115,29 @@ enum Failed {
 }
 
 impl Failed {
-    /// Worth trying again: the network, a timeout, an overloaded or failing upstream.
-    fn retryable(&self) -> bool {
+    /// Worth trying again under `on`: a timeout (`retry_on_timeout`), a failing or overloaded
+    /// upstream (`retry_on_5xx`, 429 included), or a connection that could not be made (no
+    /// request reached the upstream, so trying again is always safe). Other answers are the
+    /// upstream's considered reply and are not retried.
+    fn retryable(&self, on: RetryOn) -> bool {
         match self {
-            Failed::Timeout | Failed::Unreachable(_) => true,
-            Failed::Status(s, _) => s.is_server_error() || *s == StatusCode::TOO_MANY_REQUESTS,
+            Failed::Timeout => on.timeout,
+            Failed::Unreachable(_) => true,
+            Failed::Status(s, _) => {
+                on.server_error && (s.is_server_error() || *s == StatusCode::TOO_MANY_REQUESTS)
+            }
+            // Asking again would only bring the same oversized reply.
             Failed::TooLarge(..) => false,
+        }
+    }
+
+    /// The `reason` label of the retry counter.
+    fn reason(&self) -> &'static str {
+        match self {
+            Failed::Timeout => "timeout",
+            Failed::Unreachable(_) => "unreachable",
+            Failed::Status(..) => "server_error",
+            Failed::TooLarge(..) => "too_large",
         }
     }
 
@@ -375,9 +392,19 @@ impl Upstream {
 
     /// `get_once` under the retry policy.
     async fn get(&self, kind: Kind, path: &str) -> Result<Body, Failed> {
-        self.backoff
-            .run(|| self.get_once(kind, path), Failed::retryable)
-            .await
+        let on = self.backoff.retry_on();
+        // Asked only when another attempt is left, so `true` means a retry follows.
+        let retry = |f: &Failed| {
+            let again = f.retryable(on);
+            if again {
+                self.metrics
+                    .sync_retries
+                    .with_label_values(&[f.reason()])
+                    .inc();
+            }
+            again
+        };
+        self.backoff.run(|| self.get_once(kind, path), retry).await
     }
 
     /// The upstream tip; `None` while the upstream chain is empty.
@@ -558,11 +585,35 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retried() {
-        assert!(Failed::Timeout.retryable());
-        assert!(Failed::Unreachable("refused".into()).retryable());
-        assert!(Failed::Status(StatusCode::BAD_GATEWAY, Bytes::new()).retryable());
-        assert!(Failed::Status(StatusCode::TOO_MANY_REQUESTS, Bytes::new()).retryable());
-        assert!(!Failed::Status(StatusCode::UNAUTHORIZED, Bytes::new()).retryable());
+        let all = RetryOn {
+            timeout: true,
+            server_error: true,
+        };
+        assert!(Failed::Timeout.retryable(all));
+        assert!(Failed::Unreachable("refused".into()).retryable(all));
+        assert!(Failed::Status(StatusCode::BAD_GATEWAY, Bytes::new()).retryable(all));
+        assert!(Failed::Status(StatusCode::TOO_MANY_REQUESTS, Bytes::new()).retryable(all));
+        assert!(!Failed::Status(StatusCode::UNAUTHORIZED, Bytes::new()).retryable(all));
+    }
+
+    #[test]
+    fn retry_on_timeout_and_retry_on_5xx_choose_what_is_retried() {
+        let none = RetryOn {
+            timeout: false,
+            server_error: false,
+        };
+        assert!(!Failed::Timeout.retryable(none));
+        assert!(!Failed::Status(StatusCode::BAD_GATEWAY, Bytes::new()).retryable(none));
+        assert!(!Failed::Status(StatusCode::TOO_MANY_REQUESTS, Bytes::new()).retryable(none));
+        assert!(Failed::Unreachable("refused".into()).retryable(none));
+        let only_timeouts = RetryOn {
+            timeout: true,
+            server_error: false,
+        };
+        assert!(Failed::Timeout.retryable(only_timeouts));
+        assert!(
+            !Failed::Status(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()).retryable(only_timeouts)
+        );
     }
 
     #[test]

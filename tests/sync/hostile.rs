@@ -10,8 +10,8 @@ const MIB: usize = 1024 * 1024;
 
 /// Failed rounds wait long, so a test sees exactly one round unless it asks for another.
 fn one_round_at_a_time(c: &mut Config) {
-    c.error_handling.retry.initial_delay_seconds = 30.0;
-    c.error_handling.retry.max_delay_seconds = 30.0;
+    c.error_handling.retry.retry_delay_seconds = 30.0;
+    c.error_handling.retry.max_backoff_seconds = 30.0;
 }
 
 /// The status once a round has failed.

@@ -136,6 +136,12 @@ impl StandIn {
         self.served.lock().unwrap().chain = chain.iter().map(served).collect();
     }
 
+    /// Requests received so far.
+    #[allow(dead_code)] // not every test file that includes the stand-in counts requests
+    pub fn requests(&self) -> u64 {
+        self.served.lock().unwrap().requests.len() as u64
+    }
+
     /// Serves these documents (possibly invalid) from now on.
     pub fn documents(&self, docs: Vec<Value>) {
         self.served.lock().unwrap().chain = docs;

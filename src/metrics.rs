@@ -446,6 +446,9 @@ impl Default for Metrics {
     }
 }
 
+/// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
+pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +514,3 @@ mod tests {
         }
     }
 }
-
-/// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
-pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";

@@ -193,7 +193,7 @@ pub fn escaped(text: &str) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
         if i == MAX_UPSTREAM_TEXT {
-            out.push_str("…");
+            out.push('…');
             break;
         }
         if c.is_control() {

@@ -273,7 +273,13 @@ async fn synchronization_enabled_false_runs_standalone_with_an_engine_url_set() 
     let (code, latest) = get_json(&remote, "/api/v1/blocks/latest").await;
     assert_eq!(code, 200, "standalone makes genesis: {latest}");
     let (_, s) = get_json(&remote, "/api/v1/sync/status").await;
-    assert_ne!(s["mode"], "follower", "{s}");
+    assert_eq!(s["mode"], "standalone", "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("synchronization.enabled: false")),
+        "{s}"
+    );
 }
 
 #[tokio::test]

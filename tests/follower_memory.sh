@@ -111,7 +111,7 @@ EOF
 UP_PORT=$(free_port)
 python3 "$WORK/upstream.py" "$UP_PORT" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
-up_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$UP_PORT/api/v1/chain/height"; }
+up_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$UP_PORT/api/v1/chain/height" 2>/dev/null; }
 deadline=$((SECONDS + 30))
 until up_ready; do
     if [ "$SECONDS" -ge "$deadline" ]; then

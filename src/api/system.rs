@@ -94,7 +94,11 @@ pub async fn sync_status(State(state): State<AppState>) -> Response {
         None => axum::Json(json!({
             "state": "disabled",
             "mode": "standalone",
-            "message": "No upstream configured (BLOCKCHAIN_ENGINE_URL / synchronization.engine_url)",
+            "message": if state.config.synchronization.enabled {
+                "No upstream configured (BLOCKCHAIN_ENGINE_URL / synchronization.engine_url)"
+            } else {
+                "Sync is switched off (synchronization.enabled: false), whatever the engine URL"
+            },
             "local_height": state.ledger.tip_height(),
         }))
         .into_response(),

@@ -130,7 +130,8 @@ impl Follower {
         let (mut on_fetch, mut on_commit, mut commits) = (Duration::ZERO, Duration::ZERO, 0u32);
         loop {
             while inflight.len() < PIPELINE && requested <= last {
-                let n = u64::from(self.settings.batch).min(last - requested + 1);
+                let batch = self.settings.batch.min(client.range_cap());
+                let n = u64::from(batch).min(last - requested + 1);
                 inflight.push_back(fetch(client.clone(), requested, n));
                 requested += n;
             }

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -250,6 +250,9 @@ pub struct Upstream {
     // Learnt once: an engine without these routes is asked block by block instead.
     no_range: AtomicBool,
     no_headers: AtomicBool,
+    // Most blocks asked per range request: halved whenever a range reply is refused for size,
+    // so an upstream with large blocks is asked for fewer at a time instead of never.
+    range_cap: AtomicU32,
 }
 
 impl Upstream {
@@ -312,12 +315,18 @@ impl Upstream {
             metrics,
             no_range: AtomicBool::new(false),
             no_headers: AtomicBool::new(false),
+            range_cap: AtomicU32::new(u32::MAX),
         })
     }
 
     /// The upstream URL without user name, password or query string (for status and logs).
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// Most blocks one range request asks for now (lowered by replies refused for size).
+    pub fn range_cap(&self) -> u32 {
+        self.range_cap.load(Ordering::Relaxed).max(1)
     }
 
     /// Whether ranges are fetched block by block because the upstream has no range route.
@@ -424,15 +433,25 @@ impl Upstream {
         }
     }
 
-    /// Up to `limit` blocks ascending from `from` as one `{"blocks": [...]}` reply; `None`
-    /// when the upstream has no range route (then ask [`Upstream::block`] height by height).
+    /// Up to `limit` blocks ascending from `from` as one `{"blocks": [...]}` reply (fewer
+    /// after replies were refused for size); `None` when the upstream has no range route (then
+    /// ask [`Upstream::block`] height by height).
     pub async fn range(&self, from: u64, limit: u32) -> Result<Option<Body>, SyncError> {
         if self.no_range.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        let limit = limit.min(self.range_cap.load(Ordering::Relaxed)).max(1);
         let path = format!("/api/v1/blocks/range?from={from}&limit={limit}");
         match self.get(Kind::Range, &path).await {
             Ok(body) => Ok(Some(body)),
+            Err(e @ Failed::TooLarge(..)) => {
+                if limit > 1 {
+                    let smaller = limit / 2;
+                    self.range_cap.fetch_min(smaller, Ordering::Relaxed);
+                    tracing::info!(upstream = %self.shown, blocks = smaller, "range reply too large for synchronization.max_inflight_bytes; asking for fewer blocks per request");
+                }
+                Err(e.into_sync(Kind::Range, &format!("blocks from {from}"), self.timeout))
+            }
             Err(Failed::Status(s, _))
                 if s == StatusCode::NOT_FOUND || s == StatusCode::METHOD_NOT_ALLOWED =>
             {

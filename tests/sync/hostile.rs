@@ -41,6 +41,25 @@ async fn range_reply_over_the_byte_budget_is_refused_with_sync_003_and_counted()
 }
 
 #[tokio::test]
+async fn ranges_refused_for_size_are_asked_again_smaller_until_they_fit() {
+    let chain = chains::chain(20, "a");
+    let up = StandIn::start(&chain).await;
+    up.fault(Fault::HugeRangeAbove {
+        blocks: 6,
+        bytes: 8 * MIB,
+    });
+    let app = follower(&up.url(), |c| {
+        c.synchronization.max_inflight_bytes = 2 * MIB as u64;
+        c.synchronization.fetch_batch_size = 100;
+    })
+    .await;
+    reaches(&app, "synced", Some(20)).await;
+    assert_eq!(hashes(&app).await, hashes_of(&chain));
+    assert!(metric(&app, "block_manager_sync_replies_refused_total").await >= 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn reply_without_a_length_is_refused_once_it_streams_past_the_byte_budget() {
     let addr = standin::close_delimited(3, 8 * MIB).await;
     let app = follower(&format!("http://{addr}"), |c| {
@@ -273,7 +292,13 @@ async fn synchronization_enabled_false_runs_standalone_with_an_engine_url_set() 
     let (code, latest) = get_json(&remote, "/api/v1/blocks/latest").await;
     assert_eq!(code, 200, "standalone makes genesis: {latest}");
     let (_, s) = get_json(&remote, "/api/v1/sync/status").await;
-    assert_ne!(s["mode"], "follower", "{s}");
+    assert_eq!(s["mode"], "standalone", "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("synchronization.enabled: false")),
+        "{s}"
+    );
 }
 
 #[tokio::test]

@@ -34,6 +34,8 @@ pub enum Fault {
     /// The range route answers 200 with this many bytes of one never-ending JSON document
     /// (with a `Content-Length`; see [`close_delimited`] for one without).
     HugeRange(usize),
+    /// Like `HugeRange`, but only for range requests of more than `blocks` blocks.
+    HugeRangeAbove { blocks: u64, bytes: usize },
 }
 
 /// What the stand-in serves; tests change it while it runs.
@@ -234,7 +236,7 @@ async fn fault(served: &Shared, headers: &HeaderMap) -> Option<Response> {
                 .into_response(),
         ),
         // Handled by the recording layer (redirect) or the range route (huge replies).
-        Fault::RedirectTo(_) | Fault::HugeRange(_) => None,
+        Fault::RedirectTo(_) | Fault::HugeRange(_) | Fault::HugeRangeAbove { .. } => None,
         Fault::Malformed => Some(
             (
                 StatusCode::OK,
@@ -288,8 +290,10 @@ async fn range(State(s): State<Shared>, h: HeaderMap, Query(p): Query<Page>) -> 
     if !s.range_route {
         return (StatusCode::NOT_FOUND, "no such route").into_response();
     }
-    if let Fault::HugeRange(bytes) = s.fault {
-        return huge(bytes);
+    match s.fault {
+        Fault::HugeRange(bytes) => return huge(bytes),
+        Fault::HugeRangeAbove { blocks, bytes } if p.limit > blocks => return huge(bytes),
+        _ => {}
     }
     axum::Json(json!({"blocks": slice(&s.chain, p.from, p.limit)})).into_response()
 }

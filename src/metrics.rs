@@ -362,6 +362,9 @@ impl Default for Metrics {
     }
 }
 
+/// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
+pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +418,3 @@ mod tests {
         }
     }
 }
-
-/// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
-pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";

@@ -21,21 +21,18 @@ pub struct ReadOnlyStore {
 }
 
 impl ReadOnlyStore {
-    /// Opens the existing store at `path` without writing to it. A file that was not closed
-    /// cleanly and holds no saved allocator state needs a repair, which only a writable open
-    /// makes: that is refused here rather than done.
-    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
-        let db = Builder::new()
+    /// Opens the existing store at `path` without writing to it; `Ok(None)` when the file was
+    /// not closed cleanly (a crash, a kill): redb then needs to rewrite its header before any
+    /// read, which only a writable open does.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Option<Self>, StoreError> {
+        let db = match Builder::new()
             .set_cache_size(cache_bytes)
             .open_read_only(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::RepairAborted => StoreError::Unavailable(format!(
-                    "{} needs a repair, which a read-only open does not make: start the \
-                     service on it once (or run verify on a writable copy)",
-                    path.display()
-                )),
-                e => classify(e.into(), Op::Open, path),
-            })?;
+        {
+            Ok(db) => db,
+            Err(redb::DatabaseError::RepairAborted) => return Ok(None),
+            Err(e) => return Err(classify(e.into(), Op::Open, path)),
+        };
         let store = Self {
             path: path.to_path_buf(),
             db,
@@ -56,7 +53,7 @@ impl ReadOnlyStore {
                 None
             }
         };
-        Ok(Self { log, ..store })
+        Ok(Some(Self { log, ..store }))
     }
 
     fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Outcome<T>) -> Result<T, StoreError> {

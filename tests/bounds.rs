@@ -349,3 +349,38 @@ fn offline_verify_reads_the_store_without_writing_a_byte() {
         assert_eq!(b.2, a.2, "verify rewrote {}", b.0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_through_short_pages() {
+    let upstream = spawn_app(|c| {
+        c.chain.max_block_size_bytes = 100_000;
+        c.api.max_response_bytes = 200_000;
+    })
+    .await;
+    for i in 0..8 {
+        let (s, b) = upstream
+            .post("/api/v1/blocks", &big_block(&format!("f{i}"), 60_000))
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let base = upstream.base.clone();
+    let app = spawn_app(move |c| {
+        c.synchronization.engine_url = Some(base);
+        c.synchronization.poll_interval_seconds = 0.05;
+    })
+    .await;
+    let tip = upstream.get_json("/api/v1/chain/height").await.1;
+    let theirs = tip["block_hash"].clone();
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the follower to reach height 8",
+        || async {
+            let (_, ours) = app.get_json("/api/v1/chain/height").await;
+            (ours["height"] == 8 && ours["block_hash"] == theirs).then_some(())
+        },
+    )
+    .await;
+    assert!(truncated_count(&upstream, "/api/v1/blocks/range").await > 0);
+    app.stop().await;
+    upstream.stop().await;
+}

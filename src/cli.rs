@@ -315,14 +315,48 @@ fn verify(target: &Target, from: u64, to: Option<u64>) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    let store = match crate::app::open_store(&loaded.config) {
+    // Read-only: checking a store must not change it (a backup, a copy on a read-only volume)
+    let cache = (loaded.config.storage.cache_size_mb as usize)
+        .saturating_mul(1024 * 1024)
+        .max(1024 * 1024);
+    let opened = match crate::store::ReadOnlyStore::open(&file, cache) {
         Ok(s) => s,
+        Err(crate::store::StoreError::AlreadyOpen { .. }) => {
+            eprintln!(
+                "block-manager: cannot open block store {}: it is in use by another running block-manager (storage.blocks_path / BLOCK_STORAGE_PATH); use POST /api/v1/chain/verify on it instead",
+                file.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
-            eprintln!("block-manager: {e}");
+            eprintln!(
+                "block-manager: cannot open block store {}: {e}",
+                file.display()
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match crate::verify::verify(&*store, from, to) {
+    let checked = match &opened {
+        Some(store) => crate::verify::verify(store, from, to),
+        None => {
+            // Not closed cleanly: redb must rewrite its header (its quick repair) before any
+            // read, so this one open writes. On a read-only volume it fails, with the reason.
+            eprintln!(
+                "block-manager: {} was not closed cleanly; opening it writable to let the store recover first",
+                file.display()
+            );
+            match crate::app::open_store(&loaded.config) {
+                Ok(store) => crate::verify::verify(&*store, from, to),
+                Err(e) => {
+                    eprintln!(
+                        "block-manager: {e} (to check a read-only copy, copy it to a writable folder first)"
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    match checked {
         Ok(r) => {
             for e in &r.errors {
                 println!("error: {e}");

@@ -22,6 +22,7 @@ mod codec;
 mod database;
 mod failure;
 mod listing;
+mod read_only;
 mod redb_store;
 mod tables;
 #[cfg(test)]
@@ -29,6 +30,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use read_only::ReadOnlyStore;
 pub use redb_store::{OpenReport, RedbStore};
 
 /// Version of the store's own layout (tables and encodings), kept in the meta table. A file

@@ -159,6 +159,8 @@ pub fn init(config: &Config) -> LogGuards {
     let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut guards = Vec::new();
     let mut problems = Vec::new();
+    // The fix for a log folder of another user, said once however many handlers share it.
+    let mut chown: Option<String> = None;
     let handlers: Vec<(String, Handler)> = if config.logging_config.handlers.is_empty() {
         default_handlers()
     } else {
@@ -193,6 +195,9 @@ pub fn init(config: &Config) -> LogGuards {
                     problems.push(format!(
                         "log handler {name}: cannot write {file}: {e}; continuing without it"
                     ));
+                    if e.kind() == std::io::ErrorKind::PermissionDenied && chown.is_none() {
+                        chown = crate::ownership::chown_hint(Path::new(file));
+                    }
                     continue;
                 }
             },
@@ -204,8 +209,9 @@ pub fn init(config: &Config) -> LogGuards {
     // One line however many file handlers failed: the cause is almost always one folder.
     if !problems.is_empty() {
         tracing::warn!(
-            "log handler files cannot be written, logging to the console only: {}",
-            problems.join("; ")
+            "log handler files cannot be written, logging to the console only: {}{}",
+            problems.join("; "),
+            chown.map(|h| format!("; {h}")).unwrap_or_default()
         );
     }
     LogGuards(guards)

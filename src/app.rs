@@ -100,10 +100,17 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn BlockStore>, StartError> {
             "cannot open block store {}: it is in use by another running block-manager (storage.blocks_path / BLOCK_STORAGE_PATH)",
             path.display()
         ))),
-        Err(e @ StoreError::PermissionDenied(_)) => Err(StartError(format!(
-            "cannot open block store {}: {e}; make the data folder writable by this user",
-            path.display()
-        ))),
+        // A host folder given to another user is the usual cause in a container: name the
+        // chown that fixes it; else (root on a read-only volume, say) the generic advice.
+        Err(e @ StoreError::PermissionDenied(_)) => {
+            Err(StartError(match crate::ownership::chown_hint(&path) {
+                Some(hint) => format!("cannot open block store {}: {e}; {hint}", path.display()),
+                None => format!(
+                    "cannot open block store {}: {e}; make the data folder writable by this user",
+                    path.display()
+                ),
+            }))
+        }
         Err(e) => Err(StartError(format!(
             "cannot open block store {}: {e}",
             path.display()

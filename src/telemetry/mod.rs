@@ -150,6 +150,8 @@ struct Opened {
     guards: Vec<WorkerGuard>,
     /// Files that could not be opened (reported in one line).
     problems: Vec<String>,
+    /// The fix for a log folder of another user, said once however many handlers share it.
+    chown: Option<String>,
     /// Each handler's count of lines dropped from its full queue.
     queues: Vec<(String, tracing_appender::non_blocking::ErrorCounter)>,
 }
@@ -171,6 +173,7 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
         by_name: BTreeMap::new(),
         guards: Vec::new(),
         problems: Vec::new(),
+        chown: None,
         queues: Vec::new(),
     };
     for (name, h) in &handlers {
@@ -225,6 +228,9 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
                         "log handler {name}: cannot write {}: {e}; continuing without it",
                         path.display()
                     ));
+                    if e.kind() == std::io::ErrorKind::PermissionDenied && out.chown.is_none() {
+                        out.chown = crate::ownership::chown_hint(&path);
+                    }
                     continue;
                 }
             }
@@ -387,8 +393,13 @@ pub fn init(config: &Config) -> LogGuards {
     // One line however many file handlers failed: the cause is almost always one folder.
     if !opened.problems.is_empty() {
         tracing::warn!(
-            "log handler files cannot be written, logging to the console only: {}",
-            opened.problems.join("; ")
+            "log handler files cannot be written, logging to the console only: {}{}",
+            opened.problems.join("; "),
+            opened
+                .chown
+                .as_ref()
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default()
         );
     }
     LogGuards(opened.guards)

@@ -231,6 +231,18 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Seconds a request may take before it answers 408.
     pub request_timeout_seconds: f64,
+    /// Seconds a client has to send a complete request head (request line and headers) on a
+    /// new connection, or once it starts the next request on a kept-alive one; past it the
+    /// connection is closed (slow or half-sent requests never hold a connection for long).
+    pub header_timeout_seconds: f64,
+    /// Seconds a kept-alive connection may sit between requests before it is closed.
+    pub idle_timeout_seconds: f64,
+    /// Connections served at once. Never more than the process's open-file limit minus a
+    /// reserve for the store, log files and the upstream client (the soft limit is raised to
+    /// the hard one at start). At the cap the oldest connections that have not sent a complete
+    /// request head are closed to make room; when every connection is busy with a request,
+    /// new requests answer 503 SRV_003 with Retry-After, and `/health*` is still served.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -238,6 +250,9 @@ impl Default for ApiConfig {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout_seconds: 30.0,
+            header_timeout_seconds: 10.0,
+            idle_timeout_seconds: 60.0,
+            max_connections: 1024,
         }
     }
 }

@@ -14,7 +14,9 @@
 //! - `sync`: follower loop against an upstream.
 //! - `error`: the error catalog and the one JSON error shape.
 //! - `api`: routes and middleware.
+//! - `server`: the accept loop: connection cap, header and idle timeouts, request head limits.
 //! - `app`: start-up, serving, graceful shutdown.
+//! - `signals`: SIGTERM/SIGINT caught from the first instant.
 //! - `cli`: the command line.
 
 pub mod api;
@@ -28,6 +30,8 @@ pub mod ledger;
 pub mod metrics;
 pub mod monitoring;
 pub mod quarantine;
+pub mod server;
+pub mod signals;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

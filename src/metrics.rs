@@ -81,6 +81,16 @@ pub struct Metrics {
     pub disk_total: IntGauge,
     /// Network bytes by direction (received, transmitted), all interfaces, counted since boot.
     pub network_bytes: IntCounterVec,
+    /// HTTP connections open now (served and overflow).
+    pub http_connections_open: IntGauge,
+    /// The connection cap in force.
+    pub http_connections_max: IntGauge,
+    /// Connections closed at the cap to make room (no complete request head yet, or idle).
+    pub http_connections_shed: IntCounter,
+    /// Requests and connections refused with 503 at the cap.
+    pub http_connections_refused: IntCounter,
+    /// Connections closed because their request head did not arrive in time.
+    pub http_header_timeouts: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -240,6 +250,26 @@ impl Metrics {
                 ),
                 &["direction"]
             )),
+            http_connections_open: reg!(IntGauge::with_opts(opts(
+                "http_connections_open",
+                "HTTP connections open"
+            ))),
+            http_connections_max: reg!(IntGauge::with_opts(opts(
+                "http_connections_max",
+                "Connection cap in force (api.max_connections within the open-file limit)"
+            ))),
+            http_connections_shed: reg!(IntCounter::with_opts(opts(
+                "http_connections_shed_total",
+                "Connections closed at the cap to make room"
+            ))),
+            http_connections_refused: reg!(IntCounter::with_opts(opts(
+                "http_connections_refused_total",
+                "Requests and connections refused with 503 at the connection cap"
+            ))),
+            http_header_timeouts: reg!(IntCounter::with_opts(opts(
+                "http_header_timeouts_total",
+                "Connections closed for not sending a request head within api.header_timeout_seconds"
+            ))),
             registry,
         };
         let build = reg_build_info(&m.registry);

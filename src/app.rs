@@ -282,7 +282,7 @@ pub async fn start_with(
 ) -> Result<Running, StartError> {
     if shutdown.is_cancelled() {
         tracing::info!("stop requested before start-up; nothing opened");
-        let addr = bind_addr(&config)?;
+        let addr = bind_addr(&config).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         return Ok(Running {
             addr,
             shutdown,
@@ -293,7 +293,8 @@ pub async fn start_with(
     let (state, writer) = build_state(config, &tracker, shutdown.clone()).await?;
     if shutdown.is_cancelled() {
         tracing::info!("stop requested during start-up; closing without serving");
-        let addr = bind_addr(&state.config)?;
+        let addr =
+            bind_addr(&state.config).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let done = tokio::spawn(close(state, writer, tracker, true));
         return Ok(Running {
             addr,

@@ -330,3 +330,46 @@ async fn oversized_and_malformed_request_heads_answer_in_the_error_shape() {
     assert_eq!(status, 200);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answer_is_closed_after_idle_timeout() {
+    let app = spawn_app(|c| c.api.idle_timeout_seconds = 1.0).await;
+    // Eight blocks of ~800 KB: a range answer far larger than the socket buffers hold.
+    for b in 0..8 {
+        let txs: Vec<Value> = (0..8)
+            .map(|i| {
+                serde_json::json!({"tx_id": format!("big-{b}-{i}"), "type": "data_storage",
+                    "from_address": "a", "to_address": "b", "value": i, "fee": 0.0,
+                    "data": "x".repeat(100_000), "signature": "s"})
+            })
+            .collect();
+        let body = serde_json::json!({"transactions": txs, "producer": "p", "signature": "s"});
+        let (status, b) = app.post("/api/v1/blocks", &body).await;
+        assert_eq!(status, 201, "{b}");
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(app.addr).await.unwrap();
+    s.write_all(&get("/api/v1/blocks/range?from=1&limit=8"))
+        .await
+        .unwrap();
+    // Never read: the server's writes stall, and after the idle timeout it gives up.
+    let started = Instant::now();
+    let up = app.get("/health/live").await.status();
+    assert_eq!(up, 200);
+    // Left open: the pooled connection the metrics are read on.
+    eventually(
+        Duration::from_secs(10),
+        "the stalled connection to close",
+        || async {
+            (metric(&app, "block_manager_http_connections_open").await <= 1.0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    app.stop().await;
+}

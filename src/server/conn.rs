@@ -175,6 +175,10 @@ pub(crate) struct Watched {
     catalog: Arc<Catalog>,
     /// Our answer in place of hyper's bodiless one, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
+    /// Runs while a write waits on a client that does not read: after the idle timeout
+    /// without progress the connection closes, so a client cannot hold a slot by not reading.
+    stall: Pin<Box<Sleep>>,
+    stalled: bool,
 }
 
 impl Watched {
@@ -192,7 +196,35 @@ impl Watched {
             armed: None,
             catalog,
             replacement: None,
+            stall: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            stalled: false,
         }
+    }
+
+    /// Passes on a write's outcome, closing the connection once writes have made no progress
+    /// for the idle timeout.
+    fn watch_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if r.is_ready() {
+            self.stalled = false;
+            return r;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            let at = tokio::time::Instant::now() + self.timeouts.idle;
+            self.stall.as_mut().reset(at);
+        }
+        if self.stall.as_mut().poll(cx).is_ready() {
+            tracing::debug!("closing a connection: the client stopped reading its answer");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client read nothing for api.idle_timeout_seconds",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Writes what is left of the replacement answer.
@@ -333,7 +365,8 @@ impl AsyncWrite for Watched {
         if self.intercept(cx, buf)? {
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch_write(cx, r)
     }
 
     fn poll_write_vectored(
@@ -348,7 +381,8 @@ impl AsyncWrite for Watched {
         if self.intercept(cx, first)? {
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

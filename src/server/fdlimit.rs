@@ -1,11 +1,11 @@
 //! The open-file limit: raised from the soft to the hard limit at start, and the connection
 //! cap kept below it with a reserve for everything else the process opens.
 
-use super::tracker::OVERFLOW;
+use super::tracker::{OVERFLOW, PENDING_SHEDS};
 
 /// Descriptors kept for the store and its body log, log files, the upstream client, the
-/// runtime and /proc reads, plus the overflow connections.
-pub const FD_RESERVE: u64 = 48 + OVERFLOW as u64;
+/// runtime and /proc reads, plus the overflow connections and shed ones still closing.
+pub const FD_RESERVE: u64 = 40 + (OVERFLOW + PENDING_SHEDS) as u64;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force
 /// (`None` where it cannot be read).

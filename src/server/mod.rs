@@ -61,6 +61,13 @@ pub async fn serve(listener: TcpListener, serve: Serve, shutdown: CancellationTo
     let mut tasks = JoinSet::new();
     let mut last_accept_error: Option<Instant> = None;
     loop {
+        // Shed connections let go of their sockets moments later; accepting faster than that
+        // would run the process out of descriptors.
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            () = serve.tracker.wait_for_sheds() => {}
+        }
         let accepted = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,

@@ -8,10 +8,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+use tokio::sync::Notify;
 
 /// Connections served beyond the cap while every served one is busy: each gets one answer
 /// (503, or a probe's) and closes. They come out of the open-file reserve.
 pub const OVERFLOW: usize = 16;
+
+/// Shed connections not yet closed: past this many the accept loop waits for them (they close
+/// at once) rather than accept faster than sockets are let go and run out of descriptors.
+pub const PENDING_SHEDS: usize = 8;
 
 /// Every open connection, the cap, and the counters behind the connection metrics. Shared in
 /// the app state so long-lived responses (event streams) can take part in the accounting.
@@ -25,6 +30,8 @@ pub struct ConnectionTracker {
     open: IntGauge,
     shed: IntCounter,
     refused: IntCounter,
+    /// Woken whenever a served connection closes.
+    closed: Notify,
 }
 
 /// What the accept loop does with a new connection.
@@ -48,6 +55,7 @@ impl Drop for Registration {
         if self.tracker.lock().remove(&self.id).is_some() {
             self.tracker.open.dec();
         }
+        self.tracker.closed.notify_waiters();
     }
 }
 
@@ -85,6 +93,19 @@ impl ConnectionTracker {
             open: metrics.http_connections_open.clone(),
             shed: metrics.http_connections_shed.clone(),
             refused: metrics.http_connections_refused.clone(),
+            closed: Notify::new(),
+        }
+    }
+
+    /// Waits while too many shed connections are still closing (see [`PENDING_SHEDS`]).
+    pub(crate) async fn wait_for_sheds(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.lock().len() < self.cap + PENDING_SHEDS {
+                return;
+            }
+            // Each shed one closes as soon as its task runs; the timer is only a backstop.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(20), closed).await;
         }
     }
 

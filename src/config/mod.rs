@@ -235,7 +235,8 @@ pub struct ApiConfig {
     /// new connection, or once it starts the next request on a kept-alive one; past it the
     /// connection is closed (slow or half-sent requests never hold a connection for long).
     pub header_timeout_seconds: f64,
-    /// Seconds a kept-alive connection may sit between requests before it is closed.
+    /// Seconds a kept-alive connection may sit between requests before it is closed; also how
+    /// long a client may read nothing of its answer before the connection is closed.
     pub idle_timeout_seconds: f64,
     /// Connections served at once. Never more than the process's open-file limit minus a
     /// reserve for the store, log files and the upstream client (the soft limit is raised to

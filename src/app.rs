@@ -1,5 +1,6 @@
-//! Start-up and shutdown: opens the store, makes genesis, assembles the state, binds, serves,
-//! runs background tasks, and on SIGTERM/SIGINT drains requests and closes the store last.
+//! Start-up and shutdown: opens the store, makes genesis, assembles the state, binds, serves
+//! (see `server`), runs background tasks, and on SIGTERM/SIGINT drains requests and closes the
+//! store last. A signal during start-up ends it the same way, before serving.
 
 use crate::chain::{self, Limits, Timestamp};
 use crate::config::Config;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub system: crate::monitoring::SystemView,
     /// The last `/blocks/stats` answer, reused briefly.
     pub stats: crate::api::StatsCache,
+    /// Open connections and the cap (long-lived responses claim their place here).
+    pub connections: Arc<crate::server::ConnectionTracker>,
 }
 
 /// Why the service could not start: exit 2 with this line.
@@ -246,6 +249,10 @@ pub async fn build_state(
     if system.enabled() {
         checks.push(Box::new(system.check()));
     }
+    let connections = Arc::new(crate::server::ConnectionTracker::new(
+        connection_cap(&config),
+        &metrics,
+    ));
     let state = AppState(Arc::new(Shared {
         catalog: Arc::new(Catalog::from_config(&config)),
         limiter: Arc::new(crate::api::access::limiter(&config, &metrics).map_err(StartError)?),
@@ -261,15 +268,67 @@ pub async fn build_state(
         sync,
         system,
         stats: crate::api::StatsCache::default(),
+        connections,
     }));
     Ok((state, writer))
 }
 
+/// The connection cap: `api.max_connections` within the open-file limit, which is raised from
+/// the soft to the hard limit first.
+fn connection_cap(config: &Config) -> usize {
+    let files = crate::server::raise_open_file_limit();
+    let wanted = config.api.max_connections;
+    let cap = crate::server::connection_cap(wanted, files);
+    if cap < wanted {
+        tracing::warn!(
+            max_connections = wanted,
+            open_file_limit = files,
+            cap,
+            "api.max_connections lowered to fit the open-file limit (raise it with ulimit -n or the container's nofile)"
+        );
+    } else {
+        tracing::info!(
+            max_connections = cap,
+            open_file_limit = files,
+            "connection cap"
+        );
+    }
+    cap
+}
+
 /// Opens everything and starts serving; returns once the socket is bound.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let shutdown = CancellationToken::new();
+    start_with(config, CancellationToken::new()).await
+}
+
+/// As [`start`], stopping when `shutdown` is cancelled, also while still starting: then
+/// nothing is served and whatever was opened is closed.
+pub async fn start_with(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    if shutdown.is_cancelled() {
+        tracing::info!("stop requested before start-up; nothing opened");
+        let addr = bind_addr(&config).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        return Ok(Running {
+            addr,
+            shutdown,
+            done: tokio::spawn(async {}),
+        });
+    }
     let tracker = TaskTracker::new();
     let (state, writer) = build_state(config, &tracker, shutdown.clone()).await?;
+    if shutdown.is_cancelled() {
+        tracing::info!("stop requested during start-up; closing without serving");
+        let addr =
+            bind_addr(&state.config).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let done = tokio::spawn(close(state, writer, tracker, true));
+        return Ok(Running {
+            addr,
+            shutdown,
+            done,
+        });
+    }
     // If start-up fails from here on, the background tasks started above stop (and let go of
     // the store) instead of running on unseen.
     let stop_on_error = shutdown.clone().drop_guard();
@@ -286,19 +345,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(%addr, advertised = %config.service.url, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
 
     stop_on_error.disarm();
-    let router = crate::api::router(state.clone());
+    let serve = crate::server::Serve {
+        router: crate::api::router(state.clone()),
+        tracker: state.connections.clone(),
+        catalog: state.catalog.clone(),
+        header_timeout: crate::config::duration(config.api.header_timeout_seconds),
+        idle_timeout: crate::config::duration(config.api.idle_timeout_seconds),
+        header_timeouts: state.metrics.http_header_timeouts.clone(),
+    };
     let ready = state.ready.clone();
     ready.store(true, Ordering::SeqCst);
     let grace = crate::config::duration(config.service.shutdown_grace_seconds);
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
-        let stop = token.clone();
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-        let mut server = tokio::spawn(server.into_future());
+        let mut server = tokio::spawn(crate::server::serve(listener, serve, token.clone()));
         token.cancelled().await;
         ready.store(false, Ordering::SeqCst);
         tracing::info!(
@@ -311,34 +371,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             server.abort();
             let _ = server.await;
         }
-        tracker.close();
-        tracker.wait().await;
-        // Connections that outlived the grace period may still hold handles to the ledger, so
-        // the writer is told to stop rather than waited on until every handle is gone.
-        state.ledger.stop().await;
-        let store = Arc::downgrade(&state.store);
-        drop(state);
-        let joined = tokio::task::spawn_blocking(move || writer.join());
-        if tokio::time::timeout(Duration::from_secs(5), joined)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "block writer did not stop in time; every acknowledged block is already committed"
-            );
-        }
-        // The store closes when its last handle goes; connection tasks let go of theirs just
-        // after the server reports them finished, so wait (briefly) to close it last. After
-        // an expired grace period abandoned connections keep theirs until exit: no waiting.
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(if drained { 5 } else { 0 });
-        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if drained && store.strong_count() > 0 {
-            tracing::warn!("block store still in use at exit; it is consistent on disk either way");
-        }
-        tracing::info!("stopped");
+        close(state, writer, tracker, drained).await;
     });
     Ok(Running {
         addr,
@@ -347,42 +380,63 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT (also as PID 1, where default dispositions do nothing).
-pub async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
+/// Stops the background tasks and the writer, and closes the store last.
+async fn close(
+    state: AppState,
+    writer: std::thread::JoinHandle<()>,
+    tracker: TaskTracker,
+    drained: bool,
+) {
+    tracker.close();
+    tracker.wait().await;
+    // Connections that outlived the grace period may still hold handles to the ledger, so
+    // the writer is told to stop rather than waited on until every handle is gone.
+    state.ledger.stop().await;
+    let store = Arc::downgrade(&state.store);
+    drop(state);
+    let joined = tokio::task::spawn_blocking(move || writer.join());
+    if tokio::time::timeout(Duration::from_secs(5), joined)
+        .await
+        .is_err()
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        tracing::warn!(
+            "block writer did not stop in time; every acknowledged block is already committed"
+        );
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    // The store closes when its last handle goes; connection tasks let go of theirs just
+    // after the server reports them finished, so wait (briefly) to close it last. After
+    // an expired grace period abandoned connections keep theirs until exit: no waiting.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(if drained { 5 } else { 0 });
+    while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if drained && store.strong_count() > 0 {
+        tracing::warn!("block store still in use at exit; it is consistent on disk either way");
+    }
+    tracing::info!("stopped");
 }
 
-/// Runs until a signal, then shuts down gracefully.
+/// Resolves on SIGTERM or SIGINT (also as PID 1, where default dispositions do nothing), or
+/// at once for one caught since start (see `signals`).
+pub async fn signal() {
+    crate::signals::terminated().await;
+}
+
+/// Runs until a signal, then shuts down gracefully. The signal is listened for before
+/// start-up begins, so one that arrives while starting stops it cleanly too.
 pub async fn run(config: Config) -> Result<(), StartError> {
-    // Install the handlers before serving: a SIGTERM sent as soon as the port answers must find
-    // them, not the default action (which ends the process undrained, its queued log lines
-    // lost). The first poll of `signal()` installs them.
-    let mut stop = Box::pin(signal());
-    let early = tokio::select! {
-        biased;
-        _ = &mut stop => true,
-        _ = std::future::ready(()) => false,
-    };
-    let running = start(config).await?;
-    let shutdown = running.shutdown.clone();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
     tokio::spawn(async move {
-        if !early {
-            stop.await;
-        }
+        signal().await;
         tracing::info!("signal received");
-        shutdown.cancel();
+        stop.cancel();
     });
+    // A signal caught before the listener existed stops start-up before anything is opened.
+    if crate::signals::received() {
+        shutdown.cancel();
+    }
+    let running = start_with(config, shutdown).await?;
     let _ = running.done.await;
     Ok(())
 }

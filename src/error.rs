@@ -69,6 +69,8 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("SRV_001", "Internal server error", "critical"),
     ("SRV_002", "Service unhealthy", "critical"),
     ("SRV_003", "Service not ready", "warning"),
+    ("REQ_007", "Request URI too long", "warning"),
+    ("REQ_008", "Request header fields too large", "warning"),
 ];
 
 /// Messages and severities by code, defaults overlaid with the errors file.
@@ -217,8 +219,10 @@ fn code_for(status: StatusCode) -> &'static str {
         405 => "REQ_004",
         408 => "REQ_006",
         413 => "REQ_003",
+        414 => "REQ_007",
         415 => "REQ_002",
         429 => "RATE_001",
+        431 => "REQ_008",
         503 => "ST_001",
         s if s >= 500 => "SRV_001",
         _ => "REQ_001",

@@ -15,7 +15,9 @@
 //! - `sync`: follower loop against an upstream.
 //! - `error`: the error catalog and the one JSON error shape.
 //! - `api`: routes and middleware.
+//! - `server`: the accept loop: connection cap, header and idle timeouts, request head limits.
 //! - `app`: start-up, serving, graceful shutdown.
+//! - `signals`: SIGTERM/SIGINT caught from the first instant.
 //! - `cli`: the command line.
 //! - `ownership`: the `chown` that gives a folder of another user back to the service.
 
@@ -31,6 +33,8 @@ pub mod metrics;
 pub mod monitoring;
 pub mod ownership;
 pub mod quarantine;
+pub mod server;
+pub mod signals;
 pub mod store;
 pub mod supervise;
 pub mod sync;

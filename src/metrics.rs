@@ -112,6 +112,16 @@ pub struct Metrics {
     pub quarantine_entries: IntCounterVec,
     /// Upstream calls retried, by the failure that caused the retry.
     pub sync_retries: IntCounterVec,
+    /// HTTP connections open now (served and overflow).
+    pub http_connections_open: IntGauge,
+    /// The connection cap in force.
+    pub http_connections_max: IntGauge,
+    /// Connections closed at the cap to make room (no complete request head yet, or idle).
+    pub http_connections_shed: IntCounter,
+    /// Requests and connections refused with 503 at the cap.
+    pub http_connections_refused: IntCounter,
+    /// Connections closed because their request head did not arrive in time.
+    pub http_header_timeouts: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -326,6 +336,26 @@ impl Metrics {
                 ),
                 &["reason"]
             )),
+            http_connections_open: reg!(IntGauge::with_opts(opts(
+                "http_connections_open",
+                "HTTP connections open"
+            ))),
+            http_connections_max: reg!(IntGauge::with_opts(opts(
+                "http_connections_max",
+                "Connection cap in force (api.max_connections within the open-file limit)"
+            ))),
+            http_connections_shed: reg!(IntCounter::with_opts(opts(
+                "http_connections_shed_total",
+                "Connections closed at the cap to make room"
+            ))),
+            http_connections_refused: reg!(IntCounter::with_opts(opts(
+                "http_connections_refused_total",
+                "Requests and connections refused with 503 at the connection cap"
+            ))),
+            http_header_timeouts: reg!(IntCounter::with_opts(opts(
+                "http_header_timeouts_total",
+                "Connections closed for not sending a request head within api.header_timeout_seconds"
+            ))),
             registry,
         };
         let build = reg_build_info(&m.registry);

@@ -647,3 +647,51 @@ fn a_bad_value_under_a_lucid_name_is_reported_under_that_name() {
         Ok(())
     });
 }
+
+#[test]
+fn connection_bounds_refuse_unrepresentable_timeouts_and_a_zero_cap() {
+    Jail::expect_with(|jail| {
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.api.header_timeout_seconds, 10.0);
+        assert_eq!(l.config.api.idle_timeout_seconds, 60.0);
+        assert_eq!(l.config.api.max_connections, 1024);
+        let cases = [
+            (
+                "BLOCK_MANAGER__API__HEADER_TIMEOUT_SECONDS",
+                "0",
+                "expected a positive number of seconds",
+            ),
+            (
+                "BLOCK_MANAGER__API__HEADER_TIMEOUT_SECONDS",
+                "1e20",
+                "expected a positive number of seconds",
+            ),
+            (
+                "BLOCK_MANAGER__API__IDLE_TIMEOUT_SECONDS",
+                "-1",
+                "expected a positive number of seconds",
+            ),
+            (
+                "BLOCK_MANAGER__API__MAX_CONNECTIONS",
+                "0",
+                "expected 1-1000000",
+            ),
+        ];
+        for (var, value, why) in cases {
+            jail.clear_env();
+            jail.set_env(var, value);
+            let e = err(&LoadOptions::default());
+            assert!(e.starts_with(&format!("invalid {var} '")), "{e}");
+            assert!(e.ends_with(&format!("': {why}")), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        jail.clear_env();
+        main_file(jail, "api:\n  max_connections: 0\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid api.max_connections '0' (from "),
+            "{e}"
+        );
+        Ok(())
+    });
+}

@@ -443,3 +443,60 @@ fn a_request_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
         started.elapsed()
     );
 }
+
+/// Starts the binary without waiting for it, SIGTERM and SIGINT blocked in the child from the
+/// first instruction. A blocked signal stays pending until the binary takes it over, just as
+/// PID 1 (which has no default action) loses every signal that arrives before its handler:
+/// so a round fails exactly when the binary does not handle a signal from its first instant.
+fn spawn_with_termination_blocked(workdir: &std::path::Path) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let port = free_port();
+    let log = workdir.join(format!("stdout-{port}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(workdir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("BLOCK_MANAGER_HOST", "127.0.0.1")
+        .env("BLOCK_MANAGER_PORT", port.to_string())
+        .env("BLOCK_MANAGER__CHAIN__GENESIS_TIMESTAMP", GENESIS_TS)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(std::process::Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe calls: sigemptyset, sigaddset and
+    // pthread_sigmask, on a local set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    Proc { child, port, log }
+}
+
+#[test]
+fn sigterm_at_any_instant_of_start_up_ends_the_process_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..=20u64 {
+        let mut p = spawn_with_termination_blocked(dir.path());
+        // 0-20 ms: before main, during config load, store open, binding, or just after.
+        std::thread::sleep(Duration::from_millis(round));
+        let started = Instant::now();
+        signal(&p, "TERM");
+        let code = wait_exit(&mut p, Duration::from_secs(5));
+        assert_eq!(
+            code,
+            Some(0),
+            "round {round}: exit {code:?} after {:?}: {}",
+            started.elapsed(),
+            std::fs::read_to_string(&p.log).unwrap_or_default()
+        );
+    }
+}

@@ -90,6 +90,10 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     if let Some(cors) = cors(&state.config.cors.allowed_origins) {
         app = app.layer(cors);
     }
+    // Before anything else looks at the request, inside the error shaping.
+    app = app.layer(axum::middleware::from_fn(
+        crate::server::head::enforce_limits,
+    ));
     app.layer(CatchPanicLayer::custom(observe::panic_response))
         .layer(from_fn_with_state(state.catalog.clone(), shape_errors))
         .layer(CompressionLayer::new().gzip(true))

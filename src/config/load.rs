@@ -494,6 +494,9 @@ fn first_clause(msg: &str) -> String {
 }
 
 /// Checks that types alone cannot express; each error names its key and source.
+/// The largest `api.max_connections` accepted: beyond any open-file limit a host grants.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
 fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
     let host = c.service.host.trim();
     if host.is_empty() {
@@ -576,6 +579,8 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             c.synchronization.sync_timeout_seconds,
         ),
         ("api.request_timeout_seconds", c.api.request_timeout_seconds),
+        ("api.header_timeout_seconds", c.api.header_timeout_seconds),
+        ("api.idle_timeout_seconds", c.api.idle_timeout_seconds),
         ("healthcheck.timeout_seconds", c.healthcheck.timeout_seconds),
         (
             "monitoring.system_sample_interval_seconds",
@@ -650,6 +655,14 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
                 &format!("expected at most {MAX_RETRIES} retries"),
             ));
         }
+    }
+    if !(1..=MAX_CONNECTIONS_LIMIT).contains(&c.api.max_connections) {
+        return Err(invalid(
+            f,
+            "api.max_connections",
+            &c.api.max_connections.to_string(),
+            "expected 1-1000000",
+        ));
     }
     if !(1..=1000).contains(&c.synchronization.fetch_batch_size) {
         return Err(invalid(

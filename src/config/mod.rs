@@ -324,6 +324,19 @@ pub struct ApiConfig {
     pub base_path: String,
     /// Lucid's `api.blocks.*` route table, checked against the routes we serve.
     pub blocks: BlockRoutes,
+    /// Seconds a client has to send a complete request head (request line and headers) on a
+    /// new connection, or once it starts the next request on a kept-alive one; past it the
+    /// connection is closed (slow or half-sent requests never hold a connection for long).
+    pub header_timeout_seconds: f64,
+    /// Seconds a kept-alive connection may sit between requests before it is closed; also how
+    /// long a client may read nothing of its answer before the connection is closed.
+    pub idle_timeout_seconds: f64,
+    /// Connections served at once. Never more than the process's open-file limit minus a
+    /// reserve for the store, log files and the upstream client (the soft limit is raised to
+    /// the hard one at start). At the cap the oldest connections that have not sent a complete
+    /// request head are closed to make room; when every connection is busy with a request,
+    /// new requests answer 503 SRV_003 with Retry-After, and `/health*` is still served.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -335,6 +348,9 @@ impl Default for ApiConfig {
             max_response_bytes: 8 * 1024 * 1024,
             base_path: "/api/v1".into(),
             blocks: BlockRoutes::default(),
+            header_timeout_seconds: 10.0,
+            idle_timeout_seconds: 60.0,
+            max_connections: 1024,
         }
     }
 }

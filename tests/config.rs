@@ -659,17 +659,17 @@ fn connection_bounds_refuse_unrepresentable_timeouts_and_a_zero_cap() {
             (
                 "BLOCK_MANAGER__API__HEADER_TIMEOUT_SECONDS",
                 "0",
-                "expected a positive number of seconds",
+                "seconds must be > 0",
             ),
             (
                 "BLOCK_MANAGER__API__HEADER_TIMEOUT_SECONDS",
                 "1e20",
-                "expected a positive number of seconds",
+                "seconds must be at most 31536000 (one year)",
             ),
             (
                 "BLOCK_MANAGER__API__IDLE_TIMEOUT_SECONDS",
                 "-1",
-                "expected a positive number of seconds",
+                "seconds must be ≥ 0",
             ),
             (
                 "BLOCK_MANAGER__API__MAX_CONNECTIONS",

@@ -59,6 +59,8 @@ pub struct Shared {
     pub system: crate::monitoring::SystemView,
     /// The last `/blocks/stats` answer, reused briefly.
     pub stats: crate::api::StatsCache,
+    /// Open event streams, ended by shutdown.
+    pub events: Arc<crate::api::events::Hub>,
 }
 
 /// Why the service could not start: exit 2 with this line.
@@ -249,6 +251,7 @@ pub async fn build_state(
         sync,
         system,
         stats: crate::api::StatsCache::default(),
+        events: Arc::new(crate::api::events::Hub::new(shutdown.clone())),
     }));
     Ok((state, writer))
 }

@@ -110,6 +110,13 @@ pub struct Metrics {
     pub http_responses_truncated: IntCounterVec,
     /// Blocks offered to the quarantine, by outcome.
     pub quarantine_entries: IntCounterVec,
+    /// Event streams (`/api/v1/events`) open now.
+    pub event_streams_open: IntGauge,
+    /// Events written to event streams, by event type (`block`, `reorg`, `resync`).
+    pub events_sent: IntCounterVec,
+    /// Times a live event subscriber fell behind the tip by more than a page and went on
+    /// catching up from the store.
+    pub event_subscribers_lagged: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -317,6 +324,21 @@ impl Metrics {
                 ),
                 &["outcome"]
             )),
+            event_streams_open: reg!(IntGauge::with_opts(opts(
+                "event_streams_open",
+                "Event streams (/api/v1/events) open now"
+            ))),
+            events_sent: reg!(IntCounterVec::new(
+                opts(
+                    "events_sent_total",
+                    "Events written to event streams, by type: block, reorg, resync"
+                ),
+                &["type"]
+            )),
+            event_subscribers_lagged: reg!(IntCounter::with_opts(opts(
+                "event_subscribers_lagged_total",
+                "Times a live event subscriber fell behind the tip and went on catching up from the store"
+            ))),
             registry,
         };
         let build = reg_build_info(&m.registry);
@@ -337,6 +359,9 @@ impl Metrics {
     /// Creates the series whose label values are known in advance at zero, so `rate()` and
     /// `increase()` see the first event and dashboards show a flat line instead of "no data".
     fn preset_known_labels(&self) {
+        for kind in ["block", "reorg", "resync"] {
+            self.events_sent.with_label_values(&[kind]);
+        }
         for source in SOURCES {
             self.appends.with_label_values(&[source]);
         }

@@ -672,12 +672,35 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
         ));
     }
     validate_sync_budget(c, f)?;
+    validate_events(c, f)?;
     if let Err((key, value, why)) = crate::telemetry::check(c) {
         return Err(if is_env_name(&key) {
             ConfigError(format!("invalid {key} '{value}': {why}"))
         } else {
             invalid(f, &key, &value, &why)
         });
+    }
+    Ok(())
+}
+
+/// The event stream's bounds.
+fn validate_events(c: &Config, f: &Figment) -> Result<(), ConfigError> {
+    if !(1..=65_536).contains(&c.api.max_event_streams) {
+        return Err(invalid(
+            f,
+            "api.max_event_streams",
+            &c.api.max_event_streams.to_string(),
+            "expected 1-65536",
+        ));
+    }
+    let keepalive = c.api.event_keepalive_seconds;
+    if !(keepalive.is_finite() && (0.01..=3600.0).contains(&keepalive)) {
+        return Err(invalid(
+            f,
+            "api.event_keepalive_seconds",
+            &keepalive.to_string(),
+            "expected seconds from 0.01 to 3600",
+        ));
     }
     Ok(())
 }

@@ -298,6 +298,12 @@ pub struct ApiConfig {
     /// past it the page ends early, with at least one block, and the client asks again from
     /// the next height. Must be at least `chain.max_block_size_bytes` + 64 KiB.
     pub max_response_bytes: usize,
+    /// Most event streams (`/api/v1/events`) open at once in this process; past it a new one
+    /// answers 503 `SRV_003` with `Retry-After`. Each stream also holds a connection.
+    pub max_event_streams: usize,
+    /// Seconds between keep-alive comments on an idle event stream, so proxies and clients
+    /// can tell a quiet chain from a dead connection.
+    pub event_keepalive_seconds: f64,
 }
 
 impl Default for ApiConfig {
@@ -307,6 +313,8 @@ impl Default for ApiConfig {
             request_timeout_seconds: 30.0,
             trusted_proxies: Vec::new(),
             max_response_bytes: 8 * 1024 * 1024,
+            max_event_streams: 256,
+            event_keepalive_seconds: 15.0,
         }
     }
 }

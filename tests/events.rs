@@ -124,7 +124,9 @@ fn parse(raw: &str) -> Frame {
 
 /// `<height>:<hash>` of the block at `height`, as served.
 async fn id_at(app: &TestApp, height: u64) -> String {
-    let (status, b) = app.get_json(&format!("/api/v1/blocks/height/{height}")).await;
+    let (status, b) = app
+        .get_json(&format!("/api/v1/blocks/height/{height}"))
+        .await;
     assert_eq!(status, 200);
     format!("{height}:{}", b["hash"].as_str().unwrap())
 }
@@ -147,7 +149,11 @@ async fn assert_block(app: &TestApp, f: &Frame, height: u64) {
         .text()
         .await
         .unwrap();
-    assert_eq!(f.data.as_deref(), Some(served.as_str()), "the block as served");
+    assert_eq!(
+        f.data.as_deref(),
+        Some(served.as_str()),
+        "the block as served"
+    );
 }
 
 #[tokio::test]
@@ -198,7 +204,12 @@ async fn blocks_stream_in_chain_order_with_height_and_hash_ids_then_live() {
     let f = thin.event().await;
     assert_eq!(f.id.as_deref(), Some(id_at(&app, 3).await.as_str()));
     let header = f.json();
-    let keys: Vec<&str> = header.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let keys: Vec<&str> = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
     assert_eq!(
         keys,
         [
@@ -360,7 +371,10 @@ async fn a_fork_in_between_is_a_reorg_to_the_ancestor_live_and_on_resume() {
     let old_tip = format!("10:{}", a[10].hash);
     let mut live = Sse::connect(&app, "?from=0", None).await;
     for height in 0..=10 {
-        assert_eq!(live.event().await.id.unwrap(), format!("{height}:{}", a[height as usize].hash));
+        assert_eq!(
+            live.event().await.id.unwrap(),
+            format!("{height}:{}", a[height as usize].hash)
+        );
     }
     let b = chains::branch(&a, 8, 3, "b");
     up.chain(&b);
@@ -379,7 +393,10 @@ async fn a_fork_in_between_is_a_reorg_to_the_ancestor_live_and_on_resume() {
     for height in 8..=10 {
         let f = live.event().await;
         assert_eq!(f.kind(), "block");
-        assert_eq!(f.id.unwrap(), format!("{height}:{}", b[height as usize].hash));
+        assert_eq!(
+            f.id.unwrap(),
+            format!("{height}:{}", b[height as usize].hash)
+        );
     }
     eventually(LIMIT, "the follower to hold the new branch", || async {
         (app.get_json("/api/v1/chain/height").await.1["block_hash"] == b[10].hash.as_str())
@@ -394,7 +411,10 @@ async fn a_fork_in_between_is_a_reorg_to_the_ancestor_live_and_on_resume() {
     assert_eq!(f.json()["ancestor"]["height"], 7);
     assert_eq!(f.json()["new_tip"]["hash"], b[10].hash.as_str());
     for height in 8..=10 {
-        assert_eq!(s.event().await.id.unwrap(), format!("{height}:{}", b[height as usize].hash));
+        assert_eq!(
+            s.event().await.id.unwrap(),
+            format!("{height}:{}", b[height as usize].hash)
+        );
     }
     // Resuming from the reorg's own id replays the new branch whole.
     let mut s = Sse::connect(&app, "", Some(&format!("7:{}", a[7].hash))).await;
@@ -441,7 +461,10 @@ async fn a_slow_subscriber_gets_each_of_ten_thousand_blocks_once_in_order_withou
         let h = f.json();
         assert_eq!(h["height"], expected, "in order, none missing, none twice");
         let (height, hash) = f.id.as_deref().unwrap().split_once(':').unwrap();
-        assert_eq!((height, hash), (expected.to_string().as_str(), h["hash"].as_str().unwrap()));
+        assert_eq!(
+            (height, hash),
+            (expected.to_string().as_str(), h["hash"].as_str().unwrap())
+        );
         expected += 1;
         if expected % 1000 == 0 {
             // Slow: the stream keeps its place while the client dawdles.

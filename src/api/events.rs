@@ -368,7 +368,9 @@ fn resolve(
 ) -> Result<(Option<Event>, Cursor), StoreError> {
     let placed = place(store, lost)?;
     let tip = store.tip()?;
-    let tip_pos = tip.as_ref().map(|t| Position::new(t.height, t.hash.clone()));
+    let tip_pos = tip
+        .as_ref()
+        .map(|t| Position::new(t.height, t.hash.clone()));
     match placed {
         Placed::Reorg { ancestor, old_tip } => {
             let new_tip = tip_pos.unwrap_or_else(|| ancestor.clone());
@@ -385,7 +387,9 @@ fn resolve(
             };
             Ok((Some(ev), cursor))
         }
-        Placed::Unknown if past_tip_is_live && tip_pos.as_ref().is_none_or(|t| lost.height > t.height) => {
+        Placed::Unknown
+            if past_tip_is_live && tip_pos.as_ref().is_none_or(|t| lost.height > t.height) =>
+        {
             // A position past the tip: stream live from there.
             Ok((
                 None,
@@ -511,7 +515,10 @@ impl Feed {
             changes.borrow_and_update();
             loop {
                 let (c, thin, budget) = (cursor.clone(), self.thin, self.budget);
-                match self.blocking(move |s| read_page(s, &c, thin, budget)).await? {
+                match self
+                    .blocking(move |s| read_page(s, &c, thin, budget))
+                    .await?
+                {
                     Page::Blocks(events, after) if events.is_empty() => {
                         cursor = after;
                         live = true;

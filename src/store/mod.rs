@@ -25,9 +25,9 @@ mod failure;
 mod listing;
 mod redb_store;
 mod tables;
-pub mod tip;
 #[cfg(test)]
 mod tests;
+pub mod tip;
 
 use std::path::Path;
 

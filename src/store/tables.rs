@@ -244,7 +244,10 @@ pub(super) fn read_rollback_log(txn: &redb::ReadTransaction) -> Outcome<Vec<supe
     for row in log.iter()?.rev() {
         let (n, v) = row?;
         let entry = serde_json::from_slice(v.value()).map_err(|e| {
-            StoreError::Corrupt(format!("rollback log entry {} is unreadable: {e}", n.value()))
+            StoreError::Corrupt(format!(
+                "rollback log entry {} is unreadable: {e}",
+                n.value()
+            ))
         })?;
         out.push(entry);
     }

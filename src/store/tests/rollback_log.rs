@@ -8,7 +8,10 @@ use crate::store::{Position, ROLLBACK_LOG_MAX, Rollback};
 fn a_rollback_is_logged_with_its_ancestor_old_tip_and_orphans() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    assert!(store.rollback_log().unwrap().is_empty(), "a new store has none");
+    assert!(
+        store.rollback_log().unwrap().is_empty(),
+        "a new store has none"
+    );
     let chain = blocks(0, 12);
     store.append(&chain).unwrap();
     store.rollback_above(8).unwrap();
@@ -35,7 +38,11 @@ fn a_rollback_is_logged_with_its_ancestor_old_tip_and_orphans() {
         ]
     );
     store.close().unwrap();
-    assert_eq!(open(&dir).rollback_log().unwrap(), log, "kept across a reopen");
+    assert_eq!(
+        open(&dir).rollback_log().unwrap(),
+        log,
+        "kept across a reopen"
+    );
 }
 
 #[test]
@@ -50,5 +57,8 @@ fn the_rollback_log_forgets_the_oldest_past_its_bound() {
     }
     let log = store.rollback_log().unwrap();
     assert_eq!(log.len(), ROLLBACK_LOG_MAX);
-    assert!(log.iter().all(|r| r.orphaned == vec![chain[2].meta.hash.clone()]));
+    assert!(
+        log.iter()
+            .all(|r| r.orphaned == vec![chain[2].meta.hash.clone()])
+    );
 }

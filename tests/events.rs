@@ -478,3 +478,30 @@ async fn a_slow_subscriber_gets_each_of_ten_thousand_blocks_once_in_order_withou
     eprintln!("appended {N} blocks in {appended:?} with a stalled subscriber");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_explorer_page_and_its_assets_are_served_under_a_strict_csp() {
+    let app = spawn_app(|c: &mut Config| c.security.require_read_auth = true).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/explorer", "text/html"),
+        ("/explorer.js", "text/javascript"),
+        ("/explorer.css", "text/css"),
+        ("/favicon.ico", "image/svg+xml"),
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), 200, "{path} is public");
+        let h = res.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+    }
+    let page = app.get("/explorer").await.text().await.unwrap();
+    assert!(page.contains(r#"<script src="/explorer.js""#));
+    assert!(!page.contains("<script>") && !page.contains("style="), "nothing inline");
+    let script = app.get("/explorer.js").await.text().await.unwrap();
+    assert!(!script.contains("innerHTML"), "chain values are text only");
+    assert!(!script.contains("EventSource"), "fetch, so the key can be sent");
+    app.stop().await;
+}

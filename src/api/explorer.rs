@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 const PAGE: &str = include_str!("explorer/index.html");
 const SCRIPT: &str = include_str!("explorer/explorer.js");
 const STYLE: &str = include_str!("explorer/explorer.css");
+const ICON: &str = include_str!("explorer/explorer.svg");
 
 /// Everything from this origin, nothing inline, never framed.
 const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -47,4 +48,9 @@ pub async fn script() -> Response {
 /// GET /explorer.css
 pub async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
+}
+
+/// GET /favicon.ico (the page's icon, an SVG; browsers ask for it whatever the page says)
+pub async fn icon() -> Response {
+    asset(ICON, "image/svg+xml")
 }

@@ -80,7 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(explorer::page))
         .route("/explorer", get(explorer::page))
         .route("/explorer.js", get(explorer::script))
-        .route("/explorer.css", get(explorer::style));
+        .route("/explorer.css", get(explorer::style))
+        .route("/favicon.ico", get(explorer::icon));
 
     with_middleware(reads.merge(writes).merge(public), state)
 }

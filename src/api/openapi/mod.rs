@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/explorer"),
     ("get", "/explorer.js"),
     ("get", "/explorer.css"),
+    ("get", "/favicon.ico"),
 ];
 
 const DESCRIPTION: &str = "Block store of the Lucid stack (lucid_blocks chain, PoOT consensus).\n\n\

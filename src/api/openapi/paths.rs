@@ -531,5 +531,10 @@ fn explorer_ops() -> Vec<(&'static str, &'static str, Op)> {
             "/explorer.css",
             asset("getExplorerStyle", "The explorer page's style", "text/css"),
         ),
+        (
+            "get",
+            "/favicon.ico",
+            asset("getIcon", "The explorer page's icon (SVG)", "image/svg+xml"),
+        ),
     ]
 }

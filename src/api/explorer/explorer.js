@@ -1,6 +1,6 @@
 // The explorer page's script. It uses only the public API; chain values are always written
-// with textContent (never as HTML). The live list reads /api/v1/events with fetch, since an
-// EventSource cannot send X-API-Key, and resumes by the last event id itself.
+// with textContent (never as HTML). The live list reads /api/v1/events with fetch, since the
+// browser's own SSE client cannot send X-API-Key, and resumes by the last event id itself.
 "use strict";
 
 const KEY_NAME = "block-manager-read-key";

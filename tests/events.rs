@@ -492,16 +492,25 @@ async fn the_explorer_page_and_its_assets_are_served_under_a_strict_csp() {
         let res = app.get(path).await;
         assert_eq!(res.status(), 200, "{path} is public");
         let h = res.headers();
-        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
         let csp = h["content-security-policy"].to_str().unwrap();
         assert!(csp.starts_with("default-src 'self'"), "{csp}");
         assert!(!csp.contains("unsafe"), "{csp}");
     }
     let page = app.get("/explorer").await.text().await.unwrap();
     assert!(page.contains(r#"<script src="/explorer.js""#));
-    assert!(!page.contains("<script>") && !page.contains("style="), "nothing inline");
+    assert!(
+        !page.contains("<script>") && !page.contains("style="),
+        "nothing inline"
+    );
     let script = app.get("/explorer.js").await.text().await.unwrap();
     assert!(!script.contains("innerHTML"), "chain values are text only");
-    assert!(!script.contains("new EventSource"), "fetch, so the key can be sent");
+    assert!(
+        !script.contains("new EventSource"),
+        "fetch, so the key can be sent"
+    );
     app.stop().await;
 }

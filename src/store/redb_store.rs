@@ -630,7 +630,7 @@ impl BlockStore for RedbStore {
     }
 
     fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError> {
-        self.read(|txn| tables::read_rollback_log(txn))
+        self.read(tables::read_rollback_log)
     }
 }
 

@@ -399,3 +399,30 @@ fn reorg_damping_settings_load_and_bad_ones_name_their_key() {
         Ok(())
     });
 }
+
+#[test]
+fn event_stream_bounds_are_checked_and_name_their_key() {
+    Jail::expect_with(|jail| {
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.api.max_event_streams, 256);
+        assert_eq!(l.config.api.event_keepalive_seconds, 15.0);
+        jail.set_env("BLOCK_MANAGER__API__MAX_EVENT_STREAMS", "0");
+        let e = err(&LoadOptions::default());
+        assert_eq!(
+            e,
+            "invalid BLOCK_MANAGER__API__MAX_EVENT_STREAMS '0': expected 1-65536"
+        );
+        jail.set_env("BLOCK_MANAGER__API__MAX_EVENT_STREAMS", "8");
+        jail.set_env("BLOCK_MANAGER__API__EVENT_KEEPALIVE_SECONDS", "0");
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid BLOCK_MANAGER__API__EVENT_KEEPALIVE_SECONDS '0'"),
+            "{e}"
+        );
+        jail.set_env("BLOCK_MANAGER__API__EVENT_KEEPALIVE_SECONDS", "0.5");
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.api.max_event_streams, 8);
+        assert_eq!(l.config.api.event_keepalive_seconds, 0.5);
+        Ok(())
+    });
+}

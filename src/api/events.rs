@@ -31,8 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Reconnection delay advised to clients (`retry:`), in milliseconds.
 const RETRY_MS: u64 = 2000;
-/// Full blocks read per page; a page is also cut at `api.max_response_bytes`.
+/// Full blocks read per page; a page is also cut at [`PAGE_BYTES`] (or `api.max_response_bytes`
+/// when lower), and always holds at least one block.
 const PAGE_BLOCKS: usize = 100;
+/// Bytes of bodies one stream reads per page. Smaller than a `range` page: every open stream
+/// may be catching up at once, and each holds its page while the client reads it.
+const PAGE_BYTES: usize = 1024 * 1024;
 /// Headers read per page of a `?thin=1` stream.
 const PAGE_HEADERS: usize = 500;
 /// Frames queued between a stream's reader and the connection. Small: the backlog of a slow
@@ -170,7 +174,7 @@ pub async fn stream(
         metrics: state.metrics.clone(),
         ledger: state.ledger.clone(),
         thin,
-        budget: state.config.api.max_response_bytes,
+        budget: state.config.api.max_response_bytes.min(PAGE_BYTES),
         keepalive: Duration::from_secs_f64(state.config.api.event_keepalive_seconds),
         shutdown: state.events.shutdown.clone(),
         tx,
@@ -326,6 +330,8 @@ enum Placed {
         ancestor: Position,
         old_tip: Position,
     },
+    /// It is on the chain after all.
+    OnChain,
     /// The log does not know it.
     Unknown,
 }
@@ -343,7 +349,8 @@ fn place(store: &dyn BlockStore, lost: &Position) -> Result<Placed, StoreError> 
                     ancestor: at,
                     old_tip,
                 },
-                None => Placed::Unknown,
+                // Back on the chain already (a flapping upstream restored it): nothing to undo.
+                None => Placed::OnChain,
             });
         }
         let Some(entry) = log.iter().find(|r| {
@@ -372,6 +379,13 @@ fn resolve(
         .as_ref()
         .map(|t| Position::new(t.height, t.hash.clone()));
     match placed {
+        Placed::OnChain => Ok((
+            None,
+            Cursor {
+                next: lost.height + 1,
+                prev: Some(lost.clone()),
+            },
+        )),
         Placed::Reorg { ancestor, old_tip } => {
             let new_tip = tip_pos.unwrap_or_else(|| ancestor.clone());
             let data = json!({
@@ -589,6 +603,82 @@ mod tests {
         ] {
             assert_eq!(parse_position(bad), None, "{bad}");
         }
+    }
+
+    fn record(height: u64, salt: u64) -> crate::store::BlockRecord {
+        let hash = |h: u64| format!("{h:032x}{salt:032x}");
+        let body = format!(r#"{{"height":{height},"salt":{salt}}}"#);
+        crate::store::BlockRecord {
+            meta: crate::store::BlockMeta {
+                height,
+                hash: hash(height),
+                previous_hash: height.checked_sub(1).map_or("0".repeat(64), hash),
+                merkle_root: "ab".repeat(32),
+                timestamp: "t".into(),
+                timestamp_micros: height as i64,
+                producer: "p".into(),
+                transaction_count: 0,
+                block_size_bytes: body.len() as u64,
+            },
+            tx_ids: Vec::new(),
+            body: body.into_bytes(),
+        }
+    }
+
+    fn blocks(from: u64, to: u64, salt: u64) -> Vec<crate::store::BlockRecord> {
+        (from..=to).map(|h| record(h, salt)).collect()
+    }
+
+    #[test]
+    fn a_lost_position_is_placed_through_stacked_rollbacks_to_a_block_on_the_chain() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store =
+            crate::store::RedbStore::open(&dir.path().join("b.redb"), 1 << 20).expect("open");
+        store.append(&blocks(0, 10, 0)).unwrap();
+        store.rollback_above(7).unwrap();
+        store.append(&blocks(8, 9, 1)).unwrap();
+        store.rollback_above(5).unwrap();
+        store.append(&blocks(6, 12, 2)).unwrap();
+        let at = |h: u64, salt: u64| Position::new(h, record(h, salt).meta.hash);
+
+        // Orphaned by the first rollback, whose ancestor the second one orphaned in turn.
+        match place(&store, &at(10, 0)).unwrap() {
+            Placed::Reorg { ancestor, old_tip } => {
+                assert_eq!(ancestor, at(5, 0));
+                assert_eq!(old_tip, at(10, 0));
+            }
+            _ => panic!("not placed"),
+        }
+        match place(&store, &at(9, 1)).unwrap() {
+            Placed::Reorg { ancestor, old_tip } => {
+                assert_eq!((ancestor, old_tip), (at(5, 0), at(9, 1)));
+            }
+            _ => panic!("not placed"),
+        }
+        assert!(matches!(
+            place(&store, &at(11, 2)).unwrap(),
+            Placed::OnChain
+        ));
+        assert!(matches!(place(&store, &at(4, 9)).unwrap(), Placed::Unknown));
+
+        // Resolved: the reorg event names the ancestor, the depth from the old tip, both tips.
+        let (ev, cursor) = resolve(&store, &at(10, 0), false).unwrap();
+        let ev = ev.expect("a reorg");
+        assert_eq!(ev.kind, "reorg");
+        let text = String::from_utf8(ev.frame.to_vec()).unwrap();
+        let data: serde_json::Value =
+            serde_json::from_str(text.split("data: ").nth(1).unwrap().trim()).unwrap();
+        assert_eq!(data["depth"], 5);
+        assert_eq!(data["new_tip"]["height"], 12);
+        assert_eq!((cursor.next, cursor.prev), (6, Some(at(5, 0))));
+        // An unknown position at or below the tip: resync, going on after the tip.
+        let (ev, cursor) = resolve(&store, &at(4, 9), true).unwrap();
+        assert_eq!(ev.expect("a resync").kind, "resync");
+        assert_eq!(cursor.next, 13);
+        // Past the tip: live, no event.
+        let (ev, cursor) = resolve(&store, &at(40, 9), true).unwrap();
+        assert!(ev.is_none());
+        assert_eq!((cursor.next, cursor.prev), (41, None));
     }
 
     #[test]

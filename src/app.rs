@@ -102,10 +102,17 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn BlockStore>, StartError> {
             "cannot open block store {}: it is in use by another running block-manager (storage.blocks_path / BLOCK_STORAGE_PATH)",
             path.display()
         ))),
-        Err(e @ StoreError::PermissionDenied(_)) => Err(StartError(format!(
-            "cannot open block store {}: {e}; make the data folder writable by this user",
-            path.display()
-        ))),
+        // A host folder given to another user is the usual cause in a container: name the
+        // chown that fixes it; else (root on a read-only volume, say) the generic advice.
+        Err(e @ StoreError::PermissionDenied(_)) => {
+            Err(StartError(match crate::ownership::chown_hint(&path) {
+                Some(hint) => format!("cannot open block store {}: {e}; {hint}", path.display()),
+                None => format!(
+                    "cannot open block store {}: {e}; make the data folder writable by this user",
+                    path.display()
+                ),
+            }))
+        }
         Err(e) => Err(StartError(format!(
             "cannot open block store {}: {e}",
             path.display()
@@ -200,7 +207,12 @@ pub async fn build_state(
                 .saturating_add(crate::quarantine::ENTRY_SLACK),
         )
         .with_index(store.clone())
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_rejects(crate::quarantine::Rejects {
+            keep: v.quarantine_invalid_blocks,
+            log: v.log_validation_errors,
+            log_upstream: config.error_handling.synchronization.log_failed_blocks,
+        }),
     );
     let system = crate::monitoring::SystemView::start(
         &config,
@@ -280,7 +292,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let router = crate::api::router(state.clone());
     let ready = state.ready.clone();
     ready.store(true, Ordering::SeqCst);
-    let grace = Duration::from_secs_f64(config.service.shutdown_grace_seconds);
+    let grace = crate::config::duration(config.service.shutdown_grace_seconds);
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         let stop = token.clone();
@@ -356,10 +368,21 @@ pub async fn signal() {
 
 /// Runs until a signal, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    // Install the handlers before serving: a SIGTERM sent as soon as the port answers must find
+    // them, not the default action (which ends the process undrained, its queued log lines
+    // lost). The first poll of `signal()` installs them.
+    let mut stop = Box::pin(signal());
+    let early = tokio::select! {
+        biased;
+        _ = &mut stop => true,
+        _ = std::future::ready(()) => false,
+    };
     let running = start(config).await?;
     let shutdown = running.shutdown.clone();
     tokio::spawn(async move {
-        signal().await;
+        if !early {
+            stop.await;
+        }
         tracing::info!("signal received");
         shutdown.cancel();
     });

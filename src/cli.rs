@@ -192,8 +192,8 @@ fn probe_addrs(host: &str, port: u16) -> Vec<SocketAddr> {
     }
 }
 
-/// GET /health over a plain socket: no shell, no curl, no TLS needed.
-fn probe(addr: SocketAddr, host: &str, deadline: Instant) -> Result<u16, String> {
+/// GET `path` over a plain socket: no shell, no curl, no TLS needed.
+fn probe(addr: SocketAddr, host: &str, path: &str, deadline: Instant) -> Result<u16, String> {
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
@@ -205,7 +205,7 @@ fn probe(addr: SocketAddr, host: &str, deadline: Instant) -> Result<u16, String>
         .and_then(|()| s.set_write_timeout(Some(left())))
         .map_err(|e| e.to_string())?;
     let req = format!(
-        "GET /health HTTP/1.1\r\nHost: {host}\r\nUser-Agent: block-manager-healthcheck\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: block-manager-healthcheck\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes())
         .map_err(|e| format!("cannot send to {addr}: {e}"))?;
@@ -237,20 +237,27 @@ fn healthcheck(target: &Target, timeout: Option<f64>) -> ExitCode {
     };
     let c = &loaded.config;
     let secs = timeout.unwrap_or(c.healthcheck.timeout_seconds);
-    let deadline = Instant::now()
-        + Duration::from_secs_f64(if secs.is_finite() && secs > 0.0 {
-            secs
-        } else {
-            5.0
-        });
+    let secs = if secs.is_finite() && secs > 0.0 {
+        secs
+    } else {
+        5.0
+    };
+    let deadline = Instant::now() + config::duration(secs);
+    // A path without its leading slash, or with spaces around it, is still the same path.
+    let path = format!("/{}", c.healthcheck.path.trim().trim_start_matches('/'));
     let mut last = String::from("no address to probe");
     for addr in probe_addrs(&c.service.host, c.service.port) {
-        match probe(addr, &format!("{}:{}", addr.ip(), addr.port()), deadline) {
+        match probe(
+            addr,
+            &format!("{}:{}", addr.ip(), addr.port()),
+            &path,
+            deadline,
+        ) {
             Ok(200) => {
-                println!("healthy: {addr} answered 200");
+                println!("healthy: {addr} answered 200 on {path}");
                 return ExitCode::SUCCESS;
             }
-            Ok(code) => last = format!("{addr} answered {code}"),
+            Ok(code) => last = format!("{addr} answered {code} on {path}"),
             Err(e) => last = e,
         }
         if Instant::now() >= deadline {
@@ -271,26 +278,7 @@ fn show(l: &Loaded) {
     );
     for (key, v) in lines {
         let source = config::source_name(&l.figment, &key);
-        let v = redact_url_password(&v);
         println!("{key} = {v}    # {source}");
-    }
-}
-
-/// `scheme://user:secret@host` → `scheme://user:<redacted>@host`: connection URLs of other
-/// services often carry credentials.
-fn redact_url_password(v: &str) -> String {
-    let Some(scheme_end) = v.find("://") else {
-        return v.to_string();
-    };
-    let rest = &v[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:<redacted>{}", &v[..scheme_end + 3], &rest[at..])
-        }
-        None => v.to_string(),
     }
 }
 
@@ -306,7 +294,10 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
                 flatten(&key, child, out);
             }
         }
-        other => out.push((prefix.to_string(), other.to_string())),
+        other => {
+            let leaf = prefix.rsplit('.').next().unwrap_or(prefix);
+            out.push((prefix.to_string(), config::redact::value(leaf, other)));
+        }
     }
 }
 
@@ -324,14 +315,48 @@ fn verify(target: &Target, from: u64, to: Option<u64>) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    let store = match crate::app::open_store(&loaded.config) {
+    // Read-only: checking a store must not change it (a backup, a copy on a read-only volume)
+    let cache = (loaded.config.storage.cache_size_mb as usize)
+        .saturating_mul(1024 * 1024)
+        .max(1024 * 1024);
+    let opened = match crate::store::ReadOnlyStore::open(&file, cache) {
         Ok(s) => s,
+        Err(crate::store::StoreError::AlreadyOpen { .. }) => {
+            eprintln!(
+                "block-manager: cannot open block store {}: it is in use by another running block-manager (storage.blocks_path / BLOCK_STORAGE_PATH); use POST /api/v1/chain/verify on it instead",
+                file.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
-            eprintln!("block-manager: {e}");
+            eprintln!(
+                "block-manager: cannot open block store {}: {e}",
+                file.display()
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match crate::verify::verify(&*store, from, to) {
+    let checked = match &opened {
+        Some(store) => crate::verify::verify(store, from, to),
+        None => {
+            // Not closed cleanly: redb must rewrite its header (its quick repair) before any
+            // read, so this one open writes. On a read-only volume it fails, with the reason.
+            eprintln!(
+                "block-manager: {} was not closed cleanly; opening it writable to let the store recover first",
+                file.display()
+            );
+            match crate::app::open_store(&loaded.config) {
+                Ok(store) => crate::verify::verify(&*store, from, to),
+                Err(e) => {
+                    eprintln!(
+                        "block-manager: {e} (to check a read-only copy, copy it to a writable folder first)"
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    match checked {
         Ok(r) => {
             for e in &r.errors {
                 println!("error: {e}");

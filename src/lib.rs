@@ -17,6 +17,7 @@
 //! - `api`: routes and middleware.
 //! - `app`: start-up, serving, graceful shutdown.
 //! - `cli`: the command line.
+//! - `ownership`: the `chown` that gives a folder of another user back to the service.
 
 pub mod api;
 pub mod app;
@@ -28,6 +29,7 @@ pub mod health;
 pub mod ledger;
 pub mod metrics;
 pub mod monitoring;
+pub mod ownership;
 pub mod quarantine;
 pub mod store;
 pub mod supervise;

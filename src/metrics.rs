@@ -110,6 +110,8 @@ pub struct Metrics {
     pub http_responses_truncated: IntCounterVec,
     /// Blocks offered to the quarantine, by outcome.
     pub quarantine_entries: IntCounterVec,
+    /// Upstream calls retried, by the failure that caused the retry.
+    pub sync_retries: IntCounterVec,
     /// Event streams (`/api/v1/events`) open now.
     pub event_streams_open: IntGauge,
     /// Events written to event streams, by event type (`block`, `reorg`, `resync`).
@@ -324,6 +326,13 @@ impl Metrics {
                 ),
                 &["outcome"]
             )),
+            sync_retries: reg!(IntCounterVec::new(
+                opts(
+                    "sync_retries_total",
+                    "Upstream calls retried, by the failure that caused the retry"
+                ),
+                &["reason"]
+            )),
             event_streams_open: reg!(IntGauge::with_opts(opts(
                 "event_streams_open",
                 "Event streams (/api/v1/events) open now"
@@ -379,6 +388,9 @@ impl Metrics {
         }
         self.http_responses_truncated
             .with_label_values(&[RANGE_ROUTE]);
+        for reason in ["timeout", "server_error", "unreachable"] {
+            self.sync_retries.with_label_values(&[reason]);
+        }
     }
 
     /// The text exposition (format 0.0.4).
@@ -459,6 +471,9 @@ impl Default for Metrics {
     }
 }
 
+/// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
+pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,6 +539,3 @@ mod tests {
         }
     }
 }
-
-/// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
-pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";

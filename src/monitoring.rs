@@ -50,16 +50,29 @@ impl SystemView {
         if !view.enabled {
             return view;
         }
-        let Some(sampler) = view.measure(Sampler::new(store), &metrics).await else {
-            return view;
-        };
+        let mut first = view.measure(Sampler::new(store.clone()), &metrics).await;
         let this = view.clone();
-        tracker.spawn(async move { this.run(sampler, metrics, shutdown).await });
+        let task_metrics = metrics.clone();
+        // Supervised: a sampling run whose measurement panicked ends, and a new run (with a new
+        // sampler) starts after a backoff; the host check shows the figures going stale meanwhile.
+        crate::supervise::spawn(
+            "host_sampler",
+            tracker,
+            shutdown.clone(),
+            metrics,
+            Arc::new(|_| {}),
+            move |alive| {
+                let sampler = first.take().unwrap_or_else(|| Sampler::new(store.clone()));
+                this.clone()
+                    .run(sampler, task_metrics.clone(), shutdown.clone(), alive)
+            },
+        );
         view
     }
 
     /// One sample on a blocking thread; the sampler comes back for the next round, or `None`
-    /// if the measurement panicked (then sampling stops and the health check says so).
+    /// if the measurement panicked (then this sampling run ends and its supervisor starts
+    /// another; the health check shows the figures going stale meanwhile).
     async fn measure(&self, mut sampler: Sampler, metrics: &Metrics) -> Option<Sampler> {
         let done = tokio::task::spawn_blocking(move || {
             let sample = sampler.sample();
@@ -79,7 +92,13 @@ impl SystemView {
         }
     }
 
-    async fn run(self, mut sampler: Sampler, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    async fn run(
+        self,
+        mut sampler: Sampler,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        alive: crate::supervise::Alive,
+    ) {
         let mut wait = self.interval.min(FIRST_REFRESH);
         loop {
             tokio::select! {
@@ -89,7 +108,10 @@ impl SystemView {
             }
             wait = self.interval;
             match self.measure(sampler, &metrics).await {
-                Some(s) => sampler = s,
+                Some(s) => {
+                    sampler = s;
+                    alive.up();
+                }
                 None => return,
             }
         }

@@ -38,6 +38,38 @@ pub struct Quarantine {
     metrics: Option<Arc<Metrics>>,
     // Serialises writers so pruning never races a write of this process.
     lock: Mutex<()>,
+    rejects: Rejects,
+}
+
+/// What happens to a block refused as invalid (`error_handling.validation` and
+/// `error_handling.synchronization` of the errors file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejects {
+    /// Write it to the folder (`quarantine_invalid_blocks`).
+    pub keep: bool,
+    /// Log it at WARNING with height, hash and reason (`log_validation_errors`).
+    pub log: bool,
+    /// Log it so when it came from the upstream (`log_failed_blocks`).
+    pub log_upstream: bool,
+}
+
+impl Default for Rejects {
+    fn default() -> Self {
+        Self {
+            keep: true,
+            log: true,
+            log_upstream: true,
+        }
+    }
+}
+
+/// Where a refused block came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's submit.
+    Api,
+    /// The upstream a follower syncs from.
+    Upstream,
 }
 
 impl Quarantine {
@@ -52,6 +84,7 @@ impl Quarantine {
             index: None,
             metrics: None,
             lock: Mutex::new(()),
+            rejects: Rejects::default(),
         }
     }
 
@@ -79,9 +112,44 @@ impl Quarantine {
         }
     }
 
+    /// The same quarantine, handling invalid blocks as `rejects` says.
+    pub fn with_rejects(mut self, rejects: Rejects) -> Self {
+        self.rejects = rejects;
+        self
+    }
+
+    /// A block refused as invalid: logged and filed as the errors file says. Blocking.
+    pub fn reject(&self, origin: Origin, reason: &str, errors: Value, block: &Value) {
+        let r = self.rejects;
+        if r.log || (origin == Origin::Upstream && r.log_upstream) {
+            // Upstream text is logged as escaped fields, never raw.
+            let field = |k: &str| {
+                block
+                    .get(k)
+                    .map_or_else(|| "-".to_string(), Value::to_string)
+            };
+            tracing::warn!(
+                height = %field("height"),
+                hash = %field("hash"),
+                reason,
+                errors = %errors,
+                "invalid block rejected"
+            );
+        }
+        if r.keep {
+            self.file(reason, errors, block, false);
+        }
+    }
+
     /// Writes one rejected block with why it was refused. Blocking; failures are logged, never
     /// raised: quarantine is a courtesy to operators, not part of the write path.
     pub fn put(&self, reason: &str, errors: Value, block: &Value) {
+        self.file(reason, errors, block, true);
+    }
+
+    /// Files one block; `log` says whether the filing itself is logged (a rejected block was
+    /// already logged by [`Quarantine::reject`] when the errors file asks for it).
+    fn file(&self, reason: &str, errors: Value, block: &Value, log: bool) {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let body = match serde_json::to_vec(block) {
             Ok(b) => b,
@@ -123,11 +191,15 @@ impl Quarantine {
         self.prune(bytes.len() as u64);
         match self.write(&name, &bytes) {
             Ok(()) if whole => {
-                tracing::warn!(file = %name, reason, "block quarantined");
+                if log {
+                    tracing::warn!(file = %name, reason, "block quarantined");
+                }
                 self.count("filed");
             }
             Ok(()) => {
-                tracing::warn!(file = %name, reason, "block quarantined without its body: over the entry cap");
+                if log {
+                    tracing::warn!(file = %name, reason, "block quarantined without its body: over the entry cap");
+                }
                 self.count("filed_without_block");
             }
             Err(e) => {
@@ -500,5 +572,65 @@ mod tests {
             ),
             (2, 1, 1)
         );
+    }
+
+    /// Runs `f` with a subscriber that captures WARN lines; returns them.
+    fn warnings(f: impl FnOnce()) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn rejects_are_filed_and_logged_as_the_errors_file_says() {
+        let block = json!({"height": 9, "hash": "abc"});
+        for (keep, log, log_upstream) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, true),
+            (false, false, false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let q = Quarantine::new(dir.path(), 10, u64::MAX).with_rejects(Rejects {
+                keep,
+                log,
+                log_upstream,
+            });
+            let api = warnings(|| q.reject(Origin::Api, "bad", json!([]), &block));
+            let upstream = warnings(|| q.reject(Origin::Upstream, "bad", json!([]), &block));
+            assert_eq!(q.list().len(), if keep { 2 } else { 0 });
+            assert_eq!(api.len(), usize::from(log), "{api:?}");
+            assert_eq!(
+                upstream.len(),
+                usize::from(log || log_upstream),
+                "{upstream:?}"
+            );
+            for line in api.iter().chain(&upstream) {
+                assert!(line.contains("WARN") && line.contains("height=9"), "{line}");
+                assert!(
+                    line.contains("hash=\"abc\"") && line.contains("reason=\"bad\""),
+                    "{line}"
+                );
+            }
+        }
     }
 }

@@ -4,8 +4,77 @@
 //! Used offline by `block-manager verify` and online by `POST /api/v1/chain/verify`.
 
 use crate::chain;
-use crate::store::{BlockStore, StoreError};
+use crate::store::{BlockMeta, BlockStore, ReadOnlyStore, StoreError};
 use serde::Serialize;
+
+/// The reads a verification makes: the running store's, or a read-only one's (offline).
+pub trait Source {
+    /// The highest stored block.
+    fn tip(&self) -> Result<Option<BlockMeta>, StoreError>;
+    /// The block summary at `height`.
+    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError>;
+    /// The body a read by height serves.
+    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stored bodies ascending from `from`, bounded by count and bytes.
+    fn bodies(&self, from: u64, limit: usize, max_bytes: usize)
+    -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The height of the block with this hash.
+    fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError>;
+    /// Where a transaction is stored.
+    fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError>;
+}
+
+impl<T: BlockStore + ?Sized> Source for T {
+    fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
+        BlockStore::tip(self)
+    }
+    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
+        BlockStore::meta_at(self, height)
+    }
+    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        BlockStore::body_at(self, height)
+    }
+    fn bodies(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        BlockStore::bodies(self, from, limit, max_bytes)
+    }
+    fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
+        BlockStore::height_of_hash(self, hash)
+    }
+    fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
+        BlockStore::tx_location(self, tx_id)
+    }
+}
+
+impl Source for ReadOnlyStore {
+    fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
+        ReadOnlyStore::tip(self)
+    }
+    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
+        ReadOnlyStore::meta_at(self, height)
+    }
+    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        ReadOnlyStore::body_at(self, height)
+    }
+    fn bodies(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        ReadOnlyStore::bodies(self, from, limit, max_bytes)
+    }
+    fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
+        ReadOnlyStore::height_of_hash(self, hash)
+    }
+    fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
+        ReadOnlyStore::tx_location(self, tx_id)
+    }
+}
 
 /// Most problems listed in a report; past that only the count grows.
 const MAX_LISTED: usize = 100;
@@ -32,7 +101,11 @@ pub struct Report {
 }
 
 /// Checks heights `from..=to` (clamped to the tip). An empty store is valid.
-pub fn verify(store: &dyn BlockStore, from: u64, to: Option<u64>) -> Result<Report, StoreError> {
+pub fn verify(
+    store: &(impl Source + ?Sized),
+    from: u64,
+    to: Option<u64>,
+) -> Result<Report, StoreError> {
     let tip = store.tip()?.map(|t| t.height);
     let end = match (tip, to) {
         (Some(t), Some(to)) => to.min(t),
@@ -84,7 +157,7 @@ pub fn verify(store: &dyn BlockStore, from: u64, to: Option<u64>) -> Result<Repo
 }
 
 fn check_one(
-    store: &dyn BlockStore,
+    store: &(impl Source + ?Sized),
     height: u64,
     body: &[u8],
     previous: Option<&str>,

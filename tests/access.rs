@@ -196,7 +196,7 @@ async fn an_auth_failure_is_logged_once_without_the_key() {
         .iter()
         .filter(|l| {
             (l["request_id"] == "auth-fail-1" || l["span"]["request_id"] == "auth-fail-1")
-                && l["level"] == "WARN"
+                && (l["level"] == "WARN" || l["level"] == "WARNING")
         })
         .collect();
     assert_eq!(warned.len(), 1, "{lines:#?}");

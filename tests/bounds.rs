@@ -289,3 +289,98 @@ async fn a_block_with_the_stored_hash_but_another_body_is_a_conflict_not_a_repea
     assert_eq!(stored["producer"], "node1");
     app.stop().await;
 }
+
+/// Every file under `dir`: name, bytes and modification time.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+                meta.modified().unwrap(),
+            )
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+#[test]
+fn offline_verify_reads_the_store_without_writing_a_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_process(dir.path(), &[]);
+    for i in 0..3 {
+        let body = create_body(&format!("ro{i}"), 2);
+        assert_eq!(
+            http_post(p.port, "/api/v1/blocks", &body).map(|r| r.0),
+            Some(201)
+        );
+    }
+    signal(&p, "TERM");
+    assert_eq!(
+        wait_exit(&mut p, std::time::Duration::from_secs(10)),
+        Some(0)
+    );
+    let store = dir.path().join("data/blocks");
+    let before = snapshot(&store);
+    assert!(
+        before.iter().any(|f| f.0 == "blocks.redb"),
+        "{:?}",
+        before.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    let (code, report) = run_verify(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("checked 4 blocks"), "{report}");
+    let after = snapshot(&store);
+    let names = |s: &[(String, Vec<u8>, std::time::SystemTime)]| {
+        s.iter().map(|f| f.0.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&before),
+        names(&after),
+        "verify created or removed files"
+    );
+    for (b, a) in before.iter().zip(&after) {
+        assert!(b.1 == a.1, "verify changed the bytes of {}", b.0);
+        assert_eq!(b.2, a.2, "verify rewrote {}", b.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_through_short_pages() {
+    let upstream = spawn_app(|c| {
+        c.chain.max_block_size_bytes = 100_000;
+        c.api.max_response_bytes = 200_000;
+    })
+    .await;
+    for i in 0..8 {
+        let (s, b) = upstream
+            .post("/api/v1/blocks", &big_block(&format!("f{i}"), 60_000))
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let base = upstream.base.clone();
+    let app = spawn_app(move |c| {
+        c.synchronization.engine_url = Some(base);
+        c.synchronization.poll_interval_seconds = 0.05;
+    })
+    .await;
+    let tip = upstream.get_json("/api/v1/chain/height").await.1;
+    let theirs = tip["block_hash"].clone();
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the follower to reach height 8",
+        || async {
+            let (_, ours) = app.get_json("/api/v1/chain/height").await;
+            (ours["height"] == 8 && ours["block_hash"] == theirs).then_some(())
+        },
+    )
+    .await;
+    assert!(truncated_count(&upstream, "/api/v1/blocks/range").await > 0);
+    app.stop().await;
+    upstream.stop().await;
+}

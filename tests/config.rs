@@ -125,7 +125,10 @@ fn double_underscore_variables_set_any_key_and_named_variables_win() {
         jail.set_env("BLOCK_MANAGER_PORT", "7001");
         let l = load(&LoadOptions::default()).unwrap();
         assert_eq!(l.config.synchronization.fetch_batch_size, 250);
-        assert_eq!(l.config.error_handling.retry.max_attempts, 7);
+        assert_eq!(
+            l.config.error_handling.retry.max_retries, 6,
+            "our older max_attempts counts the first try"
+        );
         assert_eq!(l.config.service.port, 7001);
         Ok(())
     });
@@ -423,6 +426,251 @@ fn event_stream_bounds_are_checked_and_name_their_key() {
         let l = load(&LoadOptions::default()).unwrap();
         assert_eq!(l.config.api.max_event_streams, 8);
         assert_eq!(l.config.api.event_keepalive_seconds, 0.5);
+        Ok(())
+    });
+}
+
+fn retry_value(l: &block_manager::config::Loaded, key: &str) -> serde_json::Value {
+    serde_json::to_value(&l.config).unwrap()["error_handling"]["retry"][key].clone()
+}
+
+#[test]
+fn lucid_max_requests_wins_over_our_requests_with_one_warning() {
+    Jail::expect_with(|jail| {
+        main_file(jail, "rate_limits:\n  max_requests: 5\n")?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.rate_limits.requests, 5);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        main_file(jail, "rate_limits:\n  requests: 7\n  max_requests: 5\n")?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.rate_limits.requests, 5);
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(
+            l.warnings[0].contains("rate_limits.max_requests wins"),
+            "{:?}",
+            l.warnings
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn older_retry_names_are_aliases_and_lucid_names_win_from_any_layer() {
+    Jail::expect_with(|jail| {
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        main_file(jail, "service:\n  name: bm\n")?;
+        jail.create_file(
+            "config/block-manager-errors.yaml",
+            "error_handling:\n  retry:\n    max_attempts: 4\n    initial_delay_seconds: 0.25\n    max_delay_seconds: 9\n    exponential_base: 3\n",
+        )?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(
+            retry_value(&l, "max_retries"),
+            3,
+            "attempts include the first try"
+        );
+        assert_eq!(retry_value(&l, "retry_delay_seconds"), 0.25);
+        assert_eq!(retry_value(&l, "max_backoff_seconds"), 9.0);
+        assert_eq!(retry_value(&l, "backoff_multiplier"), 3.0);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        jail.set_env("BLOCK_MANAGER__ERROR_HANDLING__RETRY__MAX_RETRIES", "1");
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(retry_value(&l, "max_retries"), 1);
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(l.warnings[0].contains("error_handling.retry.max_retries wins"));
+        Ok(())
+    });
+}
+
+#[test]
+fn engine_url_wins_over_the_dependencies_url_with_one_warning_when_they_differ() {
+    Jail::expect_with(|jail| {
+        main_file(
+            jail,
+            "dependencies:\n  blockchain_engine_url: http://engine:8084\n",
+        )?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.upstream(), Some("http://engine:8084"));
+        main_file(
+            jail,
+            "dependencies:\n  blockchain_engine_url: http://engine:8084\nsynchronization:\n  engine_url: http://other:9000\n",
+        )?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.upstream(), Some("http://other:9000"));
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        Ok(())
+    });
+}
+
+#[test]
+fn durations_and_sizes_that_cannot_be_held_are_refused_naming_variable_and_why() {
+    for (var, value, why) in [
+        (
+            "BLOCK_MANAGER__ERROR_HANDLING__RETRY__INITIAL_DELAY_SECONDS",
+            "1e20",
+            "at most 31536000",
+        ),
+        (
+            "BLOCK_MANAGER__ERROR_HANDLING__RETRY__RETRY_DELAY_SECONDS",
+            "-1",
+            "≥ 0",
+        ),
+        (
+            "BLOCK_MANAGER__SERVICE__SHUTDOWN_GRACE_SECONDS",
+            "1e20",
+            "at most",
+        ),
+        (
+            "BLOCK_MANAGER__ERROR_HANDLING__RETRY__MAX_DELAY_SECONDS",
+            "1e300",
+            "at most",
+        ),
+        (
+            "BLOCK_MANAGER__ERROR_HANDLING__BLOCKCHAIN_ENGINE__CIRCUIT_BREAKER__RECOVERY_TIMEOUT_SECONDS",
+            "1e20",
+            "at most",
+        ),
+        (
+            "BLOCK_MANAGER__ERROR_HANDLING__SYNCHRONIZATION__SYNC_BACKOFF_SECONDS",
+            "1e20",
+            "at most",
+        ),
+        (
+            "BLOCK_MANAGER__RATE_LIMITS__WINDOW_SECONDS",
+            "99999999999",
+            "at most",
+        ),
+        (
+            "BLOCK_MANAGER__CHAIN__MAX_FUTURE_SKEW_SECONDS",
+            "99999999999",
+            "at most",
+        ),
+        (
+            "BLOCK_MANAGER__SYNCHRONIZATION__POLL_INTERVAL_SECONDS",
+            "0",
+            "> 0",
+        ),
+        (
+            "BLOCK_MANAGER__ERROR_HANDLING__RETRY__BACKOFF_MULTIPLIER",
+            "1e300",
+            "1 to 1000",
+        ),
+        (
+            "BLOCK_MANAGER__ERROR_HANDLING__RETRY__MAX_RETRIES",
+            "100000",
+            "at most",
+        ),
+        ("BLOCK_MANAGER__API__MAX_BODY_BYTES", "0", "expected 1 to"),
+        (
+            "BLOCK_MANAGER__STORAGE__CACHE_SIZE_MB",
+            "99999999999999",
+            "expected 1 to",
+        ),
+    ] {
+        Jail::expect_with(|jail| {
+            jail.set_env(var, value);
+            let e = err(&LoadOptions::default());
+            assert!(e.contains(var) && e.contains(why), "{var}={value}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+            Ok(())
+        });
+    }
+}
+
+/// `block-manager <args>` with only the test environment and `env`.
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_block-manager"))
+        .current_dir(dir.path())
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("BLOCK_MANAGER_HOST", "127.0.0.1")
+        .env("BLOCK_MANAGER_PORT", "0")
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    )
+}
+
+#[test]
+fn config_check_and_serve_refuse_1e20_seconds_with_exit_2_and_one_line() {
+    for var in [
+        "BLOCK_MANAGER__ERROR_HANDLING__RETRY__INITIAL_DELAY_SECONDS",
+        "BLOCK_MANAGER__SERVICE__SHUTDOWN_GRACE_SECONDS",
+    ] {
+        for args in [&["config", "check"][..], &["serve"][..]] {
+            let (code, out) = run_binary(args, &[(var, "1e20")]);
+            assert_eq!(code, Some(2), "{args:?} {var}: {out}");
+            assert_eq!(out.lines().count(), 1, "{args:?} {var}: {out}");
+            assert!(out.contains(var), "{out}");
+        }
+    }
+}
+
+#[test]
+fn a_refused_url_is_echoed_without_its_credentials_or_query() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "BLOCKCHAIN_ENGINE_URL",
+            "ftp://bob:hunter2@engine:8084/api?token=abc",
+        );
+        let e = err(&LoadOptions::default());
+        assert!(e.contains("BLOCKCHAIN_ENGINE_URL"), "{e}");
+        assert!(!e.contains("hunter2") && !e.contains("abc"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn optional_numbers_are_typed_from_variables_and_substitutions() {
+    Jail::expect_with(|jail| {
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        main_file(jail, "service:\n  name: bm\n")?;
+        jail.create_file(
+            "config/block-manager-errors.yaml",
+            "error_handling:\n  synchronization:\n    sync_backoff_seconds: ${SYNC_BACKOFF:-2.5}\n",
+        )?;
+        jail.set_env(
+            "BLOCK_MANAGER__ERROR_HANDLING__BLOCKCHAIN_ENGINE__MAX_RETRIES",
+            "4",
+        );
+        let l = load(&LoadOptions::default()).unwrap();
+        let e = &l.config.error_handling;
+        assert_eq!(e.blockchain_engine.max_retries, Some(4));
+        assert_eq!(e.synchronization.sync_backoff_seconds, Some(2.5));
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_value_under_a_lucid_name_is_reported_under_that_name() {
+    Jail::expect_with(|jail| {
+        main_file(jail, "rate_limits:\n  max_requests: 0\n")?;
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with(
+                "invalid rate_limits.max_requests '0' (from config/block-manager-config.yaml)"
+            ),
+            "{e}"
+        );
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        main_file(jail, "service:\n  name: bm\n")?;
+        jail.create_file(
+            "config/block-manager-errors.yaml",
+            "error_handling:\n  retry:\n    max_attempts: 5000\n",
+        )?;
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid error_handling.retry.max_attempts '5000'"),
+            "{e}"
+        );
         Ok(())
     });
 }

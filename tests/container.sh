@@ -12,6 +12,12 @@
 #     from the host-built release binary (built here if missing);
 #   - runs docker/docker-compose.yml with a host-network override and checks health, the API,
 #     user, read-only root, writable paths, logs, persistence across down/up and stop time;
+#   - proves the build-time check bites: a broken baked-in config and a binary that cannot run
+#     on the base fail the build, and BUILD_CHECK=0 turns the check off;
+#   - runs Lucid's service entry (docker/lucid/docker-compose.block-manager.yml) with env files
+#     in Lucid's shape and host folders as Lucid's volume script leaves them (owned by the Pi
+#     user): the start-up error names the chown, which makes it healthy; standalone although
+#     .env.core names an engine; blocks survive down/up on the host folders;
 #   - tears everything down in a trap, even on failure, and ends with `N passed, M failed`.
 #
 # Environment: BM_TEST_PORT (default: a free port), BM_TEST_KEEP=1 keeps the temp dir.
@@ -24,6 +30,11 @@ FAILED=0
 IMAGE="lucid-block-manager:container-test"
 BASE_IMAGE="gcr.io/distroless/cc-debian12:nonroot"
 PROJECT="bmcontainertest"
+LUCID_PROJECT="bmlucidtest"
+LUCID_IMAGE="pickme/lucid-block-manager:latest-arm64"
+LUCID_ENTRY="docker/lucid/docker-compose.block-manager.yml"
+# Lucid's healthcheck interval is 30 s: the first probe runs 30 s after start.
+LUCID_HEALTHY_DEADLINE=50
 CONTAINER="block-manager"
 API_KEY="container-test-write-key-$$"
 HEALTHY_DEADLINE=15
@@ -70,12 +81,15 @@ cleanup() {
       if [ ${#COMPOSE[@]} -gt 0 ] && [ -f "$DK/compose.host.yml" ]; then
         compose down -v --remove-orphans
       fi
+      if [ ${#COMPOSE[@]} -gt 0 ] && [ -f "$DK/lucid/compose.yml" ]; then
+        lucid_compose down -v --remove-orphans
+      fi
       local ids
       ids="$(dk ps -aq 2>/dev/null)"
       [ -n "$ids" ] && dk rm -f $ids
       ids="$(dk volume ls -q 2>/dev/null)"
       [ -n "$ids" ] && dk volume rm -f $ids
-      dk rmi -f "$IMAGE" "$IMAGE-buildkit" "$BASE_IMAGE" 2>/dev/null
+      dk rmi -f "$IMAGE" "$IMAGE-buildkit" "$IMAGE-nocheck" "$LUCID_IMAGE" "$BASE_IMAGE" 2>/dev/null
       dk image prune -af 2>/dev/null
     fi
     if [ -n "$DK" ] && [ -f "$DK/pid" ]; then
@@ -165,6 +179,48 @@ for files in "docker/docker-compose.yml" "docker/docker-compose.yml docker/docke
     fail "docker-compose config -q: $files"; printf '%s\n' "$out"
   fi
 done
+# Lucid's entry: Compose reads its env files, so validate it on a Lucid-shaped folder; then check
+# it still is Lucid's entry (same image, env files, folders, network, user) with the two edits.
+LINT_ROOT="$(mktemp -d /tmp/bm-lucid-lint.XXXXXX)"
+mkdir -p "$LINT_ROOT/configs/environment"
+touch "$LINT_ROOT/configs/environment/.env.secrets" "$LINT_ROOT/configs/environment/.env.foundation" \
+      "$LINT_ROOT/configs/environment/.env.core"
+if out="$(LUCID_REPO_ROOT="$LINT_ROOT" MONGODB_URL=mongodb://lint REDIS_URL= BLOCKCHAIN_ENGINE_URL= \
+            docker-compose -f "$ROOT/$LUCID_ENTRY" config -q 2>&1)"; then
+  pass "docker-compose config -q: $LUCID_ENTRY"
+else
+  fail "docker-compose config -q: $LUCID_ENTRY"; printf '%s\n' "$out"
+fi
+if out="$(python3 - "$ROOT/$LUCID_ENTRY" <<'PY' 2>&1
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+s = doc["services"]["block-manager"]
+env = dict(e.split("=", 1) for e in s["environment"])
+root = "${LUCID_REPO_ROOT:-/mnt/myssd/Lucid/Lucid}"
+want = {
+    "image": s["image"] == "pickme/lucid-block-manager:latest-arm64",
+    "env files .env.secrets, .env.foundation, .env.core":
+        s["env_file"] == [f"{root}/configs/environment/.env.{n}" for n in ("secrets", "foundation", "core")],
+    "BLOCK_MANAGER_HOST 0.0.0.0": env.get("BLOCK_MANAGER_HOST", "").endswith("0.0.0.0}"),
+    "BLOCK_MANAGER_URL": env.get("BLOCK_MANAGER_URL", "").endswith("http://block-manager:8086}"),
+    "standalone switch": env.get("BLOCK_MANAGER__SYNCHRONIZATION__ENABLED") == "false",
+    "host folders on /app/data and /app/logs":
+        f"{root}/data/block-manager:/app/data:rw" in s["volumes"] and f"{root}/logs/block-manager:/app/logs:rw" in s["volumes"],
+    "user 65532": str(s["user"]).split(":")[0] == "65532",
+    "read-only root": s["read_only"] is True,
+    "lucid-pi-network, external": s["networks"] == ["lucid-pi-network"] and doc["networks"]["lucid-pi-network"]["external"] is True,
+    "healthcheck runs the binary": s["healthcheck"]["test"] == ["CMD", "/usr/local/bin/block-manager", "healthcheck"],
+}
+bad = [k for k, ok in want.items() if not ok]
+print("; ".join(bad) if bad else "ok")
+sys.exit(1 if bad else 0)
+PY
+)"; then
+  pass "$LUCID_ENTRY is Lucid's entry with the healthcheck and standalone edits"
+else
+  fail "$LUCID_ENTRY: $out"
+fi
+rm -rf "$LINT_ROOT"
 # .env.example names every variable of spec section 6.
 missing=""
 for v in BLOCK_MANAGER_HOST BLOCK_MANAGER_PORT BLOCK_MANAGER_URL BLOCK_STORAGE_PATH BLOCKCHAIN_ENGINE_URL \
@@ -265,19 +321,92 @@ tar --numeric-owner -C "$ROOTFS" -c . | dk import \
 # ------------------------------------------------------------------------------ image
 # The classic builder runs every stage up to the target in file order: this proves the
 # prebuilt stage needs no Rust image.
-if out="$(DOCKER_BUILDKIT=0 dk build -q -f "$ROOT/docker/Dockerfile" --target runtime-prebuilt \
+# --network none: the build-time check needs no network (and this engine has no bridge).
+if out="$(DOCKER_BUILDKIT=0 dk build -q --network none -f "$ROOT/docker/Dockerfile" --target runtime-prebuilt \
             --build-arg "BINARY=$BINARY_ARG" --build-arg "REVISION=container-test" -t "$IMAGE" "$ROOT" 2>&1)"; then
   pass "image built (classic builder, --target runtime-prebuilt)"
 else
   printf '%s\n' "$out" | tail -20
   fatal "docker build --target runtime-prebuilt"
 fi
-if out="$(DOCKER_BUILDKIT=1 dk build -q -f "$ROOT/docker/Dockerfile" --target runtime-prebuilt \
+if out="$(DOCKER_BUILDKIT=1 dk build -q --network none -f "$ROOT/docker/Dockerfile" --target runtime-prebuilt \
             --build-arg "BINARY=$BINARY_ARG" -t "$IMAGE-buildkit" "$ROOT" 2>&1)"; then
   pass "image built (BuildKit, --target runtime-prebuilt)"
 else
   fail "BuildKit build of runtime-prebuilt:"; printf '%s\n' "$out" | tail -20
 fi
+# ------------------------------------------------------------------------------ build check
+# The check ran in the image's build (both RUNs are in its history) and added no bytes.
+hist="$(dk history --no-trunc --format '{{.Size}}|{{.CreatedBy}}' "$IMAGE")"
+check_layers="$(grep -E 'block-manager.{0,4}(--version|config.{0,4}check)' <<<"$hist")"
+if [ "$(grep -c . <<<"$check_layers")" = 2 ] && ! grep -qvE '^0B?\|' <<<"$check_layers"; then
+  pass "build check ran (--version, config check) and added 0 bytes"
+else
+  fail "build check layers in the image history: ${check_layers:-none}"
+fi
+# A minimal build context for --target runtime-prebuilt, to break on purpose.
+bite_context() { # dir
+  mkdir -p "$1/target/release" "$1/docker"
+  cp -r "$ROOT/config" "$1/"
+  cp -r "$ROOT/docker/rootfs" "$1/docker/"
+  cp "$ROOT/.dockerignore" "$1/"
+  cp "$BIN" "$1/target/release/block-manager"
+}
+bite_build() { # dir, builder (0 classic, 1 BuildKit), tag, extra args...; prints the output
+  local ctx="$1" kit="$2" tag="$3"; shift 3
+  # --force-rm: the classic builder keeps a failed step's container otherwise.
+  DOCKER_BUILDKIT="$kit" dk build --force-rm --network none -f "$ROOT/docker/Dockerfile" --target runtime-prebuilt \
+    -t "$tag" "$@" "$ctx" 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
+  return "${PIPESTATUS[0]}"
+}
+BAD_CONFIG="$DK/ctx-bad-config"
+bite_context "$BAD_CONFIG"
+sed -i 's/^\(  port: \).*/\1not-a-port/' "$BAD_CONFIG/config/block-manager-config.yaml"
+if grep -q '^  port: not-a-port' "$BAD_CONFIG/config/block-manager-config.yaml"; then
+  if out="$(bite_build "$BAD_CONFIG" 0 "$IMAGE-bite")"; then
+    fail "a broken baked-in config built anyway"
+  elif grep -q 'port' <<<"$out" && grep -qi 'config' <<<"$out"; then
+    pass "a broken baked-in config fails the build: $(grep -m1 -i 'invalid' <<<"$out" | cut -c1-160)"
+  else
+    fail "broken config: the build failed, but not on the config: $(tail -5 <<<"$out")"
+  fi
+  if out="$(bite_build "$BAD_CONFIG" 1 "$IMAGE-nocheck" --build-arg BUILD_CHECK=0)"; then
+    if dk run --rm --network none "$IMAGE-nocheck" config check >/dev/null 2>&1; then
+      fail "BUILD_CHECK=0 built, but its config is not broken: the bite proves nothing"
+    else
+      pass "BUILD_CHECK=0 (BuildKit) skips the check: the same context builds"
+    fi
+  else
+    fail "BUILD_CHECK=0 did not turn the check off: $(tail -5 <<<"$out")"
+  fi
+  dk rmi -f "$IMAGE-nocheck" >/dev/null 2>&1
+else
+  fail "could not break config/block-manager-config.yaml (no '  port:' line)"
+fi
+# A binary that cannot run on the base: one that needs a library distroless does not have.
+FOREIGN="$(command -v jq)"
+cp "$FOREIGN" "$ROOTFS/.bm-probe"
+if chroot "$ROOTFS" /.bm-probe --version >/dev/null 2>&1; then
+  log "skipped the unrunnable-binary build: $FOREIGN runs on the base"
+  rm -f "$ROOTFS/.bm-probe"
+else
+  rm -f "$ROOTFS/.bm-probe"
+  BAD_BINARY="$DK/ctx-bad-binary"
+  bite_context "$BAD_BINARY"
+  cp "$FOREIGN" "$BAD_BINARY/target/release/block-manager"
+  for kit in 0 1; do
+    if out="$(bite_build "$BAD_BINARY" "$kit" "$IMAGE-bite")"; then
+      fail "a binary that cannot run on the base built anyway (DOCKER_BUILDKIT=$kit)"
+    elif grep -q 'error while loading shared libraries' <<<"$out"; then
+      pass "a binary missing a library on the base fails the build (DOCKER_BUILDKIT=$kit): $(grep -m1 -o 'error while loading shared libraries: [^ ]*' <<<"$out")"
+    else
+      fail "unrunnable binary (DOCKER_BUILDKIT=$kit): the build failed, but why? $(tail -5 <<<"$out")"
+    fi
+  done
+fi
+dk rmi -f "$IMAGE-bite" >/dev/null 2>&1
+rm -rf "$BAD_CONFIG" "${BAD_BINARY:-}"
+
 IMAGE_SIZE="$(dk image inspect -f '{{.Size}}' "$IMAGE")"
 BASE_SIZE="$(dk image inspect -f '{{.Size}}' "$BASE_IMAGE")"
 # The goal is an image under 40 MB. The base here is built from Debian's packages for the
@@ -477,6 +606,189 @@ stop_ms=$(( $(now_ms) - start ))
 exit_code="$(dk inspect -f '{{.State.ExitCode}}' "$CONTAINER" 2>/dev/null)"
 if [ "$stop_ms" -lt 3000 ]; then pass "docker stop in ${stop_ms} ms"; else fail "docker stop took ${stop_ms} ms (limit 3000)"; fi
 if [ "$exit_code" = 0 ]; then pass "exit status 0 after SIGTERM"; else fail "exit status $exit_code after SIGTERM"; dk logs --tail 10 "$CONTAINER" 2>&1; fi
+
+# ------------------------------------------------------------------------------ Lucid's entry
+compose down >/dev/null 2>&1
+# Lucid's own layout: configs/environment/.env.{secrets,foundation,core} and host folders
+# data/block-manager and logs/block-manager that Lucid's volume script gives to the Pi user.
+LROOT="$DK/lucid"
+LPORT="${BM_TEST_LUCID_PORT:-$(free_port)}"
+LUCID_URL="http://127.0.0.1:$LPORT"
+LUCID_KEY="lucid-test-write-key-$$"
+mkdir -p "$LROOT/configs/environment" "$LROOT/data/block-manager" "$LROOT/logs/block-manager"
+chown -R 1000:1000 "$LROOT/data" "$LROOT/logs"
+# Does this binary know the standalone switch (synchronization.enabled)? Then .env.core names an
+# engine, as Lucid's does, to show the switch wins; else it names none (the node is standalone
+# by the env files alone) and the entry's ENABLED=false line is only checked for being there.
+if (cd "$DK" && BLOCK_MANAGER__SYNCHRONIZATION__ENABLED=false "$BIN" config show 2>/dev/null) |
+     grep -Eq '^synchronization\.enabled = false'; then
+  ENGINE_URL="http://127.0.0.1:9"
+  log "standalone switch known: .env.core sets BLOCKCHAIN_ENGINE_URL=$ENGINE_URL"
+else
+  ENGINE_URL=""
+  log "this binary has no synchronization.enabled: .env.core leaves BLOCKCHAIN_ENGINE_URL unset"
+fi
+printf '%s\n' "BLOCK_MANAGER_API_KEY=$LUCID_KEY" "JWT_SECRET_KEY=lucid-test-jwt-secret" \
+  "MONGODB_PASSWORD=lucid-test-mongo-password" > "$LROOT/configs/environment/.env.secrets"
+printf '%s\n' "LUCID_ENV=production" "LUCID_PLATFORM=arm64" \
+  "MONGODB_URL=mongodb://lucid:lucid-test-mongo-password@lucid-mongodb:27017/lucid?authSource=admin" \
+  "REDIS_URL=redis://lucid-redis:6379/0" "LOG_LEVEL=INFO" > "$LROOT/configs/environment/.env.foundation"
+printf '%s\n' "LOG_FORMAT=json" "BLOCKCHAIN_ENGINE_HOST=blockchain-engine" "BLOCKCHAIN_ENGINE_PORT=8084" \
+  "SESSION_ANCHORING_URL=http://session-anchoring:8085" > "$LROOT/configs/environment/.env.core"
+[ -n "$ENGINE_URL" ] && printf 'BLOCKCHAIN_ENGINE_URL=%s\n' "$ENGINE_URL" >> "$LROOT/configs/environment/.env.core"
+# The entry as shipped, with host networking in place of lucid-pi-network (this engine has no
+# bridge, so no network can be made) and so no published port.
+if ! python3 - "$ROOT/$LUCID_ENTRY" "$LROOT/compose.yml" <<'PY'
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+s = doc["services"]["block-manager"]
+s.pop("networks"); s.pop("ports", None)
+s["network_mode"] = "host"
+doc.pop("networks")
+yaml.safe_dump(doc, open(sys.argv[2], "w"), sort_keys=False)
+PY
+then fatal "cannot derive the host-network test file from $LUCID_ENTRY"; fi
+# Compose's own environment, as Lucid's deploy gives it: the entry interpolates these. The
+# service binds loopback here (BLOCK_MANAGER_HOST), not 0.0.0.0: this is a shared host.
+lucid_compose() {
+  env LUCID_REPO_ROOT="$LROOT" MONGODB_URL="mongodb://lucid-mongodb:27017/lucid" REDIS_URL="redis://lucid-redis:6379/0" \
+    BLOCKCHAIN_ENGINE_URL="$ENGINE_URL" BLOCK_MANAGER_HOST=127.0.0.1 BLOCK_MANAGER_PORT="$LPORT" \
+    "${COMPOSE[@]}" -p "$LUCID_PROJECT" -f "$LROOT/compose.yml" "$@"
+}
+lhttp() { # method path [curl args...]
+  local m="$1" p="$2"; shift 2
+  curl -s -o "$DK/body" -w '%{http_code}' --max-time 10 -X "$m" "$@" "$LUCID_URL$p"
+}
+dk tag "$IMAGE" "$LUCID_IMAGE" || fatal "docker tag $LUCID_IMAGE"
+
+# 1. Host folders of the Pi user: start-up stops, and the logs name the chown that fixes it.
+# The hint names the folder as a path on the filesystem it is mounted from (mountinfo's root).
+host_view() { # path -> the same path as the mount's root field shows it
+  local fsroot target rel
+  read -r fsroot target < <(findmnt -n -o FSROOT,TARGET -T "$1")
+  rel="${1#"$target"}"
+  printf '%s\n' "${fsroot%/}/${rel#/}"
+}
+WANT_DATA="chown -R 65532:65532 $(host_view "$LROOT/data/block-manager")"
+WANT_LOGS="chown -R 65532:65532 $(host_view "$LROOT/logs/block-manager")"
+if out="$(lucid_compose up -d --no-build 2>&1)"; then
+  pass "Lucid entry: compose up -d"
+else
+  printf '%s\n' "$out"; fatal "Lucid entry: compose up -d"
+fi
+end=$(( $(now_ms) + 20000 ))
+until dk logs "$CONTAINER" 2>&1 | grep -qF "$WANT_DATA" || [ "$(now_ms)" -ge "$end" ]; do sleep 0.25; done
+logs="$(dk logs "$CONTAINER" 2>&1)"
+if grep -qF "$WANT_DATA" <<<"$logs"; then
+  pass "data folder of the Pi user: docker logs name '$WANT_DATA'"
+else
+  fail "no '$WANT_DATA' in docker logs: $(tail -5 <<<"$logs")"
+fi
+if grep -qF "$WANT_LOGS" <<<"$logs"; then
+  pass "log folder of the Pi user: docker logs name '$WANT_LOGS'"
+else
+  fail "no '$WANT_LOGS' in docker logs: $(grep -m1 'log handler' <<<"$logs")"
+fi
+state="$(dk inspect -f '{{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$CONTAINER" 2>/dev/null)"
+if [ "${state%% *}" = 2 ] || grep -q 'block-manager: cannot open block store' <<<"$logs"; then
+  pass "start-up refused (exit status 2), health '${state#* }'"
+else
+  fail "start-up on folders of the Pi user was not refused (exit, health: $state)"
+fi
+lucid_compose down >/dev/null 2>&1
+
+# 2. The named fix, then the entry comes up healthy by its own healthcheck.
+chown -R 65532:65532 "$LROOT/data/block-manager" "$LROOT/logs/block-manager"
+if out="$(lucid_compose up -d --no-build 2>&1)" && t="$(wait_healthy "$LUCID_HEALTHY_DEADLINE")"; then
+  pass "Lucid entry after the chown: healthy in ${t} ms"
+else
+  printf '%s\n' "${out:-}"; show_container
+  fatal "Lucid entry not healthy within ${LUCID_HEALTHY_DEADLINE} s: ${t:-}"
+fi
+health="$(dk inspect --format='{{json .State.Health}}' "$CONTAINER")"
+if jq -e '.Status == "healthy" and (.Log | length) > 0 and (.Log | last | .ExitCode) == 0' <<<"$health" >/dev/null; then
+  pass "docker inspect .State.Health: healthy, last probe exit 0"
+else
+  fail "docker inspect .State.Health: $health"
+fi
+if [ "$(dk inspect -f '{{json .Config.Healthcheck.Test}}' "$CONTAINER")" = '["CMD","/usr/local/bin/block-manager","healthcheck"]' ]; then
+  pass "Lucid entry's healthcheck is the binary's"
+else
+  fail "Lucid entry's healthcheck: $(dk inspect -f '{{json .Config.Healthcheck}}' "$CONTAINER")"
+fi
+PID="$(dk inspect -f '{{.State.Pid}}' "$CONTAINER")"
+if [ "$(awk '$1 == "Uid:" {print $2 $3}' "/proc/$PID/status")" = 6553265532 ] &&
+   [ "$(awk '$1 == "Gid:" {print $2 $3}' "/proc/$PID/status")" = 6553265532 ] &&
+   [ "$(dk inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$CONTAINER")" = true ]; then
+  pass "Lucid entry: process runs as 65532:65532 on a read-only root"
+else
+  fail "Lucid entry: ids $(grep -E '^(Uid|Gid):' "/proc/$PID/status" | tr '\n' ' ') read-only $(dk inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$CONTAINER")"
+fi
+# Standalone: sync disabled although .env.core (and Compose's environment) name an engine.
+container_env="$(dk inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$CONTAINER")"
+code="$(lhttp GET /api/v1/sync/status)"
+if [ "$code" = 200 ] && [ "$(jq -r '.state' "$DK/body" 2>/dev/null)" = disabled ]; then
+  if [ -n "$ENGINE_URL" ]; then
+    if grep -qx "BLOCKCHAIN_ENGINE_URL=$ENGINE_URL" <<<"$container_env" &&
+       grep -qx 'BLOCK_MANAGER__SYNCHRONIZATION__ENABLED=false' <<<"$container_env"; then
+      pass "standalone although BLOCKCHAIN_ENGINE_URL=$ENGINE_URL: the switch wins (sync state disabled)"
+    else
+      fail "sync disabled, but the container lacks the engine URL or the switch: $(grep -E 'ENGINE|SYNCHRON' <<<"$container_env" | tr '\n' ' ')"
+    fi
+  else
+    pass "standalone (sync state disabled; no engine URL in the env files)"
+  fi
+else
+  fail "GET /api/v1/sync/status: $code $(head -c 300 "$DK/body")"
+fi
+code="$(lhttp GET /health)"
+if [ "$code" = 200 ] && [ "$(jq -r '.status' "$DK/body" 2>/dev/null)" = healthy ]; then
+  pass "GET /health: 200 healthy"
+else
+  fail "GET /health: $code $(head -c 300 "$DK/body")"
+fi
+
+# 3. A block written with the key from .env.secrets lands in the host folder and survives down/up.
+code="$(lhttp POST /api/v1/blocks -H 'Content-Type: application/json' -H "X-API-Key: $LUCID_KEY" --data "$BLOCK_BODY")"
+LHEIGHT="$(jq -r '.height // empty' "$DK/body" 2>/dev/null)"
+LHASH="$(jq -r '.hash // empty' "$DK/body" 2>/dev/null)"
+if [ "$code" = 201 ] && [ -n "$LHEIGHT" ]; then
+  pass "POST /api/v1/blocks with the key from .env.secrets: 201, height $LHEIGHT"
+else
+  fail "POST /api/v1/blocks (Lucid entry): $code $(head -c 300 "$DK/body")"
+fi
+owners="$(find "$LROOT/data/block-manager" "$LROOT/logs/block-manager" -mindepth 1 -printf '%U:%G\n' | sort -u | tr '\n' ' ')"
+if [ -f "$LROOT/data/block-manager/blocks/blocks.redb" ] && [ -s "$LROOT/logs/block-manager/block-manager.log" ] &&
+   [ "$owners" = "65532:65532 " ]; then
+  pass "store and logs in the host folders, all owned by 65532:65532"
+else
+  fail "host folders: $(find "$LROOT/data/block-manager" "$LROOT/logs/block-manager" -printf '%p %U:%G\n' | head -8 | tr '\n' ' ')"
+fi
+if out="$(lucid_compose down 2>&1)" && [ -z "$(dk ps -aq)" ]; then
+  pass "Lucid entry: compose down"
+else
+  fail "Lucid entry: compose down: $out"
+fi
+if out="$(lucid_compose up -d --no-build 2>&1)" && t="$(wait_healthy "$LUCID_HEALTHY_DEADLINE")"; then
+  pass "Lucid entry up again: healthy in ${t} ms"
+else
+  printf '%s\n' "${out:-}"; show_container
+  fatal "Lucid entry not healthy again within ${LUCID_HEALTHY_DEADLINE} s: ${t:-}"
+fi
+if [ -n "$LHEIGHT" ]; then
+  code="$(lhttp GET "/api/v1/blocks/height/$LHEIGHT")"
+  if [ "$code" = 200 ] && [ "$(jq -r '.hash' "$DK/body" 2>/dev/null)" = "$LHASH" ]; then
+    pass "block at height $LHEIGHT survives down/up on the host folder (same hash)"
+  else
+    fail "block at height $LHEIGHT after down/up: $code $(head -c 300 "$DK/body")"
+  fi
+fi
+if dk logs "$CONTAINER" 2>&1 | grep -qE "$LUCID_KEY|lucid-test-mongo-password|lucid-test-jwt-secret"; then
+  fail "a secret from the env files appears in docker logs"
+else
+  pass "no secret from the env files in docker logs"
+fi
+lucid_compose down >/dev/null 2>&1
 
 # ------------------------------------------------------------------------------ report
 log "image size: $IMAGE_SIZE bytes ($(( IMAGE_SIZE / 1024 / 1024 )) MiB, base $BASE_SIZE bytes); binary size: $BIN_SIZE bytes ($(( BIN_SIZE / 1024 / 1024 )) MiB)"

@@ -312,15 +312,6 @@ async fn disabled_metrics_answer_404_in_the_error_shape() {
     assert_eq!(status, 200);
     assert!(health["checks"].get("host").is_none(), "{health}");
     app.stop().await;
-
-    let app = spawn_app(|c| c.monitoring.expose_metrics = false).await;
-    assert_disabled(&app, "/metrics").await;
-    let (status, _) = app.get_json("/api/v1/monitoring/system").await;
-    assert_eq!(
-        status, 200,
-        "host monitoring still runs when only exposure is off"
-    );
-    app.stop().await;
 }
 
 #[tokio::test]

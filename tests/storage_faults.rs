@@ -126,4 +126,51 @@ fn a_read_only_data_folder_stops_start_up_with_a_clear_message() {
         stderr.contains("data/blocks") && stderr.to_lowercase().contains("read-only"),
         "{stderr}"
     );
+    // Root is refused by the volume, not by ownership: no chown would help.
+    assert!(!stderr.contains("chown"), "{stderr}");
+}
+
+#[test]
+fn data_and_log_folders_of_another_user_name_the_chown_that_fixes_them() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("skipped: running the service as another user needs root");
+        return;
+    }
+    // As Lucid's volume script leaves them: the folders exist and belong to someone else (root
+    // here), and the service runs as 65532:65532.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for d in ["data", "logs"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+    }
+    let out = Command::new(binary())
+        .current_dir(&root)
+        .uid(65532)
+        .gid(65532)
+        .env("BLOCK_MANAGER_PORT", free_port().to_string())
+        .env("BLOCK_MANAGER_HOST", "127.0.0.1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let data = format!(
+        "{}/data belongs to 0:0 and block-manager runs as 65532:65532: run `chown -R 65532:65532 {}/data`",
+        root.display(),
+        root.display()
+    );
+    assert!(stderr.contains(&data), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The log folder is not fatal: one console warning, with its own chown.
+    let logs = format!("run `chown -R 65532:65532 {}/logs`", root.display());
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| l.contains("log handler files cannot be written"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stdout}{stderr}");
+    assert_eq!(warnings[0].matches(&logs).count(), 1, "{}", warnings[0]);
 }

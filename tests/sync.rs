@@ -25,10 +25,10 @@ fn fast_follower(c: &mut Config, upstream: &str) {
     c.synchronization.engine_url = Some(upstream.to_string());
     c.synchronization.poll_interval_seconds = 0.05;
     c.synchronization.sync_timeout_seconds = 0.4;
-    c.error_handling.retry.max_attempts = 2;
-    c.error_handling.retry.initial_delay_seconds = 0.02;
-    c.error_handling.retry.max_delay_seconds = 0.1;
-    c.error_handling.retry.exponential_base = 2.0;
+    c.error_handling.retry.max_retries = 1;
+    c.error_handling.retry.retry_delay_seconds = 0.02;
+    c.error_handling.retry.max_backoff_seconds = 0.1;
+    c.error_handling.retry.backoff_multiplier = 2.0;
     let breaker = &mut c.error_handling.blockchain_engine.circuit_breaker;
     breaker.failure_threshold = 1000;
     breaker.recovery_timeout_seconds = 0.3;

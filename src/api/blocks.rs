@@ -310,17 +310,48 @@ pub async fn range(
             .inc();
     }
     let size = bodies.iter().map(Vec::len).sum::<usize>() + envelope_bytes(bodies.len());
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(b"{\"blocks\":[");
-    // Each body is freed once copied, so a page never holds twice its size for long.
+    // Streamed as the stored bodies themselves, not joined into one buffer: a page costs
+    // its size once, not twice, while it is sent.
+    let mut parts = std::collections::VecDeque::with_capacity(2 * bodies.len() + 1);
+    parts.push_back(bytes::Bytes::from_static(b"{\"blocks\":["));
     for (i, b) in bodies.into_iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            parts.push_back(bytes::Bytes::from_static(b","));
         }
-        out.extend_from_slice(&b);
+        parts.push_back(bytes::Bytes::from(b));
     }
-    out.extend_from_slice(b"]}");
-    Ok(short_cache(json_response(StatusCode::OK, out)))
+    parts.push_back(bytes::Bytes::from_static(b"]}"));
+    let stream = tokio_util::io::ReaderStream::with_capacity(Parts(parts), 64 * 1024);
+    let mut res = (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(short_cache(res))
+}
+
+/// A page's pieces read out in order; each is freed once sent.
+struct Parts(std::collections::VecDeque<bytes::Bytes>);
+
+impl tokio::io::AsyncRead for Parts {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while let Some(front) = self.0.front_mut() {
+            if front.is_empty() {
+                self.0.pop_front();
+                continue;
+            }
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front.split_to(n));
+            break;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// GET /api/v1/blocks/headers?from=H&limit=N: headers ascending.
@@ -476,7 +507,12 @@ async fn quarantined(state: &AppState, block: &Value, failures: Vec<chain::Failu
     let errors = serde_json::to_value(&failures).unwrap_or_default();
     let (q, block) = (state.quarantine.clone(), block.clone());
     let _ = tokio::task::spawn_blocking(move || {
-        q.put("rejected by POST /api/v1/blocks/submit", errors, &block)
+        q.reject(
+            crate::quarantine::Origin::Api,
+            "rejected by POST /api/v1/blocks/submit",
+            errors,
+            &block,
+        )
     })
     .await;
     invalid(failures)

@@ -89,7 +89,7 @@ pub fn router(state: AppState) -> Router {
 /// The middleware stack around `routes`: observation, error shaping, panics, compression,
 /// CORS, timeout, rate limit, body limit, and the 404/405 fallbacks.
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
-    let timeout = Duration::from_secs_f64(state.config.api.request_timeout_seconds);
+    let timeout = crate::config::duration(state.config.api.request_timeout_seconds);
     let mut app = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -57,9 +57,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 /// GET /metrics: Prometheus text format 0.0.4.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let m = &state.config.monitoring;
-    if !(m.metrics_enabled && m.expose_metrics) {
+    // Only metrics_enabled decides: Lucid's file sets expose_metrics: false while its
+    // Prometheus scrapes the service, so that key is accepted and unused.
+    if !m.metrics_enabled {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "MON_001")
-            .msg("Metrics are disabled (monitoring.metrics_enabled / expose_metrics)"));
+            .msg("Metrics are disabled (monitoring.metrics_enabled)"));
     }
     let mut res = state.metrics.render().into_response();
     res.headers_mut().insert(
@@ -92,7 +94,11 @@ pub async fn sync_status(State(state): State<AppState>) -> Response {
         None => axum::Json(json!({
             "state": "disabled",
             "mode": "standalone",
-            "message": "No upstream configured (BLOCKCHAIN_ENGINE_URL / synchronization.engine_url)",
+            "message": if state.config.synchronization.enabled {
+                "No upstream configured (BLOCKCHAIN_ENGINE_URL / synchronization.engine_url)"
+            } else {
+                "Sync is switched off (synchronization.enabled: false), whatever the engine URL"
+            },
             "local_height": state.ledger.tip_height(),
         }))
         .into_response(),

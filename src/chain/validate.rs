@@ -136,8 +136,22 @@ pub fn check_block(
             format!("Block too large: {size} bytes"),
         ));
     }
+    // The producer is in every summary and header: unbounded, 2000 headers of a 1 MiB
+    // producer would be a 2 GB answer.
+    if b.producer.chars().count() > MAX_PRODUCER_CHARS {
+        out.push(
+            Failure::new(
+                code::STRUCTURE,
+                format!("Field producer must be at most {MAX_PRODUCER_CHARS} characters"),
+            )
+            .at("producer"),
+        );
+    }
     out
 }
+
+/// Longest accepted producer, in characters.
+pub const MAX_PRODUCER_CHARS: usize = 256;
 
 fn check_transactions(b: &Block, view: &impl ChainView, limits: &Limits, out: &mut Vec<Failure>) {
     let n = b.transactions.len();
@@ -567,5 +581,28 @@ mod lookup_tests {
         let limits = Limits::default();
         check_block(&block, &view, &limits, Timestamp::MIN);
         assert_eq!(view.lookups.get(), 50);
+    }
+
+    #[test]
+    fn a_producer_longer_than_256_characters_is_refused() {
+        let mut block = parse_block(&vectors()["chain"]["block"]).expect("chain vector parses");
+        let view = MemoryChain::default();
+        let limits = Limits::default();
+        block.producer = "p".repeat(257);
+        let failures = check_block(&block, &view, &limits, Timestamp::MIN);
+        assert!(
+            failures.iter().any(
+                |f| f.message == "Field producer must be at most 256 characters"
+                    && f.code == "VAL_001"
+            ),
+            "{failures:?}"
+        );
+        block.producer = "é".repeat(256);
+        let failures = check_block(&block, &view, &limits, Timestamp::MIN);
+        assert!(
+            !failures
+                .iter()
+                .any(|f| f.field.as_deref() == Some("producer"))
+        );
     }
 }

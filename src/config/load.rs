@@ -1,8 +1,8 @@
 //! Figment layers: built-in defaults → main YAML/JSON file → errors file → logging file →
 //! environment → command-line flags; and the one-line errors that stop start-up.
 
-use super::Config;
 use super::subst::{UnsetVar, retype, substitute_tree};
+use super::{Config, MAX_SECONDS, lucid};
 use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde_json::Value;
@@ -132,6 +132,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             Value::from(port),
         ));
     }
+    let (figment, mut warnings) = lucid::resolve_aliases(figment)?;
 
     // An unset `${VAR}` in a required key is an error only if that file's value is what won.
     for (u, source) in &unset {
@@ -153,7 +154,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             ));
         }
     }
-    let warnings = unknown_keys(&figment);
+    let (unused, unused_notices) = lucid::scan(&figment);
+    warnings.extend(unused);
+    warnings.extend(lucid::check_identity(&config, &figment));
+    notices.extend(unused_notices);
     Ok(Loaded {
         config,
         figment,
@@ -181,7 +185,7 @@ fn main_file(opts: &LoadOptions) -> Result<Option<PathBuf>, ConfigError> {
 }
 
 /// One parsed source of settings, with the name errors and `config show` use for it.
-struct Layer {
+pub(super) struct Layer {
     name: String,
     source: Option<PathBuf>,
     value: Value,
@@ -247,7 +251,9 @@ impl Layer {
         })
     }
 
-    fn value(name: &str, key: &str, leaf: Value) -> Self {
+    /// A layer setting only `key`, named `name` (a flag, a variable, or the source of an
+    /// alias).
+    pub(super) fn value(name: &str, key: &str, leaf: Value) -> Self {
         let mut value = Value::Object(Default::default());
         set_path(&mut value, key, leaf);
         Self {
@@ -352,9 +358,19 @@ fn text_keys() -> &'static std::collections::HashSet<String> {
     })
 }
 
+/// Optional numbers: unset by default, so the walk over the defaults cannot tell them from
+/// text.
+const OPTIONAL_NUMBERS: [&str; 2] = [
+    "error_handling.blockchain_engine.max_retries",
+    "error_handling.synchronization.sync_backoff_seconds",
+];
+
 /// Whether `key` (or a section above it, for free-form sections) holds text.
 fn is_text_key(key: &str) -> bool {
     let key = key.split('[').next().unwrap_or(key);
+    if OPTIONAL_NUMBERS.contains(&key) {
+        return false;
+    }
     let keys = text_keys();
     let mut end = key.len();
     loop {
@@ -405,13 +421,23 @@ fn is_env_name(name: &str) -> bool {
 }
 
 /// Phrases a problem with `key` as `invalid <what> '<value>' [in <file>]: <why>`.
-fn invalid(figment: &Figment, key: &str, value: &str, why: &str) -> ConfigError {
+pub(super) fn invalid(figment: &Figment, key: &str, value: &str, why: &str) -> ConfigError {
+    let written = lucid::written_as(figment, key);
+    // An alias is shown as written (`max_attempts: 0`), not as the value it became.
+    let as_written = (written != key)
+        .then(|| figment.find_value(written).ok().map(|v| display_value(&v)))
+        .flatten();
+    let value = as_written.as_deref().unwrap_or(value);
+    let key = written;
     let source = source_name(figment, key);
     // Never echo a secret back, not even a malformed one.
-    let value = if key.ends_with("api_key") {
-        "<redacted>"
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let shown;
+    let value = if super::redact::is_credential_key(leaf) {
+        super::redact::REDACTED
     } else {
-        value
+        shown = super::redact::url(value);
+        shown.as_str()
     };
     if is_env_name(&source) {
         ConfigError(format!("invalid {source} '{value}': {why}"))
@@ -538,6 +564,8 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "expected an ISO 8601 UTC timestamp such as 2024-01-01T00:00:00+00:00",
         ));
     }
+    let r = &c.error_handling.retry;
+    let engine = &c.error_handling.blockchain_engine;
     let positive = [
         (
             "synchronization.poll_interval_seconds",
@@ -555,26 +583,73 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
         ),
         (
             "error_handling.blockchain_engine.request_timeout_seconds",
-            c.error_handling.blockchain_engine.request_timeout_seconds,
+            engine.request_timeout_seconds,
         ),
     ];
     for (key, v) in positive {
-        if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        seconds(f, key, v, false)?;
+    }
+    let zero_allowed = [
+        (
+            "service.shutdown_grace_seconds",
+            c.service.shutdown_grace_seconds,
+        ),
+        (
+            "error_handling.retry.retry_delay_seconds",
+            r.retry_delay_seconds,
+        ),
+        (
+            "error_handling.retry.max_backoff_seconds",
+            r.max_backoff_seconds,
+        ),
+        (
+            "error_handling.blockchain_engine.circuit_breaker.recovery_timeout_seconds",
+            engine.circuit_breaker.recovery_timeout_seconds,
+        ),
+        (
+            "error_handling.synchronization.sync_backoff_seconds",
+            c.error_handling
+                .synchronization
+                .sync_backoff_seconds
+                .unwrap_or(0.0),
+        ),
+    ];
+    for (key, v) in zero_allowed {
+        seconds(f, key, v, true)?;
+    }
+    let whole_seconds = [
+        ("rate_limits.window_seconds", c.rate_limits.window_seconds),
+        (
+            "chain.max_future_skew_seconds",
+            c.chain.max_future_skew_seconds,
+        ),
+    ];
+    for (key, v) in whole_seconds {
+        seconds(f, key, v as f64, true)?;
+    }
+    if !(r.backoff_multiplier.is_finite() && (1.0..=1000.0).contains(&r.backoff_multiplier)) {
+        return Err(invalid(
+            f,
+            "error_handling.retry.backoff_multiplier",
+            &r.backoff_multiplier.to_string(),
+            "expected a number from 1 to 1000",
+        ));
+    }
+    for (key, v) in [
+        ("error_handling.retry.max_retries", Some(r.max_retries)),
+        (
+            "error_handling.blockchain_engine.max_retries",
+            engine.max_retries,
+        ),
+    ] {
+        if let Some(v) = v.filter(|v| *v > MAX_RETRIES) {
             return Err(invalid(
                 f,
                 key,
                 &v.to_string(),
-                "expected a positive number of seconds",
+                &format!("expected at most {MAX_RETRIES} retries"),
             ));
         }
-    }
-    if !(c.service.shutdown_grace_seconds.is_finite() && c.service.shutdown_grace_seconds >= 0.0) {
-        return Err(invalid(
-            f,
-            "service.shutdown_grace_seconds",
-            &c.service.shutdown_grace_seconds.to_string(),
-            "expected seconds ≥ 0",
-        ));
     }
     if !(1..=1000).contains(&c.synchronization.fetch_batch_size) {
         return Err(invalid(
@@ -601,29 +676,49 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "expected seconds ≥ 0 (0 turns damping off)",
         ));
     }
-    if c.rate_limits.enabled && (c.rate_limits.requests == 0 || c.rate_limits.window_seconds == 0) {
+    if c.rate_limits.enabled && c.rate_limits.requests == 0 {
         return Err(invalid(
             f,
             "rate_limits.requests",
-            &c.rate_limits.requests.to_string(),
-            "expected requests ≥ 1 and window_seconds ≥ 1",
-        ));
-    }
-    if c.api.max_body_bytes == 0 {
-        return Err(invalid(
-            f,
-            "api.max_body_bytes",
             "0",
-            "expected a positive size",
+            "expected requests ≥ 1 (or rate_limits.enabled: false)",
         ));
     }
-    if c.chain.max_transactions_per_block == 0 || c.chain.max_block_size_bytes == 0 {
+    if c.rate_limits.enabled && c.rate_limits.window_seconds == 0 {
         return Err(invalid(
             f,
+            "rate_limits.window_seconds",
+            "0",
+            "expected seconds ≥ 1 (or rate_limits.enabled: false)",
+        ));
+    }
+    let sizes = [
+        ("api.max_body_bytes", c.api.max_body_bytes as u64, MAX_BYTES),
+        (
+            "chain.max_block_size_bytes",
+            c.chain.max_block_size_bytes as u64,
+            MAX_BYTES,
+        ),
+        (
             "chain.max_transactions_per_block",
-            "0",
-            "chain limits must be positive",
-        ));
+            c.chain.max_transactions_per_block as u64,
+            1_000_000,
+        ),
+        (
+            "storage.cache_size_mb",
+            c.storage.cache_size_mb.max(1),
+            MAX_CACHE_MB,
+        ),
+    ];
+    for (key, v, max) in sizes {
+        if v == 0 || v > max {
+            return Err(invalid(
+                f,
+                key,
+                &v.to_string(),
+                &format!("expected 1 to {max}"),
+            ));
+        }
     }
     // One block must always fit in a page (a page is never empty), with room for the
     // envelope around it.
@@ -641,18 +736,12 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if c.error_handling.retry.max_attempts == 0
-        || c.error_handling
-            .blockchain_engine
-            .circuit_breaker
-            .failure_threshold
-            == 0
-    {
+    if engine.circuit_breaker.failure_threshold == 0 {
         return Err(invalid(
             f,
-            "error_handling.retry.max_attempts",
+            "error_handling.blockchain_engine.circuit_breaker.failure_threshold",
             "0",
-            "retry attempts and failure_threshold must be ≥ 1",
+            "expected failures ≥ 1",
         ));
     }
     if let Err((entry, why)) = super::parse_cidrs(&c.api.trusted_proxies) {
@@ -680,6 +769,7 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             invalid(f, &key, &value, &why)
         });
     }
+    lucid::check_routes(c, f)?;
     Ok(())
 }
 
@@ -745,37 +835,28 @@ fn validate_sync_budget(c: &Config, f: &Figment) -> Result<(), ConfigError> {
 /// beyond any sensible setting, while staying inside the limiter's 32-bit slot numbers.
 const MAX_CLIENTS: usize = 16 * 1024 * 1024;
 
-/// Keys under our own sections that no setting reads: warned once, never fatal.
-fn unknown_keys(figment: &Figment) -> Vec<String> {
-    let known = serde_json::to_value(Config::default()).unwrap_or_default();
-    let merged: Value = figment.extract().unwrap_or_default();
-    let own = [
-        "service",
-        "storage",
-        "chain",
-        "synchronization",
-        "api",
-        "rate_limits",
-        "security",
-        "monitoring",
-        "cors",
-        "healthcheck",
-    ];
-    let mut out = Vec::new();
-    for section in own {
-        if let (Some(Value::Object(have)), Some(Value::Object(want))) =
-            (merged.get(section), known.get(section))
-        {
-            for key in have.keys().filter(|k| !want.contains_key(*k)) {
-                let path = format!("{section}.{key}");
-                out.push(format!(
-                    "unknown config key {path} (from {}) is ignored",
-                    source_name(figment, &path)
-                ));
-            }
-        }
-    }
-    out
+/// Most retries of one call: beyond this a failing upstream would hold a round for hours.
+const MAX_RETRIES: u32 = 100;
+/// Largest body, block or response size a setting may name: 1 GiB.
+const MAX_BYTES: u64 = 1 << 30;
+/// Largest store cache, in MiB (64 GiB): more than any host this runs on.
+const MAX_CACHE_MB: u64 = 64 * 1024;
+
+/// Checks that `v` seconds is a duration the program can hold: finite, not negative (and
+/// not zero unless `zero_ok`), at most a year.
+fn seconds(f: &Figment, key: &str, v: f64, zero_ok: bool) -> Result<(), ConfigError> {
+    let why = if !v.is_finite() {
+        "seconds must be a finite number"
+    } else if v < 0.0 {
+        "seconds must be ≥ 0"
+    } else if v == 0.0 && !zero_ok {
+        "seconds must be > 0"
+    } else if v > MAX_SECONDS {
+        "seconds must be at most 31536000 (one year)"
+    } else {
+        return Ok(());
+    };
+    Err(invalid(f, key, &v.to_string(), why))
 }
 
 /// Room a response needs beyond one block's bytes for its envelope (`{"blocks":[...]}`),

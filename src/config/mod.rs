@@ -5,6 +5,8 @@
 
 mod cidr;
 mod load;
+mod lucid;
+pub mod redact;
 mod subst;
 
 pub use cidr::{Cidr, parse_all as parse_cidrs};
@@ -14,6 +16,23 @@ pub use subst::{UnsetVar, expand, substitute_tree};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
+
+/// The longest duration any setting may ask for: one year. Longer is a typo or a unit
+/// mix-up, and it keeps every conversion into a `Duration` or a timer deadline in range.
+pub const MAX_SECONDS: f64 = 86_400.0 * 365.0;
+
+/// `secs` as a `Duration`, never panicking: negative or NaN is zero, and anything past
+/// [`MAX_SECONDS`] (infinity included) is `MAX_SECONDS`. Validation refuses such values at
+/// start-up; this keeps code that converts them safe regardless.
+pub fn duration(secs: f64) -> Duration {
+    let secs = if secs.is_nan() {
+        0.0
+    } else {
+        secs.clamp(0.0, MAX_SECONDS)
+    };
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
+}
 
 /// A secret value: never printed by `Debug`, and serialized redacted (for `config show`).
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -53,7 +72,9 @@ impl Serialize for Secret {
 pub struct Config {
     /// Identity and binding of the service.
     pub service: ServiceConfig,
-    /// Other Lucid services (accepted for compatibility; the store is embedded).
+    /// Other Lucid services, passed through: `blockchain_engine_url` and `healthcheck.path` /
+    /// `.timeout_seconds` are read (as `synchronization.engine_url` and `healthcheck.*`); the
+    /// rest is accepted (MongoDB and Redis URLs: one info line each, the store is embedded).
     pub dependencies: serde_json::Value,
     /// Where blocks are kept.
     pub storage: StorageConfig,
@@ -177,7 +198,8 @@ impl Default for ChainConfig {
 #[serde(default)]
 pub struct LoggingConfig {
     /// Root level (`LOG_LEVEL`): TRACE, DEBUG, INFO, WARNING, ERROR. The logging file's
-    /// `root.level` wins over this one; `LOG_LEVEL` wins over both.
+    /// `root.level` wins over this one; `LOG_LEVEL` wins over both, and over the file's
+    /// `loggers.*.level` too.
     pub level: String,
     /// Formatter of handlers that name none: standard, detailed, json, or a formatter of the
     /// logging file. `LOG_FORMAT` (env) sets the console's formatter over any file.
@@ -298,6 +320,10 @@ pub struct ApiConfig {
     /// past it the page ends early, with at least one block, and the client asks again from
     /// the next height. Must be at least `chain.max_block_size_bytes` + 64 KiB.
     pub max_response_bytes: usize,
+    /// Lucid's `api.base_path`, checked: it must be `/api/v1`, the prefix we serve.
+    pub base_path: String,
+    /// Lucid's `api.blocks.*` route table, checked against the routes we serve.
+    pub blocks: BlockRoutes,
     /// Most event streams (`/api/v1/events`) open at once in this process; past it a new one
     /// answers 503 `SRV_003` with `Retry-After`. Each stream also holds a connection.
     pub max_event_streams: usize,
@@ -313,8 +339,39 @@ impl Default for ApiConfig {
             request_timeout_seconds: 30.0,
             trusted_proxies: Vec::new(),
             max_response_bytes: 8 * 1024 * 1024,
+            base_path: "/api/v1".into(),
+            blocks: BlockRoutes::default(),
             max_event_streams: 256,
             event_keepalive_seconds: 15.0,
+        }
+    }
+}
+
+/// `api.blocks`: where Lucid's file says the block routes are (below `base_path`). Checked at
+/// start-up: clients are written against these, so a file naming other paths is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BlockRoutes {
+    /// The block list (`/blocks/`).
+    pub list: String,
+    /// One block by hash or height (`/blocks/{block_id}`).
+    pub by_id: String,
+    /// One block by height (`/blocks/height/{height}`).
+    pub by_height: String,
+    /// The tip block (`/blocks/latest`).
+    pub latest: String,
+    /// Validation without storing (`/blocks/validate`).
+    pub validate: String,
+}
+
+impl Default for BlockRoutes {
+    fn default() -> Self {
+        Self {
+            list: "/blocks/".into(),
+            by_id: "/blocks/{block_id}".into(),
+            by_height: "/blocks/height/{height}".into(),
+            latest: "/blocks/latest".into(),
+            validate: "/blocks/validate".into(),
         }
     }
 }
@@ -379,16 +436,22 @@ pub struct SecurityConfig {
     pub read_api_key: Secret,
     /// Require a key for reads too.
     pub require_read_auth: bool,
+    /// User the process is meant to run as (name or uid; Lucid's image uses 65532). Checked
+    /// softly: running as another user warns once at start-up.
+    #[serde(deserialize_with = "lucid::name_or_id")]
+    pub user: Option<String>,
+    /// Group the process is meant to run as (name or gid); checked softly, as `user`.
+    #[serde(deserialize_with = "lucid::name_or_id")]
+    pub group: Option<String>,
 }
 
 /// `monitoring` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MonitoringConfig {
-    /// Collect metrics.
+    /// Collect and serve metrics: off → `/metrics` and `/api/v1/monitoring/system` answer
+    /// 404 `MON_001` and the host is not sampled.
     pub metrics_enabled: bool,
-    /// Serve `/metrics` (off → 404).
-    pub expose_metrics: bool,
     /// Seconds between host samples (CPU, memory, disk, network).
     pub system_sample_interval_seconds: f64,
 }
@@ -397,7 +460,6 @@ impl Default for MonitoringConfig {
     fn default() -> Self {
         Self {
             metrics_enabled: true,
-            expose_metrics: true,
             system_sample_interval_seconds: 5.0,
         }
     }
@@ -415,14 +477,19 @@ pub struct CorsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HealthcheckConfig {
-    /// Seconds `block-manager healthcheck` waits for an answer.
+    /// Seconds `block-manager healthcheck` waits for an answer (Lucid's
+    /// `dependencies.healthcheck.timeout_seconds` sets it too).
     pub timeout_seconds: f64,
+    /// Path `block-manager healthcheck` probes; exit 0 only on 200 (Lucid's
+    /// `dependencies.healthcheck.path` sets it too).
+    pub path: String,
 }
 
 impl Default for HealthcheckConfig {
     fn default() -> Self {
         Self {
             timeout_seconds: 5.0,
+            path: "/health".into(),
         }
     }
 }
@@ -441,8 +508,8 @@ pub struct ErrorHandling {
     pub mongodb: serde_json::Value,
     /// Accepted for compatibility.
     pub block_storage: serde_json::Value,
-    /// Accepted for compatibility.
-    pub synchronization: serde_json::Value,
+    /// Spacing of failed sync rounds and logging of the blocks they refuse.
+    pub synchronization: SyncErrorPolicy,
     /// Accepted for compatibility.
     pub recovery: serde_json::Value,
     /// Accepted for compatibility.
@@ -451,27 +518,35 @@ pub struct ErrorHandling {
     pub degradation: serde_json::Value,
 }
 
-/// `error_handling.retry`.
+/// `error_handling.retry` (Lucid's names; our earlier `max_attempts`, `initial_delay_seconds`,
+/// `max_delay_seconds`, `exponential_base` are accepted as aliases).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RetryPolicy {
-    /// Attempts per upstream call, first one included.
-    pub max_attempts: u32,
-    /// Delay before the first retry, seconds.
-    pub initial_delay_seconds: f64,
-    /// Longest delay between retries, seconds.
-    pub max_delay_seconds: f64,
-    /// Growth of the delay per retry.
-    pub exponential_base: f64,
+    /// Off → every upstream call is tried once.
+    pub enabled: bool,
+    /// Retries after the first try (0 = none; attempts = `max_retries` + 1).
+    /// `blockchain_engine.max_retries` overrides it for the upstream.
+    pub max_retries: u32,
+    /// Wait before the first retry, seconds.
+    pub retry_delay_seconds: f64,
+    /// On → the wait grows by `backoff_multiplier` per retry; off → it stays constant.
+    pub exponential_backoff: bool,
+    /// Growth of the wait per retry.
+    pub backoff_multiplier: f64,
+    /// Longest wait between retries, seconds.
+    pub max_backoff_seconds: f64,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
-            initial_delay_seconds: 0.5,
-            max_delay_seconds: 30.0,
-            exponential_base: 2.0,
+            enabled: true,
+            max_retries: 2,
+            retry_delay_seconds: 0.5,
+            exponential_backoff: true,
+            backoff_multiplier: 2.0,
+            max_backoff_seconds: 30.0,
         }
     }
 }
@@ -484,6 +559,12 @@ pub struct EnginePolicy {
     pub request_timeout_seconds: f64,
     /// Circuit breaker.
     pub circuit_breaker: CircuitPolicy,
+    /// Retry an upstream call that timed out.
+    pub retry_on_timeout: bool,
+    /// Retry an upstream call answered with a 5xx (or 429).
+    pub retry_on_5xx: bool,
+    /// Retries of an upstream call after the first try; unset → `retry.max_retries`.
+    pub max_retries: Option<u32>,
 }
 
 impl Default for EnginePolicy {
@@ -491,6 +572,9 @@ impl Default for EnginePolicy {
         Self {
             request_timeout_seconds: 30.0,
             circuit_breaker: CircuitPolicy::default(),
+            retry_on_timeout: true,
+            retry_on_5xx: true,
+            max_retries: None,
         }
     }
 }
@@ -505,6 +589,8 @@ pub struct CircuitPolicy {
     pub recovery_timeout_seconds: f64,
     /// Trial calls allowed while half-open.
     pub half_open_max_calls: u32,
+    /// Off → the circuit never opens: failed rounds only back off.
+    pub enabled: bool,
 }
 
 impl Default for CircuitPolicy {
@@ -513,6 +599,7 @@ impl Default for CircuitPolicy {
             failure_threshold: 5,
             recovery_timeout_seconds: 30.0,
             half_open_max_calls: 1,
+            enabled: true,
         }
     }
 }
@@ -527,6 +614,11 @@ pub struct ValidationPolicy {
     pub quarantine_max_files: usize,
     /// Most bytes kept in quarantine.
     pub quarantine_max_bytes: u64,
+    /// Off → blocks rejected as invalid (API submits, upstream blocks) are not written to the
+    /// quarantine folder; fork orphans still are.
+    pub quarantine_invalid_blocks: bool,
+    /// Log each rejected block at WARNING with its height, hash and reason.
+    pub log_validation_errors: bool,
 }
 
 impl Default for ValidationPolicy {
@@ -535,6 +627,29 @@ impl Default for ValidationPolicy {
             quarantine_path: "data/quarantine".into(),
             quarantine_max_files: 1000,
             quarantine_max_bytes: 64 * 1024 * 1024,
+            quarantine_invalid_blocks: true,
+            log_validation_errors: true,
+        }
+    }
+}
+
+/// `error_handling.synchronization` (errors file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncErrorPolicy {
+    /// First wait after a failed sync round, seconds (then growing as `retry` says); unset →
+    /// `retry.retry_delay_seconds`.
+    pub sync_backoff_seconds: Option<f64>,
+    /// Log each invalid upstream block at WARNING with its height, hash and reason (also when
+    /// `validation.log_validation_errors` is off).
+    pub log_failed_blocks: bool,
+}
+
+impl Default for SyncErrorPolicy {
+    fn default() -> Self {
+        Self {
+            sync_backoff_seconds: None,
+            log_failed_blocks: true,
         }
     }
 }
@@ -635,6 +750,6 @@ impl Config {
                 .blockchain_engine
                 .request_timeout_seconds,
         );
-        std::time::Duration::from_secs_f64(secs.max(0.001))
+        duration(secs).max(Duration::from_millis(1))
     }
 }

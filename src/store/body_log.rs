@@ -99,6 +99,26 @@ impl BodyLog {
         };
         let data = open(&data_path)?;
         let index = open(&sibling(store, "bodies-index"))?;
+        Self::over(data, index, data_path, persisted, next, true)
+    }
+
+    /// Opens an existing log for reads only (no file is created or written, no thread
+    /// started), trusting it as [`BodyLog::open`] would.
+    pub(super) fn open_read_only(store: &Path, persisted: u64, next: u64) -> io::Result<Self> {
+        let data_path = sibling(store, "bodies");
+        let data = File::open(&data_path)?;
+        let index = File::open(sibling(store, "bodies-index"))?;
+        Self::over(data, index, data_path, persisted, next, false)
+    }
+
+    fn over(
+        data: File,
+        index: File,
+        data_path: PathBuf,
+        persisted: u64,
+        next: u64,
+        syncing: bool,
+    ) -> io::Result<Self> {
         // The last trusted entry decides where new bodies go, so it must be sound; files cut,
         // replaced or damaged there are not trusted at all (later commits rebuild them).
         let mut trusted = persisted.min(next);
@@ -123,11 +143,15 @@ impl BodyLog {
             }),
             wake: Condvar::new(),
         });
-        let syncer = {
+        let syncer = if syncing {
             let files = Arc::clone(&files);
-            std::thread::Builder::new()
-                .name("body-log-sync".into())
-                .spawn(move || files.sync_until_stopped())?
+            Some(
+                std::thread::Builder::new()
+                    .name("body-log-sync".into())
+                    .spawn(move || files.sync_until_stopped())?,
+            )
+        } else {
+            None
         };
         Ok(Self {
             files,
@@ -135,7 +159,7 @@ impl BodyLog {
                 persisted,
                 failing: false,
             }),
-            syncer: Some(syncer),
+            syncer,
             data_path,
         })
     }

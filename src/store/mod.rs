@@ -23,6 +23,7 @@ mod codec;
 mod database;
 mod failure;
 mod listing;
+mod read_only;
 mod redb_store;
 mod tables;
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub mod tip;
 
 use std::path::Path;
 
+pub use read_only::ReadOnlyStore;
 pub use redb_store::{OpenReport, RedbStore};
 
 /// Version of the store's own layout (tables and encodings), kept in the meta table. A file

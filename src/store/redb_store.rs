@@ -401,35 +401,7 @@ impl BlockStore for RedbStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.read(|txn| {
-            let bodies = txn.open_table(tables::BODIES)?;
-            let mut out: Vec<Vec<u8>> = Vec::with_capacity(limit.min(1024));
-            let mut current = None;
-            // Bytes of the bodies before the last one in `out`.
-            let mut kept = 0usize;
-            for row in bodies.range((from, 0)..)? {
-                let (key, chunk) = row?;
-                let (height, _) = key.value();
-                if current != Some(height) {
-                    if out.len() == limit {
-                        break;
-                    }
-                    kept += out.last().map_or(0, Vec::len);
-                    current = Some(height);
-                    out.push(Vec::new());
-                }
-                if let Some(body) = out.last_mut() {
-                    body.extend_from_slice(chunk.value());
-                    // Over the budget: drop the body being read (unless it is the first, which
-                    // is served whatever its size) and read no further.
-                    if kept + body.len() > max_bytes && out.len() > 1 {
-                        out.pop();
-                        break;
-                    }
-                }
-            }
-            Ok(out)
-        })
+        self.read(|txn| read_bodies(txn, from, limit, max_bytes))
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
@@ -688,4 +660,40 @@ fn not_contiguous(expected: u64, got: u64) -> Fault {
 
 fn closed() -> StoreError {
     StoreError::Unavailable("the store file could not be reopened after an I/O failure".into())
+}
+
+/// [`BlockStore::bodies`] inside a read transaction.
+pub(super) fn read_bodies(
+    txn: &ReadTransaction,
+    from: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Outcome<Vec<Vec<u8>>> {
+    let bodies = txn.open_table(tables::BODIES)?;
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(limit.min(1024));
+    let mut current = None;
+    // Bytes of the bodies before the last one in `out`.
+    let mut kept = 0usize;
+    for row in bodies.range((from, 0)..)? {
+        let (key, chunk) = row?;
+        let (height, _) = key.value();
+        if current != Some(height) {
+            if out.len() == limit {
+                break;
+            }
+            kept += out.last().map_or(0, Vec::len);
+            current = Some(height);
+            out.push(Vec::new());
+        }
+        if let Some(body) = out.last_mut() {
+            body.extend_from_slice(chunk.value());
+            // Over the budget: drop the body being read (unless it is the first, which is
+            // served whatever its size) and read no further.
+            if kept + body.len() > max_bytes && out.len() > 1 {
+                out.pop();
+                break;
+            }
+        }
+    }
+    Ok(out)
 }

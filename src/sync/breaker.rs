@@ -1,7 +1,8 @@
 //! The circuit breaker in front of the upstream: after `failure_threshold` consecutive failed
 //! rounds it opens and no call is made for `recovery_timeout_seconds`; then it lets
 //! `half_open_max_calls` trial rounds through, closing on the first success and opening again
-//! on a failure. Pure state: callers pass the clock in, so it is tested without waiting.
+//! on a failure. With `circuit_breaker.enabled: false` it never opens (failures are still
+//! counted). Pure state: callers pass the clock in, so it is tested without waiting.
 
 use crate::config::CircuitPolicy;
 use std::time::{Duration, Instant};
@@ -52,22 +53,24 @@ pub struct Breaker {
     half_open_max: u32,
     phase: Phase,
     failures: u32,
+    enabled: bool,
 }
 
 impl Breaker {
     /// A closed breaker with this policy (a zero threshold or trial count counts as one).
     pub fn new(policy: &CircuitPolicy) -> Self {
         let recovery = if policy.recovery_timeout_seconds.is_finite() {
-            policy.recovery_timeout_seconds.max(0.0)
+            policy.recovery_timeout_seconds
         } else {
             30.0
         };
         Self {
             threshold: policy.failure_threshold.max(1),
-            recovery: Duration::from_secs_f64(recovery),
+            recovery: crate::config::duration(recovery),
             half_open_max: policy.half_open_max_calls.max(1),
             phase: Phase::Closed,
             failures: 0,
+            enabled: policy.enabled,
         }
     }
 
@@ -99,12 +102,14 @@ impl Breaker {
     /// trial.
     pub fn on_failure(&mut self, now: Instant) {
         self.failures = self.failures.saturating_add(1);
-        let open = match self.phase {
-            Phase::HalfOpen { .. } => true,
-            Phase::Closed => self.failures >= self.threshold,
-            Phase::Open { .. } => false,
-        };
+        let open = self.enabled
+            && match self.phase {
+                Phase::HalfOpen { .. } => true,
+                Phase::Closed => self.failures >= self.threshold,
+                Phase::Open { .. } => false,
+            };
         if open {
+            // `recovery` is at most a year (config::duration), so this cannot overflow.
             self.phase = Phase::Open {
                 until: now + self.recovery,
             };
@@ -135,7 +140,25 @@ mod tests {
             failure_threshold: threshold,
             recovery_timeout_seconds: recovery,
             half_open_max_calls: trials,
+            enabled: true,
         })
+    }
+
+    #[test]
+    fn a_disabled_breaker_never_opens() {
+        let mut b = Breaker::new(&CircuitPolicy {
+            failure_threshold: 1,
+            recovery_timeout_seconds: 60.0,
+            half_open_max_calls: 1,
+            enabled: false,
+        });
+        let t = Instant::now();
+        for _ in 0..10 {
+            b.on_failure(t);
+            assert!(b.allow(t).is_ok());
+        }
+        assert_eq!(b.state(), CircuitState::Closed);
+        assert_eq!(b.consecutive_failures(), 10);
     }
 
     #[test]

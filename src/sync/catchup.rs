@@ -15,6 +15,7 @@ use super::error::{SyncError, code};
 use super::follower::{Follower, Round};
 use crate::chain::{self, Failure};
 use crate::ledger::{Prepared, WriteError};
+use crate::quarantine::Origin;
 use crate::store::BlockMeta;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
@@ -129,7 +130,8 @@ impl Follower {
         let (mut on_fetch, mut on_commit, mut commits) = (Duration::ZERO, Duration::ZERO, 0u32);
         loop {
             while inflight.len() < PIPELINE && requested <= last {
-                let n = u64::from(self.settings.batch).min(last - requested + 1);
+                let batch = self.settings.batch.min(client.range_cap());
+                let n = u64::from(batch).min(last - requested + 1);
                 inflight.push_back(fetch(client.clone(), requested, n));
                 requested += n;
             }
@@ -294,8 +296,10 @@ impl Follower {
             let quarantine = self.quarantine.clone();
             let errors = json!(failures);
             let reason = format!("invalid upstream block at height {height}");
-            let _ =
-                tokio::task::spawn_blocking(move || quarantine.put(&reason, errors, &body)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                quarantine.reject(Origin::Upstream, &reason, errors, &body)
+            })
+            .await;
         }
         error
     }

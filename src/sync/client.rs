@@ -9,13 +9,13 @@
 //! anywhere.
 
 use super::error::{SyncError, code};
-use super::retry::Backoff;
+use super::retry::{Backoff, RetryOn};
 use crate::metrics::Metrics;
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -115,12 +115,29 @@ enum Failed {
 }
 
 impl Failed {
-    /// Worth trying again: the network, a timeout, an overloaded or failing upstream.
-    fn retryable(&self) -> bool {
+    /// Worth trying again under `on`: a timeout (`retry_on_timeout`), a failing or overloaded
+    /// upstream (`retry_on_5xx`, 429 included), or a connection that could not be made (no
+    /// request reached the upstream, so trying again is always safe). Other answers are the
+    /// upstream's considered reply and are not retried.
+    fn retryable(&self, on: RetryOn) -> bool {
         match self {
-            Failed::Timeout | Failed::Unreachable(_) => true,
-            Failed::Status(s, _) => s.is_server_error() || *s == StatusCode::TOO_MANY_REQUESTS,
+            Failed::Timeout => on.timeout,
+            Failed::Unreachable(_) => true,
+            Failed::Status(s, _) => {
+                on.server_error && (s.is_server_error() || *s == StatusCode::TOO_MANY_REQUESTS)
+            }
+            // Asking again would only bring the same oversized reply.
             Failed::TooLarge(..) => false,
+        }
+    }
+
+    /// The `reason` label of the retry counter.
+    fn reason(&self) -> &'static str {
+        match self {
+            Failed::Timeout => "timeout",
+            Failed::Unreachable(_) => "unreachable",
+            Failed::Status(..) => "server_error",
+            Failed::TooLarge(..) => "too_large",
         }
     }
 
@@ -193,7 +210,7 @@ pub fn escaped(text: &str) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
         if i == MAX_UPSTREAM_TEXT {
-            out.push_str("…");
+            out.push('…');
             break;
         }
         if c.is_control() {
@@ -233,6 +250,9 @@ pub struct Upstream {
     // Learnt once: an engine without these routes is asked block by block instead.
     no_range: AtomicBool,
     no_headers: AtomicBool,
+    // Most blocks asked per range request: halved whenever a range reply is refused for size,
+    // so an upstream with large blocks is asked for fewer at a time instead of never.
+    range_cap: AtomicU32,
 }
 
 impl Upstream {
@@ -295,12 +315,18 @@ impl Upstream {
             metrics,
             no_range: AtomicBool::new(false),
             no_headers: AtomicBool::new(false),
+            range_cap: AtomicU32::new(u32::MAX),
         })
     }
 
     /// The upstream URL without user name, password or query string (for status and logs).
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// Most blocks one range request asks for now (lowered by replies refused for size).
+    pub fn range_cap(&self) -> u32 {
+        self.range_cap.load(Ordering::Relaxed).max(1)
     }
 
     /// Whether ranges are fetched block by block because the upstream has no range route.
@@ -375,9 +401,19 @@ impl Upstream {
 
     /// `get_once` under the retry policy.
     async fn get(&self, kind: Kind, path: &str) -> Result<Body, Failed> {
-        self.backoff
-            .run(|| self.get_once(kind, path), Failed::retryable)
-            .await
+        let on = self.backoff.retry_on();
+        // Asked only when another attempt is left, so `true` means a retry follows.
+        let retry = |f: &Failed| {
+            let again = f.retryable(on);
+            if again {
+                self.metrics
+                    .sync_retries
+                    .with_label_values(&[f.reason()])
+                    .inc();
+            }
+            again
+        };
+        self.backoff.run(|| self.get_once(kind, path), retry).await
     }
 
     /// The upstream tip; `None` while the upstream chain is empty.
@@ -397,15 +433,25 @@ impl Upstream {
         }
     }
 
-    /// Up to `limit` blocks ascending from `from` as one `{"blocks": [...]}` reply; `None`
-    /// when the upstream has no range route (then ask [`Upstream::block`] height by height).
+    /// Up to `limit` blocks ascending from `from` as one `{"blocks": [...]}` reply (fewer
+    /// after replies were refused for size); `None` when the upstream has no range route (then
+    /// ask [`Upstream::block`] height by height).
     pub async fn range(&self, from: u64, limit: u32) -> Result<Option<Body>, SyncError> {
         if self.no_range.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        let limit = limit.min(self.range_cap.load(Ordering::Relaxed)).max(1);
         let path = format!("/api/v1/blocks/range?from={from}&limit={limit}");
         match self.get(Kind::Range, &path).await {
             Ok(body) => Ok(Some(body)),
+            Err(e @ Failed::TooLarge(..)) => {
+                if limit > 1 {
+                    let smaller = limit / 2;
+                    self.range_cap.fetch_min(smaller, Ordering::Relaxed);
+                    tracing::info!(upstream = %self.shown, blocks = smaller, "range reply too large for synchronization.max_inflight_bytes; asking for fewer blocks per request");
+                }
+                Err(e.into_sync(Kind::Range, &format!("blocks from {from}"), self.timeout))
+            }
             Err(Failed::Status(s, _))
                 if s == StatusCode::NOT_FOUND || s == StatusCode::METHOD_NOT_ALLOWED =>
             {
@@ -558,11 +604,35 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retried() {
-        assert!(Failed::Timeout.retryable());
-        assert!(Failed::Unreachable("refused".into()).retryable());
-        assert!(Failed::Status(StatusCode::BAD_GATEWAY, Bytes::new()).retryable());
-        assert!(Failed::Status(StatusCode::TOO_MANY_REQUESTS, Bytes::new()).retryable());
-        assert!(!Failed::Status(StatusCode::UNAUTHORIZED, Bytes::new()).retryable());
+        let all = RetryOn {
+            timeout: true,
+            server_error: true,
+        };
+        assert!(Failed::Timeout.retryable(all));
+        assert!(Failed::Unreachable("refused".into()).retryable(all));
+        assert!(Failed::Status(StatusCode::BAD_GATEWAY, Bytes::new()).retryable(all));
+        assert!(Failed::Status(StatusCode::TOO_MANY_REQUESTS, Bytes::new()).retryable(all));
+        assert!(!Failed::Status(StatusCode::UNAUTHORIZED, Bytes::new()).retryable(all));
+    }
+
+    #[test]
+    fn retry_on_timeout_and_retry_on_5xx_choose_what_is_retried() {
+        let none = RetryOn {
+            timeout: false,
+            server_error: false,
+        };
+        assert!(!Failed::Timeout.retryable(none));
+        assert!(!Failed::Status(StatusCode::BAD_GATEWAY, Bytes::new()).retryable(none));
+        assert!(!Failed::Status(StatusCode::TOO_MANY_REQUESTS, Bytes::new()).retryable(none));
+        assert!(Failed::Unreachable("refused".into()).retryable(none));
+        let only_timeouts = RetryOn {
+            timeout: true,
+            server_error: false,
+        };
+        assert!(Failed::Timeout.retryable(only_timeouts));
+        assert!(
+            !Failed::Status(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()).retryable(only_timeouts)
+        );
     }
 
     #[test]

@@ -82,10 +82,10 @@ impl Damper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RetryPolicy;
+    use crate::config::ErrorHandling;
 
     fn damper(max: u32, window: u64) -> Damper {
-        let backoff = Backoff::from_policy(&RetryPolicy::default());
+        let backoff = Backoff::for_rounds(&ErrorHandling::default());
         Damper::new(
             max,
             Duration::from_secs(window),

@@ -28,7 +28,7 @@ mod status;
 pub use breaker::{Breaker, CircuitState};
 pub use client::shown_url;
 pub use error::{SyncError, code};
-pub use retry::Backoff;
+pub use retry::{Backoff, RetryOn};
 pub use status::State;
 
 use crate::config::Config;
@@ -68,7 +68,7 @@ impl SyncHandle {
         shutdown: CancellationToken,
     ) -> SyncHandle {
         let sync = &config.synchronization;
-        let backoff = Backoff::from_policy(&config.error_handling.retry);
+        let backoff = Backoff::for_upstream(&config.error_handling);
         let timeout = config.upstream_timeout();
         let client = client::Upstream::connect(
             url,
@@ -88,11 +88,12 @@ impl SyncHandle {
         let grace = seconds(sync.startup_grace_seconds, 120.0);
         let shared = Arc::new(Shared::new(shown, ledger.clone(), metrics.clone(), grace));
         let rounds = Arc::new(Rounds::new());
+        let round_backoff = Backoff::for_rounds(&config.error_handling);
         let settings = Settings {
             poll: seconds(sync.poll_interval_seconds, 5.0).max(Duration::from_millis(10)),
             batch: sync.fetch_batch_size.clamp(1, 1000),
             max_reorg_depth: sync.max_reorg_depth,
-            backoff,
+            backoff: round_backoff,
         };
         let circuit = config
             .error_handling
@@ -130,7 +131,7 @@ impl SyncHandle {
                     damper: damper::Damper::new(
                         max_reorgs,
                         reorg_window,
-                        backoff,
+                        round_backoff,
                         damper_metrics.clone(),
                     ),
                 };
@@ -189,7 +190,7 @@ fn seconds(value: f64, fallback: f64) -> Duration {
     } else {
         fallback
     };
-    Duration::from_secs_f64(v.min(1e9))
+    crate::config::duration(v)
 }
 
 /// The `sync` health check: healthy while idle, syncing or synced; degraded (still 200)

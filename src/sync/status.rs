@@ -442,6 +442,74 @@ mod tests {
         assert!(r.samples.len() < 1100, "{}", r.samples.len());
     }
 
+    /// Reported state of an empty follower of `http://up` over a fresh store in `dir`.
+    fn empty_follower(dir: &std::path::Path, grace: Duration) -> Shared {
+        let store = crate::store::RedbStore::open(&dir.join("blocks.redb"), 1 << 20).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (ledger, _writer) = Ledger::start(
+            Arc::new(store),
+            crate::chain::Limits::default(),
+            metrics.clone(),
+        );
+        Shared::new("http://up".into(), ledger, metrics, grace)
+    }
+
+    #[test]
+    fn a_follower_task_that_is_down_is_unhealthy_until_it_runs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = empty_follower(dir.path(), Duration::from_secs(3600));
+        shared.set_state(State::Synced);
+        assert_eq!(shared.health().status, Status::Healthy);
+        shared.set_task_down(Some("it panicked: boom".into()));
+        let outcome = shared.health();
+        assert_eq!(outcome.status, Status::Unhealthy);
+        assert!(
+            outcome.message.contains("it panicked: boom"),
+            "{}",
+            outcome.message
+        );
+        assert_eq!(shared.status()["task"]["running"], false);
+        shared.set_task_down(None);
+        assert_eq!(shared.health().status, Status::Healthy);
+    }
+
+    #[test]
+    fn an_empty_follower_is_degraded_within_the_grace_and_unhealthy_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let failure = SyncError::new("SYNC_002", "upstream answered with 500");
+        let patient = empty_follower(dir.path(), Duration::from_secs(3600));
+        patient.record_error(&failure);
+        patient.set_state(State::Stalled);
+        assert_eq!(patient.health().status, Status::Degraded);
+        drop(patient);
+
+        let dir = tempfile::tempdir().unwrap();
+        let starved = empty_follower(dir.path(), Duration::ZERO);
+        starved.record_error(&failure);
+        starved.record_error(&SyncError::new("SYNC_005", "later"));
+        starved.set_state(State::Stalled);
+        let outcome = starved.health();
+        assert_eq!(outcome.status, Status::Unhealthy);
+        for part in ["http://up", "first failure SYNC_002", STANDALONE_HINT] {
+            assert!(
+                outcome.message.contains(part),
+                "{part}: {}",
+                outcome.message
+            );
+        }
+    }
+
+    #[test]
+    fn lag_saturates_and_gauges_clamp_at_two_to_the_53() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = empty_follower(dir.path(), Duration::ZERO);
+        shared.set_upstream_height(Some(u64::MAX));
+        assert_eq!(shared.status()["lag"], u64::MAX);
+        assert_eq!(shared.status()["upstream_height"], u64::MAX);
+        assert_eq!(shared.metrics.upstream_height.get(), 1 << 53);
+        assert_eq!(shared.metrics.sync_lag.get(), 1 << 53);
+    }
+
     #[test]
     fn only_failing_states_are_degraded() {
         let degraded: Vec<&str> = State::ALL

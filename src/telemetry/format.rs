@@ -1,136 +1,9 @@
-//! Line formats of Python's `logging`: %-style format strings (`%(asctime)s - %(name)s ...`),
-//! strftime `datefmt`, and JSON lines. Pure: a record in, one line of text out.
+//! Line formats of Python's `logging`: %-style format strings (`%(asctime)s - %(name)s ...`)
+//! and JSON lines. Pure: a record in, one line of text out.
 
+use super::datefmt::{rfc3339, strftime};
+use super::record::{Record, level_name, level_number};
 use std::fmt::Write as _;
-use time::OffsetDateTime;
-use tracing::Level;
-
-/// A structured field's value, as recorded.
-#[derive(Debug, Clone)]
-pub enum Value {
-    /// A string field (`route = "/x"`): bare in text when it needs no quotes.
-    Str(String),
-    /// A field recorded through `Display` or `Debug` (`%id`, `?err`), already rendered.
-    Text(String),
-    I64(i64),
-    U64(u64),
-    F64(f64),
-    Bool(bool),
-}
-
-impl Value {
-    fn write_text(&self, out: &mut String) {
-        match self {
-            // Quoted only when a reader could not tell where it ends.
-            Value::Str(s) if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"') => {
-                let _ = write!(out, "{s:?}");
-            }
-            Value::Str(s) | Value::Text(s) => out.push_str(s),
-            Value::I64(v) => {
-                let _ = write!(out, "{v}");
-            }
-            Value::U64(v) => {
-                let _ = write!(out, "{v}");
-            }
-            Value::F64(v) => {
-                let _ = write!(out, "{v}");
-            }
-            Value::Bool(v) => {
-                let _ = write!(out, "{v}");
-            }
-        }
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        match self {
-            Value::Str(s) | Value::Text(s) => serde_json::Value::from(s.as_str()),
-            Value::I64(v) => (*v).into(),
-            Value::U64(v) => (*v).into(),
-            Value::F64(v) => {
-                serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into)
-            }
-            Value::Bool(v) => (*v).into(),
-        }
-    }
-}
-
-/// One log record, as every formatter sees it.
-pub struct Record<'a> {
-    pub time: OffsetDateTime,
-    pub level: Level,
-    /// The Lucid logger name (`blockchain.api`, ...).
-    pub name: &'a str,
-    /// The tracing target (Rust module path unless the event names one).
-    pub target: &'a str,
-    pub module_path: Option<&'a str>,
-    pub file: Option<&'a str>,
-    pub line: Option<u32>,
-    pub thread: u64,
-    pub message: &'a str,
-    /// The event's fields, then those of its spans not already present.
-    pub fields: &'a [(&'static str, Value)],
-}
-
-/// Python's level names.
-pub fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::TRACE => "TRACE",
-        Level::DEBUG => "DEBUG",
-        Level::INFO => "INFO",
-        Level::WARN => "WARNING",
-        Level::ERROR => "ERROR",
-    }
-}
-
-fn level_number(level: Level) -> i64 {
-    match level {
-        Level::TRACE => 5,
-        Level::DEBUG => 10,
-        Level::INFO => 20,
-        Level::WARN => 30,
-        Level::ERROR => 40,
-    }
-}
-
-/// The fields of the access line, shown first and in this shape: `GET /route 200 0.41ms`.
-const ACCESS: [&str; 4] = ["method", "route", "status", "latency_ms"];
-
-/// `%(message)s`: the event's message, then its fields as `key=value`. The access line reads
-/// `GET /api/v1/blocks/latest 200 0.41ms request_id=...`.
-pub fn text_message(r: &Record) -> String {
-    let mut out = String::with_capacity(r.message.len() + 32 * r.fields.len());
-    let get = |k: &str| r.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
-    let access = match ACCESS.map(get) {
-        [Some(m), Some(route), Some(s), Some(l)] if r.message == "request" => {
-            for (i, v) in [m, route, s].into_iter().enumerate() {
-                if i > 0 {
-                    out.push(' ');
-                }
-                v.write_text(&mut out);
-            }
-            out.push(' ');
-            l.write_text(&mut out);
-            out.push_str("ms");
-            true
-        }
-        _ => {
-            out.push_str(r.message);
-            false
-        }
-    };
-    for (k, v) in r.fields {
-        if access && ACCESS.contains(k) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(k);
-        out.push('=');
-        v.write_text(&mut out);
-    }
-    out
-}
 
 /// A record attribute a format string can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -483,103 +356,12 @@ fn convert(out: &mut String, raw: Raw, spec: &Spec) {
     }
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const DAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
-
-/// strftime subset (times are UTC): `%Y %y %m %d %e %H %I %M %S %f %p %j %a %A %b %h %B %z
-/// %Z %s %F %T %D %R %c %x %X %%`; another directive is printed as it stands.
-pub fn strftime(out: &mut String, t: OffsetDateTime, format: &str) {
-    let mut chars = format.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let Some(d) = chars.next() else {
-            out.push('%');
-            break;
-        };
-        let month = usize::from(u8::from(t.month())) - 1;
-        let day = usize::from(t.weekday().number_days_from_monday());
-        let hour12 = match t.hour() % 12 {
-            0 => 12,
-            h => h,
-        };
-        let _ = match d {
-            'Y' => write!(out, "{:04}", t.year()),
-            'y' => write!(out, "{:02}", t.year().rem_euclid(100)),
-            'm' => write!(out, "{:02}", month + 1),
-            'd' => write!(out, "{:02}", t.day()),
-            'e' => write!(out, "{:2}", t.day()),
-            'H' => write!(out, "{:02}", t.hour()),
-            'I' => write!(out, "{hour12:02}"),
-            'M' => write!(out, "{:02}", t.minute()),
-            'S' => write!(out, "{:02}", t.second()),
-            'f' => write!(out, "{:06}", t.microsecond()),
-            'p' => write!(out, "{}", if t.hour() < 12 { "AM" } else { "PM" }),
-            'j' => write!(out, "{:03}", t.ordinal()),
-            'a' => write!(out, "{}", &DAYS[day][..3]),
-            'A' => write!(out, "{}", DAYS[day]),
-            'b' | 'h' => write!(out, "{}", &MONTHS[month][..3]),
-            'B' => write!(out, "{}", MONTHS[month]),
-            'z' => write!(out, "+0000"),
-            'Z' => write!(out, "UTC"),
-            's' => write!(out, "{}", t.unix_timestamp()),
-            'F' => {
-                strftime(out, t, "%Y-%m-%d");
-                Ok(())
-            }
-            'T' | 'X' => {
-                strftime(out, t, "%H:%M:%S");
-                Ok(())
-            }
-            'D' | 'x' => {
-                strftime(out, t, "%m/%d/%y");
-                Ok(())
-            }
-            'R' => {
-                strftime(out, t, "%H:%M");
-                Ok(())
-            }
-            'c' => {
-                strftime(out, t, "%a %b %e %H:%M:%S %Y");
-                Ok(())
-            }
-            '%' => write!(out, "%"),
-            other => write!(out, "%{other}"),
-        };
-    }
-}
-
-/// `2024-01-01T12:00:00.123456Z`.
-fn rfc3339(out: &mut String, t: OffsetDateTime) {
-    strftime(out, t, "%Y-%m-%dT%H:%M:%S.%fZ");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::record::{Value, text_message};
+    use time::OffsetDateTime;
+    use tracing::Level;
 
     fn record<'a>(fields: &'a [(&'static str, Value)], message: &'a str) -> Record<'a> {
         Record {
@@ -636,31 +418,6 @@ mod tests {
         );
         assert_eq!(module_name("src/telemetry/mod.rs"), "telemetry");
         assert_eq!(module_name("src/api/observe.rs"), "observe");
-    }
-
-    #[test]
-    fn datefmt_directives_render_in_utc() {
-        let r = record(&[], "");
-        let mut s = String::new();
-        strftime(&mut s, r.time, "%a %b %d %j %y %I%p %f %z %Z %q %%");
-        assert_eq!(s, "Tue Jan 02 002 24 03AM 678901 +0000 UTC %q %");
-    }
-
-    #[test]
-    fn the_access_line_leads_with_method_route_status_and_latency() {
-        let fields = [
-            ("method", Value::Text("GET".into())),
-            ("route", Value::Str("/api/v1/blocks/latest".into())),
-            ("status", Value::U64(200)),
-            ("latency_ms", Value::F64(0.41)),
-            ("request_id", Value::Text("abc".into())),
-            ("note", Value::Str("two words".into())),
-        ];
-        let r = record(&fields, "request");
-        assert_eq!(
-            text_message(&r),
-            "GET /api/v1/blocks/latest 200 0.41ms request_id=abc note=\"two words\""
-        );
     }
 
     #[test]

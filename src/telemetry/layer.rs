@@ -1,7 +1,8 @@
 //! The tracing layer: maps each event to its Lucid logger, applies that logger's level and
 //! handlers, formats the record once per formatter and hands the bytes to each handler's writer.
 
-use super::format::{LineFormat, Record, Value, text_message};
+use super::format::LineFormat;
+use super::record::{Record, Value, text_message};
 use std::borrow::Cow;
 use std::io::Write;
 use tracing::field::{Field, Visit};

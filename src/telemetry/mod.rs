@@ -1,15 +1,19 @@
 //! Logging per Lucid's logging file (Python dictConfig): console and size-rotated file
 //! handlers, %-style formatters, Lucid logger names mapped to our modules, per-logger levels.
 //!
-//! Precedence, most specific first: `RUST_LOG` (all levels); `LOG_LEVEL` (root level) and
-//! `LOG_FORMAT` (console formatter); a handler's own settings in the logging file; the main
-//! file's `logging.*` (`directory`, `level`, `format`, `rotate.*`).
+//! Precedence, most specific first: `RUST_LOG` (all levels); `LOG_LEVEL` (root and logger
+//! levels) and `LOG_FORMAT` (console formatter); a handler's own settings in the logging file;
+//! the main file's `logging.*` (`directory`, `level`, `format`, `rotate.*`).
 
+mod check;
+mod datefmt;
 mod format;
 mod layer;
+mod record;
 mod rotate;
 mod stats;
 
+pub use check::check;
 pub use stats::register as register_metrics;
 
 use crate::config::{Config, Handler, LoggingFile};
@@ -40,8 +44,8 @@ pub fn parse_level(name: &str) -> Option<Level> {
 
 const STREAM: &str = "logging.StreamHandler";
 const ROTATING: &str = "logging.handlers.RotatingFileHandler";
-const STDOUT: &str = "ext://sys.stdout";
-const STDERR: &str = "ext://sys.stderr";
+pub(crate) const STDOUT: &str = "ext://sys.stdout";
+pub(crate) const STDERR: &str = "ext://sys.stderr";
 /// Logger names of the logging file that map to our modules.
 const OURS: [&str; 5] = [
     "blockchain",
@@ -53,100 +57,11 @@ const OURS: [&str; 5] = [
 /// Python libraries Lucid's file configures that have no counterpart here.
 const ABSENT: [&str; 2] = ["motor", "pymongo"];
 
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name)
         .ok()
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
-}
-
-fn defined_format(file: &LoggingFile, name: &str) -> bool {
-    file.formatters.contains_key(name) || matches!(name, "standard" | "detailed" | "json")
-}
-
-fn level_of(key: &str, level: &Option<String>) -> Result<(), (String, String, String)> {
-    match level {
-        Some(l) if parse_level(l).is_none() => Err((
-            key.to_owned(),
-            l.clone(),
-            "expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL".into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Logging settings that stop start-up: `(key, value, why)`. The key is a config path, or
-/// an environment variable's name.
-pub fn check(c: &Config) -> Result<(), (String, String, String)> {
-    let file = &c.logging_config;
-    if let Some(v) = file.version
-        && v != 1
-    {
-        return Err((
-            "logging_config.version".into(),
-            v.to_string(),
-            "expected 1, the only dictConfig schema version".into(),
-        ));
-    }
-    if let Some(f) = env("LOG_FORMAT")
-        && !defined_format(file, &f)
-    {
-        return Err((
-            "LOG_FORMAT".into(),
-            f,
-            "expected json, standard, detailed or a formatter of the logging file".into(),
-        ));
-    }
-    for (name, f) in &file.formatters {
-        if let Some(text) = &f.format
-            && let Err(why) = LineFormat::text(text, None)
-        {
-            let key = format!("logging_config.formatters.{name}.format");
-            return Err((key, text.clone(), why));
-        }
-    }
-    for (name, h) in &file.handlers {
-        let key = |k: &str| format!("logging_config.handlers.{name}.{k}");
-        level_of(&key("level"), &h.level)?;
-        if let Some(f) = &h.formatter
-            && !defined_format(file, f)
-        {
-            return Err((key("formatter"), f.clone(), "names no formatter".into()));
-        }
-        if let Some(s) = &h.stream
-            && s != STDOUT
-            && s != STDERR
-        {
-            let why = format!("expected {STDOUT} or {STDERR}");
-            return Err((key("stream"), s.clone(), why));
-        }
-    }
-    let root = file.root.iter().map(|r| ("root".to_owned(), r));
-    let named = file
-        .loggers
-        .iter()
-        .map(|(n, l)| (format!("loggers.{n}"), l));
-    for (name, logger) in root.chain(named) {
-        level_of(&format!("logging_config.{name}.level"), &logger.level)?;
-        if let Some(h) = logger
-            .handlers
-            .iter()
-            .find(|h| !file.handlers.contains_key(*h))
-        {
-            let key = format!("logging_config.{name}.handlers");
-            return Err((
-                key,
-                h.clone(),
-                "names no handler of the logging file".into(),
-            ));
-        }
-    }
-    let mb = c.logging.rotate.max_size_mb;
-    if !(mb.is_finite() && mb > 0.0 && mb < 1e6) {
-        let why = "expected a positive size in MiB".into();
-        return Err(("logging.rotate.max_size_mb".into(), mb.to_string(), why));
-    }
-    Ok(())
 }
 
 /// Formatters in use, each parsed once, by name.
@@ -235,6 +150,8 @@ struct Opened {
     guards: Vec<WorkerGuard>,
     /// Files that could not be opened (reported in one line).
     problems: Vec<String>,
+    /// The fix for a log folder of another user, said once however many handlers share it.
+    chown: Option<String>,
     /// Each handler's count of lines dropped from its full queue.
     queues: Vec<(String, tracing_appender::non_blocking::ErrorCounter)>,
 }
@@ -256,6 +173,7 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
         by_name: BTreeMap::new(),
         guards: Vec::new(),
         problems: Vec::new(),
+        chown: None,
         queues: Vec::new(),
     };
     for (name, h) in &handlers {
@@ -310,6 +228,9 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
                         "log handler {name}: cannot write {}: {e}; continuing without it",
                         path.display()
                     ));
+                    if e.kind() == std::io::ErrorKind::PermissionDenied && out.chown.is_none() {
+                        out.chown = crate::ownership::chown_hint(&path);
+                    }
                     continue;
                 }
             }
@@ -349,9 +270,9 @@ fn root_level(config: &Config) -> LevelFilter {
     LevelFilter::from_level(parse_level(&name).unwrap_or(Level::INFO))
 }
 
-/// The routes of the six loggers, Python-style: a logger's level is its own or its nearest
-/// configured parent's (`blockchain`), else the root's; its records go to its handlers, then,
-/// while `propagate` is not false, to its parents' and the root's.
+/// The routes of the six loggers, Python-style: a logger's level is `LOG_LEVEL` when set, else
+/// its own or its nearest configured parent's (`blockchain`), else the root's; its records go to
+/// its handlers, then, while `propagate` is not false, to its parents' and the root's.
 fn routes(config: &Config, opened: &Opened) -> [Route; 6] {
     let file = &config.logging_config;
     let sinks_named = |names: &[String]| -> Vec<usize> {
@@ -399,10 +320,14 @@ fn routes(config: &Config, opened: &Opened) -> [Route; 6] {
         sinks.dedup();
         (level, sinks)
     };
+    // `LOG_LEVEL` is more specific than any level of the files: it sets our loggers' too.
+    let env_level = env("LOG_LEVEL")
+        .and_then(|l| parse_level(&l))
+        .map(LevelFilter::from_level);
     let ours = |name: &str| {
         let (level, sinks) = route(name);
         Route {
-            level: level.unwrap_or(root),
+            level: env_level.or(level).unwrap_or(root),
             sinks,
         }
     };
@@ -468,8 +393,13 @@ pub fn init(config: &Config) -> LogGuards {
     // One line however many file handlers failed: the cause is almost always one folder.
     if !opened.problems.is_empty() {
         tracing::warn!(
-            "log handler files cannot be written, logging to the console only: {}",
-            opened.problems.join("; ")
+            "log handler files cannot be written, logging to the console only: {}{}",
+            opened.problems.join("; "),
+            opened
+                .chown
+                .as_ref()
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default()
         );
     }
     LogGuards(opened.guards)

@@ -10,8 +10,8 @@ const MIB: usize = 1024 * 1024;
 
 /// Failed rounds wait long, so a test sees exactly one round unless it asks for another.
 fn one_round_at_a_time(c: &mut Config) {
-    c.error_handling.retry.initial_delay_seconds = 30.0;
-    c.error_handling.retry.max_delay_seconds = 30.0;
+    c.error_handling.retry.retry_delay_seconds = 30.0;
+    c.error_handling.retry.max_backoff_seconds = 30.0;
 }
 
 /// The status once a round has failed.
@@ -37,6 +37,25 @@ async fn range_reply_over_the_byte_budget_is_refused_with_sync_003_and_counted()
     assert!(message.contains("max_inflight_bytes"), "{message}");
     assert!(metric(&app, "block_manager_sync_replies_refused_total").await >= 1.0);
     assert_eq!(s["local_height"], Value::Null, "nothing was stored");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ranges_refused_for_size_are_asked_again_smaller_until_they_fit() {
+    let chain = chains::chain(20, "a");
+    let up = StandIn::start(&chain).await;
+    up.fault(Fault::HugeRangeAbove {
+        blocks: 6,
+        bytes: 8 * MIB,
+    });
+    let app = follower(&up.url(), |c| {
+        c.synchronization.max_inflight_bytes = 2 * MIB as u64;
+        c.synchronization.fetch_batch_size = 100;
+    })
+    .await;
+    reaches(&app, "synced", Some(20)).await;
+    assert_eq!(hashes(&app).await, hashes_of(&chain));
+    assert!(metric(&app, "block_manager_sync_replies_refused_total").await >= 1.0);
     app.stop().await;
 }
 
@@ -71,16 +90,17 @@ async fn redirect_to_another_origin_is_not_followed_and_the_key_never_reaches_it
         !up.served.lock().unwrap().keys.is_empty(),
         "the upstream itself gets the key"
     );
-    let other = elsewhere.served.lock().unwrap();
-    assert!(other.keys.is_empty(), "key sent to another origin");
-    assert!(
-        other.requests.is_empty(),
-        "redirect followed: {:?}",
-        other.requests
-    );
+    {
+        let other = elsewhere.served.lock().unwrap();
+        assert!(other.keys.is_empty(), "key sent to another origin");
+        assert!(
+            other.requests.is_empty(),
+            "redirect followed: {:?}",
+            other.requests
+        );
+    }
     let message = s["last_error"]["message"].as_str().unwrap();
     assert!(message.contains("redirect"), "{message}");
-    drop(other);
     app.stop().await;
 }
 
@@ -272,7 +292,13 @@ async fn synchronization_enabled_false_runs_standalone_with_an_engine_url_set() 
     let (code, latest) = get_json(&remote, "/api/v1/blocks/latest").await;
     assert_eq!(code, 200, "standalone makes genesis: {latest}");
     let (_, s) = get_json(&remote, "/api/v1/sync/status").await;
-    assert_ne!(s["mode"], "follower", "{s}");
+    assert_eq!(s["mode"], "standalone", "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("synchronization.enabled: false")),
+        "{s}"
+    );
 }
 
 #[tokio::test]

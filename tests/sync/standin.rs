@@ -34,6 +34,8 @@ pub enum Fault {
     /// The range route answers 200 with this many bytes of one never-ending JSON document
     /// (with a `Content-Length`; see [`close_delimited`] for one without).
     HugeRange(usize),
+    /// Like `HugeRange`, but only for range requests of more than `blocks` blocks.
+    HugeRangeAbove { blocks: u64, bytes: usize },
 }
 
 /// What the stand-in serves; tests change it while it runs.
@@ -136,6 +138,12 @@ impl StandIn {
         self.served.lock().unwrap().chain = chain.iter().map(served).collect();
     }
 
+    /// Requests received so far.
+    #[allow(dead_code)] // not every test file that includes the stand-in counts requests
+    pub fn requests(&self) -> u64 {
+        self.served.lock().unwrap().requests.len() as u64
+    }
+
     /// Serves these documents (possibly invalid) from now on.
     pub fn documents(&self, docs: Vec<Value>) {
         self.served.lock().unwrap().chain = docs;
@@ -228,7 +236,7 @@ async fn fault(served: &Shared, headers: &HeaderMap) -> Option<Response> {
                 .into_response(),
         ),
         // Handled by the recording layer (redirect) or the range route (huge replies).
-        Fault::RedirectTo(_) | Fault::HugeRange(_) => None,
+        Fault::RedirectTo(_) | Fault::HugeRange(_) | Fault::HugeRangeAbove { .. } => None,
         Fault::Malformed => Some(
             (
                 StatusCode::OK,
@@ -282,8 +290,10 @@ async fn range(State(s): State<Shared>, h: HeaderMap, Query(p): Query<Page>) -> 
     if !s.range_route {
         return (StatusCode::NOT_FOUND, "no such route").into_response();
     }
-    if let Fault::HugeRange(bytes) = s.fault {
-        return huge(bytes);
+    match s.fault {
+        Fault::HugeRange(bytes) => return huge(bytes),
+        Fault::HugeRangeAbove { blocks, bytes } if p.limit > blocks => return huge(bytes),
+        _ => {}
     }
     axum::Json(json!({"blocks": slice(&s.chain, p.from, p.limit)})).into_response()
 }

@@ -1,0 +1,655 @@
+//! Lucid's own files (tests/fixtures/lucid, written from the key list of every Lucid
+//! block-manager file): every honoured key changes behaviour, every checked key refuses a
+//! wrong value with exit 2, and every unused key is named once at start-up.
+
+// figment's Jail closures must return figment's own (large) error type.
+#![allow(clippy::result_large_err)]
+
+mod common;
+#[allow(dead_code)]
+#[path = "sync/standin.rs"]
+mod standin;
+
+use block_manager::config::{Config, LoadOptions, Loaded, load};
+use figment::Jail;
+use serde_json::Value;
+use standin::{Fault, StandIn};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lucid");
+const MAIN_YAML: &str = "block-manager-config.yaml";
+const MAIN_JSON: &str = "block-manager-config.json";
+const ERRORS: &str = "block-manager-errors.yaml";
+const LOGGING: &str = "block-manager-logging.yaml";
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Keys of Lucid's main file (YAML form) and errors file that are accepted and unused.
+const UNUSED_COMMON: [&str; 37] = [
+    "dependencies.mongodb_url",
+    "dependencies.redis_url",
+    "storage.cache_path",
+    "storage.ensure_permissions",
+    "storage.owner",
+    "security.read_only_root",
+    "monitoring.expose_health",
+    "monitoring.expose_metrics",
+    "error_handling.mongodb.connection_timeout_seconds",
+    "error_handling.mongodb.operation_timeout_seconds",
+    "error_handling.mongodb.retry_on_connection_error",
+    "error_handling.mongodb.retry_on_timeout",
+    "error_handling.mongodb.max_connection_retries",
+    "error_handling.block_storage.retry_on_write_failure",
+    "error_handling.block_storage.retry_on_read_failure",
+    "error_handling.block_storage.max_storage_retries",
+    "error_handling.block_storage.verify_after_write",
+    "error_handling.block_storage.verify_after_read",
+    "error_handling.synchronization.retry_on_sync_failure",
+    "error_handling.synchronization.max_sync_retries",
+    "error_handling.synchronization.continue_on_partial_failure",
+    "error_handling.validation.reject_invalid_blocks",
+    "error_handling.validation.strict_mode",
+    "error_handling.recovery.enabled",
+    "error_handling.recovery.auto_recovery",
+    "error_handling.recovery.recovery_timeout_seconds",
+    "error_handling.recovery.verify_integrity_on_recovery",
+    "error_handling.recovery.rebuild_indexes_on_recovery",
+    "error_handling.recovery.notify_on_critical_error",
+    "error_handling.reporting.log_all_errors",
+    "error_handling.reporting.log_error_stack_traces",
+    "error_handling.reporting.error_summary_interval_seconds",
+    "error_handling.reporting.max_errors_per_summary",
+    "error_handling.degradation.enabled",
+    "error_handling.degradation.read_only_mode_on_critical_error",
+    "error_handling.degradation.disable_sync_on_engine_error",
+    "error_handling.degradation.cache_only_mode_on_storage_error",
+];
+/// Checked softly: named once when the process runs as another uid / gid than the file's.
+const SOFT_CHECKED: [(&str, &str); 2] = [("security.user", "Uid:"), ("security.group", "Gid:")];
+const UNUSED_YAML_ONLY: [&str; 3] = [
+    "dependencies.healthcheck.interval_seconds",
+    "dependencies.healthcheck.retries",
+    "dependencies.healthcheck.start_period_seconds",
+];
+const UNUSED_JSON_ONLY: [&str; 3] = [
+    "healthcheck.interval_seconds",
+    "healthcheck.retries",
+    "healthcheck.start_period_seconds",
+];
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name)).expect("fixture")
+}
+
+/// `text` with `from` replaced once by `to` (which must be there: a fixture edit that
+/// silently missed would test nothing).
+fn patch(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "fixture has no {from:?}");
+    text.replacen(from, to, 1)
+}
+
+/// The fixture set of a YAML deployment, with edits.
+fn yaml_files(main: &[(&str, &str)], errors: &[(&str, &str)]) -> Vec<(&'static str, String)> {
+    let mut m = fixture(MAIN_YAML);
+    for (from, to) in main {
+        m = patch(&m, from, to);
+    }
+    let mut e = fixture(ERRORS);
+    for (from, to) in errors {
+        e = patch(&e, from, to);
+    }
+    vec![(MAIN_YAML, m), (ERRORS, e), (LOGGING, fixture(LOGGING))]
+}
+
+/// Writes `files` into `config/` of a jail, sets the test environment plus `env`, loads with
+/// `main` as `--config`, and hands the result to `f` (still inside the jail: its folder is
+/// the working directory, so relative data paths land there).
+fn in_jail<T>(
+    files: &[(&str, String)],
+    main: &str,
+    env: &[(&str, &str)],
+    f: impl FnOnce(Result<Loaded, String>, &Path) -> T,
+) -> T {
+    let mut out = None;
+    Jail::expect_with(|jail| {
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        for (name, text) in files {
+            jail.create_file(format!("config/{name}"), text)?;
+        }
+        jail.set_env("BLOCK_MANAGER_HOST", "127.0.0.1");
+        jail.set_env("BLOCK_MANAGER_PORT", "0");
+        jail.set_env("BLOCK_STORAGE_PATH", "data/blocks");
+        jail.set_env("BLOCK_MANAGER_API_KEY", common::WRITE_KEY);
+        jail.set_env(
+            "BLOCK_MANAGER__CHAIN__GENESIS_TIMESTAMP",
+            common::GENESIS_TS,
+        );
+        for (k, v) in env {
+            jail.set_env(k, v);
+        }
+        let loaded = load(&LoadOptions {
+            config_path: Some(jail.directory().join("config").join(main)),
+            ..LoadOptions::default()
+        })
+        .map_err(|e| e.to_string());
+        out = Some(f(loaded, jail.directory()));
+        Ok(())
+    });
+    out.expect("jail ran")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A running app from a loaded config.
+async fn start(config: Config) -> (String, block_manager::app::Running) {
+    let running = block_manager::app::start(config)
+        .await
+        .expect("server starts");
+    (format!("http://{}", running.addr), running)
+}
+
+async fn stop(running: block_manager::app::Running) {
+    running.shutdown.cancel();
+    let _ = running.done.await;
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let res = reqwest::get(url).await.expect("answered");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Every line the loader will log once at start-up.
+fn start_up_lines(l: &Loaded) -> Vec<String> {
+    l.warnings.iter().chain(&l.notices).cloned().collect()
+}
+
+/// How many lines name `key` as a word of their own.
+fn naming(lines: &[String], key: &str) -> usize {
+    lines
+        .iter()
+        .filter(|line| {
+            line.split_whitespace().any(|w| {
+                w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '.') == key
+            })
+        })
+        .count()
+}
+
+fn assert_each_unused_key_named_once(lines: &[String], extra: &[&str]) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let soft = SOFT_CHECKED.iter().filter(|(_, field)| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            != Some("65532")
+    });
+    let expected: Vec<&str> = UNUSED_COMMON
+        .iter()
+        .chain(extra)
+        .copied()
+        .chain(soft.map(|(key, _)| *key))
+        .collect();
+    for key in &expected {
+        assert_eq!(naming(lines, key), 1, "{key} named once in {lines:#?}");
+    }
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "no other start-up line: {lines:#?}"
+    );
+}
+
+#[test]
+fn every_unused_key_of_the_yaml_files_is_named_once_and_nothing_else_is() {
+    in_jail(&yaml_files(&[], &[]), MAIN_YAML, &[], |l, _| {
+        let l = l.expect("Lucid's files load");
+        assert_eq!(l.files.len(), 3, "{:?}", l.files);
+        assert_each_unused_key_named_once(&start_up_lines(&l), &UNUSED_YAML_ONLY);
+    });
+}
+
+#[test]
+fn every_unused_key_of_the_json_file_is_named_once_and_nothing_else_is() {
+    let files = vec![
+        (MAIN_JSON, fixture(MAIN_JSON)),
+        (ERRORS, fixture(ERRORS)),
+        (LOGGING, fixture(LOGGING)),
+    ];
+    in_jail(&files, MAIN_JSON, &[], |l, _| {
+        let l = l.expect("Lucid's files load");
+        // Its top-level retry keys that disagree with the errors file (which wins) are named
+        // once each too; the two that agree are not.
+        let conflicts = [
+            "error_handling.max_retries",
+            "error_handling.retry_delay_seconds",
+            "error_handling.backoff_multiplier",
+            "error_handling.max_backoff_seconds",
+        ];
+        let extra: Vec<&str> = UNUSED_JSON_ONLY.iter().chain(&conflicts).copied().collect();
+        assert_each_unused_key_named_once(&start_up_lines(&l), &extra);
+    });
+}
+
+#[test]
+fn json_top_level_retry_keys_apply_unless_the_errors_file_sets_them() {
+    let alone = vec![(MAIN_JSON, fixture(MAIN_JSON)), (LOGGING, fixture(LOGGING))];
+    in_jail(&alone, MAIN_JSON, &[], |l, _| {
+        let c = serde_json::to_value(l.expect("loads").config).unwrap();
+        let r = &c["error_handling"]["retry"];
+        assert_eq!(r["max_retries"], 2);
+        assert_eq!(r["retry_delay_seconds"], 0.5);
+        assert_eq!(r["backoff_multiplier"], 3.0);
+        assert_eq!(r["max_backoff_seconds"], 20.0);
+        assert_eq!(c["healthcheck"]["timeout_seconds"], 10.0);
+    });
+    let both = vec![
+        (MAIN_JSON, fixture(MAIN_JSON)),
+        (ERRORS, fixture(ERRORS)),
+        (LOGGING, fixture(LOGGING)),
+    ];
+    in_jail(&both, MAIN_JSON, &[], |l, _| {
+        let c = serde_json::to_value(l.expect("loads").config).unwrap();
+        let r = &c["error_handling"]["retry"];
+        assert_eq!(
+            (&r["max_retries"], &r["retry_delay_seconds"]),
+            (&3.into(), &1.0.into())
+        );
+    });
+}
+
+#[test]
+fn max_requests_answers_429_on_the_sixth_request_in_the_window() {
+    let files = yaml_files(&[("max_requests: 100", "max_requests: 5")], &[]);
+    in_jail(&files, MAIN_YAML, &[], |l, _| {
+        let config = l.expect("loads").config;
+        runtime().block_on(async {
+            let (base, running) = start(config).await;
+            let url = format!("{base}/api/v1/chain/height");
+            for n in 1..=5 {
+                assert_eq!(get_json(&url).await.0, 200, "request {n}");
+            }
+            let (status, body) = get_json(&url).await;
+            assert_eq!(status, 429, "{body}");
+            stop(running).await;
+        });
+    });
+}
+
+/// Runs a follower of a failing stand-in under Lucid's files with `errors` edits; returns
+/// the requests the stand-in saw once `done` holds for the follower's sync status.
+fn follow_failing_upstream(
+    errors: &[(&str, &str)],
+    done: impl Fn(&Value, u64) -> bool,
+) -> (u64, Value, String) {
+    let mut edits = vec![
+        ("retry_delay_seconds: 1", "retry_delay_seconds: 0.01"),
+        ("sync_backoff_seconds: 5", "sync_backoff_seconds: 0.01"),
+        ("max_backoff_seconds: 30", "max_backoff_seconds: 0.05"),
+    ];
+    edits.extend_from_slice(errors);
+    let files = yaml_files(&[], &edits);
+    let rt = runtime();
+    let upstream = rt.block_on(async {
+        let upstream = StandIn::start(&[]).await;
+        upstream.fault(Fault::ServerError);
+        upstream
+    });
+    let url = upstream.url();
+    let env = [("BLOCKCHAIN_ENGINE_URL", url.as_str())];
+    in_jail(&files, MAIN_YAML, &env, |l, _| {
+        rt.block_on(async {
+            let (base, running) = start(l.expect("loads").config).await;
+            let deadline = Instant::now() + LIMIT;
+            let status = loop {
+                let (_, status) = get_json(&format!("{base}/api/v1/sync/status")).await;
+                if done(&status, upstream.requests()) {
+                    break status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out: {status}, {} requests",
+                    upstream.requests()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let seen = upstream.requests();
+            let metrics = reqwest::get(format!("{base}/metrics"))
+                .await
+                .expect("metrics answered")
+                .text()
+                .await
+                .unwrap_or_default();
+            stop(running).await;
+            (seen, status, metrics)
+        })
+    })
+}
+
+fn circuit_open(status: &Value, _: u64) -> bool {
+    status["circuit"]["state"] == "open"
+}
+
+const OPEN_AFTER_ONE_ROUND: [(&str, &str); 2] = [
+    ("failure_threshold: 5", "failure_threshold: 1"),
+    (
+        "recovery_timeout_seconds: 60",
+        "recovery_timeout_seconds: 3600",
+    ),
+];
+
+#[test]
+fn engine_max_retries_one_makes_exactly_two_attempts() {
+    let mut edits = OPEN_AFTER_ONE_ROUND.to_vec();
+    edits.push((
+        "    max_retries: 3\n    circuit_breaker",
+        "    max_retries: 1\n    circuit_breaker",
+    ));
+    let (requests, _, metrics) = follow_failing_upstream(&edits, circuit_open);
+    assert_eq!(requests, 2, "one try and one retry");
+    assert!(
+        metrics.contains("block_manager_sync_retries_total{reason=\"server_error\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn retry_on_5xx_false_makes_one_attempt_on_a_500() {
+    let mut edits = OPEN_AFTER_ONE_ROUND.to_vec();
+    edits.push(("retry_on_5xx: true", "retry_on_5xx: false"));
+    let (requests, _, _) = follow_failing_upstream(&edits, circuit_open);
+    assert_eq!(requests, 1);
+}
+
+#[test]
+fn retry_disabled_makes_one_attempt() {
+    let mut edits = OPEN_AFTER_ONE_ROUND.to_vec();
+    edits.push((
+        "  retry:\n    enabled: true",
+        "  retry:\n    enabled: false",
+    ));
+    let (requests, _, _) = follow_failing_upstream(&edits, circuit_open);
+    assert_eq!(requests, 1);
+}
+
+#[test]
+fn circuit_breaker_disabled_never_opens() {
+    let edits = [
+        (
+            "enabled: true\n      failure_threshold: 5",
+            "enabled: false\n      failure_threshold: 1",
+        ),
+        (
+            "    max_retries: 3\n    circuit_breaker",
+            "    max_retries: 0\n    circuit_breaker",
+        ),
+    ];
+    let (requests, status, _) = follow_failing_upstream(&edits, |s, n| {
+        n >= 6 && s["circuit"]["consecutive_failures"].as_u64() >= Some(6)
+    });
+    assert!(requests >= 6);
+    assert_eq!(status["circuit"]["state"], "closed", "{status}");
+    assert_eq!(status["state"], "stalled", "{status}");
+}
+
+#[test]
+fn metrics_follow_metrics_enabled_and_not_expose_metrics() {
+    // Lucid's file says expose_metrics: false while its Prometheus scrapes: still served.
+    in_jail(&yaml_files(&[], &[]), MAIN_YAML, &[], |l, _| {
+        let config = l.expect("loads").config;
+        runtime().block_on(async {
+            let (base, running) = start(config).await;
+            let res = reqwest::get(format!("{base}/metrics")).await.unwrap();
+            assert_eq!(res.status(), 200);
+            stop(running).await;
+        });
+    });
+    let off = yaml_files(&[("metrics_enabled: true", "metrics_enabled: false")], &[]);
+    in_jail(&off, MAIN_YAML, &[], |l, _| {
+        let config = l.expect("loads").config;
+        runtime().block_on(async {
+            let (base, running) = start(config).await;
+            let (status, body) = get_json(&format!("{base}/metrics")).await;
+            assert_eq!(status, 404);
+            assert_eq!(body["detail"]["error_code"], "MON_001", "{body}");
+            stop(running).await;
+        });
+    });
+}
+
+#[test]
+fn quarantine_invalid_blocks_false_keeps_rejected_blocks_out_of_quarantine() {
+    for (keep, files_expected) in [("true", 1), ("false", 0)] {
+        let files = yaml_files(
+            &[],
+            &[(
+                "quarantine_invalid_blocks: true",
+                &format!("quarantine_invalid_blocks: {keep}"),
+            )],
+        );
+        in_jail(&files, MAIN_YAML, &[], |l, dir| {
+            let config = l.expect("loads").config;
+            runtime().block_on(async {
+                let (base, running) = start(config).await;
+                let res = reqwest::Client::new()
+                    .post(format!("{base}/api/v1/blocks/submit"))
+                    .header("X-API-Key", common::WRITE_KEY)
+                    .json(&serde_json::json!({"height": -1}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 422);
+                stop(running).await;
+            });
+            let kept = std::fs::read_dir(dir.join("data/quarantine"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            assert_eq!(kept, files_expected, "quarantine_invalid_blocks: {keep}");
+        });
+    }
+}
+
+#[test]
+fn engine_url_of_dependencies_makes_a_follower() {
+    let files = yaml_files(
+        &[(
+            "blockchain_engine_url: ${BLOCKCHAIN_ENGINE_URL:-}",
+            "blockchain_engine_url: http://127.0.0.1:9",
+        )],
+        &[],
+    );
+    in_jail(&files, MAIN_YAML, &[], |l, _| {
+        let c = l.expect("loads").config;
+        assert_eq!(c.upstream(), Some("http://127.0.0.1:9"));
+    });
+}
+
+/// `block-manager <args>` in `dir` with only `env`: exit code and stderr+stdout.
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(common::binary())
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    )
+}
+
+fn write_files(dir: &Path, files: &[(&str, String)]) {
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join("config").join(name), text).unwrap();
+    }
+}
+
+#[test]
+fn checked_keys_with_wrong_values_stop_config_check_with_exit_2() {
+    for (from, to, key) in [
+        ("base_path: /api/v1", "base_path: /api/v2", "api.base_path"),
+        (
+            "latest: /blocks/latest",
+            "latest: /blocks/newest",
+            "api.blocks.latest",
+        ),
+        (
+            "by_height: /blocks/height/{height}",
+            "by_height: /blocks/at/{height}",
+            "api.blocks.by_height",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), &yaml_files(&[(from, to)], &[]));
+        let (code, out) = run(dir.path(), &["config", "check"], &[]);
+        assert_eq!(code, Some(2), "{key}: {out}");
+        let errors: Vec<&str> = out.lines().filter(|l| !l.starts_with("warning:")).collect();
+        assert_eq!(errors.len(), 1, "{out}");
+        assert!(
+            errors[0].contains(key) && errors[0].contains(MAIN_YAML),
+            "{out}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &yaml_files(&[], &[]));
+    let (code, out) = run(dir.path(), &["config", "check"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn config_show_names_the_file_of_each_lucid_key_and_redacts_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(
+        dir.path(),
+        &yaml_files(
+            &[
+                ("max_requests: 100", "max_requests: 7"),
+                (
+                    "  redis_url:",
+                    "  auth_token: tok-123\n  engine_api_key: key-456\n  admin_password: pw-789\n  redis_url:",
+                ),
+            ],
+            &[],
+        ),
+    );
+    let (code, out) = run(dir.path(), &["config", "show"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    for secret in [
+        "lucid-db-pass",
+        "redis-pass",
+        "authSource",
+        "tok-123",
+        "key-456",
+        "pw-789",
+    ] {
+        assert!(!out.contains(secret), "{secret} shown: {out}");
+    }
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} not shown: {out}"))
+            .to_string()
+    };
+    assert!(
+        line("rate_limits.requests").contains("= 7")
+            && line("rate_limits.requests").contains(MAIN_YAML)
+    );
+    assert!(line("error_handling.retry.max_retries").contains(ERRORS));
+    assert!(line("dependencies.mongodb_url").contains("lucid-mongodb:27017"));
+}
+
+#[test]
+fn healthcheck_probes_the_path_and_timeout_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let port_s = port.to_string();
+    let env = [
+        ("BLOCK_MANAGER_HOST", "127.0.0.1"),
+        ("BLOCK_MANAGER_PORT", port_s.as_str()),
+        (
+            "BLOCK_MANAGER__CHAIN__GENESIS_TIMESTAMP",
+            common::GENESIS_TS,
+        ),
+        ("BLOCK_STORAGE_PATH", "data/blocks"),
+    ];
+    write_files(dir.path(), &yaml_files(&[], &[]));
+    let mut server = common::Proc {
+        child: Command::new(common::binary())
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server starts"),
+        port,
+        log: dir.path().join("none"),
+    };
+    let deadline = Instant::now() + LIMIT;
+    while common::http_status(port, "/health/ready") != Some(200) {
+        assert!(Instant::now() < deadline, "server not ready");
+        assert!(server.child.try_wait().unwrap().is_none(), "server exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, out) = run(dir.path(), &["healthcheck"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    // A path the service does not serve: the probe must ask it, and fail.
+    write_files(
+        dir.path(),
+        &yaml_files(&[("    path: /health\n", "    path: /health/none\n")], &[]),
+    );
+    let (code, out) = run(dir.path(), &["healthcheck"], &env);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("404"), "{out}");
+}
+
+#[test]
+fn log_validation_errors_logs_each_rejected_block_once_at_warning() {
+    for (log, expected) in [("true", 1), ("false", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &yaml_files(
+                &[],
+                &[(
+                    "log_validation_errors: true",
+                    &format!("log_validation_errors: {log}"),
+                )],
+            ),
+        );
+        let mut p = common::spawn_process(dir.path(), &[]);
+        let bad = serde_json::json!({"height": 7, "hash": "not-a-hash"});
+        let (status, _) =
+            common::http_post(p.port, "/api/v1/blocks/submit", &bad).expect("answered");
+        assert_eq!(status, 422);
+        // Stopping flushes the log.
+        common::signal(&p, "TERM");
+        assert_eq!(common::wait_exit(&mut p, LIMIT), Some(0));
+        let out = std::fs::read_to_string(&p.log).unwrap();
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("invalid block rejected"))
+            .collect();
+        assert_eq!(lines.len(), expected, "log_validation_errors: {log}: {out}");
+        if let Some(line) = lines.first() {
+            assert!(line.contains("WARN"), "{line}");
+            assert!(
+                line.contains("height=7") && line.contains("not-a-hash"),
+                "{line}"
+            );
+        }
+    }
+}

@@ -119,6 +119,8 @@ pub struct Metrics {
     /// Times a live event subscriber fell behind the tip by more than a page and went on
     /// catching up from the store.
     pub event_subscribers_lagged: IntCounter,
+    /// 1 while the follower is subscribed to its upstream's event stream, else 0.
+    pub sync_push_subscribed: IntGauge,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -347,6 +349,10 @@ impl Metrics {
             event_subscribers_lagged: reg!(IntCounter::with_opts(opts(
                 "event_subscribers_lagged_total",
                 "Times a live event subscriber fell behind the tip and went on catching up from the store"
+            ))),
+            sync_push_subscribed: reg!(IntGauge::with_opts(opts(
+                "sync_push_subscribed",
+                "1 while the follower is subscribed to its upstream's event stream, else 0"
             ))),
             registry,
         };

@@ -514,3 +514,61 @@ async fn the_explorer_page_and_its_assets_are_served_under_a_strict_csp() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_follower_subscribed_to_its_upstreams_stream_syncs_a_new_block_without_waiting_for_a_poll()
+ {
+    let upstream = spawn_app(|_| {}).await;
+    upstream.create_block("first", 1).await;
+    let url = upstream.base.clone();
+    // Polls so rare that only the pushed announcement can bring the next block in time.
+    let follower = spawn_app(move |c| {
+        c.synchronization.engine_url = Some(url);
+        c.synchronization.poll_interval_seconds = 120.0;
+        c.synchronization.push_fallback_poll_seconds = 120.0;
+    })
+    .await;
+    let height = |app: &TestApp| {
+        let app = app.client.get(app.url("/api/v1/chain/height"));
+        async move { app.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    eventually(LIMIT, "the follower to copy the upstream", || async {
+        (height(&follower).await["height"] == 1).then_some(())
+    })
+    .await;
+    // Subscribed: the upstream counts the follower's stream.
+    eventually(LIMIT, "the follower to subscribe", || async {
+        (metric(&upstream, "block_manager_event_streams_open").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(&follower, "block_manager_sync_push_subscribed").await,
+        1.0
+    );
+    let created = upstream.create_block("pushed", 2).await;
+    let started = Instant::now();
+    eventually(Duration::from_secs(20), "the pushed block", || async {
+        (height(&follower).await["block_hash"] == created["hash"]).then_some(())
+    })
+    .await;
+    eprintln!(
+        "pushed block stored by the follower {:?} after it was created",
+        started.elapsed()
+    );
+    // Fetched and validated like a polled block: the same bytes as upstream serves.
+    let ours = follower
+        .get("/api/v1/blocks/height/2")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let theirs = upstream
+        .get("/api/v1/blocks/height/2")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(ours, theirs);
+    follower.stop().await;
+    upstream.stop().await;
+}

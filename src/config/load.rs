@@ -792,6 +792,15 @@ fn validate_events(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "expected seconds from 0.01 to 3600",
         ));
     }
+    let fallback = c.synchronization.push_fallback_poll_seconds;
+    if !(fallback.is_finite() && (0.01..=31_536_000.0).contains(&fallback)) {
+        return Err(invalid(
+            f,
+            "synchronization.push_fallback_poll_seconds",
+            &fallback.to_string(),
+            "expected seconds from 0.01 to one year",
+        ));
+    }
     Ok(())
 }
 

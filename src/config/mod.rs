@@ -282,6 +282,10 @@ pub struct SyncConfig {
     /// Length in seconds of the window `max_reorgs_per_window` counts rollbacks over
     /// (0 turns damping off).
     pub reorg_window_seconds: f64,
+    /// Seconds between safety-net polls while subscribed to the upstream's event stream
+    /// (`/api/v1/events`), which starts a round as soon as the upstream announces a block.
+    /// Without the stream the follower polls every `poll_interval_seconds`.
+    pub push_fallback_poll_seconds: f64,
 }
 
 impl Default for SyncConfig {
@@ -298,6 +302,7 @@ impl Default for SyncConfig {
             startup_grace_seconds: 120.0,
             max_reorgs_per_window: 5,
             reorg_window_seconds: 600.0,
+            push_fallback_poll_seconds: 30.0,
         }
     }
 }

@@ -426,6 +426,18 @@ fn event_stream_bounds_are_checked_and_name_their_key() {
         let l = load(&LoadOptions::default()).unwrap();
         assert_eq!(l.config.api.max_event_streams, 8);
         assert_eq!(l.config.api.event_keepalive_seconds, 0.5);
+        assert_eq!(l.config.synchronization.push_fallback_poll_seconds, 30.0);
+        jail.set_env(
+            "BLOCK_MANAGER__SYNCHRONIZATION__PUSH_FALLBACK_POLL_SECONDS",
+            "-1",
+        );
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with(
+                "invalid BLOCK_MANAGER__SYNCHRONIZATION__PUSH_FALLBACK_POLL_SECONDS '-1'"
+            ),
+            "{e}"
+        );
         Ok(())
     });
 }

@@ -572,3 +572,56 @@ async fn a_follower_subscribed_to_its_upstreams_stream_syncs_a_new_block_without
     follower.stop().await;
     upstream.stop().await;
 }
+
+/// An upstream whose event stream is one endless line; everything else is a 404.
+async fn endless_line_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let n = conn.read(&mut head).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..n]).to_string();
+                if !head.starts_with("GET /api/v1/events") {
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: ")
+                    .await;
+                let chunk = vec![b'x'; 64 * 1024];
+                while conn.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_endless_line_from_the_upstreams_stream_is_cut_and_the_follower_goes_on_polling() {
+    let addr = endless_line_upstream().await;
+    let follower = spawn_app(move |c| {
+        c.synchronization.engine_url = Some(format!("http://{addr}"));
+        c.synchronization.poll_interval_seconds = 0.05;
+    })
+    .await;
+    // Subscribed, then dropped once the line passes one block plus slack, then again...
+    let gauge = "block_manager_sync_push_subscribed";
+    eventually(LIMIT, "a subscription", || async {
+        (metric(&follower, gauge).await == 1.0).then_some(())
+    })
+    .await;
+    eventually(LIMIT, "the endless line to be cut", || async {
+        (metric(&follower, gauge).await == 0.0).then_some(())
+    })
+    .await;
+    // ...while the process stays up and keeps polling.
+    let (status, s) = follower.get_json("/api/v1/sync/status").await;
+    assert_eq!(status, 200);
+    assert!(s["state"].is_string(), "{s}");
+    follower.stop().await;
+}

@@ -45,7 +45,7 @@ need curl curl || { echo "curl is required"; exit 1; }
 step "cargo test" env CRASH_ROUNDS=50 SYNC_KILLS=10 cargo test
 if [ "${1:-}" != "--quick" ]; then
   step "release build" cargo build --release --locked
-  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh tests/range_memory.sh tests/follower_memory.sh tests/slowloris.sh; do
+  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh tests/range_memory.sh tests/follower_memory.sh tests/slowloris.sh tests/explorer.sh; do
     if [ -f "$drill" ]; then
       step "$drill" bash "$drill"
     fi

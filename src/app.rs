@@ -62,6 +62,8 @@ pub struct Shared {
     pub stats: crate::api::StatsCache,
     /// Open connections and the cap (long-lived responses claim their place here).
     pub connections: Arc<crate::server::ConnectionTracker>,
+    /// Open event streams, ended by shutdown.
+    pub events: Arc<crate::api::events::Hub>,
 }
 
 /// Why the service could not start: exit 2 with this line.
@@ -269,6 +271,7 @@ pub async fn build_state(
         system,
         stats: crate::api::StatsCache::default(),
         connections,
+        events: Arc::new(crate::api::events::Hub::new(shutdown.clone())),
     }));
     Ok((state, writer))
 }

@@ -7,6 +7,7 @@
 
 use crate::chain::{self, Block, ChainView, Failure, Limits, Timestamp, Transaction};
 use crate::metrics::Metrics;
+use crate::store::tip::TipWatch;
 use crate::store::{BlockMeta, BlockRecord, BlockStore, StoreError};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -127,6 +128,7 @@ enum Op {
 pub struct Ledger {
     tx: mpsc::Sender<Op>,
     tip: Arc<AtomicU64>,
+    changes: Arc<TipWatch>,
 }
 
 /// `tip` value while the chain is empty.
@@ -167,18 +169,25 @@ impl Ledger {
     ) -> (Ledger, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
         let tip = Arc::new(AtomicU64::new(NO_TIP));
+        let changes = Arc::new(TipWatch::new());
         let writer = Writer {
             store,
             limits,
             metrics,
             tip: tip.clone(),
+            changes: changes.clone(),
         };
         writer.publish_tip();
         let handle = std::thread::Builder::new()
             .name("block-writer".into())
             .spawn(move || writer.run(rx))
             .expect("spawning the writer thread only fails when the OS is out of threads");
-        (Ledger { tx, tip }, handle)
+        (Ledger { tx, tip, changes }, handle)
+    }
+
+    /// Wakes after every durable commit and rollback (event streams wait on it).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Height of the committed tip, without touching the store (`None` while empty).
@@ -374,6 +383,7 @@ struct Writer {
     limits: Limits,
     metrics: Arc<Metrics>,
     tip: Arc<AtomicU64>,
+    changes: Arc<TipWatch>,
 }
 
 /// An answer waiting for its group's commit.
@@ -428,6 +438,7 @@ impl Writer {
             Err(e) => tracing::error!(error = %e, "cannot read the tip after a write"),
         }
         self.publish_floor();
+        self.changes.notify();
     }
 
     /// The finality floor gauge, after a commit may have raised it.
@@ -627,6 +638,8 @@ impl Writer {
                 self.metrics
                     .observe_commit(&pending.records, started.elapsed(), sources);
                 self.publish_floor();
+                // After the tip is published: a woken subscriber reads what was committed.
+                self.changes.notify();
                 answer(waiting, None)
             }
             Err(e) => {

@@ -122,6 +122,15 @@ pub struct Metrics {
     pub http_connections_refused: IntCounter,
     /// Connections closed because their request head did not arrive in time.
     pub http_header_timeouts: IntCounter,
+    /// Event streams (`/api/v1/events`) open now.
+    pub event_streams_open: IntGauge,
+    /// Events written to event streams, by event type (`block`, `reorg`, `resync`).
+    pub events_sent: IntCounterVec,
+    /// Times a live event subscriber fell behind the tip by more than a page and went on
+    /// catching up from the store.
+    pub event_subscribers_lagged: IntCounter,
+    /// 1 while the follower is subscribed to its upstream's event stream, else 0.
+    pub sync_push_subscribed: IntGauge,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -356,6 +365,25 @@ impl Metrics {
                 "http_header_timeouts_total",
                 "Connections closed for not sending a request head within api.header_timeout_seconds"
             ))),
+            event_streams_open: reg!(IntGauge::with_opts(opts(
+                "event_streams_open",
+                "Event streams (/api/v1/events) open now"
+            ))),
+            events_sent: reg!(IntCounterVec::new(
+                opts(
+                    "events_sent_total",
+                    "Events written to event streams, by type: block, reorg, resync"
+                ),
+                &["type"]
+            )),
+            event_subscribers_lagged: reg!(IntCounter::with_opts(opts(
+                "event_subscribers_lagged_total",
+                "Times a live event subscriber fell behind the tip and went on catching up from the store"
+            ))),
+            sync_push_subscribed: reg!(IntGauge::with_opts(opts(
+                "sync_push_subscribed",
+                "1 while the follower is subscribed to its upstream's event stream, else 0"
+            ))),
             registry,
         };
         let build = reg_build_info(&m.registry);
@@ -376,6 +404,9 @@ impl Metrics {
     /// Creates the series whose label values are known in advance at zero, so `rate()` and
     /// `increase()` see the first event and dashboards show a flat line instead of "no data".
     fn preset_known_labels(&self) {
+        for kind in ["block", "reorg", "resync"] {
+            self.events_sent.with_label_values(&[kind]);
+        }
         for source in SOURCES {
             self.appends.with_label_values(&[source]);
         }

@@ -403,6 +403,45 @@ fn reorg_damping_settings_load_and_bad_ones_name_their_key() {
     });
 }
 
+#[test]
+fn event_stream_bounds_are_checked_and_name_their_key() {
+    Jail::expect_with(|jail| {
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.api.max_event_streams, 256);
+        assert_eq!(l.config.api.event_keepalive_seconds, 15.0);
+        jail.set_env("BLOCK_MANAGER__API__MAX_EVENT_STREAMS", "0");
+        let e = err(&LoadOptions::default());
+        assert_eq!(
+            e,
+            "invalid BLOCK_MANAGER__API__MAX_EVENT_STREAMS '0': expected 1-65536"
+        );
+        jail.set_env("BLOCK_MANAGER__API__MAX_EVENT_STREAMS", "8");
+        jail.set_env("BLOCK_MANAGER__API__EVENT_KEEPALIVE_SECONDS", "0");
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid BLOCK_MANAGER__API__EVENT_KEEPALIVE_SECONDS '0'"),
+            "{e}"
+        );
+        jail.set_env("BLOCK_MANAGER__API__EVENT_KEEPALIVE_SECONDS", "0.5");
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.api.max_event_streams, 8);
+        assert_eq!(l.config.api.event_keepalive_seconds, 0.5);
+        assert_eq!(l.config.synchronization.push_fallback_poll_seconds, 30.0);
+        jail.set_env(
+            "BLOCK_MANAGER__SYNCHRONIZATION__PUSH_FALLBACK_POLL_SECONDS",
+            "-1",
+        );
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with(
+                "invalid BLOCK_MANAGER__SYNCHRONIZATION__PUSH_FALLBACK_POLL_SECONDS '-1'"
+            ),
+            "{e}"
+        );
+        Ok(())
+    });
+}
+
 fn retry_value(l: &block_manager::config::Loaded, key: &str) -> serde_json::Value {
     serde_json::to_value(&l.config).unwrap()["error_handling"]["retry"][key].clone()
 }

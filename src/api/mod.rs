@@ -5,6 +5,8 @@
 pub mod access;
 mod blocks;
 mod chain;
+pub mod events;
+mod explorer;
 mod limiter;
 mod observe;
 pub mod openapi;
@@ -49,7 +51,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/chain/height", get(chain::height))
         .route("/api/v1/sync/status", get(system::sync_status))
         .route("/api/v1/monitoring/system", get(system::monitoring_system))
-        .route("/api/v1/monitoring/health", get(system::monitoring_health));
+        .route("/api/v1/monitoring/health", get(system::monitoring_health))
+        // Event streams: never gzip'd (the compression layer leaves `text/event-stream` alone),
+        // and a literal segment, so matched before `{block_id}`.
+        .route("/api/v1/events", get(events::stream))
+        .route("/api/v1/blocks/events", get(events::stream));
     // Open reads skip the layer altogether: on the hottest routes it was a boxed future per
     // request that did nothing.
     let reads = if state.config.security.require_read_auth {
@@ -69,7 +75,13 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(system::live))
         .route("/health/ready", get(system::ready))
         .route("/metrics", get(system::metrics))
-        .route("/api/v1/openapi.json", get(openapi::document));
+        .route("/api/v1/openapi.json", get(openapi::document))
+        // The explorer page only reads the public API, so it is public like the docs.
+        .route("/", get(explorer::page))
+        .route("/explorer", get(explorer::page))
+        .route("/explorer.js", get(explorer::script))
+        .route("/explorer.css", get(explorer::style))
+        .route("/favicon.ico", get(explorer::icon));
 
     with_middleware(reads.merge(writes).merge(public), state)
 }

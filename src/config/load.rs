@@ -774,6 +774,7 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
         ));
     }
     validate_sync_budget(c, f)?;
+    validate_events(c, f)?;
     if let Err((key, value, why)) = crate::telemetry::check(c) {
         return Err(if is_env_name(&key) {
             ConfigError(format!("invalid {key} '{value}': {why}"))
@@ -782,6 +783,37 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
         });
     }
     lucid::check_routes(c, f)?;
+    Ok(())
+}
+
+/// The event stream's bounds.
+fn validate_events(c: &Config, f: &Figment) -> Result<(), ConfigError> {
+    if !(1..=65_536).contains(&c.api.max_event_streams) {
+        return Err(invalid(
+            f,
+            "api.max_event_streams",
+            &c.api.max_event_streams.to_string(),
+            "expected 1-65536",
+        ));
+    }
+    let keepalive = c.api.event_keepalive_seconds;
+    if !(keepalive.is_finite() && (0.01..=3600.0).contains(&keepalive)) {
+        return Err(invalid(
+            f,
+            "api.event_keepalive_seconds",
+            &keepalive.to_string(),
+            "expected seconds from 0.01 to 3600",
+        ));
+    }
+    let fallback = c.synchronization.push_fallback_poll_seconds;
+    if !(fallback.is_finite() && (0.01..=31_536_000.0).contains(&fallback)) {
+        return Err(invalid(
+            f,
+            "synchronization.push_fallback_poll_seconds",
+            &fallback.to_string(),
+            "expected seconds from 0.01 to one year",
+        ));
+    }
     Ok(())
 }
 

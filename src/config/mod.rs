@@ -282,6 +282,10 @@ pub struct SyncConfig {
     /// Length in seconds of the window `max_reorgs_per_window` counts rollbacks over
     /// (0 turns damping off).
     pub reorg_window_seconds: f64,
+    /// Seconds between safety-net polls while subscribed to the upstream's event stream
+    /// (`/api/v1/events`), which starts a round as soon as the upstream announces a block.
+    /// Without the stream the follower polls every `poll_interval_seconds`.
+    pub push_fallback_poll_seconds: f64,
 }
 
 impl Default for SyncConfig {
@@ -298,6 +302,7 @@ impl Default for SyncConfig {
             startup_grace_seconds: 120.0,
             max_reorgs_per_window: 5,
             reorg_window_seconds: 600.0,
+            push_fallback_poll_seconds: 30.0,
         }
     }
 }
@@ -337,6 +342,12 @@ pub struct ApiConfig {
     /// request head are closed to make room; when every connection is busy with a request,
     /// new requests answer 503 SRV_003 with Retry-After, and `/health*` is still served.
     pub max_connections: usize,
+    /// Most event streams (`/api/v1/events`) open at once in this process; past it a new one
+    /// answers 503 `SRV_003` with `Retry-After`. Each stream also holds a connection.
+    pub max_event_streams: usize,
+    /// Seconds between keep-alive comments on an idle event stream, so proxies and clients
+    /// can tell a quiet chain from a dead connection.
+    pub event_keepalive_seconds: f64,
 }
 
 impl Default for ApiConfig {
@@ -351,6 +362,8 @@ impl Default for ApiConfig {
             header_timeout_seconds: 10.0,
             idle_timeout_seconds: 60.0,
             max_connections: 1024,
+            max_event_streams: 256,
+            event_keepalive_seconds: 15.0,
         }
     }
 }

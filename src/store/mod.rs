@@ -15,7 +15,8 @@
 //!
 //! Inside: `redb_store` (the handle, recovery, the trait impl), `database` (opening the file,
 //! format check, durable transactions), `tables` (table layout and per-block rows), `listing`
-//! (paged listings), `codec` (compact row encodings), `failure` (error classification).
+//! (paged listings), `codec` (compact row encodings), `failure` (error classification), `tip`
+//! (commit notifications).
 
 mod body_log;
 mod codec;
@@ -27,6 +28,7 @@ mod redb_store;
 mod tables;
 #[cfg(test)]
 mod tests;
+pub mod tip;
 
 use std::path::Path;
 
@@ -241,6 +243,44 @@ pub trait BlockStore: Send + Sync + 'static {
     /// Blocks whose timestamp is at or after `since_micros`, counting at most `cap`. Served
     /// from the time index, so it costs the number of blocks counted, never the chain.
     fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError>;
+    /// The rollback log, newest first: the last [`ROLLBACK_LOG_MAX`] rollbacks, each recorded
+    /// by [`BlockStore::rollback_above`] in the same commit as the removal, with the hashes it
+    /// orphaned. Event streams resumed from an orphaned block find their way back through it.
+    fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError>;
+}
+
+/// Rollbacks the store remembers ([`BlockStore::rollback_log`]); the oldest are forgotten first.
+/// Far more than sync's reorg damping lets happen in a window (5 in 600 s by default).
+pub const ROLLBACK_LOG_MAX: usize = 64;
+
+/// A block's place in the chain: its height and hash.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// Height of the block.
+    pub height: u64,
+    /// Hash of the block, 64 lowercase hex characters.
+    pub hash: String,
+}
+
+impl Position {
+    /// The position of the block `hash` at `height`.
+    pub fn new(height: u64, hash: impl Into<String>) -> Self {
+        Self {
+            height,
+            hash: hash.into(),
+        }
+    }
+}
+
+/// One entry of the rollback log.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rollback {
+    /// The block kept as the new tip: the common ancestor of the old and new branches.
+    pub ancestor: Position,
+    /// The tip before the rollback.
+    pub old_tip: Position,
+    /// Hashes of the removed blocks, ascending from `ancestor.height + 1`.
+    pub orphaned: Vec<String>,
 }
 
 /// The floor a tip at `tip` implies with a finality depth of `depth`: the highest height

@@ -24,8 +24,8 @@ use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle}
 use super::listing;
 use super::tables::{self, WriteTables};
 use super::{
-    BlockMeta, BlockRecord, BlockStore, ChainInfo, DEFAULT_NETWORK, Order, StoreError, Totals,
-    codec, floor_for_tip,
+    BlockMeta, BlockRecord, BlockStore, ChainInfo, DEFAULT_NETWORK, Order, Position, Rollback,
+    StoreError, Totals, codec, floor_for_tip,
 };
 
 /// How the store's file was opened; worth a log line at start-up.
@@ -530,6 +530,16 @@ impl BlockStore for RedbStore {
             }
             t.set_totals(&totals)?;
             removed.reverse();
+            // Logged in the same commit as the removal: whoever sees the blocks gone can
+            // also find where they went.
+            let ancestor = t.tip()?.map(|m| Position::new(m.height, m.hash));
+            if let (Some(ancestor), Some(last)) = (ancestor, removed.last()) {
+                t.record_rollback(&Rollback {
+                    ancestor,
+                    old_tip: Position::new(last.meta.height, last.meta.hash.clone()),
+                    orphaned: removed.iter().map(|b| b.meta.hash.clone()).collect(),
+                })?;
+            }
             Ok(removed)
         })
     }
@@ -589,6 +599,10 @@ impl BlockStore for RedbStore {
 
     fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError> {
         self.read(|txn| listing::count_since(txn, since_micros, cap))
+    }
+
+    fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError> {
+        self.read(tables::read_rollback_log)
     }
 }
 

@@ -35,6 +35,9 @@ pub(super) const QUARANTINE_ORDER: TableDefinition<u64, &str> =
 /// Most keys [`QUARANTINED`] keeps; the oldest are forgotten first. Far more than the
 /// quarantine folder holds (1000 files by default), at about 150 bytes a key.
 pub(super) const QUARANTINE_INDEX_MAX: u64 = 65_536;
+/// Number → one [`Rollback`](super::Rollback) as JSON, oldest first: the rollback log that lets
+/// an event stream resumed from an orphaned block find where its chain and ours part.
+pub(super) const ROLLBACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("rollback_log");
 
 /// Bodies are stored in chunks of this size. redb fills its 4 KiB leaf pages with whole
 /// entries: a 2.2 KiB body stored whole leaves 1.8 KiB of its page empty, and a 5 KiB one takes
@@ -211,6 +214,44 @@ impl WriteTables<'_> {
         }
         Ok(true)
     }
+
+    /// Appends `entry` to the rollback log, forgetting the oldest entries past
+    /// [`ROLLBACK_LOG_MAX`](super::ROLLBACK_LOG_MAX). Opened here, like the quarantine index,
+    /// so block commits never touch the table.
+    pub(super) fn record_rollback(&mut self, entry: &super::Rollback) -> Outcome<()> {
+        let row = serde_json::to_vec(entry)
+            .map_err(|e| StoreError::Write(format!("cannot encode a rollback log entry: {e}")))?;
+        let mut log = self.txn.open_table(ROLLBACKS)?;
+        let number = log.last()?.map_or(0, |(n, _)| n.value() + 1);
+        log.insert(number, row.as_slice())?;
+        while log.len()? > super::ROLLBACK_LOG_MAX as u64 {
+            if log.pop_first()?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rollback log, newest first; empty when nothing was ever rolled back.
+pub(super) fn read_rollback_log(txn: &redb::ReadTransaction) -> Outcome<Vec<super::Rollback>> {
+    let log = match txn.open_table(ROLLBACKS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for row in log.iter()?.rev() {
+        let (n, v) = row?;
+        let entry = serde_json::from_slice(v.value()).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "rollback log entry {} is unreadable: {e}",
+                n.value()
+            ))
+        })?;
+        out.push(entry);
+    }
+    Ok(out)
 }
 
 /// The finality floor ([`KEY_FINALITY_FLOOR`]); 0 when never raised.

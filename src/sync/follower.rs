@@ -59,6 +59,21 @@ pub struct Settings {
     pub max_reorg_depth: u64,
     /// Spacing of failed rounds.
     pub backoff: Backoff,
+    /// Wait between rounds once level while subscribed to the upstream's event stream.
+    pub push_fallback: Duration,
+    /// Whether the upstream's event stream is open now.
+    pub subscribed: super::push::Subscribed,
+}
+
+impl Settings {
+    /// Wait once level: the safety-net interval while the upstream pushes, else the poll.
+    fn level_wait(&self) -> Duration {
+        if self.subscribed.get() {
+            self.push_fallback
+        } else {
+            self.poll
+        }
+    }
 }
 
 /// How a round ended, when it reached the upstream.
@@ -135,7 +150,7 @@ impl Follower {
         let wait = match outcome {
             Ok(Round::Level) => {
                 self.succeeded(State::Synced);
-                self.settings.poll
+                self.settings.level_wait()
             }
             Ok(Round::Progress) => {
                 self.succeeded(State::Syncing);

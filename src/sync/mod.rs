@@ -22,6 +22,7 @@ mod damper;
 mod error;
 mod follower;
 mod fork;
+mod push;
 mod retry;
 mod status;
 
@@ -94,7 +95,27 @@ impl SyncHandle {
             batch: sync.fetch_batch_size.clamp(1, 1000),
             max_reorg_depth: sync.max_reorg_depth,
             backoff: round_backoff,
+            push_fallback: seconds(sync.push_fallback_poll_seconds, 30.0)
+                .max(Duration::from_millis(10)),
+            subscribed: push::Subscribed::default(),
         };
+        // The upstream's event stream starts rounds as soon as it announces something.
+        if client.is_ok()
+            && let Some(events) = push::events_url(url)
+        {
+            let listener = push::Push {
+                url: events,
+                api_key: sync.engine_api_key.get().map(str::to_owned),
+                connect_timeout: timeout,
+                max_line_bytes: config.chain.max_block_size_bytes.saturating_add(64 * 1024),
+                // As often as polling, at most once a second.
+                retry: settings.poll.max(Duration::from_secs(1)),
+                rounds: rounds.clone(),
+                subscribed: settings.subscribed.clone(),
+                metrics: metrics.clone(),
+            };
+            tracker.spawn(listener.run(shutdown.clone()));
+        }
         let circuit = config
             .error_handling
             .blockchain_engine

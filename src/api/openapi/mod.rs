@@ -42,6 +42,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/health/ready"),
     ("get", "/metrics"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/events"),
+    ("get", "/api/v1/blocks/events"),
+    ("get", "/"),
+    ("get", "/explorer"),
+    ("get", "/explorer.js"),
+    ("get", "/explorer.css"),
+    ("get", "/favicon.ico"),
 ];
 
 const DESCRIPTION: &str = "Block store of the Lucid stack (lucid_blocks chain, PoOT consensus).\n\n\
@@ -69,7 +76,9 @@ pub fn spec() -> &'static Value {
                 {"name": "sync", "description": "Follower sync"},
                 {"name": "monitoring", "description": "Metrics and host monitoring"},
                 {"name": "health", "description": "Probes"},
-                {"name": "meta", "description": "This document"}
+                {"name": "meta", "description": "This document"},
+                {"name": "events", "description": "Server-Sent Events of new blocks and reorgs"},
+                {"name": "explorer", "description": "The explorer page"}
             ],
             "paths": paths::paths(),
             "components": schemas::components(),

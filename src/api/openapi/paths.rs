@@ -431,6 +431,8 @@ pub(super) fn operations() -> Vec<(&'static str, &'static str, Value)> {
         .into_iter()
         .chain(chain_ops())
         .chain(public_ops())
+        .chain(event_ops())
+        .chain(explorer_ops())
         .map(|(method, path, op)| (method, path, op.build()))
         .collect()
 }
@@ -443,4 +445,96 @@ pub(super) fn paths() -> Map<String, Value> {
         item[method] = op;
     }
     paths
+}
+
+const EVENTS: &str = "Server-Sent Events (`text/event-stream`, never compressed) of the chain, in chain order. \
+Frames: `retry: 2000` first; `event: block` with `id: <height>:<hash>` and `data:` the block as `/blocks/height/{height}` serves it \
+(`?thin=1`: its header: height, hash, previous_hash, merkle_root, timestamp, producer, transaction_count); \
+`event: reorg` with the common ancestor as its id and `data: {ancestor:{height,hash}, depth, old_tip:{height,hash}, new_tip:{height,hash}}` \
+when blocks already sent are rolled back, followed by the new branch's blocks; \
+`event: resync` with `data: {reason, from_height}` when a resumed position is neither on the chain nor in the rollback log \
+(the stream goes on from `from_height`); a `: keep-alive` comment when idle (api.event_keepalive_seconds, 15). \
+Resume with `Last-Event-ID: <height>:<hash>` (exclusive; wins over `from`) or `?from=<height>` (inclusive); \
+without either the stream starts at the next block. A position past the tip streams live. \
+At most api.max_event_streams streams per process (503 SRV_003 with Retry-After past it). The stream never ends by itself.";
+
+fn event_op(id: &'static str) -> Op {
+    Op::new(id, "events", "Server-Sent Events stream of new blocks and reorgs", Access::Read)
+        .params(vec![
+            height_param("from", "First height to replay, inclusive (Last-Event-ID wins when both are sent)"),
+            query(
+                "thin",
+                json!({"type": "string", "enum": ["0", "1", "false", "true"]}),
+                "1: block events carry the header only",
+            ),
+            json!({"name": "Last-Event-ID", "in": "header", "required": false,
+                   "schema": {"type": "string", "pattern": "^[0-9]+:[0-9a-f]{64}$"},
+                   "description": "Resume after this event id, `<height>:<hash>`"}),
+        ])
+        .ok(
+            "200",
+            json!({"description": EVENTS, "headers": {
+                    "X-Request-Id": request_id_header(),
+                    "Cache-Control": {"description": "no-cache", "required": true, "schema": {"type": "string"}},
+                    "X-Accel-Buffering": {"description": "no: proxies must not buffer the stream", "required": true, "schema": {"type": "string"}}},
+                   "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+        )
+        .errors(STORE_400)
+}
+
+/// The event stream, under its own path and under `/blocks/` (Lucid's gateway forwards only
+/// `/api/v1/blocks/*`).
+fn event_ops() -> Vec<(&'static str, &'static str, Op)> {
+    vec![
+        ("get", "/api/v1/events", event_op("getEvents")),
+        ("get", "/api/v1/blocks/events", event_op("getBlockEvents")),
+    ]
+}
+
+/// The explorer page and its assets.
+fn explorer_ops() -> Vec<(&'static str, &'static str, Op)> {
+    let asset = |id, summary, media: &str| {
+        Op::new(
+            id,
+            "explorer",
+            summary,
+            Access::Public { rate_limited: true },
+        )
+        .ok(
+            "200",
+            json!({"description": summary, "headers": {"X-Request-Id": request_id_header()},
+                   "content": {media: {"schema": {"type": "string"}}}}),
+        )
+    };
+    vec![
+        (
+            "get",
+            "/",
+            asset("getExplorer", "The explorer page", "text/html"),
+        ),
+        (
+            "get",
+            "/explorer",
+            asset("getExplorerPage", "The explorer page", "text/html"),
+        ),
+        (
+            "get",
+            "/explorer.js",
+            asset(
+                "getExplorerScript",
+                "The explorer page's script",
+                "text/javascript",
+            ),
+        ),
+        (
+            "get",
+            "/explorer.css",
+            asset("getExplorerStyle", "The explorer page's style", "text/css"),
+        ),
+        (
+            "get",
+            "/favicon.ico",
+            asset("getIcon", "The explorer page's icon (SVG)", "image/svg+xml"),
+        ),
+    ]
 }

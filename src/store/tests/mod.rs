@@ -5,6 +5,7 @@ mod body_log;
 mod finality;
 mod listing;
 mod processes;
+mod rollback_log;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -10,6 +10,7 @@ pub mod redact;
 mod subst;
 
 pub use cidr::{Cidr, parse_all as parse_cidrs};
+pub use load::source_of;
 pub use load::{ConfigError, ENV_KEYS, LoadOptions, Loaded, load, source_name};
 pub use subst::{UnsetVar, expand, substitute_tree};
 

@@ -1212,3 +1212,132 @@ fn every_checked_route_key_and_the_json_file_refuse_a_wrong_value_with_exit_2() 
         );
     }
 }
+
+/// Each honoured key of Lucid's files as `config show` names it (Lucid's name where it is
+/// the field's, else the field it sets), with the file it must say it came from.
+fn honoured_as_shown(main: &'static str) -> Vec<(String, &'static str)> {
+    let mut keys: Vec<(String, &str)> = [
+        "service.name",
+        "service.host",
+        "service.port",
+        "service.url",
+        "service.environment",
+        "service.platform",
+        "storage.blocks_path",
+        "logging.directory",
+        "logging.level",
+        "logging.format",
+        "logging.rotate.enabled",
+        "logging.rotate.max_size_mb",
+        "logging.rotate.backups",
+        "synchronization.engine_url",
+        "synchronization.sync_timeout_seconds",
+        "synchronization.fetch_batch_size",
+        "rate_limits.enabled",
+        "rate_limits.window_seconds",
+        "rate_limits.requests",
+        "monitoring.metrics_enabled",
+        "healthcheck.path",
+        "healthcheck.timeout_seconds",
+        "api.base_path",
+        "api.blocks.list",
+        "api.blocks.by_id",
+        "api.blocks.by_height",
+        "api.blocks.latest",
+        "api.blocks.validate",
+        "security.user",
+        "security.group",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), main))
+    .collect();
+    let errors = [
+        "retry.enabled",
+        "retry.max_retries",
+        "retry.retry_delay_seconds",
+        "retry.exponential_backoff",
+        "retry.backoff_multiplier",
+        "retry.max_backoff_seconds",
+        "blockchain_engine.request_timeout_seconds",
+        "blockchain_engine.retry_on_timeout",
+        "blockchain_engine.retry_on_5xx",
+        "blockchain_engine.max_retries",
+        "blockchain_engine.circuit_breaker.enabled",
+        "blockchain_engine.circuit_breaker.failure_threshold",
+        "blockchain_engine.circuit_breaker.recovery_timeout_seconds",
+        "blockchain_engine.circuit_breaker.half_open_max_calls",
+        "synchronization.sync_backoff_seconds",
+        "synchronization.log_failed_blocks",
+        "validation.quarantine_invalid_blocks",
+        "validation.log_validation_errors",
+        "validation.quarantine_path",
+    ];
+    keys.extend(
+        errors
+            .iter()
+            .map(|k| (format!("error_handling.{k}"), ERRORS)),
+    );
+    keys.extend(
+        ["critical", "error", "warning"]
+            .iter()
+            .map(|k| (format!("severity.{k}"), ERRORS)),
+    );
+    keys.extend(
+        fixture(ERRORS)
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .filter(|(k, _)| {
+                ["BM_", "ST_", "SYNC_", "VAL_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .map(|(k, _)| (format!("error_codes.{k}"), ERRORS)),
+    );
+    for k in [
+        "formatters.standard.format",
+        "formatters.detailed.datefmt",
+        "handlers.console.stream",
+        "handlers.file.filename",
+        "handlers.file.maxBytes",
+        "handlers.file.backupCount",
+        "handlers.error_file.level",
+        "loggers.blockchain.api.level",
+        "root.level",
+    ] {
+        keys.push((format!("logging_config.{k}"), LOGGING));
+    }
+    keys
+}
+
+#[test]
+fn config_show_names_the_file_of_every_honoured_key_in_yaml_and_in_json() {
+    for main in [MAIN_YAML, MAIN_JSON] {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            (main, fixture(main)),
+            (ERRORS, fixture(ERRORS)),
+            (LOGGING, fixture(LOGGING)),
+        ];
+        write_files(dir.path(), &files);
+        let config = format!("config/{main}");
+        let (code, out) = run(dir.path(), &["config", "show", "--config", &config], &[]);
+        assert_eq!(code, Some(0), "{out}");
+        let keys = honoured_as_shown(main);
+        assert!(
+            keys.iter()
+                .filter(|(k, _)| k.starts_with("error_codes."))
+                .count()
+                == 21
+        );
+        for (key, file) in keys {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} = ")))
+                .unwrap_or_else(|| panic!("{main}: {key} not shown:\n{out}"));
+            assert!(
+                line.ends_with(&format!("# config/{file}")),
+                "{main}: {key} not from {file}: {line}"
+            );
+        }
+    }
+}

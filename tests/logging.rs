@@ -506,3 +506,97 @@ fn a_console_handler_on_ext_sys_stderr_writes_to_stderr_only() {
     let out = std::fs::read_to_string(&out_log).unwrap();
     assert!(out.is_empty(), "{out}");
 }
+
+#[test]
+fn a_handlers_level_keeps_lower_records_out_of_its_file() {
+    // blockchain.api writes to console, file and error_file; error_file is at ERROR.
+    let dir = lucid_workdir(same, same);
+    let p = spawn_process(dir.path(), &[]);
+    get_with_id(p.port, "/api/v1/blocks/latest", "below-error-1");
+    drop(stop(p));
+    let logs = dir.path().join("service-logs");
+    let all = std::fs::read_to_string(logs.join("block-manager.log")).unwrap();
+    assert!(all.contains("below-error-1"), "{all}");
+    let errors = std::fs::read_to_string(logs.join("block-manager-errors.log")).unwrap();
+    assert!(
+        errors.lines().all(
+            |l| detailed(l).is_some_and(|(_, level, _)| ["ERROR", "CRITICAL"].contains(&level))
+        ),
+        "below ERROR in the errors file: {errors}"
+    );
+}
+
+#[test]
+fn the_formatters_format_and_datefmt_strings_shape_the_lines() {
+    let dir = lucid_workdir(same, |s| {
+        s.replace(
+            "format: \"%(asctime)s - %(name)s - %(levelname)s - %(message)s\"",
+            "format: \"%(levelname)s|%(name)s|%(message)s\"",
+        )
+        .replace(
+            "%(module)s:%(funcName)s:%(lineno)d - %(message)s\"",
+            "%(module)s:%(funcName)s:%(lineno)d - %(message)s\"\n    datefmt: \"%d.%m.%Y@%H\"",
+        )
+    });
+    let config =
+        std::fs::read_to_string(dir.path().join("config/block-manager-logging.yaml")).unwrap();
+    assert!(
+        config.contains("%(levelname)s|") && config.contains("%d.%m.%Y@%H"),
+        "{config}"
+    );
+    let p = spawn_process(dir.path(), &[]);
+    get_with_id(p.port, "/api/v1/blocks/latest", "shaped-1");
+    let out = stop(p);
+    let line = out
+        .lines()
+        .find(|l| l.contains("shaped-1"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.starts_with("INFO|blockchain.api|GET /api/v1/blocks/latest 200 "),
+        "{line}"
+    );
+    let file = std::fs::read_to_string(dir.path().join("service-logs/block-manager.log")).unwrap();
+    let line = file
+        .lines()
+        .find(|l| l.contains("shaped-1"))
+        .unwrap_or_else(|| panic!("{file}"));
+    let (date, rest) = line.split_once(' ').unwrap();
+    let b = date.as_bytes();
+    assert!(
+        b.len() == 13
+            && [2, 5, 10]
+                .iter()
+                .all(|&i| b[i] == if i == 10 { b'@' } else { b'.' })
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| [2, 5, 10].contains(&i) || c.is_ascii_digit()),
+        "datefmt %d.%m.%Y@%H: {line}"
+    );
+    assert!(rest.starts_with("- blockchain.api - INFO"), "{line}");
+}
+
+#[test]
+fn without_a_logging_file_the_main_files_level_and_format_apply() {
+    let run = |logging: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::write(
+            dir.path().join("config/block-manager-config.yaml"),
+            format!("service:\n  name: block-manager\nlogging:\n{logging}"),
+        )
+        .unwrap();
+        let p = spawn_process(dir.path(), &[]);
+        get_with_id(p.port, "/api/v1/blocks/latest", "main-file-1");
+        stop(p)
+    };
+    let quiet = run("  level: WARNING\n  format: standard\n");
+    assert!(!quiet.contains("main-file-1"), "{quiet}");
+    assert!(!quiet.contains("block-manager listening"), "{quiet}");
+    let json = run("  level: INFO\n  format: json\n");
+    let line = json
+        .lines()
+        .find(|l| l.contains("main-file-1"))
+        .unwrap_or_else(|| panic!("{json}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["request_id"], "main-file-1", "{line}");
+}

@@ -3,6 +3,9 @@
 //! levels, and the keys that are warned about or refused.
 
 mod common;
+#[allow(dead_code)]
+#[path = "sync/standin.rs"]
+mod standin;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -599,4 +602,51 @@ fn without_a_logging_file_the_main_files_level_and_format_apply() {
         .unwrap_or_else(|| panic!("{json}"));
     let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["request_id"], "main-file-1", "{line}");
+}
+
+#[test]
+fn the_httpx_logger_sets_the_level_of_the_upstream_client() {
+    // A stand-in engine without a range route: the upstream client says so at INFO.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let up = rt.block_on(standin::StandIn::start(&[]));
+    // Documents that are no valid blocks (as the Lucid engine's): only the height route
+    // needs their height and hash.
+    up.documents(
+        (0..2)
+            .map(|h| serde_json::json!({"height": h, "hash": format!("{h:064x}")}))
+            .collect(),
+    );
+    up.served.lock().unwrap().range_route = false;
+    let url = up.url();
+    let said = "upstream has no block range route";
+    for (level, shown) in [("WARNING", false), ("INFO", true)] {
+        let dir = lucid_workdir(same, |s| {
+            s.replace(
+                "  httpx:\n    level: WARNING",
+                &format!("  httpx:\n    level: {level}"),
+            )
+        });
+        let asked = up.requests_to("/api/v1/blocks/height/").len();
+        let p = spawn_process(dir.path(), &[("BLOCKCHAIN_ENGINE_URL", url.as_str())]);
+        // Once a block is asked for by height, the client has met the missing range route.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while up.requests_to("/api/v1/blocks/height/").len() == asked {
+            assert!(
+                Instant::now() < deadline,
+                "the follower never fell back: {:?} {}",
+                up.requests_to(""),
+                std::fs::read_to_string(&p.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = stop(p);
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains(said)).collect();
+        assert_eq!(!lines.is_empty(), shown, "httpx at {level}: {out}");
+        if let Some(line) = lines.first() {
+            assert!(line.contains(" - httpx - INFO - "), "{line}");
+        }
+    }
 }

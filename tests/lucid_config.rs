@@ -1341,3 +1341,37 @@ fn config_show_names_the_file_of_every_honoured_key_in_yaml_and_in_json() {
         }
     }
 }
+
+#[test]
+fn the_running_service_logs_each_unused_key_once_in_yaml_and_in_json() {
+    for (main, only) in [(MAIN_YAML, UNUSED_YAML_ONLY), (MAIN_JSON, UNUSED_JSON_ONLY)] {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &[
+                (main, fixture(main)),
+                (ERRORS, fixture(ERRORS)),
+                (LOGGING, fixture(LOGGING)),
+            ],
+        );
+        let config = format!("config/{main}");
+        let mut p = common::spawn_process(
+            dir.path(),
+            &[
+                ("BLOCK_MANAGER_CONFIG", config.as_str()),
+                ("BLOCK_STORAGE_PATH", "data/blocks"),
+            ],
+        );
+        common::signal(&p, "TERM");
+        assert_eq!(common::wait_exit(&mut p, LIMIT), Some(0));
+        let out = std::fs::read_to_string(&p.log).unwrap();
+        let lines: Vec<String> = out.lines().map(str::to_string).collect();
+        let keys = UNUSED_COMMON
+            .iter()
+            .chain(&only)
+            .chain(&["loggers.motor", "loggers.pymongo"]);
+        for key in keys {
+            assert_eq!(naming(&lines, key), 1, "{main}: {key} in\n{out}");
+        }
+    }
+}

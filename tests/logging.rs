@@ -650,3 +650,26 @@ fn the_httpx_logger_sets_the_level_of_the_upstream_client() {
         }
     }
 }
+
+#[test]
+fn an_encoding_other_than_utf_8_is_warned_about_once() {
+    let dir = lucid_workdir(same, |s| {
+        s.replacen("    encoding: utf-8", "    encoding: latin-1", 1)
+    });
+    let config =
+        std::fs::read_to_string(dir.path().join("config/block-manager-logging.yaml")).unwrap();
+    assert!(config.contains("encoding: latin-1"), "{config}");
+    let out = stop(spawn_process(dir.path(), &[]));
+    let warned: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(".encoding latin-1"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{out}");
+    assert!(
+        warned[0].contains(" - WARNING - ") && warned[0].contains("UTF-8"),
+        "{out}"
+    );
+    // Without the edit, nothing is said about encodings.
+    let plain = stop(spawn_process(lucid_workdir(same, same).path(), &[]));
+    assert!(!plain.contains("encoding"), "{plain}");
+}

@@ -673,3 +673,24 @@ fn an_encoding_other_than_utf_8_is_warned_about_once() {
     let plain = stop(spawn_process(lucid_workdir(same, same).path(), &[]));
     assert!(!plain.contains("encoding"), "{plain}");
 }
+
+#[test]
+fn a_logger_without_a_level_takes_the_roots() {
+    let edit = |root: &'static str| {
+        move |s: String| {
+            let s = s.replace(
+                "  blockchain.api:\n    level: INFO\n",
+                "  blockchain.api:\n",
+            );
+            assert!(!s.contains("  blockchain.api:\n    level:"), "{s}");
+            s.replace("root:\n  level: INFO", &format!("root:\n  level: {root}"))
+        }
+    };
+    for (root, shown) in [("WARNING", false), ("INFO", true)] {
+        let dir = lucid_workdir(same, edit(root));
+        let p = spawn_process(dir.path(), &[]);
+        get_with_id(p.port, "/api/v1/blocks/latest", "rooted-1");
+        let out = stop(p);
+        assert_eq!(out.contains("rooted-1"), shown, "root.level {root}: {out}");
+    }
+}

@@ -1375,3 +1375,34 @@ fn the_running_service_logs_each_unused_key_once_in_yaml_and_in_json() {
         }
     }
 }
+
+#[test]
+fn fetch_batch_size_is_the_number_of_blocks_asked_per_range_request() {
+    let rt = runtime();
+    let upstream = rt.block_on(StandIn::start(&[]));
+    upstream.documents(
+        (0..30)
+            .map(|h| serde_json::json!({"height": h, "hash": format!("{h:064x}")}))
+            .collect(),
+    );
+    let url = upstream.url();
+    let files = yaml_files(&[("fetch_batch_size: 100", "fetch_batch_size: 7")], &[]);
+    in_jail(
+        &files,
+        MAIN_YAML,
+        &[("BLOCKCHAIN_ENGINE_URL", url.as_str())],
+        |l, _| {
+            rt.block_on(async {
+                let (_, running) = start(l.expect("loads").config).await;
+                let deadline = Instant::now() + LIMIT;
+                while upstream.requests_to("/api/v1/blocks/range").is_empty() {
+                    assert!(Instant::now() < deadline, "no range asked");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                stop(running).await;
+            });
+        },
+    );
+    let asked = upstream.requests_to("/api/v1/blocks/range");
+    assert!(asked[0].ends_with("from=0&limit=7"), "{asked:?}");
+}

@@ -1406,3 +1406,25 @@ fn fetch_batch_size_is_the_number_of_blocks_asked_per_range_request() {
     let asked = upstream.requests_to("/api/v1/blocks/range");
     assert!(asked[0].ends_with("from=0&limit=7"), "{asked:?}");
 }
+
+#[test]
+fn blocks_path_and_logging_directory_of_the_file_are_where_the_service_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(
+        dir.path(),
+        &yaml_files(
+            &[
+                ("${BLOCK_STORAGE_PATH:-/app/data/blocks}", "lucid-store"),
+                ("  directory: logs", "  directory: lucid-logs"),
+            ],
+            &[],
+        ),
+    );
+    let mut p = common::spawn_process(dir.path(), &[]);
+    common::signal(&p, "TERM");
+    assert_eq!(common::wait_exit(&mut p, LIMIT), Some(0));
+    assert!(dir.path().join("lucid-store/blocks.redb").is_file());
+    let log = std::fs::read_to_string(dir.path().join("lucid-logs/block-manager.log")).unwrap();
+    assert!(log.contains("block-manager listening"), "{log}");
+    assert!(!dir.path().join("logs").exists() && !dir.path().join("data/blocks").exists());
+}

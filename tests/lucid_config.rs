@@ -1408,7 +1408,7 @@ fn fetch_batch_size_is_the_number_of_blocks_asked_per_range_request() {
 }
 
 #[test]
-fn blocks_path_and_logging_directory_of_the_file_are_where_the_service_writes() {
+fn blocks_path_logging_directory_and_url_of_the_file_are_what_the_service_uses() {
     let dir = tempfile::tempdir().unwrap();
     write_files(
         dir.path(),
@@ -1416,6 +1416,10 @@ fn blocks_path_and_logging_directory_of_the_file_are_where_the_service_writes() 
             &[
                 ("${BLOCK_STORAGE_PATH:-/app/data/blocks}", "lucid-store"),
                 ("  directory: logs", "  directory: lucid-logs"),
+                (
+                    "${BLOCK_MANAGER_URL:-http://block-manager:8086}",
+                    "http://bm.lucid.test:8086",
+                ),
             ],
             &[],
         ),
@@ -1426,5 +1430,9 @@ fn blocks_path_and_logging_directory_of_the_file_are_where_the_service_writes() 
     assert!(dir.path().join("lucid-store/blocks.redb").is_file());
     let log = std::fs::read_to_string(dir.path().join("lucid-logs/block-manager.log")).unwrap();
     assert!(log.contains("block-manager listening"), "{log}");
+    assert!(
+        log.contains("advertised=http://bm.lucid.test:8086"),
+        "{log}"
+    );
     assert!(!dir.path().join("logs").exists() && !dir.path().join("data/blocks").exists());
 }

@@ -1447,3 +1447,17 @@ fn blocks_path_logging_directory_and_url_of_the_file_are_what_the_service_uses()
     );
     assert!(!dir.path().join("logs").exists() && !dir.path().join("data/blocks").exists());
 }
+
+#[test]
+fn json_top_level_enabled_and_exponential_backoff_apply_without_an_errors_file() {
+    let main = main_file_with(
+        MAIN_JSON,
+        &[
+            ("error_handling.enabled", false.into()),
+            ("error_handling.exponential_backoff", false.into()),
+        ],
+    );
+    let l = load_alone(&[(MAIN_JSON, main)], MAIN_JSON);
+    let r = &l.config.error_handling.retry;
+    assert!(!r.enabled && !r.exponential_backoff, "{r:?}");
+}

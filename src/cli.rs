@@ -278,7 +278,9 @@ fn show(l: &Loaded) {
     );
     for (path, v) in lines {
         let source = config::source_of(&l.figment, &path);
-        println!("{} = {v}    # {source}", path.join("."));
+        let key = path.join(".");
+        let key = config::lucid_name(&key).unwrap_or(&key);
+        println!("{key} = {v}    # {source}");
     }
 }
 

@@ -573,9 +573,10 @@ fn config_show_names_the_file_of_each_lucid_key_and_redacts_credentials() {
             .unwrap_or_else(|| panic!("{key} not shown: {out}"))
             .to_string()
     };
+    // Shown by Lucid's name, which it was written as.
     assert!(
-        line("rate_limits.requests").contains("= 7")
-            && line("rate_limits.requests").contains(MAIN_YAML)
+        line("rate_limits.max_requests").contains("= 7")
+            && line("rate_limits.max_requests").contains(MAIN_YAML)
     );
     assert!(line("error_handling.retry.max_retries").contains(ERRORS));
     assert!(line("dependencies.mongodb_url").contains("lucid-mongodb:27017"));
@@ -1235,7 +1236,7 @@ fn honoured_as_shown(main: &'static str) -> Vec<(String, &'static str)> {
         "synchronization.fetch_batch_size",
         "rate_limits.enabled",
         "rate_limits.window_seconds",
-        "rate_limits.requests",
+        "rate_limits.max_requests",
         "monitoring.metrics_enabled",
         "healthcheck.path",
         "healthcheck.timeout_seconds",

@@ -365,9 +365,15 @@ async fn empty_follower_of_an_engine_without_valid_blocks_is_unhealthy_after_the
             && !hint.contains('\n'),
         "{hint}"
     );
-    // Several rounds have failed by now; each asked only a handful of requests, and asked
-    // for the invalid block 0 once.
-    let rounds = metric(&app, "block_manager_sync_errors_total{code=\"SYNC_001\"}").await;
+    // Once a few rounds have failed: each asked only a handful of requests, and asked for
+    // the invalid block 0 once. A round may be under way when the figures are read, so the
+    // bounds allow one more round than the count.
+    let failed = "block_manager_sync_errors_total{code=\"SYNC_001\"}";
+    let rounds = eventually(LIMIT, "three failed rounds", || async {
+        let n = metric(&app, failed).await;
+        (n >= 3.0).then_some(n)
+    })
+    .await;
     let (requests, zero) = {
         let served = up.served.lock().unwrap();
         let zero = served
@@ -377,14 +383,14 @@ async fn empty_follower_of_an_engine_without_valid_blocks_is_unhealthy_after_the
             .count();
         (served.requests.clone(), zero as f64)
     };
-    assert!(rounds >= 2.0, "{rounds} rounds in the grace");
+    let later = metric(&app, failed).await + 1.0;
     let per_round = requests.len() as f64 / rounds;
     assert!(
-        per_round <= 10.0,
+        requests.len() as f64 <= 10.0 * later,
         "{per_round} requests a round: {requests:?}"
     );
     assert!(
-        zero <= rounds + 1.0,
+        zero <= later,
         "block 0 retried within a round: {zero} in {rounds} rounds"
     );
     assert!(

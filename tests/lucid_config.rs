@@ -1142,7 +1142,7 @@ fn healthcheck_timeout_seconds_bounds_the_probe() {
         ("BLOCK_MANAGER_PORT", port.as_str()),
         ("BLOCK_STORAGE_PATH", "data/blocks"),
     ];
-    for (timeout, at_least, below) in [("0.3", 0.25, 3.0), ("2", 1.9, 6.0)] {
+    for (timeout, at_least, below) in [("0.3", 0.25, 6.0), ("2", 1.9, 8.0)] {
         let dir = tempfile::tempdir().unwrap();
         write_files(
             dir.path(),

@@ -271,32 +271,36 @@ fn healthcheck(target: &Target, timeout: Option<f64>) -> ExitCode {
 fn show(l: &Loaded) {
     let value = serde_json::to_value(&l.config).unwrap_or_default();
     let mut lines = Vec::new();
-    flatten("", &value, &mut lines);
+    flatten(&mut Vec::new(), &value, &mut lines);
     println!(
         "# effective configuration ({}); secrets redacted",
         sources(l)
     );
-    for (key, v) in lines {
-        let source = config::source_name(&l.figment, &key);
+    for (path, v) in lines {
+        let source = config::source_of(&l.figment, &path);
+        let key = path.join(".");
+        let key = config::lucid_name(&key).unwrap_or(&key);
         println!("{key} = {v}    # {source}");
     }
 }
 
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+/// Every leaf as its path segments (kept apart: a map key may hold dots) and shown value.
+fn flatten<'a>(
+    path: &mut Vec<&'a str>,
+    v: &'a serde_json::Value,
+    out: &mut Vec<(Vec<&'a str>, String)>,
+) {
     match v {
         serde_json::Value::Object(map) if !map.is_empty() => {
             for (k, child) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, child, out);
+                path.push(k);
+                flatten(path, child, out);
+                path.pop();
             }
         }
         other => {
-            let leaf = prefix.rsplit('.').next().unwrap_or(prefix);
-            out.push((prefix.to_string(), config::redact::value(leaf, other)));
+            let leaf = path.last().copied().unwrap_or_default();
+            out.push((path.clone(), config::redact::value(leaf, other)));
         }
     }
 }

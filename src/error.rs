@@ -135,10 +135,23 @@ impl Catalog {
             .unwrap_or("error")
     }
 
+    /// A specific message in the errors file's words: a message that starts with the
+    /// built-in text of its code (`Block not found: 99`) starts with the file's text instead,
+    /// so `error_codes` reaches answers that carry details too.
+    fn reworded(&self, code: &str, message: &str) -> String {
+        let default = DEFAULTS.iter().find(|(c, _, _)| *c == code).map(|e| e.1);
+        match default.and_then(|d| message.strip_prefix(d)) {
+            Some(rest) if rest.is_empty() || rest.starts_with(':') => {
+                format!("{}{rest}", self.message(code))
+            }
+            _ => message.to_string(),
+        }
+    }
+
     /// Renders the error body.
     pub fn body(&self, code: &str, message: Option<&str>, info: &Value) -> Value {
         json!({"detail": {
-            "error": message.unwrap_or_else(|| self.message(code)),
+            "error": message.map_or_else(|| self.message(code).to_string(), |m| self.reworded(code, m)),
             "error_code": code,
             "severity": self.severity(code),
             "additional_info": if info.is_null() { json!({}) } else { info.clone() },
@@ -295,6 +308,10 @@ mod tests {
         config.severity = json!({"critical": ["BM_002"], "BM_003": "high"});
         let cat = Catalog::from_config(&config);
         assert_eq!(cat.message("BM_001"), "No such block");
+        let body = cat.body("BM_001", Some("Block not found: 9"), &Value::Null);
+        assert_eq!(body["detail"]["error"], "No such block: 9");
+        let other = cat.body("BM_001", Some("Block not foundry"), &Value::Null);
+        assert_eq!(other["detail"]["error"], "Block not foundry");
         assert_eq!(cat.severity("BM_002"), "critical");
         assert_eq!(cat.severity("BM_003"), "high");
     }

@@ -3,6 +3,9 @@
 //! levels, and the keys that are warned about or refused.
 
 mod common;
+#[allow(dead_code)]
+#[path = "sync/standin.rs"]
+mod standin;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -505,4 +508,189 @@ fn a_console_handler_on_ext_sys_stderr_writes_to_stderr_only() {
     assert!(err.contains("request_id=on-stderr-1"), "{err}");
     let out = std::fs::read_to_string(&out_log).unwrap();
     assert!(out.is_empty(), "{out}");
+}
+
+#[test]
+fn a_handlers_level_keeps_lower_records_out_of_its_file() {
+    // blockchain.api writes to console, file and error_file; error_file is at ERROR.
+    let dir = lucid_workdir(same, same);
+    let p = spawn_process(dir.path(), &[]);
+    get_with_id(p.port, "/api/v1/blocks/latest", "below-error-1");
+    drop(stop(p));
+    let logs = dir.path().join("service-logs");
+    let all = std::fs::read_to_string(logs.join("block-manager.log")).unwrap();
+    assert!(all.contains("below-error-1"), "{all}");
+    let errors = std::fs::read_to_string(logs.join("block-manager-errors.log")).unwrap();
+    assert!(
+        errors.lines().all(
+            |l| detailed(l).is_some_and(|(_, level, _)| ["ERROR", "CRITICAL"].contains(&level))
+        ),
+        "below ERROR in the errors file: {errors}"
+    );
+}
+
+#[test]
+fn the_formatters_format_and_datefmt_strings_shape_the_lines() {
+    let dir = lucid_workdir(same, |s| {
+        s.replace(
+            "format: \"%(asctime)s - %(name)s - %(levelname)s - %(message)s\"",
+            "format: \"%(levelname)s|%(name)s|%(message)s\"",
+        )
+        .replace(
+            "%(module)s:%(funcName)s:%(lineno)d - %(message)s\"",
+            "%(module)s:%(funcName)s:%(lineno)d - %(message)s\"\n    datefmt: \"%d.%m.%Y@%H\"",
+        )
+    });
+    let config =
+        std::fs::read_to_string(dir.path().join("config/block-manager-logging.yaml")).unwrap();
+    assert!(
+        config.contains("%(levelname)s|") && config.contains("%d.%m.%Y@%H"),
+        "{config}"
+    );
+    let p = spawn_process(dir.path(), &[]);
+    get_with_id(p.port, "/api/v1/blocks/latest", "shaped-1");
+    let out = stop(p);
+    let line = out
+        .lines()
+        .find(|l| l.contains("shaped-1"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.starts_with("INFO|blockchain.api|GET /api/v1/blocks/latest 200 "),
+        "{line}"
+    );
+    let file = std::fs::read_to_string(dir.path().join("service-logs/block-manager.log")).unwrap();
+    let line = file
+        .lines()
+        .find(|l| l.contains("shaped-1"))
+        .unwrap_or_else(|| panic!("{file}"));
+    let (date, rest) = line.split_once(' ').unwrap();
+    let b = date.as_bytes();
+    assert!(
+        b.len() == 13
+            && [2, 5, 10]
+                .iter()
+                .all(|&i| b[i] == if i == 10 { b'@' } else { b'.' })
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| [2, 5, 10].contains(&i) || c.is_ascii_digit()),
+        "datefmt %d.%m.%Y@%H: {line}"
+    );
+    assert!(rest.starts_with("- blockchain.api - INFO"), "{line}");
+}
+
+#[test]
+fn without_a_logging_file_the_main_files_level_and_format_apply() {
+    let run = |logging: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::write(
+            dir.path().join("config/block-manager-config.yaml"),
+            format!("service:\n  name: block-manager\nlogging:\n{logging}"),
+        )
+        .unwrap();
+        let p = spawn_process(dir.path(), &[]);
+        get_with_id(p.port, "/api/v1/blocks/latest", "main-file-1");
+        stop(p)
+    };
+    let quiet = run("  level: WARNING\n  format: standard\n");
+    assert!(!quiet.contains("main-file-1"), "{quiet}");
+    assert!(!quiet.contains("block-manager listening"), "{quiet}");
+    let json = run("  level: INFO\n  format: json\n");
+    let line = json
+        .lines()
+        .find(|l| l.contains("main-file-1"))
+        .unwrap_or_else(|| panic!("{json}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["request_id"], "main-file-1", "{line}");
+}
+
+#[test]
+fn the_httpx_logger_sets_the_level_of_the_upstream_client() {
+    // A stand-in engine without a range route: the upstream client says so at INFO.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let up = rt.block_on(standin::StandIn::start(&[]));
+    // Documents that are no valid blocks (as the Lucid engine's): only the height route
+    // needs their height and hash.
+    up.documents(
+        (0..2)
+            .map(|h| serde_json::json!({"height": h, "hash": format!("{h:064x}")}))
+            .collect(),
+    );
+    up.served.lock().unwrap().range_route = false;
+    let url = up.url();
+    let said = "upstream has no block range route";
+    for (level, shown) in [("WARNING", false), ("INFO", true)] {
+        let dir = lucid_workdir(same, |s| {
+            s.replace(
+                "  httpx:\n    level: WARNING",
+                &format!("  httpx:\n    level: {level}"),
+            )
+        });
+        let asked = up.requests_to("/api/v1/blocks/height/").len();
+        let p = spawn_process(dir.path(), &[("BLOCKCHAIN_ENGINE_URL", url.as_str())]);
+        // Once a block is asked for by height, the client has met the missing range route.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while up.requests_to("/api/v1/blocks/height/").len() == asked {
+            assert!(
+                Instant::now() < deadline,
+                "the follower never fell back: {:?} {}",
+                up.requests_to(""),
+                std::fs::read_to_string(&p.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = stop(p);
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains(said)).collect();
+        assert_eq!(!lines.is_empty(), shown, "httpx at {level}: {out}");
+        if let Some(line) = lines.first() {
+            assert!(line.contains(" - httpx - INFO - "), "{line}");
+        }
+    }
+}
+
+#[test]
+fn an_encoding_other_than_utf_8_is_warned_about_once() {
+    let dir = lucid_workdir(same, |s| {
+        s.replacen("    encoding: utf-8", "    encoding: latin-1", 1)
+    });
+    let config =
+        std::fs::read_to_string(dir.path().join("config/block-manager-logging.yaml")).unwrap();
+    assert!(config.contains("encoding: latin-1"), "{config}");
+    let out = stop(spawn_process(dir.path(), &[]));
+    let warned: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(".encoding latin-1"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{out}");
+    assert!(
+        warned[0].contains(" - WARNING - ") && warned[0].contains("UTF-8"),
+        "{out}"
+    );
+    // Without the edit, nothing is said about encodings.
+    let plain = stop(spawn_process(lucid_workdir(same, same).path(), &[]));
+    assert!(!plain.contains("encoding"), "{plain}");
+}
+
+#[test]
+fn a_logger_without_a_level_takes_the_roots() {
+    let edit = |root: &'static str| {
+        move |s: String| {
+            let s = s.replace(
+                "  blockchain.api:\n    level: INFO\n",
+                "  blockchain.api:\n",
+            );
+            assert!(!s.contains("  blockchain.api:\n    level:"), "{s}");
+            s.replace("root:\n  level: INFO", &format!("root:\n  level: {root}"))
+        }
+    };
+    for (root, shown) in [("WARNING", false), ("INFO", true)] {
+        let dir = lucid_workdir(same, edit(root));
+        let p = spawn_process(dir.path(), &[]);
+        get_with_id(p.port, "/api/v1/blocks/latest", "rooted-1");
+        let out = stop(p);
+        assert_eq!(out.contains("rooted-1"), shown, "root.level {root}: {out}");
+    }
 }

@@ -289,17 +289,27 @@ fn follow_failing_upstream(
     errors: &[(&str, &str)],
     done: impl Fn(&Value, u64) -> bool,
 ) -> (u64, Value, String) {
+    follow_upstream(Fault::ServerError, &[], errors, done)
+}
+
+/// Like [`follow_failing_upstream`], for a stand-in with `fault` and main-file `main` edits.
+fn follow_upstream(
+    fault: Fault,
+    main: &[(&str, &str)],
+    errors: &[(&str, &str)],
+    done: impl Fn(&Value, u64) -> bool,
+) -> (u64, Value, String) {
     let mut edits = vec![
         ("retry_delay_seconds: 1", "retry_delay_seconds: 0.01"),
         ("sync_backoff_seconds: 5", "sync_backoff_seconds: 0.01"),
         ("max_backoff_seconds: 30", "max_backoff_seconds: 0.05"),
     ];
     edits.extend_from_slice(errors);
-    let files = yaml_files(&[], &edits);
+    let files = yaml_files(main, &edits);
     let rt = runtime();
     let upstream = rt.block_on(async {
         let upstream = StandIn::start(&[]).await;
-        upstream.fault(Fault::ServerError);
+        upstream.fault(fault);
         upstream
     });
     let url = upstream.url();
@@ -563,9 +573,10 @@ fn config_show_names_the_file_of_each_lucid_key_and_redacts_credentials() {
             .unwrap_or_else(|| panic!("{key} not shown: {out}"))
             .to_string()
     };
+    // Shown by Lucid's name, which it was written as.
     assert!(
-        line("rate_limits.requests").contains("= 7")
-            && line("rate_limits.requests").contains(MAIN_YAML)
+        line("rate_limits.max_requests").contains("= 7")
+            && line("rate_limits.max_requests").contains(MAIN_YAML)
     );
     assert!(line("error_handling.retry.max_retries").contains(ERRORS));
     assert!(line("dependencies.mongodb_url").contains("lucid-mongodb:27017"));
@@ -652,4 +663,802 @@ fn log_validation_errors_logs_each_rejected_block_once_at_warning() {
             );
         }
     }
+}
+
+/// A fixture main file (`MAIN_YAML` or `MAIN_JSON`) with each `(dotted key, value)` set; the
+/// key must already be in the file (an edit that missed would test nothing).
+fn main_file_with(name: &str, edits: &[(&str, Value)]) -> String {
+    let text = fixture(name);
+    let mut doc: Value = if name == MAIN_JSON {
+        serde_json::from_str(&text).expect("JSON fixture")
+    } else {
+        yaml_serde::from_str(&text).expect("YAML fixture")
+    };
+    for (key, value) in edits {
+        let mut at = &mut doc;
+        for part in key.split('.') {
+            at = at
+                .get_mut(part)
+                .unwrap_or_else(|| panic!("{name} has no {key}"));
+        }
+        *at = value.clone();
+    }
+    if name == MAIN_JSON {
+        serde_json::to_string_pretty(&doc).expect("JSON")
+    } else {
+        yaml_serde::to_string(&doc).expect("YAML")
+    }
+}
+
+/// Loads `files` with `main` as `--config` and no environment at all.
+fn load_alone(files: &[(&str, String)], main: &str) -> Loaded {
+    let mut out = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        for (name, text) in files {
+            jail.create_file(format!("config/{name}"), text)?;
+        }
+        out = Some(
+            load(&LoadOptions {
+                config_path: Some(jail.directory().join("config").join(main)),
+                ..LoadOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("{main} loads: {e}")),
+        );
+        Ok(())
+    });
+    out.expect("jail ran")
+}
+
+/// The value at a dotted path of the effective settings.
+fn setting<'a>(config: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(config, |at, part| &at[part])
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+#[test]
+fn every_honoured_key_of_the_main_file_reaches_its_setting_in_yaml_and_in_json() {
+    let url = "http://127.0.0.1:7";
+    // (key in Lucid's file, value unlike the fixture's and the default, where it lands)
+    let common: Vec<(&str, Value, &str)> = vec![
+        ("service.name", "bm-lucid".into(), "service.name"),
+        ("service.host", "127.0.0.2".into(), "service.host"),
+        ("service.port", 8099.into(), "service.port"),
+        (
+            "service.url",
+            "http://bm.example:8099".into(),
+            "service.url",
+        ),
+        (
+            "service.environment",
+            "staging".into(),
+            "service.environment",
+        ),
+        ("service.platform", "amd64".into(), "service.platform"),
+        (
+            "storage.blocks_path",
+            "elsewhere/blocks".into(),
+            "storage.blocks_path",
+        ),
+        ("logging.directory", "lg".into(), "logging.directory"),
+        ("logging.level", "DEBUG".into(), "logging.level"),
+        ("logging.format", "json".into(), "logging.format"),
+        (
+            "logging.rotate.enabled",
+            false.into(),
+            "logging.rotate.enabled",
+        ),
+        (
+            "logging.rotate.max_size_mb",
+            3.into(),
+            "logging.rotate.max_size_mb",
+        ),
+        ("logging.rotate.backups", 2.into(), "logging.rotate.backups"),
+        (
+            "synchronization.engine_url",
+            url.into(),
+            "synchronization.engine_url",
+        ),
+        (
+            "dependencies.blockchain_engine_url",
+            url.into(),
+            "synchronization.engine_url",
+        ),
+        (
+            "synchronization.sync_timeout_seconds",
+            7.into(),
+            "synchronization.sync_timeout_seconds",
+        ),
+        (
+            "synchronization.fetch_batch_size",
+            11.into(),
+            "synchronization.fetch_batch_size",
+        ),
+        ("rate_limits.enabled", false.into(), "rate_limits.enabled"),
+        (
+            "rate_limits.window_seconds",
+            9.into(),
+            "rate_limits.window_seconds",
+        ),
+        (
+            "rate_limits.max_requests",
+            13.into(),
+            "rate_limits.requests",
+        ),
+        (
+            "monitoring.metrics_enabled",
+            false.into(),
+            "monitoring.metrics_enabled",
+        ),
+    ];
+    for (name, healthcheck) in [
+        (MAIN_YAML, "dependencies.healthcheck"),
+        (MAIN_JSON, "healthcheck"),
+    ] {
+        let path = format!("{healthcheck}.path");
+        let timeout = format!("{healthcheck}.timeout_seconds");
+        let mut keys = common.clone();
+        keys.push((&path, "/health/live".into(), "healthcheck.path"));
+        keys.push((&timeout, 3.into(), "healthcheck.timeout_seconds"));
+        let edits: Vec<(&str, Value)> = keys.iter().map(|(k, v, _)| (*k, v.clone())).collect();
+        let files = vec![
+            (name, main_file_with(name, &edits)),
+            (ERRORS, fixture(ERRORS)),
+        ];
+        let l = load_alone(&files, name);
+        let c = serde_json::to_value(&l.config).unwrap();
+        for (key, want, lands) in &keys {
+            let got = setting(&c, lands);
+            assert!(
+                same_value(got, want),
+                "{name}: {key} = {want} gave {lands} = {got}"
+            );
+        }
+        assert_eq!(l.config.upstream(), Some(url), "{name}");
+    }
+}
+
+#[test]
+fn every_honoured_key_of_the_errors_file_reaches_its_setting() {
+    let edits = [
+        (
+            "  retry:\n    enabled: true",
+            "  retry:\n    enabled: false",
+        ),
+        (
+            "    max_retries: 3\n    retry_delay",
+            "    max_retries: 4\n    retry_delay",
+        ),
+        ("retry_delay_seconds: 1", "retry_delay_seconds: 0.25"),
+        ("exponential_backoff: true", "exponential_backoff: false"),
+        ("backoff_multiplier: 2", "backoff_multiplier: 1.5"),
+        ("max_backoff_seconds: 30", "max_backoff_seconds: 12"),
+        ("request_timeout_seconds: 30", "request_timeout_seconds: 6"),
+        (
+            "    retry_on_timeout: true\n    retry_on_5xx",
+            "    retry_on_timeout: false\n    retry_on_5xx",
+        ),
+        ("retry_on_5xx: true", "retry_on_5xx: false"),
+        (
+            "    max_retries: 3\n    circuit_breaker",
+            "    max_retries: 2\n    circuit_breaker",
+        ),
+        (
+            "enabled: true\n      failure_threshold: 5",
+            "enabled: false\n      failure_threshold: 4",
+        ),
+        (
+            "recovery_timeout_seconds: 60",
+            "recovery_timeout_seconds: 45",
+        ),
+        ("half_open_max_calls: 3", "half_open_max_calls: 2"),
+        ("sync_backoff_seconds: 5", "sync_backoff_seconds: 3"),
+        ("log_failed_blocks: true", "log_failed_blocks: false"),
+        (
+            "quarantine_invalid_blocks: true",
+            "quarantine_invalid_blocks: false",
+        ),
+        (
+            "quarantine_path: data/quarantine",
+            "quarantine_path: q-lucid",
+        ),
+        (
+            "log_validation_errors: true",
+            "log_validation_errors: false",
+        ),
+        (
+            "BM_002: Block validation failed",
+            "BM_002: Block refused here",
+        ),
+        ("critical: [BM_003, ", "critical: ["),
+        ("warning: [SYNC_002", "warning: [BM_003, SYNC_002"),
+    ];
+    let files = vec![
+        (MAIN_YAML, fixture(MAIN_YAML)),
+        (ERRORS, {
+            let mut e = fixture(ERRORS);
+            for (from, to) in edits {
+                e = patch(&e, from, to);
+            }
+            e
+        }),
+    ];
+    let l = load_alone(&files, MAIN_YAML);
+    let c = serde_json::to_value(&l.config).unwrap();
+    let e = &c["error_handling"];
+    for (path, want) in [
+        ("retry.enabled", Value::from(false)),
+        ("retry.max_retries", 4.into()),
+        ("retry.retry_delay_seconds", 0.25.into()),
+        ("retry.exponential_backoff", false.into()),
+        ("retry.backoff_multiplier", 1.5.into()),
+        ("retry.max_backoff_seconds", 12.into()),
+        ("blockchain_engine.request_timeout_seconds", 6.into()),
+        ("blockchain_engine.retry_on_timeout", false.into()),
+        ("blockchain_engine.retry_on_5xx", false.into()),
+        ("blockchain_engine.max_retries", 2.into()),
+        ("blockchain_engine.circuit_breaker.enabled", false.into()),
+        (
+            "blockchain_engine.circuit_breaker.failure_threshold",
+            4.into(),
+        ),
+        (
+            "blockchain_engine.circuit_breaker.recovery_timeout_seconds",
+            45.into(),
+        ),
+        (
+            "blockchain_engine.circuit_breaker.half_open_max_calls",
+            2.into(),
+        ),
+        ("synchronization.sync_backoff_seconds", 3.into()),
+        ("synchronization.log_failed_blocks", false.into()),
+        ("validation.quarantine_invalid_blocks", false.into()),
+        ("validation.quarantine_path", "q-lucid".into()),
+        ("validation.log_validation_errors", false.into()),
+    ] {
+        let got = setting(e, path);
+        assert!(
+            same_value(got, &want),
+            "error_handling.{path}: {got}, wanted {want}"
+        );
+    }
+    let catalog = block_manager::error::Catalog::from_config(&l.config);
+    assert_eq!(catalog.message("BM_002"), "Block refused here");
+    assert_eq!(catalog.message("BM_001"), "Block not found (Lucid)");
+    assert_eq!(catalog.severity("BM_003"), "warning");
+    assert_eq!(catalog.severity("SYNC_004"), "critical");
+}
+
+#[test]
+fn rate_limits_enabled_false_and_window_seconds_change_the_limit() {
+    let off = yaml_files(
+        &[
+            ("max_requests: 100", "max_requests: 5"),
+            (
+                "rate_limits:\n  enabled: true",
+                "rate_limits:\n  enabled: false",
+            ),
+        ],
+        &[],
+    );
+    in_jail(&off, MAIN_YAML, &[], |l, _| {
+        let config = l.expect("loads").config;
+        runtime().block_on(async {
+            let (base, running) = start(config).await;
+            let url = format!("{base}/api/v1/chain/height");
+            for n in 1..=8 {
+                assert_eq!(get_json(&url).await.0, 200, "request {n} with limits off");
+            }
+            stop(running).await;
+        });
+    });
+    let short = yaml_files(
+        &[
+            ("max_requests: 100", "max_requests: 5"),
+            ("window_seconds: 60", "window_seconds: 1"),
+        ],
+        &[],
+    );
+    in_jail(&short, MAIN_YAML, &[], |l, _| {
+        let config = l.expect("loads").config;
+        runtime().block_on(async {
+            let (base, running) = start(config).await;
+            let url = format!("{base}/api/v1/chain/height");
+            for _ in 1..=5 {
+                get_json(&url).await;
+            }
+            assert_eq!(get_json(&url).await.0, 429);
+            // A one-second window lets the client in again long before a minute has passed.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while get_json(&url).await.0 == 429 {
+                assert!(Instant::now() < deadline, "still refused after 10 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stop(running).await;
+        });
+    });
+}
+
+#[test]
+fn json_max_requests_answers_429_on_the_sixth_request() {
+    let files = vec![
+        (
+            MAIN_JSON,
+            main_file_with(MAIN_JSON, &[("rate_limits.max_requests", 5.into())]),
+        ),
+        (ERRORS, fixture(ERRORS)),
+        (LOGGING, fixture(LOGGING)),
+    ];
+    in_jail(&files, MAIN_JSON, &[], |l, _| {
+        let config = l.expect("loads").config;
+        runtime().block_on(async {
+            let (base, running) = start(config).await;
+            let url = format!("{base}/api/v1/chain/height");
+            for n in 1..=5 {
+                assert_eq!(get_json(&url).await.0, 200, "request {n}");
+            }
+            assert_eq!(get_json(&url).await.0, 429);
+            stop(running).await;
+        });
+    });
+}
+
+#[test]
+fn error_codes_severity_and_service_name_shape_the_answers() {
+    let files = yaml_files(
+        &[("  name: block-manager", "  name: bm-lucid")],
+        &[
+            ("error: [BM_001, ", "error: ["),
+            ("warning: [SYNC_002", "warning: [BM_001, SYNC_002"),
+        ],
+    );
+    in_jail(&files, MAIN_YAML, &[], |l, _| {
+        let config = l.expect("loads").config;
+        runtime().block_on(async {
+            let (base, running) = start(config).await;
+            let (status, body) = get_json(&format!("{base}/api/v1/blocks/height/999")).await;
+            assert_eq!(status, 404, "{body}");
+            let d = &body["detail"];
+            assert_eq!(d["error_code"], "BM_001", "{body}");
+            assert_eq!(d["error"], "Block not found (Lucid): 999", "{body}");
+            assert_eq!(d["severity"], "warning", "{body}");
+            let (_, health) = get_json(&format!("{base}/health")).await;
+            assert_eq!(health["service"], "bm-lucid", "{health}");
+            stop(running).await;
+        });
+    });
+}
+
+#[test]
+fn quarantine_path_is_where_rejected_blocks_are_filed() {
+    let files = yaml_files(
+        &[],
+        &[(
+            "quarantine_path: data/quarantine",
+            "quarantine_path: q-lucid",
+        )],
+    );
+    in_jail(&files, MAIN_YAML, &[], |l, dir| {
+        let config = l.expect("loads").config;
+        runtime().block_on(async {
+            let (base, running) = start(config).await;
+            let res = reqwest::Client::new()
+                .post(format!("{base}/api/v1/blocks/submit"))
+                .header("X-API-Key", common::WRITE_KEY)
+                .json(&serde_json::json!({"height": -1}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 422);
+            stop(running).await;
+        });
+        let filed = |p: &str| {
+            std::fs::read_dir(dir.join(p))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        assert_eq!(filed("q-lucid"), 1);
+        assert_eq!(filed("data/quarantine"), 0);
+    });
+}
+
+const ONE_RETRY: (&str, &str) = (
+    "    max_retries: 3\n    circuit_breaker",
+    "    max_retries: 1\n    circuit_breaker",
+);
+
+/// A stand-in slower than either timeout key: the call times out (SYNC_005) and is retried
+/// as `retry_on_timeout` says.
+#[test]
+fn each_timeout_key_bounds_the_upstream_call_and_retry_on_timeout_chooses_the_retry() {
+    let slow = || Fault::Slow(Duration::from_secs(20));
+    let short_sync = [("${SYNC_TIMEOUT:-30}", "${SYNC_TIMEOUT:-0.2}")];
+    let mut errors = OPEN_AFTER_ONE_ROUND.to_vec();
+    errors.push(ONE_RETRY);
+    let started = Instant::now();
+    let (requests, status, _) = follow_upstream(slow(), &short_sync, &errors, circuit_open);
+    assert_eq!(status["last_error"]["code"], "SYNC_005", "{status}");
+    assert_eq!(requests, 2, "a timeout retried once: {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "sync_timeout_seconds: 0.2 waited"
+    );
+
+    let mut short_request = errors.clone();
+    short_request.push((
+        "request_timeout_seconds: 30",
+        "request_timeout_seconds: 0.2",
+    ));
+    let (requests, status, _) = follow_upstream(slow(), &[], &short_request, circuit_open);
+    assert_eq!(status["last_error"]["code"], "SYNC_005", "{status}");
+    assert_eq!(requests, 2, "{status}");
+
+    let mut no_retry = errors.clone();
+    no_retry.push((
+        "    retry_on_timeout: true\n    retry_on_5xx",
+        "    retry_on_timeout: false\n    retry_on_5xx",
+    ));
+    let (requests, status, _) = follow_upstream(slow(), &short_sync, &no_retry, circuit_open);
+    assert_eq!(status["last_error"]["code"], "SYNC_005", "{status}");
+    assert_eq!(requests, 1, "retry_on_timeout: false: {status}");
+}
+
+#[test]
+fn recovery_timeout_seconds_lets_a_trial_round_through_after_the_circuit_opened() {
+    let errors = [
+        ("failure_threshold: 5", "failure_threshold: 1"),
+        (
+            "recovery_timeout_seconds: 60",
+            "recovery_timeout_seconds: 0.2",
+        ),
+        (
+            "    max_retries: 3\n    circuit_breaker",
+            "    max_retries: 0\n    circuit_breaker",
+        ),
+    ];
+    // One call per round: the third call is a trial after the circuit opened twice.
+    let (requests, _, metrics) = follow_failing_upstream(&errors, |_, n| n >= 3);
+    assert!(requests >= 3);
+    assert!(
+        metrics.contains("block_manager_sync_circuit_state"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn healthcheck_timeout_seconds_bounds_the_probe() {
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let env = [
+        ("BLOCK_MANAGER_HOST", "127.0.0.1"),
+        ("BLOCK_MANAGER_PORT", port.as_str()),
+        ("BLOCK_STORAGE_PATH", "data/blocks"),
+    ];
+    for (timeout, at_least, below) in [("0.3", 0.25, 6.0), ("2", 1.9, 8.0)] {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &yaml_files(
+                &[(
+                    "    timeout_seconds: 10\n",
+                    &format!("    timeout_seconds: {timeout}\n"),
+                )],
+                &[],
+            ),
+        );
+        let started = Instant::now();
+        let (code, out) = run(dir.path(), &["healthcheck"], &env);
+        let took = started.elapsed().as_secs_f64();
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            took >= at_least && took < below,
+            "timeout_seconds: {timeout} took {took} s: {out}"
+        );
+    }
+}
+
+#[test]
+fn every_checked_route_key_and_the_json_file_refuse_a_wrong_value_with_exit_2() {
+    for (from, to, key) in [
+        ("list: /blocks/\n", "list: /blocks/all\n", "api.blocks.list"),
+        (
+            "by_id: /blocks/{block_id}",
+            "by_id: /blocks/id/{block_id}",
+            "api.blocks.by_id",
+        ),
+        (
+            "validate: /blocks/validate",
+            "validate: /blocks/check",
+            "api.blocks.validate",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), &yaml_files(&[(from, to)], &[]));
+        let (code, out) = run(dir.path(), &["config", "check"], &[]);
+        assert_eq!(code, Some(2), "{key}: {out}");
+        let errors: Vec<&str> = out.lines().filter(|l| !l.starts_with("warning:")).collect();
+        assert_eq!(errors.len(), 1, "{out}");
+        assert!(
+            errors[0].contains(key) && errors[0].contains(MAIN_YAML),
+            "{out}"
+        );
+    }
+    for (key, value) in [
+        ("api.base_path", "/api/v2"),
+        ("api.blocks.latest", "/blocks/newest"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            (MAIN_JSON, main_file_with(MAIN_JSON, &[(key, value.into())])),
+            (ERRORS, fixture(ERRORS)),
+            (LOGGING, fixture(LOGGING)),
+        ];
+        write_files(dir.path(), &files);
+        let config = format!("config/{MAIN_JSON}");
+        let (code, out) = run(dir.path(), &["config", "check", "--config", &config], &[]);
+        assert_eq!(code, Some(2), "{key}: {out}");
+        let errors: Vec<&str> = out.lines().filter(|l| !l.starts_with("warning:")).collect();
+        assert_eq!(errors.len(), 1, "{out}");
+        assert!(
+            errors[0].contains(key) && errors[0].contains(MAIN_JSON),
+            "{out}"
+        );
+    }
+}
+
+/// Each honoured key of Lucid's files as `config show` names it (Lucid's name where it is
+/// the field's, else the field it sets), with the file it must say it came from.
+fn honoured_as_shown(main: &'static str) -> Vec<(String, &'static str)> {
+    let mut keys: Vec<(String, &str)> = [
+        "service.name",
+        "service.host",
+        "service.port",
+        "service.url",
+        "service.environment",
+        "service.platform",
+        "storage.blocks_path",
+        "logging.directory",
+        "logging.level",
+        "logging.format",
+        "logging.rotate.enabled",
+        "logging.rotate.max_size_mb",
+        "logging.rotate.backups",
+        "synchronization.engine_url",
+        "synchronization.sync_timeout_seconds",
+        "synchronization.fetch_batch_size",
+        "rate_limits.enabled",
+        "rate_limits.window_seconds",
+        "rate_limits.max_requests",
+        "monitoring.metrics_enabled",
+        "healthcheck.path",
+        "healthcheck.timeout_seconds",
+        "api.base_path",
+        "api.blocks.list",
+        "api.blocks.by_id",
+        "api.blocks.by_height",
+        "api.blocks.latest",
+        "api.blocks.validate",
+        "security.user",
+        "security.group",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), main))
+    .collect();
+    let errors = [
+        "retry.enabled",
+        "retry.max_retries",
+        "retry.retry_delay_seconds",
+        "retry.exponential_backoff",
+        "retry.backoff_multiplier",
+        "retry.max_backoff_seconds",
+        "blockchain_engine.request_timeout_seconds",
+        "blockchain_engine.retry_on_timeout",
+        "blockchain_engine.retry_on_5xx",
+        "blockchain_engine.max_retries",
+        "blockchain_engine.circuit_breaker.enabled",
+        "blockchain_engine.circuit_breaker.failure_threshold",
+        "blockchain_engine.circuit_breaker.recovery_timeout_seconds",
+        "blockchain_engine.circuit_breaker.half_open_max_calls",
+        "synchronization.sync_backoff_seconds",
+        "synchronization.log_failed_blocks",
+        "validation.quarantine_invalid_blocks",
+        "validation.log_validation_errors",
+        "validation.quarantine_path",
+    ];
+    keys.extend(
+        errors
+            .iter()
+            .map(|k| (format!("error_handling.{k}"), ERRORS)),
+    );
+    keys.extend(
+        ["critical", "error", "warning"]
+            .iter()
+            .map(|k| (format!("severity.{k}"), ERRORS)),
+    );
+    keys.extend(
+        fixture(ERRORS)
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .filter(|(k, _)| {
+                ["BM_", "ST_", "SYNC_", "VAL_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .map(|(k, _)| (format!("error_codes.{k}"), ERRORS)),
+    );
+    for k in [
+        "formatters.standard.format",
+        "formatters.detailed.datefmt",
+        "handlers.console.stream",
+        "handlers.file.filename",
+        "handlers.file.maxBytes",
+        "handlers.file.backupCount",
+        "handlers.error_file.level",
+        "loggers.blockchain.api.level",
+        "root.level",
+    ] {
+        keys.push((format!("logging_config.{k}"), LOGGING));
+    }
+    keys
+}
+
+#[test]
+fn config_show_names_the_file_of_every_honoured_key_in_yaml_and_in_json() {
+    for main in [MAIN_YAML, MAIN_JSON] {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            (main, fixture(main)),
+            (ERRORS, fixture(ERRORS)),
+            (LOGGING, fixture(LOGGING)),
+        ];
+        write_files(dir.path(), &files);
+        let config = format!("config/{main}");
+        let (code, out) = run(dir.path(), &["config", "show", "--config", &config], &[]);
+        assert_eq!(code, Some(0), "{out}");
+        let keys = honoured_as_shown(main);
+        assert!(
+            keys.iter()
+                .filter(|(k, _)| k.starts_with("error_codes."))
+                .count()
+                == 21
+        );
+        for (key, file) in keys {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} = ")))
+                .unwrap_or_else(|| panic!("{main}: {key} not shown:\n{out}"));
+            assert!(
+                line.ends_with(&format!("# config/{file}")),
+                "{main}: {key} not from {file}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_running_service_logs_each_unused_key_once_in_yaml_and_in_json() {
+    for (main, only) in [(MAIN_YAML, UNUSED_YAML_ONLY), (MAIN_JSON, UNUSED_JSON_ONLY)] {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(
+            dir.path(),
+            &[
+                (main, fixture(main)),
+                (ERRORS, fixture(ERRORS)),
+                (LOGGING, fixture(LOGGING)),
+            ],
+        );
+        let config = format!("config/{main}");
+        let mut p = common::spawn_process(
+            dir.path(),
+            &[
+                ("BLOCK_MANAGER_CONFIG", config.as_str()),
+                ("BLOCK_STORAGE_PATH", "data/blocks"),
+            ],
+        );
+        common::signal(&p, "TERM");
+        assert_eq!(common::wait_exit(&mut p, LIMIT), Some(0));
+        let out = std::fs::read_to_string(&p.log).unwrap();
+        let lines: Vec<String> = out.lines().map(str::to_string).collect();
+        let keys = UNUSED_COMMON
+            .iter()
+            .chain(&only)
+            .chain(&["loggers.motor", "loggers.pymongo"]);
+        for key in keys {
+            assert_eq!(naming(&lines, key), 1, "{main}: {key} in\n{out}");
+        }
+    }
+}
+
+#[test]
+fn fetch_batch_size_is_the_number_of_blocks_asked_per_range_request() {
+    let rt = runtime();
+    let upstream = rt.block_on(StandIn::start(&[]));
+    upstream.documents(
+        (0..30)
+            .map(|h| serde_json::json!({"height": h, "hash": format!("{h:064x}")}))
+            .collect(),
+    );
+    let url = upstream.url();
+    let files = yaml_files(&[("fetch_batch_size: 100", "fetch_batch_size: 7")], &[]);
+    in_jail(
+        &files,
+        MAIN_YAML,
+        &[("BLOCKCHAIN_ENGINE_URL", url.as_str())],
+        |l, _| {
+            rt.block_on(async {
+                let (_, running) = start(l.expect("loads").config).await;
+                let deadline = Instant::now() + LIMIT;
+                while upstream.requests_to("/api/v1/blocks/range").is_empty() {
+                    assert!(Instant::now() < deadline, "no range asked");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                stop(running).await;
+            });
+        },
+    );
+    let asked = upstream.requests_to("/api/v1/blocks/range");
+    // Ranges go out several at a time, in any order; none asks for more than the batch.
+    assert!(
+        asked.iter().any(|r| r.ends_with("from=0&limit=7")),
+        "{asked:?}"
+    );
+    let limits = asked
+        .iter()
+        .filter_map(|r| r.rsplit_once("limit=")?.1.parse::<u32>().ok());
+    assert!(
+        limits.clone().count() == asked.len() && limits.into_iter().all(|n| n <= 7),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn blocks_path_logging_directory_and_url_of_the_file_are_what_the_service_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(
+        dir.path(),
+        &yaml_files(
+            &[
+                ("${BLOCK_STORAGE_PATH:-/app/data/blocks}", "lucid-store"),
+                ("  directory: logs", "  directory: lucid-logs"),
+                (
+                    "${BLOCK_MANAGER_URL:-http://block-manager:8086}",
+                    "http://bm.lucid.test:8086",
+                ),
+            ],
+            &[],
+        ),
+    );
+    let mut p = common::spawn_process(dir.path(), &[]);
+    common::signal(&p, "TERM");
+    assert_eq!(common::wait_exit(&mut p, LIMIT), Some(0));
+    assert!(dir.path().join("lucid-store/blocks.redb").is_file());
+    let log = std::fs::read_to_string(dir.path().join("lucid-logs/block-manager.log")).unwrap();
+    assert!(log.contains("block-manager listening"), "{log}");
+    assert!(
+        log.contains("advertised=http://bm.lucid.test:8086"),
+        "{log}"
+    );
+    assert!(!dir.path().join("logs").exists() && !dir.path().join("data/blocks").exists());
+}
+
+#[test]
+fn json_top_level_enabled_and_exponential_backoff_apply_without_an_errors_file() {
+    let main = main_file_with(
+        MAIN_JSON,
+        &[
+            ("error_handling.enabled", false.into()),
+            ("error_handling.exponential_backoff", false.into()),
+        ],
+    );
+    let l = load_alone(&[(MAIN_JSON, main)], MAIN_JSON);
+    let r = &l.config.error_handling.retry;
+    assert!(!r.enabled && !r.exponential_backoff, "{r:?}");
 }

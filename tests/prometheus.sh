@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # /metrics against the real tools: `promtool check metrics` lints the exposition, and a real
-# Prometheus scrapes the release binary until it sees `up` = 1 and the chain height the API
-# reports. Starts only its own processes (on free loopback ports, with temp dirs) and stops
-# them by PID on exit. Prints "N passed, M failed"; exits non-zero on any failure.
+# Prometheus scrapes the release binary until it sees `up` = 1, the chain height the API
+# reports and the standard process_* figures. Starts only its own processes (on free loopback
+# ports, with temp dirs) and stops them by PID on exit. Prints "N passed, M failed"; exits non-zero on any failure.
 #
 # Env: BLOCK_MANAGER_BIN (default target/release/block-manager, built when missing),
 #      DEADLINE_SECONDS (default 40) for Prometheus to report the figures.
@@ -121,8 +121,14 @@ else
     cat "$WORK/promtool.txt"
     fail "promtool check metrics"
 fi
-check "every metric name is prefixed block_manager_" \
-    bash -c "! grep -v '^#' '$WORK/metrics.txt' | grep -v '^block_manager_' | grep -q ."
+# Ours carry the prefix; the standard process family keeps its standard names, which
+# dashboards and alerts written for any Prometheus client expect.
+check "every metric name is prefixed block_manager_ or is a standard process_* name" \
+    bash -c "! grep -v '^#' '$WORK/metrics.txt' | grep -Ev '^(block_manager_|process_)' | grep -q ."
+for name in process_cpu_seconds_total process_resident_memory_bytes process_virtual_memory_bytes \
+    process_open_fds process_max_fds process_start_time_seconds process_threads; do
+    check "the linted exposition has $name" grep -q "^$name " "$WORK/metrics.txt"
+done
 check "route labels are templates, never raw ids" \
     bash -c "grep -q 'route=\"/api/v1/blocks/height/{height}\"' '$WORK/metrics.txt' &&
              grep -q 'route=\"unmatched\"' '$WORK/metrics.txt' &&
@@ -160,5 +166,7 @@ route_rate() {
 check "Prometheus sees requests by route template" wait_for 10 route_rate
 host_seen() { [ -n "$(prom_value 'block_manager_host_memory_total_bytes > 0')" ]; }
 check "Prometheus sees host figures" wait_for 10 host_seen
+rss_seen() { [ -n "$(prom_value 'process_resident_memory_bytes{job="block-manager"} > 0')" ]; }
+check "Prometheus sees process_resident_memory_bytes" wait_for 10 rss_seen
 
 finish

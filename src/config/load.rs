@@ -413,6 +413,30 @@ pub fn source_name(figment: &Figment, key: &str) -> String {
     }
 }
 
+/// Like [`source_name`], for a key given as its path segments, so a map key that holds dots
+/// (Lucid's logger `blockchain.api`) is one segment, not three.
+pub fn source_of(figment: &Figment, path: &[&str]) -> String {
+    let Some((first, rest)) = path.split_first() else {
+        return "default".into();
+    };
+    let Ok(mut at) = figment.find_value(first) else {
+        return "default".into();
+    };
+    for segment in rest {
+        match at.into_dict().and_then(|mut d| d.remove(*segment)) {
+            Some(child) => at = child,
+            None => return "default".into(),
+        }
+    }
+    match figment.get_metadata(at.tag()) {
+        Some(meta) if meta.name.contains("Serialized") || meta.name.contains("default") => {
+            "default".into()
+        }
+        Some(meta) => meta.name.to_string(),
+        None => "default".into(),
+    }
+}
+
 fn is_env_name(name: &str) -> bool {
     !name.is_empty()
         && name

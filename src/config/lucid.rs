@@ -123,6 +123,15 @@ const ALIASES: [Alias; 14] = [
     ),
 ];
 
+/// Lucid's name for a setting one of our older field names holds (`rate_limits.requests` is
+/// Lucid's `rate_limits.max_requests`), so `config show` names it as Lucid's files do.
+pub fn lucid_name(key: &str) -> Option<&'static str> {
+    ALIASES
+        .iter()
+        .find(|a| a.to == key && matches!(a.winner, Winner::From))
+        .map(|a| a.from)
+}
+
 /// The value of `key` when some layer other than the built-in defaults set it (an empty text
 /// counts as unset, as it does for `${VAR:-default}`).
 fn set_value(f: &Figment, key: &str) -> Option<Value> {

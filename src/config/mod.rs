@@ -10,7 +10,9 @@ pub mod redact;
 mod subst;
 
 pub use cidr::{Cidr, parse_all as parse_cidrs};
+pub use load::source_of;
 pub use load::{ConfigError, ENV_KEYS, LoadOptions, Loaded, load, source_name};
+pub use lucid::lucid_name;
 pub use subst::{UnsetVar, expand, substitute_tree};
 
 use serde::{Deserialize, Serialize};

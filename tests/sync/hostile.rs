@@ -334,3 +334,68 @@ async fn follower_logs_the_standalone_remedy_at_start_and_upstream_text_escaped(
         .count();
     assert_eq!(remedy, 1, "one start-up line with the remedy:\n{log}");
 }
+
+#[tokio::test]
+async fn empty_follower_of_an_engine_without_valid_blocks_is_unhealthy_after_the_grace_and_each_round_asks_a_handful()
+ {
+    let up = StandIn::start(&[]).await;
+    up.documents(lucid_engine_documents(300));
+    up.served.lock().unwrap().range_route = false;
+    let app = follower(&up.url(), |c| {
+        c.synchronization.startup_grace_seconds = 1.0;
+    })
+    .await;
+    let body = eventually(LIMIT, "health to turn 503", || async {
+        let (code, body) = get_json(&app, "/health").await;
+        (code == 503).then_some(body)
+    })
+    .await;
+    let sync = &body["detail"]["additional_info"]["checks"]["sync"];
+    let message = sync["message"].as_str().expect("a sync message");
+    assert!(message.contains(&up.url()), "{message}");
+    assert!(
+        message.contains("SYNC_001"),
+        "names the first failure: {message}"
+    );
+    let s = status(&app).await;
+    let hint = s["standalone"].as_str().expect("a standalone hint");
+    assert!(
+        hint.contains("synchronization.enabled: false")
+            && hint.contains("BLOCK_MANAGER__SYNCHRONIZATION__ENABLED=false")
+            && !hint.contains('\n'),
+        "{hint}"
+    );
+    // Once a few rounds have failed: each asked only a handful of requests, and asked for
+    // the invalid block 0 once. A round may be under way when the figures are read, so the
+    // bounds allow one more round than the count.
+    let failed = "block_manager_sync_errors_total{code=\"SYNC_001\"}";
+    let rounds = eventually(LIMIT, "three failed rounds", || async {
+        let n = metric(&app, failed).await;
+        (n >= 3.0).then_some(n)
+    })
+    .await;
+    let (requests, zero) = {
+        let served = up.served.lock().unwrap();
+        let zero = served
+            .requests
+            .iter()
+            .filter(|r| r.ends_with("/blocks/height/0"))
+            .count();
+        (served.requests.clone(), zero as f64)
+    };
+    let later = metric(&app, failed).await + 1.0;
+    let per_round = requests.len() as f64 / rounds;
+    assert!(
+        requests.len() as f64 <= 10.0 * later,
+        "{per_round} requests a round: {requests:?}"
+    );
+    assert!(
+        zero <= later,
+        "block 0 retried within a round: {zero} in {rounds} rounds"
+    );
+    assert!(
+        !requests.iter().any(|r| r.ends_with("/blocks/height/299")),
+        "asked past the first invalid block: {requests:?}"
+    );
+    app.stop().await;
+}

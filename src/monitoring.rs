@@ -29,6 +29,9 @@ pub struct SystemView {
     latest: Arc<RwLock<Option<Arc<HostSample>>>>,
     interval: Duration,
     enabled: bool,
+    /// Why the sampling task is not running (it ended or panicked), until a restart of it
+    /// samples again.
+    down: Arc<RwLock<Option<String>>>,
 }
 
 impl SystemView {
@@ -46,6 +49,7 @@ impl SystemView {
             latest: Arc::new(RwLock::new(None)),
             interval: interval(config.monitoring.system_sample_interval_seconds),
             enabled: config.monitoring.metrics_enabled,
+            down: Arc::default(),
         };
         if !view.enabled {
             return view;
@@ -60,7 +64,7 @@ impl SystemView {
             tracker,
             shutdown.clone(),
             metrics,
-            Arc::new(|_| {}),
+            view.report(),
             move |alive| {
                 let sampler = first.take().unwrap_or_else(|| Sampler::new(store.clone()));
                 this.clone()
@@ -115,6 +119,13 @@ impl SystemView {
                 None => return,
             }
         }
+    }
+
+    /// What the supervisor calls when the sampling task goes down (`Some(why)`) or samples
+    /// again (`None`): the host check is unhealthy in between.
+    fn report(&self) -> crate::supervise::Report {
+        let down = self.down.clone();
+        Arc::new(move |why| *down.write().unwrap_or_else(|p| p.into_inner()) = why)
     }
 
     /// The latest sample, if any was taken.
@@ -217,6 +228,17 @@ impl Check for HostCheck {
 
     fn run(&self) -> Outcome {
         let view = &self.0;
+        let down = view.down.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(why) = down {
+            // Supervised work that is not running makes the service unhealthy (spec §5),
+            // whatever the last sample said.
+            return Outcome::new(
+                Status::Unhealthy,
+                format!(
+                    "the host sampling task is not running ({why}); restarting it with backoff"
+                ),
+            );
+        }
         let Some(s) = view.latest() else {
             return Outcome::new(Status::Degraded, "host not sampled");
         };
@@ -281,6 +303,83 @@ mod tests {
         assert_eq!(interval(0.01), MIN_INTERVAL);
         assert_eq!(interval(f64::NAN), Duration::from_secs(5));
         assert_eq!(interval(-1.0), Duration::from_secs(5));
+    }
+
+    /// A sampling run that panics, under the same supervision `start` sets up: the host check
+    /// is unhealthy until a restarted run samples again.
+    #[tokio::test]
+    async fn the_host_check_is_unhealthy_while_the_sampling_task_is_down() {
+        let view = SystemView {
+            latest: Arc::default(),
+            interval: Duration::from_secs(1),
+            enabled: true,
+            down: Arc::default(),
+        };
+        *view.latest.write().unwrap() = Some(Arc::new(HostSample {
+            at: crate::ledger::now(),
+            taken: std::time::Instant::now(),
+            cpu_percent: None,
+            cpu_window: None,
+            cpu_count: 1,
+            memory: None,
+            load: None,
+            disk: None,
+            network_totals: (0, 0),
+            network_delta: (0, 0),
+            store_file_bytes: None,
+            took: Duration::ZERO,
+        }));
+        assert_ne!(view.check().run().status, Status::Unhealthy);
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let (release, released) = tokio::sync::watch::channel(false);
+        crate::supervise::spawn(
+            "host_sampler",
+            &tracker,
+            shutdown.clone(),
+            Arc::new(Metrics::new()),
+            view.report(),
+            move |alive| {
+                let released = *released.borrow();
+                let stop = stop.clone();
+                async move {
+                    // Panics until released, then samples (says it works) until shutdown.
+                    assert!(released, "sampler exploded");
+                    alive.up();
+                    stop.cancelled().await;
+                }
+            },
+        );
+        let outcome = wait_for(&view, Status::Unhealthy).await;
+        assert!(
+            outcome.message.contains("sampler exploded"),
+            "{}",
+            outcome.message
+        );
+        release.send_replace(true);
+        wait_for(&view, Status::Healthy).await;
+        shutdown.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .expect("stops on shutdown");
+    }
+
+    async fn wait_for(view: &SystemView, status: Status) -> Outcome {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let outcome = view.check().run();
+            if outcome.status == status {
+                return outcome;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "host check never {status:?}: {}",
+                outcome.message
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]

@@ -122,6 +122,25 @@ fn config_check_and_show_work_on_the_repo_files_with_secrets_redacted() {
         "{stdout}"
     );
     assert!(stdout.contains("service.port = 8086"), "{stdout}");
+
+    // Sections passed through from Lucid's files (never read by us) are shown too, and their
+    // credentials are not.
+    let file = dir.path().join("passthrough.yaml");
+    std::fs::write(
+        &file,
+        "dependencies:\n  redis:\n    host: cache\n    password: hunter2\n    auth_token: tok-123\n  engine:\n    url: http://engine:8084/api?apikey=qs-secret\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(
+        dir.path(),
+        &["config", "show", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for secret in ["hunter2", "tok-123", "qs-secret"] {
+        assert!(!stdout.contains(secret), "{secret} shown: {stdout}");
+    }
+    assert!(stdout.contains("cache"), "{stdout}");
 }
 
 #[test]

@@ -205,6 +205,11 @@ fn file_lines_follow_the_detailed_formatter_in_the_logging_directory() {
             .exists()
     );
     assert!(!dir.path().join("logs").exists());
+    // Data and quarantine files are private (0600); log files stay readable by log shippers
+    // running as another user (0644 under the usual umask).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o644, 0o644, "log file mode {mode:o}");
 }
 
 #[test]

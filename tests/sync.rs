@@ -768,5 +768,84 @@ async fn a_flapping_upstream_is_damped_to_stalled_and_each_orphan_is_filed_once(
     );
     assert!(metric(&app, "block_manager_sync_reorgs_damped_total").await >= 1.0);
     assert_eq!(quarantined(&app, "orphaned by fork").len(), 6);
+    // Health names the cause: reorgs are being damped, not rounds failing.
+    let message = health["checks"]["sync"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("damped"), "{health}");
+
+    // Stalled for another reason first (the upstream fails), then damped again: the damped
+    // round's error replaces the other one, so the reported last error explains the state.
+    up.fault(Fault::ServerError);
+    let s = eventually(LIMIT, "a failing round to be reported", || async {
+        let s = status(&app).await;
+        (s["last_error"].is_object() && !damped_error(&s)).then_some(s)
+    })
+    .await;
+    assert!(!damped_error(&s), "{s}");
+    up.fault(Fault::None);
+    let s = eventually(LIMIT, "the damped round to be reported again", || async {
+        let s = status(&app).await;
+        (s["state"] == "stalled" && damped_error(&s)).then_some(s)
+    })
+    .await;
+    assert_eq!(s["reorgs"], 5, "{s}");
+    let health = health_check(&app).await;
+    let message = health["checks"]["sync"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("damped"), "{health}");
+    app.stop().await;
+}
+
+/// Whether the status's last error is the one a damped fork leaves.
+fn damped_error(status: &Value) -> bool {
+    status["last_error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("max_reorgs_per_window"))
+}
+
+/// A follower seeded with `blocks` whose upstream is `url`.
+async fn seeded_follower(blocks: &[Block], url: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    chains::seed(dir.path(), blocks).await;
+    let url = url.to_string();
+    spawn_app_in(dir, move |c| fast_follower(c, &url)).await
+}
+
+#[tokio::test]
+async fn an_upstream_block_with_our_hash_but_another_body_is_a_fork_not_our_block() {
+    // Upstream's block 5 keeps our block 5's hash (the hash covers neither amounts nor
+    // signatures) but carries another signature and amount: it is not our block.
+    let a = chains::chain(5, "a");
+    let mut docs: Vec<Value> = a.iter().map(standin::served).collect();
+    docs[5]["signature"] = json!("another-signature");
+    docs[5]["transactions"][1]["value"] = json!(7);
+    let up = StandIn::start(&[]).await;
+    up.documents(docs.clone());
+
+    // Level by hash: the follower must still see the difference, roll its block 5 back and
+    // take upstream's.
+    let app = seeded_follower(&a, &up.url()).await;
+    let s = eventually(LIMIT, "the follower to settle", || async {
+        let s = status(&app).await;
+        (s["state"] == "synced" && s["local_height"] == 5).then_some(s)
+    })
+    .await;
+    assert_eq!(s["reorgs"], 1, "{s}");
+    let served = block_at(&app, 5).await.0;
+    assert_eq!(served["hash"], a[5].hash.as_str());
+    assert_eq!(served["signature"], "another-signature", "{served}");
+    assert_eq!(served["transactions"][1]["value"], 7, "{served}");
+    assert_eq!(quarantined(&app, "orphaned by fork").len(), 1);
+    app.stop().await;
+
+    // Behind upstream: its next block links to our tip by hash, yet builds on its own block 5.
+    let mut longer = a.clone();
+    chains::grow(&mut longer, 2, "a", 2);
+    let mut docs: Vec<Value> = longer.iter().map(standin::served).collect();
+    docs[5]["signature"] = json!("another-signature");
+    up.documents(docs);
+    let app = seeded_follower(&a, &up.url()).await;
+    let s = reaches(&app, "synced", Some(7)).await;
+    assert_eq!(s["reorgs"], 1, "{s}");
+    assert_eq!(block_at(&app, 5).await.0["signature"], "another-signature");
+    assert_eq!(hashes(&app).await, hashes_of(&longer));
     app.stop().await;
 }

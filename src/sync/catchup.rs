@@ -18,6 +18,7 @@ use crate::ledger::{Prepared, WriteError};
 use crate::quarantine::Origin;
 use crate::store::BlockMeta;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::fmt;
@@ -69,11 +70,20 @@ impl Fetched {
         self.unparsable.is_some() || self.doomed || self.blocks.len() as u64 >= self.asked
     }
 
-    /// Parses the next block document; `alone` also runs the checks a block fails on its own.
-    fn offer(&mut self, value: Value, alone: bool) -> Result<(), SyncError> {
+    /// Parses the next block document (`value`, parsed from the JSON text `raw`); `alone` also
+    /// runs the checks a block fails on its own.
+    fn offer(&mut self, raw: &[u8], value: Value, alone: bool) -> Result<(), SyncError> {
         let expected = self.end();
         match chain::parse_block(&value) {
             Ok(block) if block.height == expected => {
+                // As for a submitted block: an amount the parsed number does not hold exactly
+                // (a 30-digit integer) would be stored as another number, so the block is
+                // refused, never stored rounded.
+                let inexact = chain::amount::check_written_amounts(raw, &block.transactions);
+                if !inexact.is_empty() {
+                    self.unparsable = Some((value, inexact));
+                    return Ok(());
+                }
                 self.doomed = alone && self.fails_alone(&block);
                 self.blocks.push(Prepared::new(block));
                 Ok(())
@@ -267,6 +277,8 @@ impl Follower {
             })?;
         if appended.committed > 0 {
             *linked = hashes.get(appended.committed - 1).cloned();
+            // Fetched from upstream just now: upstream's block, byte for byte.
+            self.confirmed.clone_from(linked);
             self.shared
                 .record_commit(appended.committed, Instant::now());
         }
@@ -321,8 +333,8 @@ fn fetch(client: Arc<Upstream>, from: u64, n: u64) -> Pending {
             fetched = blocking(move || {
                 let value = serde_json::from_slice(body.bytes())
                     .map_err(|e| malformed("block JSON", &e))?;
+                fetched.offer(body.bytes(), value, true)?;
                 drop(body);
-                fetched.offer(value, true)?;
                 Ok(fetched)
             })
             .await?;
@@ -437,10 +449,12 @@ impl<'de> Visitor<'de> for Blocks<'_> {
                 }
                 continue;
             }
-            let Some(value) = seq.next_element::<Value>()? else {
+            // The element's text is kept (borrowed from the reply) for the amount check.
+            let Some(raw) = seq.next_element::<&'de RawValue>()? else {
                 return Ok(());
             };
-            if let Err(e) = self.fetched.offer(value, false) {
+            let value: Value = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+            if let Err(e) = self.fetched.offer(raw.get().as_bytes(), value, false) {
                 *self.failed = Some(e);
             }
         }

@@ -111,6 +111,9 @@ pub struct Follower {
     pub last_quarantined: Option<String>,
     /// Limits rollbacks per window (a flapping upstream).
     pub damper: Damper,
+    /// `(height, hash)` of our block last found identical (byte for byte) to upstream's, or
+    /// fetched from it by this run: an equal hash alone never makes a block "ours".
+    pub confirmed: Option<(u64, String)>,
 }
 
 impl Follower {
@@ -168,10 +171,7 @@ impl Follower {
             Ok(Round::Damped(e, wait)) => {
                 // As with a diverged fork: the upstream answered, the link is fine.
                 self.breaker.on_success();
-                if self.shared.state() != State::Stalled {
-                    self.shared.record_error(&e);
-                    self.shared.set_state(State::Stalled);
-                }
+                self.shared.record_damped(&e);
                 wait
             }
             Err(e) => {
@@ -221,7 +221,10 @@ impl Follower {
                     let at = upstream.height;
                     self.read(move |s| s.meta_at(at)).await?.map(|m| m.hash)
                 };
-                if ours.as_deref() == Some(upstream.hash.as_str()) {
+                let at = upstream.height;
+                if ours.as_deref() == Some(upstream.hash.as_str())
+                    && self.confirm(&client, at, &upstream.hash).await?
+                {
                     // Level, or upstream is behind on our own chain: wait for it.
                     Ok(Round::Level)
                 } else {
@@ -240,8 +243,43 @@ impl Follower {
                     }
                 }
             }
-            Some(tip) => self.catch_up(&client, Some(tip), upstream.height).await,
+            Some(tip) => {
+                // Upstream's next blocks link to our tip by its hash; that is only our tip if
+                // upstream's block there is ours byte for byte.
+                if !self.confirm(&client, tip.height, &tip.hash).await? {
+                    tracing::info!(
+                        height = tip.height,
+                        "upstream's block at our tip has its hash but other content"
+                    );
+                    if let Some(round) = self.fork(&client, tip.height, tip.height).await? {
+                        return Ok(round);
+                    }
+                }
+                self.catch_up(&client, Some(tip), upstream.height).await
+            }
         }
+    }
+
+    /// Whether our block `hash` at `height` is upstream's there too, byte for byte; asked of
+    /// upstream once per block (blocks this run fetched are upstream's by construction).
+    async fn confirm(
+        &mut self,
+        client: &Upstream,
+        height: u64,
+        hash: &str,
+    ) -> Result<bool, SyncError> {
+        if self
+            .confirmed
+            .as_ref()
+            .is_some_and(|(h, c)| *h == height && c == hash)
+        {
+            return Ok(true);
+        }
+        let same = super::fork::same_block(client, &self.store, height).await?;
+        if same {
+            self.confirmed = Some((height, hash.to_string()));
+        }
+        Ok(same)
     }
 
     /// Resolves a fork noticed at height `at`, our tip being at `tip`; `None` when upstream

@@ -6,6 +6,7 @@
 
 use super::client::Upstream;
 use super::error::{SyncError, code};
+use crate::chain;
 use crate::ledger::Ledger;
 use crate::quarantine::Quarantine;
 use crate::store::{BlockRecord, BlockStore, Order};
@@ -120,11 +121,18 @@ impl Forks<'_> {
             let theirs: HashMap<u64, String> =
                 self.client.hashes(lo, hi).await?.into_iter().collect();
             let ours = self.our_hashes(lo, hi).await?;
-            let shared = (lo..=hi)
-                .rev()
-                .find(|h| ours.get(h).is_some_and(|o| theirs.get(h) == Some(o)));
-            if shared.is_some() || lo <= floor {
-                return Ok(shared);
+            // Equal hashes are not proof of equal blocks (the hash does not cover every
+            // field): a height counts as shared once upstream's block there is ours byte for
+            // byte. Only heights whose hashes match are fetched, so this costs a block or two.
+            for h in (lo..=hi).rev() {
+                if ours.get(&h).is_some_and(|o| theirs.get(&h) == Some(o))
+                    && same_block(self.client, self.store, h).await?
+                {
+                    return Ok(Some(h));
+                }
+            }
+            if lo <= floor {
+                return Ok(None);
             }
             hi = lo - 1;
         }
@@ -171,4 +179,46 @@ impl Forks<'_> {
             tracing::warn!("quarantining orphaned blocks failed");
         }
     }
+}
+
+/// Whether upstream's block at `height` is the block we store there, compared by its stored
+/// form (every field, every transaction, every amount as written), not by its claimed hash.
+/// `false` when upstream has no block there; an error when what it serves there is not a
+/// block we could store (it is not ours, and not a reason to roll ours back either).
+pub(super) async fn same_block(
+    client: &Upstream,
+    store: &Arc<dyn BlockStore>,
+    height: u64,
+) -> Result<bool, SyncError> {
+    let Some(theirs) = client.block(height).await? else {
+        return Ok(false);
+    };
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let invalid = |why: String| {
+            SyncError::new(
+                code::FAILED,
+                format!("upstream block {height} cannot be compared with ours: {why}"),
+            )
+        };
+        let value: Value = serde_json::from_slice(theirs.bytes())
+            .map_err(|e| invalid(format!("it is not JSON ({e})")))?;
+        let block = chain::parse_block(&value).map_err(|failures| {
+            let summary: Vec<String> = failures.iter().map(ToString::to_string).collect();
+            invalid(summary.join("; "))
+        })?;
+        if block.height != height {
+            return Err(invalid(format!("it claims height {}", block.height)));
+        }
+        if !chain::amount::check_written_amounts(theirs.bytes(), &block.transactions).is_empty() {
+            // Its amounts are not numbers ours could hold, so they are not ours.
+            return Ok(false);
+        }
+        let ours = store
+            .body_at(height)
+            .map_err(|e| SyncError::new(code::FAILED, format!("cannot read our blocks: {e}")))?;
+        Ok(ours.is_some_and(|ours| ours == block.served_json()))
+    })
+    .await
+    .map_err(|e| SyncError::new(code::FAILED, format!("block comparison task failed: {e}")))?
 }

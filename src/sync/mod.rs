@@ -155,6 +155,7 @@ impl SyncHandle {
                         round_backoff,
                         damper_metrics.clone(),
                     ),
+                    confirmed: None,
                 };
                 follower.run(shutdown.clone(), alive)
             },

@@ -128,6 +128,9 @@ struct Inner {
     first_error: Option<SyncError>,
     /// Why the follower task is not running (it ended or panicked), until a restart succeeds.
     task_down: Option<String>,
+    /// The state is `stalled` because a fork was not rolled back (reorgs are damped), not
+    /// because rounds fail.
+    damped: bool,
 }
 
 /// The follower's shared, reportable state. Locks are held only to copy a few fields.
@@ -159,6 +162,7 @@ impl Shared {
                 rate: Rate::default(),
                 first_error: None,
                 task_down: None,
+                damped: false,
             }),
             metrics,
             ledger,
@@ -194,6 +198,9 @@ impl Shared {
     pub fn set_state(&self, state: State) {
         let changed = {
             let mut inner = self.lock();
+            if state != State::Stalled {
+                inner.damped = false;
+            }
             std::mem::replace(&mut inner.state, state) != state
         };
         if changed {
@@ -250,6 +257,19 @@ impl Shared {
         self.lock().last_success = Some(ledger::now());
     }
 
+    /// Records a fork not rolled back because reorgs are damped: sync is `stalled` for that
+    /// reason. The error is recorded once per damped spell (every round of it would repeat
+    /// it), but always when the state was stalled for another reason, so the last error
+    /// explains the state.
+    pub fn record_damped(&self, error: &SyncError) {
+        let already = self.lock().damped;
+        if !already {
+            self.record_error(error);
+        }
+        self.set_state(State::Stalled);
+        self.lock().damped = true;
+    }
+
     /// Records an error: kept as the last error and counted by code.
     pub fn record_error(&self, error: &SyncError) {
         // Debug formatting: whatever the message holds, it stays one quoted, escaped field.
@@ -259,6 +279,8 @@ impl Shared {
             .with_label_values(&[error.code])
             .inc();
         let mut inner = self.lock();
+        // A failing round ends a damped spell's claim on the state.
+        inner.damped = false;
         inner.first_error.get_or_insert_with(|| error.clone());
         inner.last_error = Some(LastError {
             error: error.clone(),
@@ -366,6 +388,14 @@ impl Shared {
                     "no valid block from {} within synchronization.startup_grace_seconds ({} s): {cause}; {STANDALONE_HINT}",
                     self.upstream,
                     self.grace.as_secs_f64()
+                ),
+            )
+        } else if inner.state == State::Stalled && inner.damped {
+            (
+                Status::Degraded,
+                format!(
+                    "reorgs are being damped: {} forked again after more than synchronization.max_reorgs_per_window rollbacks within synchronization.reorg_window_seconds, so the fork is not rolled back until the window has room",
+                    self.upstream
                 ),
             )
         } else {

@@ -399,3 +399,35 @@ async fn empty_follower_of_an_engine_without_valid_blocks_is_unhealthy_after_the
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_amount_no_number_holds_exactly_is_refused_and_quarantined_not_rounded() {
+    // The second transaction of every block has value 1 (hashes cover no amount, so the block
+    // is otherwise valid); upstream writes it as a 30-digit integer, which a parsed number
+    // would keep as 1.2345678901234568e29.
+    let huge = "123456789012345678901234567890";
+    for range_route in [true, false] {
+        let up = StandIn::start(&chains::chain(3, "a")).await;
+        up.fault(Fault::Rewrite(
+            "\"value\":1,".into(),
+            format!("\"value\":{huge},"),
+        ));
+        up.served.lock().unwrap().range_route = range_route;
+        let app = follower(&up.url(), one_round_at_a_time).await;
+        let s = failed_round(&app).await;
+        let message = s["last_error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("block 1") && message.contains("cannot be stored exactly"),
+            "range route {range_route}: {s}"
+        );
+        assert_eq!(s["local_height"], 0, "only genesis is stored: {s}");
+        let filed = quarantined(&app, "invalid upstream block");
+        assert_eq!(filed.len(), 1, "{filed:?}");
+        assert!(
+            filed[0].to_string().contains("VAL_004"),
+            "the entry says why: {}",
+            filed[0]
+        );
+        app.stop().await;
+    }
+}

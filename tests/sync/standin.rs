@@ -36,6 +36,9 @@ pub enum Fault {
     HugeRange(usize),
     /// Like `HugeRange`, but only for range requests of more than `blocks` blocks.
     HugeRangeAbove { blocks: u64, bytes: usize },
+    /// Block replies (range and single) answer with the first text replaced by the second in
+    /// their JSON: a number no JSON value can hold, say.
+    Rewrite(String, String),
 }
 
 /// What the stand-in serves; tests change it while it runs.
@@ -236,7 +239,10 @@ async fn fault(served: &Shared, headers: &HeaderMap) -> Option<Response> {
                 .into_response(),
         ),
         // Handled by the recording layer (redirect) or the range route (huge replies).
-        Fault::RedirectTo(_) | Fault::HugeRange(_) | Fault::HugeRangeAbove { .. } => None,
+        Fault::RedirectTo(_)
+        | Fault::HugeRange(_)
+        | Fault::HugeRangeAbove { .. }
+        | Fault::Rewrite(..) => None,
         Fault::Malformed => Some(
             (
                 StatusCode::OK,
@@ -295,7 +301,19 @@ async fn range(State(s): State<Shared>, h: HeaderMap, Query(p): Query<Page>) -> 
         Fault::HugeRangeAbove { blocks, bytes } if p.limit > blocks => return huge(bytes),
         _ => {}
     }
-    axum::Json(json!({"blocks": slice(&s.chain, p.from, p.limit)})).into_response()
+    rewritten(
+        &s.fault,
+        &json!({"blocks": slice(&s.chain, p.from, p.limit)}),
+    )
+}
+
+/// `doc` as JSON, with the text a `Rewrite` fault names replaced.
+fn rewritten(fault: &Fault, doc: &Value) -> Response {
+    let mut text = doc.to_string();
+    if let Fault::Rewrite(from, to) = fault {
+        text = text.replace(from.as_str(), to);
+    }
+    (StatusCode::OK, [("content-type", "application/json")], text).into_response()
 }
 
 async fn headers(State(s): State<Shared>, h: HeaderMap, Query(p): Query<Page>) -> Response {
@@ -316,7 +334,7 @@ async fn at_height(State(s): State<Shared>, h: HeaderMap, Path(height): Path<u64
     }
     let s = s.lock().unwrap();
     match s.chain.get(height as usize) {
-        Some(b) => axum::Json(b.clone()).into_response(),
+        Some(b) => rewritten(&s.fault, b),
         None => not_found(),
     }
 }

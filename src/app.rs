@@ -345,7 +345,7 @@ pub async fn start_with(
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
-    tracing::info!(%addr, advertised = %config.service.url, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
+    tracing::info!(%addr, advertised = %config.service.url, environment = %config.service.environment, platform = %config.service.platform, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
 
     stop_on_error.disarm();
     let serve = crate::server::Serve {

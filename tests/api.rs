@@ -806,3 +806,17 @@ async fn a_block_above_the_finality_floor_has_an_etag_of_its_bytes_and_304s_only
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn health_names_the_environment_and_platform_of_the_deployment() {
+    let app = spawn_app(|c| {
+        c.service.environment = "staging".into();
+        c.service.platform = "amd64".into();
+    })
+    .await;
+    let (code, body) = app.get_json("/health").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["environment"], "staging", "{body}");
+    assert_eq!(body["platform"], "amd64", "{body}");
+    app.stop().await;
+}

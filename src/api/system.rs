@@ -14,6 +14,10 @@ fn health_body(state: &AppState, report: &crate::health::Report) -> Value {
         "status": report.status,
         "service": state.config.service.name,
         "version": env!("CARGO_PKG_VERSION"),
+        // Lucid's `service.environment` / `service.platform` (LUCID_ENV, LUCID_PLATFORM): which
+        // deployment answered, for operators and dashboards that watch several.
+        "environment": state.config.service.environment,
+        "platform": state.config.service.platform,
         "uptime_seconds": (state.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "checks": report.checks,
     })

@@ -374,6 +374,8 @@ fn report_schemas(s: &mut Map<String, Value>) {
             "status": status,
             "service": {"type": "string"},
             "version": {"type": "string"},
+            "environment": {"type": "string", "description": "service.environment (LUCID_ENV)"},
+            "platform": {"type": "string", "description": "service.platform (LUCID_PLATFORM)"},
             "uptime_seconds": {"type": "number", "minimum": 0},
             "checks": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["status", "message", "latency_ms"],

@@ -18,32 +18,7 @@ source "$ROOT/scripts/lib.sh"
 BIN=${BLOCK_MANAGER_BIN:-$ROOT/target/release/block-manager}
 LIMIT_MB=${LIMIT_MB:-150}
 DEADLINE_SECONDS=${DEADLINE_SECONDS:-60}
-PASSED=0
-FAILED=0
-PIDS=()
-WORK=$(mktemp -d)
-
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-finish() {
-    echo "$PASSED passed, $FAILED failed"
-    [ "$FAILED" -eq 0 ]
-    exit $?
-}
+drill_start
 
 if [ ! -x "$BIN" ]; then
     fail "release binary $BIN exists (cargo build --release)"

@@ -12,33 +12,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/lib.sh"
 BIN=${BLOCK_MANAGER_BIN:-$ROOT/target/release/block-manager}
 DEADLINE_SECONDS=${DEADLINE_SECONDS:-40}
-PASSED=0
-FAILED=0
-PIDS=()
-WORK=$(mktemp -d)
-
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-finish() {
-    echo "$PASSED passed, $FAILED failed"
-    [ "$FAILED" -eq 0 ]
-    exit $?
-}
+drill_start
 
 # Polls "$@" every 0.25 s until it succeeds or $1 seconds pass.
 wait_for() {

@@ -17,33 +17,7 @@ RSS_LIMIT_MB=${RSS_LIMIT_MB:-200}
 BLOCKS=${BLOCKS:-45}
 ROUNDS=${ROUNDS:-5}
 MAX_RESPONSE_BYTES=$((8 * 1024 * 1024))
-PASSED=0
-FAILED=0
-PIDS=()
-WORK=$(mktemp -d)
-
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-finish() {
-    echo "$PASSED passed, $FAILED failed"
-    [ "$FAILED" -eq 0 ]
-    exit $?
-}
+drill_start
 
 # Peak resident memory of a process in kB, from /proc.
 peak_kb() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }

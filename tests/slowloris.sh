@@ -17,32 +17,7 @@ HALF_SENT=${HALF_SENT:-400}
 HEADER_TIMEOUT=${HEADER_TIMEOUT:-3}
 PROBE_SECONDS=${PROBE_SECONDS:-15}
 FD_LIMIT=${FD_LIMIT:-256}
-PASSED=0
-FAILED=0
-PIDS=()
-WORK=$(mktemp -d)
-
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-finish() {
-    echo "$PASSED passed, $FAILED failed"
-    [ "$FAILED" -eq 0 ]
-    exit $?
-}
+drill_start
 
 command -v python3 >/dev/null || { fail "python3 is required"; finish; }
 command -v curl >/dev/null || { fail "curl is required"; finish; }

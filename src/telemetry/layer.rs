@@ -2,13 +2,12 @@
 //! handlers, formats the record once per formatter and hands the bytes to each handler's writer.
 
 use super::format::LineFormat;
+use super::queue::Queue;
 use super::record::{Record, Value, text_message};
 use std::borrow::Cow;
-use std::io::Write;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber, span};
-use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
@@ -89,11 +88,10 @@ pub struct Route {
     pub sinks: Vec<usize>,
 }
 
-/// One handler that is written to.
+/// One handler that is written to (its destination is the writer thread's, same index).
 pub struct Sink {
     pub level: LevelFilter,
     pub format: usize,
-    pub writer: NonBlocking,
 }
 
 /// Everything the layer needs, built once at start-up.
@@ -104,6 +102,8 @@ pub struct Plan {
     pub routes: [Route; 6],
     /// `RUST_LOG` decides levels: logger levels step aside (handler levels still apply).
     pub rust_log: bool,
+    /// The writer thread's queue; `None` when it could not be started (nothing is written).
+    pub queue: Option<Queue>,
 }
 
 pub struct LucidLayer {
@@ -188,6 +188,8 @@ impl Visit for Collect<'_> {
 }
 
 thread_local! {
+    /// This thread's line being formatted: reused, so a record costs no allocation for it.
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
     /// This thread's number, as `%(thread)d` prints it (std gives no stable accessor).
     static THREAD: u64 = {
         let id = format!("{:?}", std::thread::current().id());
@@ -276,27 +278,37 @@ where
             message: &message,
             fields: &fields,
         };
+        let Some(queue) = &self.plan.queue else {
+            return;
+        };
         let mut text: Option<String> = None;
-        let mut line = Vec::with_capacity(256);
-        let mut formatted: Option<usize> = None;
-        for &i in &route.sinks {
-            let sink = &self.plan.sinks[i];
-            if level > sink.level {
-                continue;
-            }
-            // Sinks are ordered by formatter: each formatter formats this record once.
-            if formatted != Some(sink.format) {
-                let format = &self.plan.formats[sink.format];
+        LINE.with_borrow_mut(|line| {
+            // Sinks are ordered by formatter: each formatter formats this record once, and the
+            // line is queued once for all the handlers sharing that formatter.
+            let sinks = &route.sinks;
+            let mut at = 0;
+            while at < sinks.len() {
+                let format = self.plan.sinks[sinks[at]].format;
+                let mut handlers = 0u64;
+                while at < sinks.len() && self.plan.sinks[sinks[at]].format == format {
+                    let i = sinks[at];
+                    if level <= self.plan.sinks[i].level {
+                        handlers |= 1 << i;
+                    }
+                    at += 1;
+                }
+                if handlers == 0 {
+                    continue;
+                }
+                let format = &self.plan.formats[format];
                 if format.needs_message() && text.is_none() {
                     text = Some(text_message(&record));
                 }
                 line.clear();
-                format.render(&record, text.as_deref().unwrap_or(""), &mut line);
-                formatted = Some(sink.format);
+                format.render(&record, text.as_deref().unwrap_or(""), line);
+                queue.push(handlers, line);
             }
-            // The writer queues the line for its own thread; a full queue drops it.
-            let _ = sink.writer.clone().write_all(&line);
-        }
+        });
     }
 }
 

@@ -1,5 +1,5 @@
-//! Prometheus counters of the log handlers: file rotations, and lines dropped because a
-//! handler's queue was full (its writer fell behind). Process-wide, as the handlers are.
+//! Prometheus counters of the log handlers: file rotations, and lines dropped because the
+//! log queue was full (its writer fell behind), per handler. Process-wide, as the handlers are.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;

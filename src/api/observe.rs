@@ -5,7 +5,7 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::IntGauge;
@@ -50,11 +50,14 @@ impl Drop for InFlight<'_> {
 /// Route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
+/// The request id header, made once: a name given as text is parsed (and allocated) per use.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// A caller's id is kept when it is short printable ASCII; otherwise we make one. Returned as
 /// the header value it is sent back in (checked once, copied once).
 fn request_id(req: &Request) -> HeaderValue {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    if let Some(v) = req.headers().get("x-request-id")
+    if let Some(v) = req.headers().get(&X_REQUEST_ID)
         && !v.is_empty()
         && v.len() <= 128
         && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
@@ -122,7 +125,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         client = %client,
         "request"
     );
-    res.headers_mut().insert("x-request-id", id);
+    res.headers_mut().insert(X_REQUEST_ID, id);
     res
 }
 

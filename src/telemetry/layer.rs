@@ -248,7 +248,8 @@ where
             return;
         }
         let mut message = String::new();
-        let mut fields = Vec::new();
+        // Room for the access line's fields and its span's without growing.
+        let mut fields = Vec::with_capacity(8);
         event.record(&mut Collect {
             message: Some(&mut message),
             fields: &mut fields,

@@ -9,7 +9,7 @@
 # The service runs as shipped: the embedded engine, default logging (console redirected to a
 # file, plus the rotated file, INFO, one line per request), the default middleware, and the
 # rate limit on, at a limit this load never reaches.
-# Usage: bench/ceiling.sh [blocks=35000] [rounds=5] [seconds=10]
+# Usage: bench/ceiling.sh [blocks=35000] [rounds=5] [seconds=10]   (KEEP=1 keeps the work folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -17,11 +17,13 @@ N=${1:-35000}
 ROUNDS=${2:-5}
 SECS=${3:-10}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-# Symbols kept, so the same binaries can be profiled (valgrind, perf); code is unchanged.
-export CARGO_PROFILE_RELEASE_STRIP=false
-cargo build --release --quiet --bin block-manager --example bare
-BIN=$PWD/target/release/block-manager
-BARE=$PWD/target/release/examples/bare
+# BLOCK_MANAGER_BIN (and BARE_BIN) measure other builds (to compare two) instead of this tree's.
+if [ -z "${BLOCK_MANAGER_BIN:-}" ] || [ -z "${BARE_BIN:-}" ]; then
+  # Symbols kept, so the same binaries can be profiled (valgrind, perf); code is unchanged.
+  CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --quiet --bin block-manager --example bare
+fi
+BIN=${BLOCK_MANAGER_BIN:-$PWD/target/release/block-manager}
+BARE=${BARE_BIN:-$PWD/target/release/examples/bare}
 WORK=$(mktemp -d)
 cleanup() {
   for p in ${PID:-} ${BPID:-}; do kill "$p" 2>/dev/null || true; done

@@ -142,7 +142,7 @@ impl LineFormat {
         })
     }
 
-    /// Whether rendering uses [`text_message`] (worth computing once per record).
+    /// Whether rendering uses `%(message)s` (worth computing once per record).
     pub fn needs_message(&self) -> bool {
         match &self.0 {
             Kind::Text { pieces, .. } => pieces
@@ -152,7 +152,7 @@ impl LineFormat {
         }
     }
 
-    /// Appends the record's line and a newline to `out`; `message` is [`text_message`] of it.
+    /// Appends the record's line and a newline to `out`; `message` is its `%(message)s`.
     pub fn render(&self, r: &Record, message: &str, out: &mut Vec<u8>) {
         match &self.0 {
             Kind::Text { pieces, datefmt } => TEXT.with_borrow_mut(|line| {

@@ -3,8 +3,9 @@
 
 use super::format::LineFormat;
 use super::queue::Queue;
-use super::record::{Record, Value, text_message};
+use super::record::{Record, Value, write_text_message};
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber, span};
@@ -168,7 +169,10 @@ impl Collect<'_> {
 
 impl Visit for Collect<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, Value::Text(format!("{value:?}")));
+        // Room for an address or a request id up front: `format!` grows from nothing.
+        let mut text = String::with_capacity(40);
+        let _ = write!(text, "{value:?}");
+        self.put(field, Value::Text(text));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.put(field, Value::Str(value.to_owned()));
@@ -188,8 +192,10 @@ impl Visit for Collect<'_> {
 }
 
 thread_local! {
-    /// This thread's line being formatted: reused, so a record costs no allocation for it.
-    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+    /// This thread's line being formatted and its `%(message)s`: reused, so a record costs no
+    /// allocation for them.
+    static LINE: std::cell::RefCell<(Vec<u8>, String)> =
+        std::cell::RefCell::new((Vec::with_capacity(512), String::with_capacity(256)));
     /// This thread's number, as `%(thread)d` prints it (std gives no stable accessor).
     static THREAD: u64 = {
         let id = format!("{:?}", std::thread::current().id());
@@ -282,8 +288,8 @@ where
         let Some(queue) = &self.plan.queue else {
             return;
         };
-        let mut text: Option<String> = None;
-        LINE.with_borrow_mut(|line| {
+        LINE.with_borrow_mut(|(line, text)| {
+            let mut have_text = false;
             // Sinks are ordered by formatter: each formatter formats this record once, and the
             // line is queued once for all the handlers sharing that formatter.
             let sinks = &route.sinks;
@@ -302,11 +308,13 @@ where
                     continue;
                 }
                 let format = &self.plan.formats[format];
-                if format.needs_message() && text.is_none() {
-                    text = Some(text_message(&record));
+                if format.needs_message() && !have_text {
+                    text.clear();
+                    write_text_message(&record, text);
+                    have_text = true;
                 }
                 line.clear();
-                format.render(&record, text.as_deref().unwrap_or(""), line);
+                format.render(&record, if have_text { text } else { "" }, line);
                 queue.push(handlers, line);
             }
         });

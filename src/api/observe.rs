@@ -122,11 +122,37 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         status = status.as_u16(),
         latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         request_id = %id_text,
-        client = %client,
+        client = &*client_text(client, &mut [0; 15]),
         "request"
     );
     res.headers_mut().insert(X_REQUEST_ID, id);
     res
+}
+
+/// The client's address as the log shows it (`Display`); an IPv4 address is written into
+/// `buf` by hand, as the formatting machinery cost a noticeable share of a request.
+fn client_text(ip: std::net::IpAddr, buf: &mut [u8; 15]) -> std::borrow::Cow<'_, str> {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string().into();
+    };
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    String::from_utf8_lossy(&buf[..n])
 }
 
 /// A panic in a handler: logged once here (inside the request's span, so with its id), and
@@ -139,4 +165,24 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
         .unwrap_or("unknown panic");
     tracing::error!(panic = what, "handler panicked");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SRV_001").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addresses_read_as_display_prints_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "255.9.99.1",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("address");
+            assert_eq!(client_text(ip, &mut [0; 15]), ip.to_string());
+        }
+    }
 }

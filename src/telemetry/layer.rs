@@ -169,6 +169,13 @@ impl Collect<'_> {
 
 impl Visit for Collect<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        // The message is written where it is kept, not into a string of its own first.
+        if field.name() == "message"
+            && let Some(m) = self.message.as_deref_mut()
+        {
+            let _ = write!(m, "{value:?}");
+            return;
+        }
         // Room for an address or a request id up front: `format!` grows from nothing.
         let mut text = String::with_capacity(40);
         let _ = write!(text, "{value:?}");

@@ -1,8 +1,8 @@
 //! One writer thread for every log handler. A record is formatted once per formatter by the
 //! thread that logs it and appended, with the set of handlers it is for, to one shared batch;
 //! the writer thread takes the whole batch at once and writes it with one call per handler.
-//! Nothing that logs ever waits for the disk: when the batch already holds [`QUEUED_LINES`]
-//! lines, the new line is dropped and counted against each handler it was for.
+//! Nothing that logs ever waits for the disk: when the batch already holds [`QUEUED_BYTES`],
+//! the new line is dropped and counted against each handler it was for.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +10,18 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Lines the batch may hold before new ones are dropped. This covers a second of requests at
-/// full speed while a slow disk catches up, and is allocated only as lines arrive.
-pub const QUEUED_LINES: usize = 16_384;
+/// Bytes the batch may hold before new lines are dropped: about 60,000 access lines, or a
+/// second of requests at full speed with two formatters while a slow disk (or a starved
+/// writer thread) catches up. Taken in [`CHUNK`]s only as lines arrive.
+pub const QUEUED_BYTES: usize = 16 << 20;
+
+/// The batch grows by chunks of this size (never copied when it grows); up to [`SPARE`]
+/// emptied chunks are kept for reuse, so an idle queue holds at most 1 MiB.
+const CHUNK: usize = 64 << 10;
+const SPARE: usize = 16;
+
+/// A batch larger than this many lines is followed at once by the next, without a pause.
+const BUSY: usize = 1024;
 
 /// After writing a batch the writer pauses this long, so that under load batches grow large
 /// and the thread wakes seldom; a line waits at most this long for its write. Shutdown skips it.
@@ -48,6 +57,9 @@ impl<W: Write + Send> Destination for Stream<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let r = self
             .out
             .write_all(&self.pending)
@@ -59,9 +71,12 @@ impl<W: Write + Send> Destination for Stream<W> {
 
 #[derive(Default)]
 struct Batch {
-    /// Each line as `[handlers: u64 LE][length: u32 LE][bytes]`.
-    bytes: Vec<u8>,
+    /// Each line as `[handlers: u64 LE][length: u32 LE][bytes]`, never split across chunks.
+    chunks: Vec<Vec<u8>>,
+    bytes: usize,
     lines: usize,
+    /// Emptied chunks, for reuse.
+    spare: Vec<Vec<u8>>,
     /// The writer thread is parked waiting for a line.
     idle: bool,
     closing: bool,
@@ -127,15 +142,30 @@ impl Queue {
             let Ok(mut b) = self.0.batch.lock() else {
                 return;
             };
-            if b.lines >= QUEUED_LINES || b.closing {
+            let need = 12 + line.len();
+            if b.bytes + need > QUEUED_BYTES || b.closing {
                 drop(b);
                 self.count_dropped(handlers);
                 return;
             }
-            b.bytes.extend_from_slice(&handlers.to_le_bytes());
-            b.bytes
-                .extend_from_slice(&(line.len() as u32).to_le_bytes());
-            b.bytes.extend_from_slice(line);
+            let b = &mut *b;
+            let room = b
+                .chunks
+                .last()
+                .is_some_and(|c| c.capacity() - c.len() >= need);
+            if !room {
+                let chunk = match b.spare.pop() {
+                    Some(c) if c.capacity() >= need => c,
+                    _ => Vec::with_capacity(need.max(CHUNK)),
+                };
+                b.chunks.push(chunk);
+            }
+            if let Some(c) = b.chunks.last_mut() {
+                c.extend_from_slice(&handlers.to_le_bytes());
+                c.extend_from_slice(&(line.len() as u32).to_le_bytes());
+                c.extend_from_slice(line);
+            }
+            b.bytes += need;
             b.lines += 1;
             std::mem::take(&mut b.idle)
         };
@@ -154,9 +184,9 @@ impl Queue {
     }
 
     fn run(&self, mut destinations: Vec<Box<dyn Destination>>) {
-        let mut taken = Vec::new();
+        let mut taken: Vec<Vec<u8>> = Vec::new();
         loop {
-            let closing = {
+            let (closing, lines) = {
                 let Ok(mut b) = self.0.batch.lock() else {
                     return;
                 };
@@ -167,27 +197,37 @@ impl Queue {
                         Err(_) => return,
                     };
                 }
-                // The full batch is swapped for the emptied one: its memory is reused.
-                taken.clear();
-                std::mem::swap(&mut taken, &mut b.bytes);
-                b.lines = 0;
+                // The chunks written last time go back for reuse as the full ones are taken.
+                for mut c in taken.drain(..) {
+                    if b.spare.len() < SPARE && c.capacity() == CHUNK {
+                        c.clear();
+                        b.spare.push(c);
+                    }
+                }
+                std::mem::swap(&mut taken, &mut b.chunks);
+                let lines = std::mem::take(&mut b.lines);
+                b.bytes = 0;
                 b.idle = false;
-                b.closing
+                (b.closing, lines)
             };
-            write_batch(&taken, &mut destinations);
+            for chunk in &taken {
+                write_batch(chunk, &mut destinations);
+            }
+            flush_all(&mut destinations);
             if closing {
                 // Lines queued after the last swap are refused (`push` sees `closing`).
                 return;
             }
-            std::thread::sleep(GATHER);
+            if lines < BUSY {
+                std::thread::sleep(GATHER);
+            }
         }
     }
 }
 
-/// Splits a batch into its lines and gives each to its handlers. Write errors are dropped: a
+/// Splits a chunk into its lines and gives each to its handlers. Write errors are dropped: a
 /// log that cannot be written must not stop the service (the line is lost, as with Python).
 fn write_batch(mut bytes: &[u8], destinations: &mut [Box<dyn Destination>]) {
-    let mut used = 0u64;
     while bytes.len() >= 12 {
         let (head, rest) = bytes.split_at(12);
         let mut mask = [0u8; 8];
@@ -201,13 +241,14 @@ fn write_batch(mut bytes: &[u8], destinations: &mut [Box<dyn Destination>]) {
                 let _ = d.line(line);
             }
         }
-        used |= mask;
         bytes = rest;
     }
-    for (i, d) in destinations.iter_mut().enumerate() {
-        if used & (1 << i) != 0 {
-            let _ = d.flush();
-        }
+}
+
+/// Writes out what each destination holds (one write each; nothing when it holds nothing).
+fn flush_all(destinations: &mut [Box<dyn Destination>]) {
+    for d in destinations.iter_mut() {
+        let _ = d.flush();
     }
 }
 
@@ -301,8 +342,10 @@ mod tests {
             std::thread::yield_now();
         }
         let started = std::time::Instant::now();
-        for _ in 0..QUEUED_LINES + 10 {
-            q.push(1, b"x\n");
+        // 1,024 bytes a line with its header: the queue takes exactly this many.
+        let line = [b'x'; 1012];
+        for _ in 0..QUEUED_BYTES / 1024 + 10 {
+            q.push(1, &line);
         }
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(dropped[0].load(Ordering::Relaxed), 10);

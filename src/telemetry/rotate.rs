@@ -107,6 +107,9 @@ impl Destination for RotatingFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let r = self.file.write_all(&self.pending);
         if r.is_ok() {
             self.size += self.pending.len() as u64;

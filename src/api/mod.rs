@@ -18,7 +18,7 @@ pub use stats::StatsCache;
 
 use crate::app::AppState;
 use crate::chain::Failure;
-use crate::error::{ApiError, shape_errors};
+use crate::error::ApiError;
 use crate::ledger::WriteError;
 use crate::store::StoreError;
 use axum::Router;
@@ -106,10 +106,11 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     app = app.layer(axum::middleware::from_fn(
         crate::server::head::enforce_limits,
     ));
+    // Observation shapes error answers too: one layer where there were two. Compression sits
+    // outside it, so the error shape is applied to (and reads) uncompressed bodies.
     app.layer(CatchPanicLayer::custom(observe::panic_response))
-        .layer(from_fn_with_state(state.catalog.clone(), shape_errors))
-        .layer(CompressionLayer::new().gzip(true))
         .layer(from_fn_with_state(state.clone(), observe::observe))
+        .layer(CompressionLayer::new().gzip(true))
         .with_state(state)
 }
 

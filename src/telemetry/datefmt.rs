@@ -27,6 +27,38 @@ const DAYS: [&str; 7] = [
     "Sunday",
 ];
 
+/// [`strftime`] of a format with no sub-second directive, kept per thread for the second it
+/// was made in: records in the same second reuse it (it dominated a request's log cost).
+pub fn strftime_cached(out: &mut String, t: OffsetDateTime, format: &str) {
+    if format.contains("%f") {
+        return strftime(out, t, format);
+    }
+    let second = t.unix_timestamp();
+    SECOND.with_borrow_mut(|cache| {
+        if let Some((_, at, text)) = cache.iter_mut().find(|(f, _, _)| f == format) {
+            if *at != second {
+                text.clear();
+                strftime(text, t, format);
+                *at = second;
+            }
+            out.push_str(text);
+        } else if cache.len() < 4 {
+            let mut text = String::new();
+            strftime(&mut text, t, format);
+            out.push_str(&text);
+            cache.push((format.to_owned(), second, text));
+        } else {
+            strftime(out, t, format);
+        }
+    });
+}
+
+thread_local! {
+    /// `(format, unix second, text)` of the last few formats this thread rendered.
+    static SECOND: std::cell::RefCell<Vec<(String, i64, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// strftime subset (times are UTC): `%Y %y %m %d %e %H %I %M %S %f %p %j %a %A %b %h %B %z
 /// %Z %s %F %T %D %R %c %x %X %%`; another directive is printed as it stands.
 pub fn strftime(out: &mut String, t: OffsetDateTime, format: &str) {
@@ -108,5 +140,30 @@ mod tests {
         let mut s = String::new();
         strftime(&mut s, t, "%a %b %d %j %y %I%p %f %z %Z %q %%");
         assert_eq!(s, "Tue Jan 02 002 24 03AM 678901 +0000 UTC %q %");
+    }
+
+    #[test]
+    fn cached_times_follow_the_second_and_sub_second_formats_are_never_cached() {
+        let at = |nanos: i128| OffsetDateTime::from_unix_timestamp_nanos(nanos).expect("time");
+        let render = |t, f| {
+            let mut s = String::new();
+            strftime_cached(&mut s, t, f);
+            s
+        };
+        let f = "%Y-%m-%d %H:%M:%S";
+        assert_eq!(
+            render(at(1_704_164_645_100_000_000), f),
+            "2024-01-02 03:04:05"
+        );
+        assert_eq!(
+            render(at(1_704_164_645_900_000_000), f),
+            "2024-01-02 03:04:05"
+        );
+        assert_eq!(
+            render(at(1_704_164_646_000_000_000), f),
+            "2024-01-02 03:04:06"
+        );
+        assert_eq!(render(at(1_704_164_646_000_001_000), "%S.%f"), "06.000001");
+        assert_eq!(render(at(1_704_164_646_000_002_000), "%S.%f"), "06.000002");
     }
 }

@@ -1,7 +1,7 @@
 //! Line formats of Python's `logging`: %-style format strings (`%(asctime)s - %(name)s ...`)
 //! and JSON lines. Pure: a record in, one line of text out.
 
-use super::datefmt::{rfc3339, strftime};
+use super::datefmt::{rfc3339, strftime, strftime_cached};
 use super::record::{Record, level_name, level_number};
 use std::fmt::Write as _;
 
@@ -142,7 +142,7 @@ impl LineFormat {
         })
     }
 
-    /// Whether rendering uses [`text_message`] (worth computing once per record).
+    /// Whether rendering uses `%(message)s` (worth computing once per record).
     pub fn needs_message(&self) -> bool {
         match &self.0 {
             Kind::Text { pieces, .. } => pieces
@@ -152,21 +152,21 @@ impl LineFormat {
         }
     }
 
-    /// Appends the record's line and a newline to `out`; `message` is [`text_message`] of it.
+    /// Appends the record's line and a newline to `out`; `message` is its `%(message)s`.
     pub fn render(&self, r: &Record, message: &str, out: &mut Vec<u8>) {
         match &self.0 {
-            Kind::Text { pieces, datefmt } => {
-                let mut line = String::with_capacity(128 + message.len());
+            Kind::Text { pieces, datefmt } => TEXT.with_borrow_mut(|line| {
+                line.clear();
                 for p in pieces {
                     match p {
                         Piece::Lit(s) => line.push_str(s),
                         Piece::Field(attr, spec) => {
-                            render_attr(&mut line, *attr, spec, r, message, datefmt.as_deref())
+                            render_attr(line, *attr, spec, r, message, datefmt.as_deref())
                         }
                     }
                 }
                 out.extend_from_slice(line.as_bytes());
-            }
+            }),
             Kind::Json { datefmt } => {
                 let mut map = serde_json::Map::new();
                 let mut ts = String::new();
@@ -246,10 +246,15 @@ enum Raw<'a> {
     F(f64),
 }
 
+thread_local! {
+    /// This thread's text line being built: reused, so rendering allocates nothing for it.
+    static TEXT: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+}
+
 /// The emitting module's last path segment: tracing has no function names.
-fn module_segment(r: &Record) -> String {
+fn module_segment<'a>(r: &Record<'a>) -> &'a str {
     let path = r.module_path.unwrap_or(r.target);
-    path.rsplit("::").next().unwrap_or(path).to_owned()
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 /// Python's module is the file's name without `.py`; a `mod.rs` is named by its folder.
@@ -272,23 +277,33 @@ fn render_attr(
     datefmt: Option<&str>,
 ) {
     let file = r.file.unwrap_or("-");
-    let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
-    let secs = r.time.unix_timestamp() as f64 + f64::from(r.time.nanosecond()) / 1e9;
     let raw = match attr {
         Attr::Asctime => {
-            let mut s = String::new();
+            // Without width or precision the time is written straight into the line.
+            let plain = spec.width == 0 && spec.precision.is_none() && spec.conv == 's';
+            let mut own = String::new();
+            let s = if plain { &mut *out } else { &mut own };
             match datefmt {
-                Some(f) => strftime(&mut s, r.time, f),
+                Some(f) => strftime_cached(s, r.time, f),
                 None => {
-                    strftime(&mut s, r.time, "%Y-%m-%d %H:%M:%S");
-                    let _ = write!(s, ",{:03}", r.time.millisecond());
+                    strftime_cached(s, r.time, "%Y-%m-%d %H:%M:%S");
+                    let ms = r.time.millisecond();
+                    s.push(',');
+                    for d in [ms / 100, ms / 10 % 10, ms % 10] {
+                        s.push(char::from(b'0' + d as u8));
+                    }
                 }
             }
-            Raw::Owned(s)
+            if plain {
+                return;
+            }
+            Raw::Owned(own)
         }
-        Attr::Created => Raw::F(secs),
-        Attr::Filename => Raw::S(base),
-        Attr::FuncName => Raw::Owned(module_segment(r)),
+        Attr::Created => {
+            Raw::F(r.time.unix_timestamp() as f64 + f64::from(r.time.nanosecond()) / 1e9)
+        }
+        Attr::Filename => Raw::S(file.rsplit(['/', '\\']).next().unwrap_or(file)),
+        Attr::FuncName => Raw::S(module_segment(r)),
         Attr::Levelname => Raw::S(level_name(r.level)),
         Attr::Levelno => Raw::I(level_number(r.level)),
         Attr::Lineno => Raw::I(i64::from(r.line.unwrap_or(0))),
@@ -313,6 +328,18 @@ fn render_attr(
 
 /// Applies a conversion (`s`, `d`, `f`, `x`...) with width, precision and alignment.
 fn convert(out: &mut String, raw: Raw, spec: &Spec) {
+    // The usual `%(name)s` and `%(lineno)d`, without width or precision: written straight in.
+    if spec.width == 0 && spec.precision.is_none() {
+        match (&raw, spec.conv) {
+            (Raw::S(s), 's' | 'a') => return out.push_str(s),
+            (Raw::Owned(s), 's' | 'a') => return out.push_str(s),
+            (Raw::I(v), 'd' | 'i' | 'u' | 's' | 'a') => {
+                let _ = write!(out, "{v}");
+                return;
+            }
+            _ => {}
+        }
+    }
     let numeric = !matches!(spec.conv, 's' | 'a');
     let mut text = match (&raw, spec.conv) {
         (Raw::I(v), 'x') => format!("{v:x}"),

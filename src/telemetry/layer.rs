@@ -2,13 +2,13 @@
 //! handlers, formats the record once per formatter and hands the bytes to each handler's writer.
 
 use super::format::LineFormat;
-use super::record::{Record, Value, text_message};
+use super::queue::Queue;
+use super::record::{Record, Value, write_text_message};
 use std::borrow::Cow;
-use std::io::Write;
+use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber, span};
-use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
@@ -89,11 +89,10 @@ pub struct Route {
     pub sinks: Vec<usize>,
 }
 
-/// One handler that is written to.
+/// One handler that is written to (its destination is the writer thread's, same index).
 pub struct Sink {
     pub level: LevelFilter,
     pub format: usize,
-    pub writer: NonBlocking,
 }
 
 /// Everything the layer needs, built once at start-up.
@@ -104,6 +103,8 @@ pub struct Plan {
     pub routes: [Route; 6],
     /// `RUST_LOG` decides levels: logger levels step aside (handler levels still apply).
     pub rust_log: bool,
+    /// The writer thread's queue; `None` when it could not be started (nothing is written).
+    pub queue: Option<Queue>,
 }
 
 pub struct LucidLayer {
@@ -168,7 +169,17 @@ impl Collect<'_> {
 
 impl Visit for Collect<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, Value::Text(format!("{value:?}")));
+        // The message is written where it is kept, not into a string of its own first.
+        if field.name() == "message"
+            && let Some(m) = self.message.as_deref_mut()
+        {
+            let _ = write!(m, "{value:?}");
+            return;
+        }
+        // Room for an address or a request id up front: `format!` grows from nothing.
+        let mut text = String::with_capacity(40);
+        let _ = write!(text, "{value:?}");
+        self.put(field, Value::Text(text));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.put(field, Value::Str(value.to_owned()));
@@ -188,6 +199,10 @@ impl Visit for Collect<'_> {
 }
 
 thread_local! {
+    /// This thread's line being formatted and its `%(message)s`: reused, so a record costs no
+    /// allocation for them.
+    static LINE: std::cell::RefCell<(Vec<u8>, String)> =
+        std::cell::RefCell::new((Vec::with_capacity(512), String::with_capacity(256)));
     /// This thread's number, as `%(thread)d` prints it (std gives no stable accessor).
     static THREAD: u64 = {
         let id = format!("{:?}", std::thread::current().id());
@@ -246,7 +261,8 @@ where
             return;
         }
         let mut message = String::new();
-        let mut fields = Vec::new();
+        // Room for the access line's fields and its span's without growing.
+        let mut fields = Vec::with_capacity(8);
         event.record(&mut Collect {
             message: Some(&mut message),
             fields: &mut fields,
@@ -276,27 +292,39 @@ where
             message: &message,
             fields: &fields,
         };
-        let mut text: Option<String> = None;
-        let mut line = Vec::with_capacity(256);
-        let mut formatted: Option<usize> = None;
-        for &i in &route.sinks {
-            let sink = &self.plan.sinks[i];
-            if level > sink.level {
-                continue;
-            }
-            // Sinks are ordered by formatter: each formatter formats this record once.
-            if formatted != Some(sink.format) {
-                let format = &self.plan.formats[sink.format];
-                if format.needs_message() && text.is_none() {
-                    text = Some(text_message(&record));
+        let Some(queue) = &self.plan.queue else {
+            return;
+        };
+        LINE.with_borrow_mut(|(line, text)| {
+            let mut have_text = false;
+            // Sinks are ordered by formatter: each formatter formats this record once, and the
+            // line is queued once for all the handlers sharing that formatter.
+            let sinks = &route.sinks;
+            let mut at = 0;
+            while at < sinks.len() {
+                let format = self.plan.sinks[sinks[at]].format;
+                let mut handlers = 0u64;
+                while at < sinks.len() && self.plan.sinks[sinks[at]].format == format {
+                    let i = sinks[at];
+                    if level <= self.plan.sinks[i].level {
+                        handlers |= 1 << i;
+                    }
+                    at += 1;
+                }
+                if handlers == 0 {
+                    continue;
+                }
+                let format = &self.plan.formats[format];
+                if format.needs_message() && !have_text {
+                    text.clear();
+                    write_text_message(&record, text);
+                    have_text = true;
                 }
                 line.clear();
-                format.render(&record, text.as_deref().unwrap_or(""), &mut line);
-                formatted = Some(sink.format);
+                format.render(&record, if have_text { text } else { "" }, line);
+                queue.push(handlers, line);
             }
-            // The writer queues the line for its own thread; a full queue drops it.
-            let _ = sink.writer.clone().write_all(&line);
-        }
+        });
     }
 }
 

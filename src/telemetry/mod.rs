@@ -9,6 +9,7 @@ mod check;
 mod datefmt;
 mod format;
 mod layer;
+mod queue;
 mod record;
 mod rotate;
 mod stats;
@@ -19,16 +20,18 @@ pub use stats::register as register_metrics;
 use crate::config::{Config, Handler, LoggingFile};
 use format::{DETAILED, LineFormat, STANDARD};
 use layer::{LucidLayer, Plan, Route, Sink};
+use queue::{Destination, Queue, Stream};
 use rotate::RotatingFile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tracing::Level;
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
-/// Keeps the background log writers alive; drop it last so buffered lines are flushed.
-pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
+/// Keeps the log writer thread alive; drop it last so queued lines are written.
+pub struct LogGuards(#[allow(dead_code)] Option<queue::Writer>);
 
 /// Maps Python and Rust level names to a tracing level (`CRITICAL` → error).
 pub fn parse_level(name: &str) -> Option<Level> {
@@ -143,17 +146,18 @@ fn file_path(config: &Config, filename: &str) -> PathBuf {
     }
 }
 
-/// What opening the handlers gave: sinks by handler name, and their writers' guards.
+/// What opening the handlers gave: sinks by handler name, and where each writes.
 struct Opened {
     sinks: Vec<Sink>,
     by_name: BTreeMap<String, usize>,
-    guards: Vec<WorkerGuard>,
+    /// Handler `i`'s destination, for the writer thread.
+    destinations: Vec<Box<dyn Destination>>,
     /// Files that could not be opened (reported in one line).
     problems: Vec<String>,
     /// The fix for a log folder of another user, said once however many handlers share it.
     chown: Option<String>,
-    /// Each handler's count of lines dropped from its full queue.
-    queues: Vec<(String, tracing_appender::non_blocking::ErrorCounter)>,
+    /// The handlers' names, in sink order (for their drop counters).
+    names: Vec<String>,
 }
 
 fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<String>) -> Opened {
@@ -171,12 +175,19 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
     let mut out = Opened {
         sinks: Vec::new(),
         by_name: BTreeMap::new(),
-        guards: Vec::new(),
+        destinations: Vec::new(),
         problems: Vec::new(),
         chown: None,
-        queues: Vec::new(),
+        names: Vec::new(),
     };
     for (name, h) in &handlers {
+        if out.sinks.len() == queue::MAX_HANDLERS {
+            warnings.push(format!(
+                "logging file handlers.{name}: more than {} handlers; handler skipped",
+                queue::MAX_HANDLERS
+            ));
+            continue;
+        }
         let implied = if h.filename.is_some() {
             ROTATING
         } else {
@@ -207,7 +218,7 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
                 .unwrap_or_else(|| config.logging.format.clone()),
         };
         let format = formats.index(file, &formatter, warnings);
-        let (writer, guard) = if to_file {
+        let destination: Box<dyn Destination> = if to_file {
             let Some(filename) = &h.filename else {
                 warnings.push(format!(
                     "logging file handlers.{name}: {ROTATING} without a filename; handler skipped"
@@ -222,7 +233,7 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
             let backups = h.backup_count.unwrap_or(rotate.backups);
             let rotations = stats::rotations(name);
             match RotatingFile::open(&path, max, backups, rotate.enabled, rotations) {
-                Ok(f) => non_blocking(f),
+                Ok(f) => Box::new(f),
                 Err(e) => {
                     out.problems.push(format!(
                         "log handler {name}: cannot write {}: {e}; continuing without it",
@@ -235,24 +246,20 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
                 }
             }
         } else if h.stream.as_deref() == Some(STDERR) {
-            non_blocking(std::io::stderr())
+            Box::new(Stream::new(std::io::stderr()))
         } else {
             // Python's default is stderr; stdout is where containers' log collectors look.
-            non_blocking(std::io::stdout())
+            Box::new(Stream::new(std::io::stdout()))
         };
         let level = h
             .level
             .as_deref()
             .and_then(parse_level)
             .map_or(LevelFilter::TRACE, LevelFilter::from_level);
-        out.guards.push(guard);
-        out.queues.push((name.clone(), writer.error_counter()));
+        out.destinations.push(destination);
+        out.names.push(name.clone());
         out.by_name.insert(name.clone(), out.sinks.len());
-        out.sinks.push(Sink {
-            level,
-            format,
-            writer,
-        });
+        out.sinks.push(Sink { level, format });
     }
     out
 }
@@ -374,13 +381,28 @@ pub fn init(config: &Config) -> LogGuards {
             ));
         }
     }
-    stats::watch(std::mem::take(&mut opened.queues));
+    let (queue, writer) = match Queue::start(std::mem::take(&mut opened.destinations)) {
+        Ok((queue, writer, dropped)) => {
+            let counters: Vec<(String, Arc<AtomicU64>)> = std::mem::take(&mut opened.names)
+                .into_iter()
+                .zip(dropped)
+                .collect();
+            stats::watch(counters);
+            (Some(queue), Some(writer))
+        }
+        Err(e) => {
+            // No thread, no log: the service still runs, and says so where it can.
+            eprintln!("cannot start the log writer thread: {e}; logging is off");
+            (None, None)
+        }
+    };
     let rust_log = env("RUST_LOG");
     let plan = Plan {
         formats: formats.list,
         sinks: opened.sinks,
         routes,
         rust_log: rust_log.is_some(),
+        queue,
     };
     let filter = rust_log.map(|d| EnvFilter::try_new(d).unwrap_or_else(|_| EnvFilter::new("info")));
     let _ = tracing_subscriber::registry()
@@ -402,20 +424,7 @@ pub fn init(config: &Config) -> LogGuards {
                 .unwrap_or_default()
         );
     }
-    LogGuards(opened.guards)
-}
-
-/// Lines a handler may have queued before new ones are dropped (the library's default is
-/// 128,000, allocated up front: about 4 MB of resident memory per handler). This still covers
-/// a second of requests at full speed while a slow disk catches up.
-const QUEUED_LINES: usize = 16_384;
-
-fn non_blocking<W: std::io::Write + Send + 'static>(
-    w: W,
-) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUED_LINES)
-        .finish(w)
+    LogGuards(writer)
 }
 
 #[cfg(test)]

@@ -97,8 +97,16 @@ const ACCESS: [&str; 4] = ["method", "route", "status", "latency_ms"];
 
 /// `%(message)s`: the event's message, then its fields as `key=value`. The access line reads
 /// `GET /api/v1/blocks/latest 200 0.41ms request_id=...`.
+#[cfg(test)]
 pub fn text_message(r: &Record) -> String {
     let mut out = String::with_capacity(r.message.len() + 32 * r.fields.len());
+    write_text_message(r, &mut out);
+    out
+}
+
+/// `%(message)s`, appended to `out` (a buffer the caller reuses).
+pub fn write_text_message(r: &Record, out: &mut String) {
+    let start = out.len();
     let get = |k: &str| r.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
     let access = match ACCESS.map(get) {
         [Some(m), Some(route), Some(s), Some(l)] if r.message == "request" => {
@@ -106,10 +114,10 @@ pub fn text_message(r: &Record) -> String {
                 if i > 0 {
                     out.push(' ');
                 }
-                v.write_text(&mut out);
+                v.write_text(out);
             }
             out.push(' ');
-            l.write_text(&mut out);
+            l.write_text(out);
             out.push_str("ms");
             true
         }
@@ -122,14 +130,13 @@ pub fn text_message(r: &Record) -> String {
         if access && ACCESS.contains(k) {
             continue;
         }
-        if !out.is_empty() {
+        if out.len() > start {
             out.push(' ');
         }
         out.push_str(k);
         out.push('=');
-        v.write_text(&mut out);
+        v.write_text(out);
     }
-    out
 }
 
 #[cfg(test)]

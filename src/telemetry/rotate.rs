@@ -2,6 +2,7 @@
 //! take the file past `maxBytes`, `name.log` becomes `name.log.1`, `.1` becomes `.2`, ... and the
 //! oldest beyond `backupCount` is dropped. Lines are never split across files.
 
+use super::queue::Destination;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ pub struct RotatingFile {
     /// `(max bytes, backups)`; `None` → never rotated.
     limit: Option<(u64, usize)>,
     rotations: prometheus::IntCounter,
+    /// Lines of the current batch not yet written (see [`Destination`]).
+    pending: Vec<u8>,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -48,6 +51,7 @@ impl RotatingFile {
             size,
             limit,
             rotations,
+            pending: Vec::new(),
         })
     }
 
@@ -86,6 +90,35 @@ impl Write for RotatingFile {
     }
 }
 
+/// Batched: the lines of a batch go out in one write per file they land in.
+impl Destination for RotatingFile {
+    fn line(&mut self, line: &[u8]) -> io::Result<()> {
+        let held = self.size + self.pending.len() as u64;
+        if let Some((max, backups)) = self.limit
+            && held > 0
+            && held + line.len() as u64 > max
+        {
+            // What the batch holds so far belongs to the file before the rotation.
+            Destination::flush(self)?;
+            let _ = self.rotate(backups);
+        }
+        self.pending.extend_from_slice(line);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.pending);
+        if r.is_ok() {
+            self.size += self.pending.len() as u64;
+        }
+        self.pending.clear();
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +139,25 @@ mod tests {
         assert_eq!(read(numbered(&path, 1)), "line 0006\nline 0007\n");
         assert_eq!(read(numbered(&path, 2)), "line 0004\nline 0005\n");
         assert!(!numbered(&path, 3).exists());
+        assert_eq!(counter.get(), 4);
+    }
+
+    #[test]
+    fn batched_lines_rotate_at_the_same_places_as_single_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("y.log");
+        let counter = prometheus::IntCounter::new("r", "r").expect("valid");
+        let mut f = RotatingFile::open(&path, 25, 2, true, counter.clone()).expect("opens");
+        for batch in [0..3, 3..10] {
+            for i in batch {
+                Destination::line(&mut f, format!("line {i:04}\n").as_bytes()).expect("takes");
+            }
+            Destination::flush(&mut f).expect("writes");
+        }
+        let read = |p: PathBuf| std::fs::read_to_string(p).expect("reads");
+        assert_eq!(read(path.clone()), "line 0008\nline 0009\n");
+        assert_eq!(read(numbered(&path, 1)), "line 0006\nline 0007\n");
+        assert_eq!(read(numbered(&path, 2)), "line 0004\nline 0005\n");
         assert_eq!(counter.get(), 4);
     }
 

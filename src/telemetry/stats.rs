@@ -1,11 +1,11 @@
-//! Prometheus counters of the log handlers: file rotations, and lines dropped because a
-//! handler's queue was full (its writer fell behind). Process-wide, as the handlers are.
+//! Prometheus counters of the log handlers: file rotations, and lines dropped because the
+//! log queue was full (its writer fell behind), per handler. Process-wide, as the handlers are.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
-use std::sync::{LazyLock, Mutex, OnceLock};
-use tracing_appender::non_blocking::ErrorCounter;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 static ROTATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(
@@ -30,7 +30,7 @@ static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Each handler's drop count, as its writer keeps it.
-static QUEUES: OnceLock<Vec<(String, ErrorCounter)>> = OnceLock::new();
+static QUEUES: OnceLock<Vec<(String, Arc<AtomicU64>)>> = OnceLock::new();
 /// Drops already added to the counter, per queue: shared, as every registry reads the same.
 static SEEN: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
@@ -40,7 +40,7 @@ pub fn rotations(name: &str) -> IntCounter {
 }
 
 /// Starts counting the drops of these handlers' queues.
-pub fn watch(queues: Vec<(String, ErrorCounter)>) {
+pub fn watch(queues: Vec<(String, Arc<AtomicU64>)>) {
     for (name, _) in &queues {
         DROPPED.with_label_values(&[name]);
     }
@@ -60,7 +60,7 @@ impl Collector for LogMetrics {
         {
             seen.resize(queues.len(), 0);
             for ((name, counter), seen) in queues.iter().zip(seen.iter_mut()) {
-                let now = counter.dropped_lines() as u64;
+                let now = counter.load(Ordering::Relaxed);
                 if now > *seen {
                     DROPPED.with_label_values(&[name]).inc_by(now - *seen);
                     *seen = now;

@@ -9,9 +9,9 @@ use prometheus::IntCounter;
 use serde_json::json;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -37,6 +37,11 @@ pub(crate) struct Conn {
     epoch: Instant,
     /// Wakes the connection's task when the tracker sheds it.
     pub(crate) shed: Notify,
+    /// The socket's reader, parked while a request was being served: the end of the request
+    /// wakes it, so the idle deadline is armed even when hyper polled the socket last while
+    /// the request was still busy (otherwise nothing would poll it again until the client
+    /// sent a byte, and an idle connection would live for ever).
+    reader: Mutex<Option<Waker>>,
 }
 
 impl Conn {
@@ -46,6 +51,7 @@ impl Conn {
             state: AtomicU64::new(0),
             epoch,
             shed: Notify::new(),
+            reader: Mutex::new(None),
         };
         c.state.store(word(HEAD, c.now()), Ordering::Release);
         c
@@ -82,6 +88,18 @@ impl Conn {
     /// The response is done with (written, or abandoned).
     pub(crate) fn end_request(&self) {
         self.transition(&[BUSY], IDLE);
+        let parked = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = parked {
+            w.wake();
+        }
+    }
+
+    /// Parks the socket's reader until the request in flight ends; false when it has already
+    /// ended (the caller then looks at the phase again instead of waiting).
+    fn park_reader(&self, waker: &Waker) -> bool {
+        *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(waker.clone());
+        // The request may have ended between the caller's look at the phase and now.
+        self.is_busy()
     }
 
     /// The first bytes of the next request arrived on an idle connection.
@@ -332,8 +350,13 @@ impl AsyncRead for Watched {
             HEAD => this.timeouts.header,
             IDLE => this.timeouts.idle,
             SHED => return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
-            // A request is being served: its own timeout applies, not ours.
-            _ => return Poll::Pending,
+            // A request is being served: its own timeout applies, not ours. Its end wakes us.
+            _ => {
+                if !this.conn.park_reader(cx.waker()) {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
         };
         if this.armed != Some(w) {
             let at = this.conn.deadline(since, timeout);

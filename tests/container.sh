@@ -617,17 +617,9 @@ LUCID_URL="http://127.0.0.1:$LPORT"
 LUCID_KEY="lucid-test-write-key-$$"
 mkdir -p "$LROOT/configs/environment" "$LROOT/data/block-manager" "$LROOT/logs/block-manager"
 chown -R 1000:1000 "$LROOT/data" "$LROOT/logs"
-# Does this binary know the standalone switch (synchronization.enabled)? Then .env.core names an
-# engine, as Lucid's does, to show the switch wins; else it names none (the node is standalone
-# by the env files alone) and the entry's ENABLED=false line is only checked for being there.
-if (cd "$DK" && BLOCK_MANAGER__SYNCHRONIZATION__ENABLED=false "$BIN" config show 2>/dev/null) |
-     grep -Eq '^synchronization\.enabled = false'; then
-  ENGINE_URL="http://127.0.0.1:9"
-  log "standalone switch known: .env.core sets BLOCKCHAIN_ENGINE_URL=$ENGINE_URL"
-else
-  ENGINE_URL=""
-  log "this binary has no synchronization.enabled: .env.core leaves BLOCKCHAIN_ENGINE_URL unset"
-fi
+# .env.core names an engine, as Lucid's does: the entry's synchronization.enabled switch must
+# win over it.
+ENGINE_URL="http://127.0.0.1:9"
 printf '%s\n' "BLOCK_MANAGER_API_KEY=$LUCID_KEY" "JWT_SECRET_KEY=lucid-test-jwt-secret" \
   "MONGODB_PASSWORD=lucid-test-mongo-password" > "$LROOT/configs/environment/.env.secrets"
 printf '%s\n' "LUCID_ENV=production" "LUCID_PLATFORM=arm64" \
@@ -635,7 +627,7 @@ printf '%s\n' "LUCID_ENV=production" "LUCID_PLATFORM=arm64" \
   "REDIS_URL=redis://lucid-redis:6379/0" "LOG_LEVEL=INFO" > "$LROOT/configs/environment/.env.foundation"
 printf '%s\n' "LOG_FORMAT=json" "BLOCKCHAIN_ENGINE_HOST=blockchain-engine" "BLOCKCHAIN_ENGINE_PORT=8084" \
   "SESSION_ANCHORING_URL=http://session-anchoring:8085" > "$LROOT/configs/environment/.env.core"
-[ -n "$ENGINE_URL" ] && printf 'BLOCKCHAIN_ENGINE_URL=%s\n' "$ENGINE_URL" >> "$LROOT/configs/environment/.env.core"
+printf 'BLOCKCHAIN_ENGINE_URL=%s\n' "$ENGINE_URL" >> "$LROOT/configs/environment/.env.core"
 # The entry as shipped, with host networking in place of lucid-pi-network (this engine has no
 # bridge, so no network can be made) and so no published port.
 if ! python3 - "$ROOT/$LUCID_ENTRY" "$LROOT/compose.yml" <<'PY'
@@ -728,15 +720,11 @@ fi
 container_env="$(dk inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$CONTAINER")"
 code="$(lhttp GET /api/v1/sync/status)"
 if [ "$code" = 200 ] && [ "$(jq -r '.state' "$DK/body" 2>/dev/null)" = disabled ]; then
-  if [ -n "$ENGINE_URL" ]; then
-    if grep -qx "BLOCKCHAIN_ENGINE_URL=$ENGINE_URL" <<<"$container_env" &&
-       grep -qx 'BLOCK_MANAGER__SYNCHRONIZATION__ENABLED=false' <<<"$container_env"; then
-      pass "standalone although BLOCKCHAIN_ENGINE_URL=$ENGINE_URL: the switch wins (sync state disabled)"
-    else
-      fail "sync disabled, but the container lacks the engine URL or the switch: $(grep -E 'ENGINE|SYNCHRON' <<<"$container_env" | tr '\n' ' ')"
-    fi
+  if grep -qx "BLOCKCHAIN_ENGINE_URL=$ENGINE_URL" <<<"$container_env" &&
+     grep -qx 'BLOCK_MANAGER__SYNCHRONIZATION__ENABLED=false' <<<"$container_env"; then
+    pass "standalone although BLOCKCHAIN_ENGINE_URL=$ENGINE_URL: the switch wins (sync state disabled)"
   else
-    pass "standalone (sync state disabled; no engine URL in the env files)"
+    fail "sync disabled, but the container lacks the engine URL or the switch: $(grep -E 'ENGINE|SYNCHRON' <<<"$container_env" | tr '\n' ' ')"
   fi
 else
   fail "GET /api/v1/sync/status: $code $(head -c 300 "$DK/body")"

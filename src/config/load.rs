@@ -704,15 +704,13 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             "expected at least 1 rollback per window",
         ));
     }
-    let window = c.synchronization.reorg_window_seconds;
-    if !(window.is_finite() && (0.0..1e9).contains(&window)) {
-        return Err(invalid(
-            f,
-            "synchronization.reorg_window_seconds",
-            &window.to_string(),
-            "expected seconds ≥ 0 (0 turns damping off)",
-        ));
-    }
+    // 0 turns damping off.
+    seconds(
+        f,
+        "synchronization.reorg_window_seconds",
+        c.synchronization.reorg_window_seconds,
+        true,
+    )?;
     if c.rate_limits.enabled && c.rate_limits.requests == 0 {
         return Err(invalid(
             f,
@@ -865,15 +863,12 @@ fn validate_sync_budget(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let grace = s.startup_grace_seconds;
-    if !(grace.is_finite() && (0.0..1e9).contains(&grace)) {
-        return Err(invalid(
-            f,
-            "synchronization.startup_grace_seconds",
-            &grace.to_string(),
-            "expected seconds ≥ 0 (below 1e9)",
-        ));
-    }
+    seconds(
+        f,
+        "synchronization.startup_grace_seconds",
+        s.startup_grace_seconds,
+        true,
+    )?;
     Ok(())
 }
 

@@ -23,6 +23,7 @@ mod codec;
 mod database;
 mod failure;
 mod listing;
+pub mod postgres;
 mod read_only;
 mod redb_store;
 mod tables;
@@ -30,8 +31,10 @@ mod tables;
 mod tests;
 pub mod tip;
 
+use std::collections::HashSet;
 use std::path::Path;
 
+pub use postgres::PgStore;
 pub use read_only::ReadOnlyStore;
 pub use redb_store::{OpenReport, RedbStore};
 
@@ -247,6 +250,47 @@ pub trait BlockStore: Send + Sync + 'static {
     /// by [`BlockStore::rollback_above`] in the same commit as the removal, with the hashes it
     /// orphaned. Event streams resumed from an orphaned block find their way back through it.
     fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError>;
+
+    /// Which of the `ids` are stored, in one lookup (validation needs one per transaction of
+    /// a whole group: never a round trip each on an engine across a network).
+    fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let mut stored = HashSet::new();
+        for id in ids {
+            if self.tx_location(id)?.is_some() {
+                stored.insert((*id).to_string());
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The engine's name, as health and logs show it: `embedded` or `postgres`.
+    fn engine(&self) -> &'static str {
+        "embedded"
+    }
+
+    /// Whether reads are local page-cache reads that may run on the async threads. When not,
+    /// every read but [`BlockStore::cached_body`] and the in-memory ones (tip, totals, floor,
+    /// chain info) goes to a blocking thread.
+    fn reads_inline(&self) -> bool {
+        true
+    }
+
+    /// The body at `height` when the engine has it in memory, without waiting for anything.
+    fn cached_body(&self, _height: u64) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Whether the engine can reach its storage now (a database across a network); a local
+    /// file is always reachable, and its problems show in [`BlockStore::check_writable`].
+    fn check_reachable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The local path whose volume holds the store, for free-space checks; `None` when the
+    /// store is not on a local volume.
+    fn volume(&self) -> Option<&Path> {
+        Some(self.path())
+    }
 }
 
 /// Rollbacks the store remembers ([`BlockStore::rollback_log`]); the oldest are forgotten first.

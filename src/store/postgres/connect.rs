@@ -1,0 +1,149 @@
+//! How the engine reaches PostgreSQL: the connection settings, TLS, and the pool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+
+/// TLS to the server, verified: the chain to a trusted root and the host name.
+#[derive(Clone, Debug)]
+pub enum Tls {
+    /// Cleartext (`sslmode=disable`), as the operator asked.
+    Disable,
+    /// TLS; the roots are the platform's, or only the CA in `root_cert` when given.
+    Require {
+        /// A private CA (`sslrootcert`), PEM.
+        root_cert: Option<PathBuf>,
+    },
+}
+
+/// Everything the engine needs to connect, with the bounds of every call.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Host, port, user, password and database (TLS mode is ours: see `tls`).
+    pub pg: tokio_postgres::Config,
+    /// TLS to the server.
+    pub tls: Tls,
+    /// The URL with its credentials removed, for logs and health.
+    pub display: String,
+    /// Most connections the pool keeps.
+    pub pool_size: usize,
+    /// Longest wait for a new connection (and for a free one from the pool).
+    pub connect_timeout: Duration,
+    /// Longest a statement may run (the server cancels it).
+    pub statement_timeout: Duration,
+    /// Longest a statement waits for a lock, the chain's write lock included.
+    pub lock_timeout: Duration,
+    /// Bytes of immutable block bodies cached in memory.
+    pub cache_bytes: usize,
+}
+
+impl PgOptions {
+    /// Options with the documented defaults for `pg`.
+    pub fn new(pg: tokio_postgres::Config, tls: Tls, display: String) -> Self {
+        Self {
+            pg,
+            tls,
+            display,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(2),
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// Longest any one engine operation may take before it is answered as an outage: a
+    /// connection, then a statement. Every call is bounded, even one on a connection whose
+    /// peer vanished without closing it.
+    pub fn call_limit(&self) -> Duration {
+        self.connect_timeout + self.statement_timeout + self.lock_timeout
+    }
+}
+
+/// The pool, with every session's timeouts set at connect time.
+pub fn pool(options: &PgOptions) -> Result<Pool, String> {
+    let mut pg = options.pg.clone();
+    pg.connect_timeout(options.connect_timeout);
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(10));
+    if pg.get_application_name().is_none() {
+        pg.application_name("block-manager");
+    }
+    // Session defaults, so no statement on any connection can hang past its bound.
+    pg.options(format!(
+        "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        millis(options.statement_timeout),
+        millis(options.lock_timeout),
+        millis(options.statement_timeout * 2),
+    ));
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match &options.tls {
+        Tls::Disable => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+        }
+        Tls::Require { root_cert } => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_config(root_cert)?);
+            Manager::from_config(pg, tls, manager_config)
+        }
+    };
+    Pool::builder(manager)
+        .max_size(options.pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(options.connect_timeout),
+            create: Some(options.connect_timeout),
+            recycle: Some(options.connect_timeout),
+        })
+        .build()
+        .map_err(|e| format!("cannot build the database pool: {e}"))
+}
+
+fn millis(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+/// rustls with ring, verifying the chain and the host name: against the platform's roots, or
+/// only the private CA when one is named (a private CA is all such a server's certificate
+/// chains to).
+fn client_config(root_cert: &Option<PathBuf>) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    match root_cert {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "sslrootcert {} holds no certificate",
+                    path.display()
+                ));
+            }
+            Ok(builder.with_root_certificates(roots).with_no_client_auth())
+        }
+        None => {
+            let verifier = rustls_platform_verifier::Verifier::new(provider)
+                .map_err(|e| format!("cannot load the platform's TLS roots: {e}"))?;
+            Ok(builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth())
+        }
+    }
+}

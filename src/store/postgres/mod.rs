@@ -1,0 +1,777 @@
+//! [`PgStore`]: the [`BlockStore`] on a PostgreSQL database, shared by any number of
+//! block-manager processes.
+//!
+//! The face is blocking, like the embedded engine's; behind it the engine runs its own small
+//! tokio runtime that owns the pool and drives every connection, so a call from any thread
+//! (a blocking-pool thread, the writer thread) hands its work there and waits. Nothing here
+//! may be called on the service's async threads except what is served from memory: the tip,
+//! the totals, the finality floor and the chain info are kept in memory (refreshed by every
+//! commit this process makes), and cached bodies can be asked for with
+//! [`BlockStore::cached_body`].
+//!
+//! Outages are not fatal: [`PgStore::connect`] returns a store that is not ready yet when the
+//! database cannot be reached, retries with backoff in the background, and becomes ready by
+//! itself (schema, chain checks, genesis). Until then every call answers
+//! [`StoreError::Unavailable`] (503 `ST_001`).
+
+mod cache;
+mod connect;
+mod fault;
+mod schema;
+#[cfg(test)]
+pub mod testdb;
+#[cfg(test)]
+mod tests;
+mod writes;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+
+pub use connect::{PgOptions, Tls};
+use fault::{Fault, Outcome, Refusal};
+
+use super::{
+    BlockMeta, BlockRecord, BlockStore, ChainInfo, DEFAULT_NETWORK, Order, Rollback, StoreError,
+    Totals,
+};
+use cache::BodyCache;
+
+/// What the configuration says the database's chain must be; recorded on first start and
+/// checked on every later one.
+#[derive(Clone, Debug)]
+pub struct ChainSpec {
+    /// `chain.network`.
+    pub network: String,
+    /// `standalone` or `follower`.
+    pub mode: &'static str,
+    /// The genesis block to create in an empty database (standalone mode).
+    pub genesis: Option<BlockRecord>,
+    /// Whether `genesis` is pinned by the configuration (`chain.genesis_timestamp`), so a stored
+    /// genesis of another hash is another chain.
+    pub genesis_pinned: bool,
+    /// Blocks this far below the tip become final as appends raise it.
+    pub finality_depth: Option<u64>,
+}
+
+/// Why [`PgStore::connect`] failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Retrying cannot help: the one line start-up stops with.
+    Configuration(String),
+}
+
+/// The columns a [`BlockMeta`] is read from, in [`meta_of`]'s order.
+const META: &str = "height, hash, previous_hash, merkle_root, ts, ts_micros, producer, transaction_count, size_bytes";
+
+/// What the engine keeps in memory of the chain: enough to answer the tip, totals, floor and
+/// chain info without a round trip.
+#[derive(Clone, Debug, Default)]
+struct Chain {
+    tip: Option<BlockMeta>,
+    totals: Totals,
+    floor: u64,
+    network: Option<String>,
+    genesis_hash: Option<String>,
+}
+
+struct Inner {
+    pool: Pool,
+    options: PgOptions,
+    spec: ChainSpec,
+    /// `None` until the database is ready (connected, migrated, checked).
+    chain: RwLock<Option<Chain>>,
+    /// Why the engine is not ready, for the 503 and the health check.
+    waiting: Mutex<String>,
+    cache: BodyCache,
+}
+
+/// The block store on PostgreSQL.
+pub struct PgStore {
+    inner: Arc<Inner>,
+    runtime: Option<tokio::runtime::Runtime>,
+    label: PathBuf,
+}
+
+impl PgStore {
+    /// Connects and readies the database (schema, chain checks, genesis). A configuration error
+    /// fails at once; an outage (refused, timed out, starting up) returns a store that is not
+    /// ready and keeps trying in the background.
+    pub fn connect(options: PgOptions, spec: ChainSpec) -> Result<PgStore, ConnectError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("block-store-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                ConnectError::Configuration(format!("cannot start the database engine: {e}"))
+            })?;
+        let pool = connect::pool(&options).map_err(ConnectError::Configuration)?;
+        let label = PathBuf::from(options.display.clone());
+        let inner = Arc::new(Inner {
+            pool,
+            cache: BodyCache::new(options.cache_bytes),
+            options,
+            spec,
+            chain: RwLock::new(None),
+            waiting: Mutex::new("connecting to the database".into()),
+        });
+        let first = {
+            let inner = inner.clone();
+            let limit = inner.options.call_limit();
+            runtime.block_on(async move {
+                match tokio::time::timeout(limit, inner.ready()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Fault::Pool("timed out".into())),
+                }
+            })
+        };
+        if let Err(fault) = first {
+            if let Some(why) = fault.configuration_error() {
+                return Err(ConnectError::Configuration(format!(
+                    "cannot use the database {}: {why}",
+                    inner.options.display
+                )));
+            }
+            let why = fault.into_store(false).to_string();
+            tracing::warn!(database = %inner.options.display, error = %why, "database not reachable yet; retrying in the background");
+            inner.set_waiting(why);
+            runtime.spawn(inner.clone().keep_trying());
+        }
+        Ok(PgStore {
+            inner,
+            runtime: Some(runtime),
+            label,
+        })
+    }
+
+    /// Whether the database is connected, migrated and checked.
+    pub fn is_ready(&self) -> bool {
+        self.inner.snapshot().is_some()
+    }
+
+    /// Runs `work` on the engine's runtime and waits for it, bounded by the call limit.
+    fn call<T, F, Fut>(&self, writing: bool, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome<T>> + Send + 'static,
+    {
+        if self.inner.snapshot().is_none() {
+            return Err(StoreError::Unavailable(self.inner.waiting()));
+        }
+        let Some(runtime) = &self.runtime else {
+            return Err(StoreError::Unavailable(
+                "the database engine has stopped".into(),
+            ));
+        };
+        let inner = self.inner.clone();
+        let limit = inner.options.call_limit();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let result = match tokio::time::timeout(limit, work(inner)).await {
+                Ok(r) => r.map_err(|f| f.into_store(writing)),
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {} ms",
+                    limit.as_millis()
+                ))),
+            };
+            let _ = tx.send(result);
+        });
+        rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the database engine has stopped".into(),
+            ))
+        })
+    }
+
+    /// A read answered from the in-memory chain state.
+    fn from_memory<T>(&self, f: impl FnOnce(&Chain) -> T) -> Result<T, StoreError> {
+        match self.inner.snapshot() {
+            Some(chain) => Ok(f(&chain)),
+            None => Err(StoreError::Unavailable(self.inner.waiting())),
+        }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Never block here: the last handle may be dropped on an async thread.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Inner {
+    fn snapshot(&self) -> Option<Chain> {
+        self.chain
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Chain)) {
+        let mut guard = self
+            .chain
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(chain) = guard.as_mut() {
+            f(chain);
+        }
+    }
+
+    fn waiting(&self) -> String {
+        let why = self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        format!("database not ready: {why}")
+    }
+
+    fn set_waiting(&self, why: String) {
+        *self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = why;
+    }
+
+    /// Retries [`Inner::ready`] with backoff until it succeeds.
+    async fn keep_trying(self: Arc<Self>) {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            tokio::time::sleep(delay).await;
+            let limit = self.options.call_limit();
+            let result = match tokio::time::timeout(limit, self.ready()).await {
+                Ok(r) => r,
+                Err(_) => Err(Fault::Pool("timed out".into())),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(database = %self.options.display, "database ready");
+                    return;
+                }
+                Err(fault) => {
+                    let why = match fault.configuration_error() {
+                        Some(why) => {
+                            tracing::error!(database = %self.options.display, error = %why, "the database cannot be used by this configuration");
+                            why
+                        }
+                        None => fault.into_store(false).to_string(),
+                    };
+                    self.set_waiting(why);
+                }
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Migrates, checks that the database keeps the configured chain (recording it the first
+    /// time), creates genesis when due, and loads the chain state.
+    async fn ready(&self) -> Outcome<()> {
+        let mut client = self.pool.get().await?;
+        let created = schema::migrate(&mut client).await?;
+        if created {
+            tracing::info!(database = %self.options.display, version = schema::SCHEMA_VERSION, "database schema created");
+        }
+        self.check_settings(&client).await?;
+        drop(client);
+        if let Some(genesis) = &self.spec.genesis {
+            match writes::set_genesis(self, &self.spec.network, genesis).await {
+                Ok(()) => tracing::info!(hash = %genesis.meta.hash, "genesis block created"),
+                Err(Fault::Store(StoreError::NotContiguous { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let chain = self.load().await?;
+        if self.spec.genesis_pinned
+            && let (Some(stored), Some(ours)) = (&chain.genesis_hash, &self.spec.genesis)
+            && *stored != ours.meta.hash
+        {
+            return Err(Refusal::Mismatch(format!(
+                "the database keeps a chain whose genesis is {stored}, but chain.genesis_timestamp makes {}",
+                ours.meta.hash
+            ))
+            .into());
+        }
+        *self
+            .chain
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chain);
+        Ok(())
+    }
+
+    /// Records the network and mode on first start; refuses another chain's database.
+    async fn check_settings(&self, client: &deadpool_postgres::Client) -> Outcome<()> {
+        let wanted = [
+            ("network", self.spec.network.as_str()),
+            ("mode", self.spec.mode),
+        ];
+        for (key, value) in wanted {
+            client
+                .execute(
+                    "INSERT INTO bm_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                    &[&key, &value],
+                )
+                .await?;
+            let stored: String = client
+                .query_one("SELECT value FROM bm_settings WHERE key = $1", &[&key])
+                .await?
+                .get(0);
+            if stored != value {
+                let setting = match key {
+                    "network" => "chain.network",
+                    _ => "the mode (a follower has synchronization.blockchain_engine_url set)",
+                };
+                return Err(Refusal::Mismatch(format!(
+                    "the database keeps {key} '{stored}' but this replica is configured for '{value}' ({setting})"
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the chain state from the database.
+    async fn load(&self) -> Outcome<Chain> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT blocks, transactions, bytes, finality_floor FROM bm_chain WHERE id = 1",
+                &[],
+            )
+            .await?;
+        let totals = Totals {
+            blocks: to_u64(row.get(0)),
+            transactions: to_u64(row.get(1)),
+            bytes: to_u64(row.get(2)),
+        };
+        let floor = to_u64(row.get(3));
+        let tip = client
+            .query_opt(
+                &format!("SELECT {META} FROM bm_blocks ORDER BY height DESC LIMIT 1"),
+                &[],
+            )
+            .await?
+            .map(|r| meta_of(&r));
+        let setting = |key: &'static str| {
+            let client = &client;
+            async move {
+                let row = client
+                    .query_opt("SELECT value FROM bm_settings WHERE key = $1", &[&key])
+                    .await?;
+                Ok::<_, Fault>(row.map(|r| r.get::<_, String>(0)))
+            }
+        };
+        let network = setting("network").await?;
+        let genesis_hash = setting("genesis_hash").await?;
+        Ok(Chain {
+            tip,
+            totals,
+            floor,
+            network,
+            genesis_hash,
+        })
+    }
+}
+
+/// A height as PostgreSQL's `bigint` (heights past `i64::MAX` name no block).
+fn sql(height: u64) -> i64 {
+    i64::try_from(height).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn meta_of(row: &Row) -> BlockMeta {
+    BlockMeta {
+        height: to_u64(row.get(0)),
+        hash: row.get(1),
+        previous_hash: row.get(2),
+        merkle_root: row.get(3),
+        timestamp: row.get(4),
+        timestamp_micros: row.get(5),
+        producer: row.get(6),
+        transaction_count: u32::try_from(row.get::<_, i32>(7)).unwrap_or(0),
+        block_size_bytes: to_u64(row.get(8)),
+    }
+}
+
+fn direction(order: Order) -> &'static str {
+    match order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    }
+}
+
+/// `LIMIT` and `OFFSET` values.
+fn count(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+impl BlockStore for PgStore {
+    fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
+        self.from_memory(|c| c.tip.clone())
+    }
+
+    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached(&format!("SELECT {META} FROM bm_blocks WHERE height = $1"))
+                .await?;
+            Ok(client
+                .query_opt(&st, &[&sql(height)])
+                .await?
+                .map(|r| meta_of(&r)))
+        })
+    }
+
+    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(body) = self.inner.cache.get(height) {
+            return Ok(Some(body.to_vec()));
+        }
+        self.call(false, move |inner| async move {
+            let generation = inner.cache.generation();
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached("SELECT body FROM bm_blocks WHERE height = $1")
+                .await?;
+            let body: Option<Vec<u8>> = client
+                .query_opt(&st, &[&sql(height)])
+                .await?
+                .map(|r| r.get(0));
+            if let Some(body) = &body {
+                inner
+                    .cache
+                    .put_read(generation, height, Bytes::copy_from_slice(body));
+            }
+            Ok(body)
+        })
+    }
+
+    fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
+        let hash = hash.to_string();
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached("SELECT height FROM bm_blocks WHERE hash = $1")
+                .await?;
+            Ok(client
+                .query_opt(&st, &[&hash])
+                .await?
+                .map(|r| to_u64(r.get(0))))
+        })
+    }
+
+    fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
+        let tx_id = tx_id.to_string();
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached("SELECT height, position FROM bm_transactions WHERE tx_id = $1")
+                .await?;
+            Ok(client.query_opt(&st, &[&tx_id]).await?.map(|r| {
+                (
+                    to_u64(r.get(0)),
+                    u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
+                )
+            }))
+        })
+    }
+
+    fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached("SELECT tx_id FROM bm_transactions WHERE tx_id = ANY($1)")
+                .await?;
+            let rows = client.query(&st, &[&ids]).await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn metas(
+        &self,
+        from: u64,
+        to: u64,
+        order: Order,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<BlockMeta>, StoreError> {
+        if limit == 0 || to < from {
+            return Ok(Vec::new());
+        }
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached(&format!(
+                    "SELECT {META} FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY height {} OFFSET $3 LIMIT $4",
+                    direction(order)
+                ))
+                .await?;
+            let rows = client
+                .query(&st, &[&sql(from), &sql(to), &count(offset), &count(limit)])
+                .await?;
+            Ok(rows.iter().map(meta_of).collect())
+        })
+    }
+
+    fn metas_by_time(
+        &self,
+        from: u64,
+        to: u64,
+        order: Order,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<BlockMeta>, StoreError> {
+        if limit == 0 || to < from {
+            return Ok(Vec::new());
+        }
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let dir = direction(order);
+            let st = client
+                .prepare_cached(&format!(
+                    "SELECT {META} FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY ts_micros {dir}, height {dir} OFFSET $3 LIMIT $4"
+                ))
+                .await?;
+            let rows = client
+                .query(&st, &[&sql(from), &sql(to), &count(offset), &count(limit)])
+                .await?;
+            Ok(rows.iter().map(meta_of).collect())
+        })
+    }
+
+    fn bodies(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            // Sizes first, so no body past the budget is ever read: the first always, then as
+            // many as fit.
+            let sizes = client
+                .prepare_cached(
+                    "SELECT height, size_bytes FROM bm_blocks WHERE height >= $1 ORDER BY height LIMIT $2",
+                )
+                .await?;
+            let rows = client.query(&sizes, &[&sql(from), &count(limit)]).await?;
+            let mut last = None;
+            let mut total = 0u64;
+            for (i, row) in rows.iter().enumerate() {
+                let size = to_u64(row.get(1));
+                if i > 0 && total.saturating_add(size) > max_bytes as u64 {
+                    break;
+                }
+                total = total.saturating_add(size);
+                last = Some(to_u64(row.get(0)));
+            }
+            let Some(last) = last else {
+                return Ok(Vec::new());
+            };
+            let st = client
+                .prepare_cached(
+                    "SELECT body FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY height",
+                )
+                .await?;
+            let rows = client.query(&st, &[&sql(from), &sql(last)]).await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn totals(&self) -> Result<Totals, StoreError> {
+        self.from_memory(|c| c.totals)
+    }
+
+    fn chain_info(&self) -> Result<ChainInfo, StoreError> {
+        self.from_memory(|c| ChainInfo {
+            format_version: schema::SCHEMA_VERSION as u32,
+            network: c
+                .network
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NETWORK.to_string()),
+            genesis_hash: c.genesis_hash.clone(),
+        })
+    }
+
+    fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError> {
+        let network = network.to_string();
+        self.call(true, move |inner| async move {
+            writes::set_genesis(&inner, &network, &genesis).await?;
+            let chain = inner.load().await?;
+            *inner
+                .chain
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chain);
+            Ok(())
+        })
+    }
+
+    fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let blocks = blocks.to_vec();
+        self.call(true, move |inner| async move {
+            writes::append(&inner, &blocks).await
+        })
+    }
+
+    fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError> {
+        self.call(true, move |inner| async move {
+            writes::rollback_above(&inner, height).await
+        })
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.call(true, move |inner| async move {
+            let client = inner.pool.get().await?;
+            // A real write on the primary; not waited for durably (it is only a probe).
+            client
+                .batch_execute(
+                    "BEGIN; SET LOCAL synchronous_commit = off; \
+                     INSERT INTO bm_probe (id, at) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET at = now(); \
+                     COMMIT",
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn check_reachable(&self) -> Result<(), StoreError> {
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+    }
+
+    fn file_size(&self) -> Result<u64, StoreError> {
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let row = client
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await?;
+            Ok(to_u64(row.get(0)))
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.label
+    }
+
+    fn volume(&self) -> Option<&Path> {
+        None
+    }
+
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn reads_inline(&self) -> bool {
+        false
+    }
+
+    fn cached_body(&self, height: u64) -> Option<Vec<u8>> {
+        self.inner.cache.get(height).map(|b| b.to_vec())
+    }
+
+    fn finality_floor(&self) -> Result<u64, StoreError> {
+        self.from_memory(|c| c.floor)
+    }
+
+    fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError> {
+        self.call(true, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let row = client
+                .query_one(
+                    "UPDATE bm_chain SET finality_floor = GREATEST(finality_floor, LEAST($1, COALESCE(tip, 0))) WHERE id = 1 RETURNING finality_floor",
+                    &[&sql(height)],
+                )
+                .await?;
+            let floor = to_u64(row.get(0));
+            inner.update(|c| c.floor = c.floor.max(floor));
+            Ok(floor)
+        })
+    }
+
+    fn record_quarantined(&self, key: &str) -> Result<bool, StoreError> {
+        let key = key.to_string();
+        self.call(true, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let row = client
+                .query_opt(
+                    "INSERT INTO bm_quarantined (key) VALUES ($1) ON CONFLICT (key) DO NOTHING RETURNING id",
+                    &[&key],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            let id: i64 = row.get(0);
+            // Bounded like the embedded index: the oldest keys are forgotten first.
+            client
+                .execute(
+                    "DELETE FROM bm_quarantined WHERE id <= $1",
+                    &[&(id - QUARANTINE_INDEX_MAX)],
+                )
+                .await?;
+            Ok(true)
+        })
+    }
+
+    fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError> {
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT count(*) FROM (SELECT 1 FROM bm_blocks WHERE ts_micros >= $1 LIMIT $2) t",
+                )
+                .await?;
+            let row = client.query_one(&st, &[&since_micros, &count(cap)]).await?;
+            Ok(to_u64(row.get(0)))
+        })
+    }
+
+    fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError> {
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT entry FROM bm_rollbacks ORDER BY id DESC LIMIT $1",
+                    &[&count(super::ROLLBACK_LOG_MAX)],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    serde_json::from_str(r.get::<_, &str>(0)).map_err(|e| {
+                        Fault::Store(StoreError::Corrupt(format!(
+                            "a rollback log entry cannot be read: {e}"
+                        )))
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// Most keys the quarantine index keeps, as on the embedded engine.
+const QUARANTINE_INDEX_MAX: i64 = 65_536;

@@ -1,0 +1,54 @@
+//! Throwaway databases for the engine's own tests, on the server named by
+//! `BLOCK_MANAGER_TEST_DATABASE_URL` (`scripts/test.sh` starts one). Without it the PostgreSQL
+//! tests say they were skipped; with `BLOCK_MANAGER_REQUIRE_POSTGRES=1` a missing server fails.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{PgOptions, Tls};
+
+/// Options for a new, empty database of its own, or `None` when no test server is set.
+pub fn fresh() -> Option<PgOptions> {
+    let Ok(url) = std::env::var("BLOCK_MANAGER_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var("BLOCK_MANAGER_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "BLOCK_MANAGER_REQUIRE_POSTGRES=1 but BLOCK_MANAGER_TEST_DATABASE_URL is unset"
+        );
+        eprintln!("postgres: skipped (BLOCK_MANAGER_TEST_DATABASE_URL unset)");
+        return None;
+    };
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "bm_unit_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let admin = tokio_postgres::Config::from_str(&url).expect("BLOCK_MANAGER_TEST_DATABASE_URL");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (client, conn) = admin
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test server");
+        let driver = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        drop(client);
+        let _ = driver.await;
+    });
+    let mut pg = admin;
+    pg.dbname(&name);
+    Some(PgOptions::new(
+        pg,
+        Tls::Disable,
+        format!("postgres://test/{name}"),
+    ))
+}

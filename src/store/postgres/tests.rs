@@ -1,0 +1,258 @@
+//! What only the PostgreSQL engine has: start-up against a database that is not there yet, a
+//! database of another chain or a newer schema, the chain rules the database itself enforces,
+//! and the two bulk write paths. The behaviour every engine shares is in the conformance suite.
+
+use std::str::FromStr;
+
+use super::*;
+
+fn record(height: u64, salt: u64, txs: usize) -> BlockRecord {
+    let hash = |h: u64| format!("{:032x}{:032x}", h, salt);
+    let tx_ids: Vec<String> = (0..txs)
+        .map(|i| format!("tx-{height}-{salt}-{i}"))
+        .collect();
+    let body = format!(r#"{{"height":{height},"salt":{salt},"transactions":{tx_ids:?}}}"#);
+    BlockRecord {
+        meta: BlockMeta {
+            height,
+            hash: hash(height),
+            previous_hash: if height == 0 {
+                "0".repeat(64)
+            } else {
+                hash(height - 1)
+            },
+            merkle_root: "ab".repeat(32),
+            timestamp: format!("t{height}"),
+            timestamp_micros: 1_704_067_200_000_000 + height as i64 * 10_000_000,
+            producer: "node-1".into(),
+            transaction_count: txs as u32,
+            block_size_bytes: body.len() as u64,
+        },
+        tx_ids,
+        body: body.into_bytes(),
+    }
+}
+
+fn spec(genesis: Option<BlockRecord>) -> ChainSpec {
+    ChainSpec {
+        network: "lucid_blocks".into(),
+        mode: "standalone",
+        genesis,
+        genesis_pinned: true,
+        finality_depth: Some(3),
+    }
+}
+
+fn open(options: &PgOptions) -> PgStore {
+    PgStore::connect(options.clone(), spec(Some(record(0, 0, 1)))).expect("connect")
+}
+
+#[test]
+fn a_fresh_database_gets_the_schema_genesis_and_the_chain_settings() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let store = open(&options);
+    assert!(store.is_ready());
+    let tip = store.tip().expect("tip").expect("genesis");
+    assert_eq!(tip.height, 0);
+    assert_eq!(
+        store.chain_info().expect("info").genesis_hash,
+        Some(tip.hash)
+    );
+    assert_eq!(store.engine(), "postgres");
+    drop(store);
+    // A second start finds everything and creates nothing twice
+    let again = open(&options);
+    assert_eq!(again.totals().expect("totals").blocks, 1);
+}
+
+#[test]
+fn small_and_large_batches_store_the_same_rows() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let store = open(&options);
+    // Below the COPY threshold, then above it
+    let small: Vec<BlockRecord> = (1..10).map(|h| record(h, 0, 2)).collect();
+    store.append(&small).expect("small batch");
+    let large: Vec<BlockRecord> = (10..300).map(|h| record(h, 0, 3)).collect();
+    store.append(&large).expect("large batch");
+    for h in [1, 9, 10, 299] {
+        let want = if h < 10 {
+            &small[h as usize - 1]
+        } else {
+            &large[h as usize - 10]
+        };
+        assert_eq!(store.meta_at(h).expect("meta").as_ref(), Some(&want.meta));
+        assert_eq!(
+            store.body_at(h).expect("body").as_deref(),
+            Some(want.body.as_slice())
+        );
+        assert_eq!(
+            store.tx_location(&want.tx_ids[1]).expect("tx"),
+            Some((h, 1))
+        );
+    }
+    let totals = store.totals().expect("totals");
+    assert_eq!(totals.blocks, 300);
+    assert_eq!(totals.transactions, 1 + 9 * 2 + 290 * 3);
+    // The floor rose with the tip, in the same commits
+    assert_eq!(store.finality_floor().expect("floor"), 299 - 4);
+    // What memory says is what the database says
+    drop(store);
+    let again = open(&options);
+    assert_eq!(again.totals().expect("totals"), totals);
+    assert_eq!(again.tip().expect("tip").map(|t| t.height), Some(299));
+}
+
+#[test]
+fn the_database_refuses_a_fork_or_a_gap_whoever_writes_it() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let store = open(&options);
+    store.append(&[record(1, 0, 1)]).expect("append");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (client, conn) = options
+            .pg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        let insert = "INSERT INTO bm_blocks (height, hash, previous_hash, merkle_root, ts, ts_micros, producer, transaction_count, size_bytes, body) VALUES ($1, $2, $3, 'r', 't', 0, 'p', 0, 2, '{}')";
+        // A second block at a stored height
+        let fork = client
+            .execute(insert, &[&1i64, &"f".repeat(64), &record(0, 0, 0).meta.hash])
+            .await;
+        assert!(fork.is_err(), "a fork was stored");
+        // A block above a gap
+        let gap = client
+            .execute(insert, &[&5i64, &"e".repeat(64), &"d".repeat(64)])
+            .await;
+        assert!(gap.is_err(), "a gap was stored");
+        // A block whose previous hash is not the stored block below
+        let broken = client
+            .execute(insert, &[&2i64, &"c".repeat(64), &"d".repeat(64)])
+            .await;
+        assert!(broken.is_err(), "a broken link was stored");
+    });
+    assert_eq!(store.tip().expect("tip").map(|t| t.height), Some(1));
+}
+
+#[test]
+fn a_rollback_is_seen_by_cached_reads_at_once() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let store = open(&options);
+    let blocks: Vec<BlockRecord> = (1..6).map(|h| record(h, 0, 1)).collect();
+    store.append(&blocks).expect("append");
+    assert!(store.cached_body(5).is_some());
+    let removed = store.rollback_above(3).expect("rollback");
+    assert_eq!(removed.len(), 2);
+    assert_eq!(removed[1].tx_ids, blocks[4].tx_ids);
+    assert!(store.cached_body(4).is_none());
+    assert_eq!(store.body_at(4).expect("read"), None);
+    let replacement: Vec<BlockRecord> = (4..6).map(|h| record(h, 7, 1)).collect();
+    // The replacement links to the kept block 3, not to the old branch
+    let mut replacement = replacement;
+    replacement[0].meta.previous_hash = blocks[2].meta.hash.clone();
+    store.append(&replacement).expect("append the new branch");
+    assert_eq!(
+        store.body_at(5).expect("read").as_deref(),
+        Some(replacement[1].body.as_slice())
+    );
+    let log = store.rollback_log().expect("log");
+    assert_eq!(
+        log[0].orphaned,
+        vec![blocks[3].meta.hash.clone(), blocks[4].meta.hash.clone()]
+    );
+}
+
+#[test]
+fn another_chains_database_or_a_newer_schema_stops_start_up() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    drop(open(&options));
+    let mut other = spec(Some(record(0, 0, 1)));
+    other.network = "another_net".into();
+    match PgStore::connect(options.clone(), other) {
+        Err(ConnectError::Configuration(why)) => assert!(why.contains("chain.network"), "{why}"),
+        Ok(_) => panic!("another network's database was accepted"),
+    }
+    let mut follower = spec(None);
+    follower.mode = "follower";
+    assert!(PgStore::connect(options.clone(), follower).is_err());
+    let pinned_elsewhere = spec(Some(record(0, 9, 1)));
+    assert!(PgStore::connect(options.clone(), pinned_elsewhere).is_err());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (client, conn) = options
+            .pg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .execute("UPDATE bm_schema SET version = 99", &[])
+            .await
+            .expect("update");
+    });
+    match PgStore::connect(options, spec(None)) {
+        Err(ConnectError::Configuration(why)) => assert!(why.contains("version 99"), "{why}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+}
+
+#[test]
+fn a_missing_database_or_a_wrong_password_is_a_configuration_error() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let mut missing = options.clone();
+    missing.pg.dbname("bm_no_such_database");
+    match PgStore::connect(missing, spec(None)) {
+        Err(ConnectError::Configuration(why)) => assert!(why.contains("does not exist"), "{why}"),
+        Ok(_) => panic!("a missing database was accepted"),
+    }
+}
+
+#[test]
+fn an_unreachable_database_starts_unready_and_answers_unavailable_quickly() {
+    if testdb::fresh().is_none() {
+        return;
+    }
+    // A port nobody listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let pg = tokio_postgres::Config::from_str(&format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=x"
+    ))
+    .expect("config");
+    let mut options = PgOptions::new(pg, Tls::Disable, "postgres://nowhere".into());
+    options.connect_timeout = std::time::Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let store = PgStore::connect(options, spec(Some(record(0, 0, 1)))).expect("starts");
+    assert!(!store.is_ready());
+    assert!(matches!(store.tip(), Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        store.append(&[record(1, 0, 1)]),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.check_reachable(),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}

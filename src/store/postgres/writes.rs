@@ -1,0 +1,353 @@
+//! The engine's write transactions. Each takes the chain's row lock first (`bm_chain FOR
+//! UPDATE`), so writers in any number of processes are serialised by the database and every
+//! one sees the tip it continues; a commit is durable on the primary before it returns.
+//!
+//! A batch goes in as a few set-based statements, never one round trip per block or per
+//! transaction id: `unnest` arrays for small groups (the creates of one group commit), binary
+//! `COPY` for large ones (catch-up, `copy`), where it is several times faster.
+
+use std::pin::pin;
+
+use bytes::Bytes;
+use deadpool_postgres::Transaction;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::fault::Outcome;
+use super::{Inner, META, meta_of, sql, to_u64};
+use crate::store::{BlockRecord, Position, Rollback, StoreError, floor_for_tip};
+
+/// From this many blocks a batch is written with `COPY`.
+const COPY_FROM: usize = 64;
+
+/// The chain row, locked: the stored tip and the floor.
+async fn lock_chain(txn: &Transaction<'_>) -> Outcome<(Option<u64>, u64)> {
+    let row = txn
+        .query_one(
+            "SELECT tip, finality_floor FROM bm_chain WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let tip: Option<i64> = row.get(0);
+    Ok((tip.map(to_u64), to_u64(row.get(1))))
+}
+
+fn not_contiguous(expected: u64, got: u64) -> StoreError {
+    StoreError::NotContiguous { expected, got }
+}
+
+/// Appends genesis into an empty chain and records the network, in one commit.
+pub(super) async fn set_genesis(
+    inner: &Inner,
+    network: &str,
+    genesis: &BlockRecord,
+) -> Outcome<()> {
+    let mut client = inner.pool.get().await?;
+    let txn = client.transaction().await?;
+    let (tip, _) = lock_chain(&txn).await?;
+    if let Some(tip) = tip {
+        return Err(not_contiguous(tip + 1, genesis.meta.height).into());
+    }
+    if genesis.meta.height != 0 {
+        return Err(not_contiguous(0, genesis.meta.height).into());
+    }
+    insert(&txn, std::slice::from_ref(genesis)).await?;
+    let tx_count = i64::from(genesis.meta.transaction_count);
+    txn.execute(
+        "UPDATE bm_chain SET tip = 0, blocks = 1, transactions = $1, bytes = $2 WHERE id = 1",
+        &[&tx_count, &sql(genesis.meta.block_size_bytes)],
+    )
+    .await?;
+    for (key, value) in [("network", network), ("genesis_hash", &genesis.meta.hash)] {
+        txn.execute(
+            "INSERT INTO bm_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )
+        .await?;
+    }
+    txn.execute("SELECT pg_notify('bm_chain', '0')", &[])
+        .await?;
+    txn.commit().await?;
+    inner.cache.put(0, Bytes::copy_from_slice(&genesis.body));
+    Ok(())
+}
+
+/// Appends `blocks` (continuing the tip one by one) in one durable commit.
+pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()> {
+    let mut client = inner.pool.get().await?;
+    let txn = client.transaction().await?;
+    let (tip, _) = lock_chain(&txn).await?;
+    let next = tip.map_or(0, |t| t + 1);
+    // Checked before anything is written, so a gap anywhere in the batch writes nothing.
+    for (expected, block) in (next..).zip(blocks) {
+        if block.meta.height != expected {
+            return Err(not_contiguous(expected, block.meta.height).into());
+        }
+    }
+    insert(&txn, blocks).await?;
+    let last = blocks.last().map_or(next, |b| b.meta.height);
+    let added_txs: i64 = blocks
+        .iter()
+        .map(|b| i64::from(b.meta.transaction_count))
+        .sum();
+    let added_bytes: i64 = blocks.iter().map(|b| sql(b.meta.block_size_bytes)).sum();
+    // In this commit, so no reader ever sees a tip whose buried blocks are not final.
+    let floor = inner
+        .spec
+        .finality_depth
+        .map_or(0, |depth| floor_for_tip(last, depth));
+    let row = txn
+        .query_one(
+            "UPDATE bm_chain SET tip = $1, blocks = blocks + $2, transactions = transactions + $3, \
+             bytes = bytes + $4, finality_floor = GREATEST(finality_floor, $5) WHERE id = 1 \
+             RETURNING blocks, transactions, bytes, finality_floor",
+            &[
+                &sql(last),
+                &(blocks.len() as i64),
+                &added_txs,
+                &added_bytes,
+                &sql(floor),
+            ],
+        )
+        .await?;
+    txn.execute("SELECT pg_notify('bm_chain', $1)", &[&last.to_string()])
+        .await?;
+    txn.commit().await?;
+    for b in blocks {
+        inner
+            .cache
+            .put(b.meta.height, Bytes::copy_from_slice(&b.body));
+    }
+    let tip = blocks.last().map(|b| b.meta.clone());
+    inner.update(|c| {
+        c.tip = tip;
+        c.totals.blocks = to_u64(row.get(0));
+        c.totals.transactions = to_u64(row.get(1));
+        c.totals.bytes = to_u64(row.get(2));
+        c.floor = c.floor.max(to_u64(row.get(3)));
+    });
+    Ok(())
+}
+
+/// Writes the rows of `blocks` and their transaction ids.
+async fn insert(txn: &Transaction<'_>, blocks: &[BlockRecord]) -> Outcome<()> {
+    if blocks.len() >= COPY_FROM {
+        return copy_in(txn, blocks).await;
+    }
+    let heights: Vec<i64> = blocks.iter().map(|b| sql(b.meta.height)).collect();
+    let hashes: Vec<&str> = blocks.iter().map(|b| b.meta.hash.as_str()).collect();
+    let previous: Vec<&str> = blocks
+        .iter()
+        .map(|b| b.meta.previous_hash.as_str())
+        .collect();
+    let roots: Vec<&str> = blocks.iter().map(|b| b.meta.merkle_root.as_str()).collect();
+    let stamps: Vec<&str> = blocks.iter().map(|b| b.meta.timestamp.as_str()).collect();
+    let micros: Vec<i64> = blocks.iter().map(|b| b.meta.timestamp_micros).collect();
+    let producers: Vec<&str> = blocks.iter().map(|b| b.meta.producer.as_str()).collect();
+    let counts: Vec<i32> = blocks
+        .iter()
+        .map(|b| i32::try_from(b.meta.transaction_count).unwrap_or(i32::MAX))
+        .collect();
+    let sizes: Vec<i64> = blocks
+        .iter()
+        .map(|b| sql(b.meta.block_size_bytes))
+        .collect();
+    let bodies: Vec<&[u8]> = blocks.iter().map(|b| b.body.as_slice()).collect();
+    let st = txn
+        .prepare_cached(
+            "INSERT INTO bm_blocks (height, hash, previous_hash, merkle_root, ts, ts_micros, producer, transaction_count, size_bytes, body) \
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::int4[], $9::int8[], $10::bytea[])",
+        )
+        .await?;
+    let params: [&(dyn ToSql + Sync); 10] = [
+        &heights, &hashes, &previous, &roots, &stamps, &micros, &producers, &counts, &sizes,
+        &bodies,
+    ];
+    txn.execute(&st, &params).await?;
+    let mut ids = Vec::new();
+    let mut at = Vec::new();
+    let mut positions = Vec::new();
+    for b in blocks {
+        for (i, id) in b.tx_ids.iter().enumerate() {
+            ids.push(id.as_str());
+            at.push(sql(b.meta.height));
+            positions.push(i32::try_from(i).unwrap_or(i32::MAX));
+        }
+    }
+    if !ids.is_empty() {
+        let st = txn
+            .prepare_cached(
+                "INSERT INTO bm_transactions (tx_id, height, position) \
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[])",
+            )
+            .await?;
+        txn.execute(&st, &[&ids, &at, &positions]).await?;
+    }
+    Ok(())
+}
+
+/// [`insert`] by binary `COPY`.
+async fn copy_in(txn: &Transaction<'_>, blocks: &[BlockRecord]) -> Outcome<()> {
+    let sink = txn
+        .copy_in(
+            "COPY bm_blocks (height, hash, previous_hash, merkle_root, ts, ts_micros, producer, transaction_count, size_bytes, body) FROM STDIN BINARY",
+        )
+        .await?;
+    let types = [
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::INT4,
+        Type::INT8,
+        Type::BYTEA,
+    ];
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for b in blocks {
+        let count = i32::try_from(b.meta.transaction_count).unwrap_or(i32::MAX);
+        writer
+            .as_mut()
+            .write(&[
+                &sql(b.meta.height),
+                &b.meta.hash,
+                &b.meta.previous_hash,
+                &b.meta.merkle_root,
+                &b.meta.timestamp,
+                &b.meta.timestamp_micros,
+                &b.meta.producer,
+                &count,
+                &sql(b.meta.block_size_bytes),
+                &b.body.as_slice(),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    let sink = txn
+        .copy_in("COPY bm_transactions (tx_id, height, position) FROM STDIN BINARY")
+        .await?;
+    let mut writer = pin!(BinaryCopyInWriter::new(
+        sink,
+        &[Type::TEXT, Type::INT8, Type::INT4]
+    ));
+    for b in blocks {
+        for (i, id) in b.tx_ids.iter().enumerate() {
+            let position = i32::try_from(i).unwrap_or(i32::MAX);
+            writer
+                .as_mut()
+                .write(&[id, &sql(b.meta.height), &position])
+                .await?;
+        }
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// Removes every block above `height` in one commit, logging the rollback in it; returns the
+/// removed blocks ascending.
+pub(super) async fn rollback_above(inner: &Inner, height: u64) -> Outcome<Vec<BlockRecord>> {
+    let mut client = inner.pool.get().await?;
+    let txn = client.transaction().await?;
+    let (tip, floor) = lock_chain(&txn).await?;
+    let Some(tip) = tip.filter(|t| *t > height) else {
+        return Ok(Vec::new());
+    };
+    // Checked here, not only by sync: whoever asks, final blocks stay.
+    if height < floor {
+        return Err(StoreError::BelowFinalityFloor { height, floor }.into());
+    }
+    let rows = txn
+        .query(
+            &format!("SELECT {META}, body FROM bm_blocks WHERE height > $1 ORDER BY height"),
+            &[&sql(height)],
+        )
+        .await?;
+    let mut removed: Vec<BlockRecord> = rows
+        .iter()
+        .map(|r| BlockRecord {
+            meta: meta_of(r),
+            tx_ids: Vec::new(),
+            body: r.get(9),
+        })
+        .collect();
+    if removed.len() as u64 != tip - height {
+        let why = format!("heights {}..={tip} are not all stored", height + 1);
+        return Err(StoreError::Corrupt(why).into());
+    }
+    let ids = txn
+        .query(
+            "SELECT height, tx_id FROM bm_transactions WHERE height > $1 ORDER BY height, position",
+            &[&sql(height)],
+        )
+        .await?;
+    for r in &ids {
+        let at = to_u64(r.get(0));
+        if let Some(b) = at
+            .checked_sub(height + 1)
+            .and_then(|i| removed.get_mut(i as usize))
+        {
+            b.tx_ids.push(r.get(1));
+        }
+    }
+    txn.execute("DELETE FROM bm_blocks WHERE height > $1", &[&sql(height)])
+        .await?;
+    let ancestor: String = txn
+        .query_one(
+            "SELECT hash FROM bm_blocks WHERE height = $1",
+            &[&sql(height)],
+        )
+        .await?
+        .get(0);
+    if let Some(last) = removed.last() {
+        let entry = Rollback {
+            ancestor: Position::new(height, ancestor),
+            old_tip: Position::new(last.meta.height, last.meta.hash.clone()),
+            orphaned: removed.iter().map(|b| b.meta.hash.clone()).collect(),
+        };
+        let entry = serde_json::to_string(&entry)
+            .map_err(|e| StoreError::Write(format!("cannot encode a rollback log entry: {e}")))?;
+        // Logged in the same commit as the removal: whoever sees the blocks gone can also find
+        // where they went. Bounded: the oldest entries are forgotten first.
+        txn.execute("INSERT INTO bm_rollbacks (entry) VALUES ($1)", &[&entry])
+            .await?;
+        txn.execute(
+            "DELETE FROM bm_rollbacks WHERE id <= (SELECT id FROM bm_rollbacks ORDER BY id DESC OFFSET $1 LIMIT 1)",
+            &[&(crate::store::ROLLBACK_LOG_MAX as i64)],
+        )
+        .await?;
+    }
+    let txs: i64 = removed
+        .iter()
+        .map(|b| i64::from(b.meta.transaction_count))
+        .sum();
+    let bytes: i64 = removed.iter().map(|b| sql(b.meta.block_size_bytes)).sum();
+    let row = txn
+        .query_one(
+            "UPDATE bm_chain SET tip = $1, blocks = blocks - $2, transactions = transactions - $3, \
+             bytes = bytes - $4 WHERE id = 1 RETURNING blocks, transactions, bytes",
+            &[&sql(height), &(removed.len() as i64), &txs, &bytes],
+        )
+        .await?;
+    let kept = txn
+        .query_one(
+            &format!("SELECT {META} FROM bm_blocks WHERE height = $1"),
+            &[&sql(height)],
+        )
+        .await?;
+    txn.execute("SELECT pg_notify('bm_chain', $1)", &[&height.to_string()])
+        .await?;
+    // Forgotten before the commit too: from here until it, a read may miss, never see stale.
+    inner.cache.forget_above(height);
+    txn.commit().await?;
+    inner.cache.forget_above(height);
+    let tip = meta_of(&kept);
+    inner.update(|c| {
+        c.tip = Some(tip);
+        c.totals.blocks = to_u64(row.get(0));
+        c.totals.transactions = to_u64(row.get(1));
+        c.totals.bytes = to_u64(row.get(2));
+    });
+    Ok(removed)
+}

@@ -20,6 +20,8 @@
 
 mod body_log;
 mod codec;
+#[cfg(test)]
+mod conformance;
 mod database;
 mod failure;
 mod listing;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::super::body_log::{REPAIR_PER_COMMIT, checksum, sibling};
+use super::super::conformance::{GENESIS_MICROS, blocks, record};
 use super::super::tables;
-use super::{GENESIS_MICROS, blocks, open, record, store_path};
+use super::{open, store_path};
 use crate::store::{BlockRecord, BlockStore, RedbStore};
 
 fn index_path(dir: &TempDir) -> PathBuf {

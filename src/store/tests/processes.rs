@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use tempfile::TempDir;
 
-use super::{GENESIS_MICROS, blocks, open, record, store_path, totals_of};
+use super::super::conformance::{GENESIS_MICROS, blocks, record, totals_of};
+use super::{open, store_path};
 use crate::store::{BlockStore, DEFAULT_CACHE_BYTES, RedbStore, StoreError};
 
 const CHILD_ROLE: &str = "BLOCK_MANAGER_STORE_TEST_ROLE";

@@ -235,10 +235,32 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(embedded, Embedded);
-// The PostgreSQL engine joins with one more line, once `PgStore` and `testdb::fresh()` exist:
-//     conformance_suite!(postgres, Postgres);
-// where `Postgres` is an `Engine` (named "postgres") whose `fresh(depth)` returns `None` when
-// `crate::store::postgres::testdb::fresh()` does, and otherwise
-// `Reopening::new(depth, move |depth| Arc::new(PgStore::connect(&url, &settings,
-// DEFAULT_NETWORK, depth.unwrap_or(u64::MAX)).expect("connect")))`: a depth of `u64::MAX`
-// never raises the floor, as no depth does.
+conformance_suite!(postgres, Postgres);
+
+/// The PostgreSQL engine, each chain in a database of its own on the test server (skipped
+/// without one: see `postgres::testdb`).
+pub(crate) struct Postgres;
+
+impl Engine for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn fresh(&self, depth: Option<u64>) -> Option<Box<dyn Fixture>> {
+        let options = crate::store::postgres::testdb::fresh()?;
+        Some(Box::new(Reopening::new(depth, move |depth| {
+            let network = crate::store::postgres::testdb::recorded_network(&options)
+                .unwrap_or_else(|| super::DEFAULT_NETWORK.to_string());
+            let spec = crate::store::postgres::ChainSpec {
+                network,
+                mode: "standalone",
+                genesis: None,
+                genesis_pinned: false,
+                finality_depth: depth,
+            };
+            let store = crate::store::PgStore::connect(options.clone(), spec)
+                .unwrap_or_else(|e| panic!("connect: {e:?}"));
+            Arc::new(store) as Arc<dyn BlockStore>
+        })))
+    }
+}

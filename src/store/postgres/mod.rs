@@ -282,6 +282,15 @@ impl Inner {
             tracing::info!(database = %self.options.display, version = schema::SCHEMA_VERSION, "database schema created");
         }
         self.check_settings(&client).await?;
+        if let Some(depth) = self.spec.finality_depth {
+            // What the tip implies at once, as the embedded engine does on open.
+            client
+                .execute(
+                    "UPDATE bm_chain SET finality_floor = GREATEST(finality_floor, tip - $1 - 1) WHERE id = 1 AND tip IS NOT NULL",
+                    &[&sql(depth)],
+                )
+                .await?;
+        }
         drop(client);
         if let Some(genesis) = &self.spec.genesis {
             match writes::set_genesis(self, &self.spec.network, genesis).await {
@@ -570,7 +579,7 @@ impl BlockStore for PgStore {
             // many as fit.
             let sizes = client
                 .prepare_cached(
-                    "SELECT height, size_bytes FROM bm_blocks WHERE height >= $1 ORDER BY height LIMIT $2",
+                    "SELECT height, octet_length(body)::int8 FROM bm_blocks WHERE height >= $1 ORDER BY height LIMIT $2",
                 )
                 .await?;
             let rows = client.query(&sizes, &[&sql(from), &count(limit)]).await?;

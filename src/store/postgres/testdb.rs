@@ -52,3 +52,33 @@ pub fn fresh() -> Option<PgOptions> {
         format!("postgres://test/{name}"),
     ))
 }
+
+/// The network a test database records, once a chain was opened on it (a reopen must name
+/// the same one, as a restarted replica's configuration does).
+pub fn recorded_network(options: &PgOptions) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (client, conn) = options
+            .pg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(conn);
+        let exists: bool = client
+            .query_one("SELECT to_regclass('bm_settings') IS NOT NULL", &[])
+            .await
+            .expect("query")
+            .get(0);
+        if !exists {
+            return None;
+        }
+        client
+            .query_opt("SELECT value FROM bm_settings WHERE key = 'network'", &[])
+            .await
+            .expect("query")
+            .map(|r| r.get(0))
+    })
+}

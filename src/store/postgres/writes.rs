@@ -52,19 +52,17 @@ pub(super) async fn set_genesis(
         return Err(not_contiguous(0, genesis.meta.height).into());
     }
     insert(&txn, std::slice::from_ref(genesis)).await?;
+    txn.execute(
+        "INSERT INTO bm_settings (key, value) VALUES ('network', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&network],
+    )
+    .await?;
     let tx_count = i64::from(genesis.meta.transaction_count);
     txn.execute(
         "UPDATE bm_chain SET tip = 0, blocks = 1, transactions = $1, bytes = $2 WHERE id = 1",
         &[&tx_count, &sql(genesis.meta.block_size_bytes)],
     )
     .await?;
-    for (key, value) in [("network", network), ("genesis_hash", &genesis.meta.hash)] {
-        txn.execute(
-            "INSERT INTO bm_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&key, &value],
-        )
-        .await?;
-    }
     txn.execute("SELECT pg_notify('bm_chain', '0')", &[])
         .await?;
     txn.commit().await?;
@@ -119,8 +117,15 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
             .put(b.meta.height, Bytes::copy_from_slice(&b.body));
     }
     let tip = blocks.last().map(|b| b.meta.clone());
+    let genesis = blocks
+        .first()
+        .filter(|b| b.meta.height == 0)
+        .map(|b| b.meta.hash.clone());
     inner.update(|c| {
         c.tip = tip;
+        if genesis.is_some() {
+            c.genesis_hash = genesis;
+        }
         c.totals.blocks = to_u64(row.get(0));
         c.totals.transactions = to_u64(row.get(1));
         c.totals.bytes = to_u64(row.get(2));
@@ -153,6 +158,9 @@ async fn insert(txn: &Transaction<'_>, blocks: &[BlockRecord]) -> Outcome<()> {
         .map(|b| sql(b.meta.block_size_bytes))
         .collect();
     let bodies: Vec<&[u8]> = blocks.iter().map(|b| b.body.as_slice()).collect();
+    if let Some(genesis) = blocks.first().filter(|b| b.meta.height == 0) {
+        record_genesis(txn, &genesis.meta.hash).await?;
+    }
     let st = txn
         .prepare_cached(
             "INSERT INTO bm_blocks (height, hash, previous_hash, merkle_root, ts, ts_micros, producer, transaction_count, size_bytes, body) \
@@ -186,8 +194,21 @@ async fn insert(txn: &Transaction<'_>, blocks: &[BlockRecord]) -> Outcome<()> {
     Ok(())
 }
 
+/// Records the hash of the chain's first block, as the chain's identity.
+async fn record_genesis(txn: &Transaction<'_>, hash: &str) -> Outcome<()> {
+    txn.execute(
+        "INSERT INTO bm_settings (key, value) VALUES ('genesis_hash', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&hash],
+    )
+    .await?;
+    Ok(())
+}
+
 /// [`insert`] by binary `COPY`.
 async fn copy_in(txn: &Transaction<'_>, blocks: &[BlockRecord]) -> Outcome<()> {
+    if let Some(genesis) = blocks.first().filter(|b| b.meta.height == 0) {
+        record_genesis(txn, &genesis.meta.hash).await?;
+    }
     let sink = txn
         .copy_in(
             "COPY bm_blocks (height, hash, previous_hash, merkle_root, ts, ts_micros, producer, transaction_count, size_bytes, body) FROM STDIN BINARY",

@@ -143,8 +143,17 @@ impl Check for StoreCheck {
             Ok(tip) => tip,
             Err(e) => return Outcome::new(Status::Unhealthy, format!("store cannot be read: {e}")),
         };
+        let engine = self.store.engine();
+        // A database across a network that cannot be reached: a balancer must drop us.
+        if let Err(e) = self.store.check_reachable() {
+            return Outcome::new(Status::Unhealthy, format!("store cannot be reached: {e}"))
+                .with("engine", engine);
+        }
         let height = tip.map(|t| t.height);
-        let free = crate::store::free_space(self.store.path()).ok();
+        let free = self
+            .store
+            .volume()
+            .and_then(|v| crate::store::free_space(v).ok());
         let mut out = match self.store.check_writable() {
             Err(e) => Outcome::new(Status::Degraded, format!("store is read-only for now: {e}")),
             Ok(()) => match free {
@@ -158,7 +167,9 @@ impl Check for StoreCheck {
                 _ => Outcome::new(Status::Healthy, "store open and writable"),
             },
         };
-        out = out.with("height", height.map_or(Value::Null, Value::from));
+        out = out
+            .with("engine", engine)
+            .with("height", height.map_or(Value::Null, Value::from));
         if let Some((avail, total)) = free {
             out = out
                 .with("disk_free_bytes", avail)

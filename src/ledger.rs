@@ -272,6 +272,10 @@ struct Pending<'a> {
     tip: Option<(u64, String, Timestamp)>,
     hashes: HashMap<u64, String>,
     txs: HashSet<String>,
+    /// Which of the group's transaction ids the store holds, looked up once for the whole
+    /// group before validating it (on an engine across a network, one round trip instead of
+    /// one per transaction).
+    stored_txs: HashSet<String>,
     records: Vec<BlockRecord>,
     /// A store read failed while validating: the group cannot be trusted.
     read_error: RefCell<Option<StoreError>>,
@@ -292,30 +296,46 @@ impl ChainView for Pending<'_> {
     }
 
     fn tx_exists(&self, tx_id: &str) -> bool {
-        if self.txs.contains(tx_id) {
-            return true;
-        }
-        match self.store.tx_location(tx_id) {
-            Ok(found) => found.is_some(),
-            Err(e) => {
-                self.read_error.borrow_mut().get_or_insert(e);
-                false
-            }
-        }
+        // Every id of the group was looked up before validating it.
+        self.txs.contains(tx_id) || self.stored_txs.contains(tx_id)
     }
 }
 
 impl<'a> Pending<'a> {
-    fn new(store: &'a dyn BlockStore) -> Result<Self, StoreError> {
+    fn new(store: &'a dyn BlockStore, ops: &[Op]) -> Result<Self, StoreError> {
         let tip = store.tip()?.map(|m| {
             let ts = Timestamp::from_unix_micros(m.timestamp_micros);
             (m.height, m.hash, ts)
         });
+        let mut ids: Vec<&str> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Create { transactions, .. } => {
+                    ids.extend(transactions.iter().map(|t| t.tx_id.as_str()));
+                }
+                Op::Submit { block, .. } => {
+                    ids.extend(block.transactions.iter().map(|t| t.tx_id.as_str()));
+                }
+                Op::Append { blocks, .. } => {
+                    for p in blocks {
+                        ids.extend(p.block.transactions.iter().map(|t| t.tx_id.as_str()));
+                    }
+                }
+                Op::Rollback { .. } | Op::Stop => {}
+            }
+        }
+        let stored_txs = store.stored_tx_ids(&ids)?;
+        // The tip's hash is what the group's first block links to: no lookup for it.
+        let hashes = tip
+            .iter()
+            .map(|(h, hash, _)| (*h, hash.clone()))
+            .collect();
         Ok(Self {
             store,
             tip,
-            hashes: HashMap::new(),
+            hashes,
             txs: HashSet::new(),
+            stored_txs,
             records: Vec::new(),
             read_error: RefCell::new(None),
         })
@@ -509,7 +529,7 @@ impl Writer {
         if ops.is_empty() {
             return;
         }
-        let mut pending = match Pending::new(&*self.store) {
+        let mut pending = match Pending::new(&*self.store, &ops) {
             Ok(p) => p,
             Err(e) => return fail_all(ops, &e),
         };

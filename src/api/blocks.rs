@@ -144,7 +144,7 @@ fn parse_height(raw: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::block_not_found(raw))
 }
 
-fn by_height(
+async fn by_height(
     state: &AppState,
     height: u64,
     shown: &str,
@@ -154,10 +154,26 @@ fn by_height(
         .store
         .finality_floor()
         .is_ok_and(|floor| height <= floor);
-    match state.store.body_at(height).map_err(store_error)? {
+    if let Some(body) = state.store.cached_body(height) {
+        return Ok(block_response(is_final, body, headers));
+    }
+    match read(state, move |s| s.body_at(height)).await? {
         Some(body) => Ok(block_response(is_final, body, headers)),
         None => Err(ApiError::block_not_found(shown)),
     }
+}
+
+/// A store read: inline on an engine whose reads are page-cache reads, else on a blocking
+/// thread (a body the engine holds in memory is still served inline).
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn BlockStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if state.store.reads_inline() {
+        return f(&*state.store).map_err(store_error);
+    }
+    let store = state.store.clone();
+    blocking(move || f(&*store)).await
 }
 
 /// GET /api/v1/blocks/latest
@@ -168,7 +184,7 @@ pub async fn latest(
     let tip = state.ledger.tip_height().ok_or_else(|| {
         ApiError::block_not_found("latest").msg("The chain is empty: no block yet")
     })?;
-    by_height(&state, tip, "latest", &headers)
+    by_height(&state, tip, "latest", &headers).await
 }
 
 /// GET /api/v1/blocks/height/{height}
@@ -178,7 +194,7 @@ pub async fn at_height(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let height = parse_height(&raw)?;
-    by_height(&state, height, &raw, &headers)
+    by_height(&state, height, &raw, &headers).await
 }
 
 /// GET /api/v1/blocks/{block_id}: a 64-hex hash, or a decimal height.
@@ -188,15 +204,14 @@ pub async fn by_id(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if chain::hash::is_hash_hex(&id) {
-        let height = state
-            .store
-            .height_of_hash(&id)
-            .map_err(store_error)?
+        let hash = id.clone();
+        let height = read(&state, move |s| s.height_of_hash(&hash))
+            .await?
             .ok_or_else(|| ApiError::block_not_found(&id))?;
-        return by_height(&state, height, &id, &headers);
+        return by_height(&state, height, &id, &headers).await;
     }
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
-        return by_height(&state, parse_height(&id)?, &id, &headers);
+        return by_height(&state, parse_height(&id)?, &id, &headers).await;
     }
     Err(bad_param(
         "block_id",
@@ -380,16 +395,15 @@ pub async fn transaction(
             .msg(format!("Transaction not found: {tx_id}"))
             .info(json!({"tx_id": tx_id}))
     };
-    let (height, index) = state
-        .store
-        .tx_location(&tx_id)
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
-    let body = state
-        .store
-        .body_at(height)
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
+    let id = tx_id.clone();
+    let found = read(&state, move |s| {
+        let Some((height, index)) = s.tx_location(&id)? else {
+            return Ok(None);
+        };
+        Ok(s.body_at(height)?.map(|body| (height, index, body)))
+    })
+    .await?;
+    let (height, index, body) = found.ok_or_else(not_found)?;
     let block: Value = serde_json::from_slice(&body)
         .map_err(|e| store_error(crate::store::StoreError::Corrupt(e.to_string())))?;
     let mut tx = block["transactions"]

@@ -102,7 +102,10 @@ impl Sampler {
         let load = System::load_average()
             .ok()
             .map(|l| [l.one, l.five, l.fifteen]);
-        let disk = crate::store::free_space(self.store.path()).ok();
+        let disk = self
+            .store
+            .volume()
+            .and_then(|v| crate::store::free_space(v).ok());
         let store_file_bytes = self.store.file_size().ok();
         let (network_totals, network_delta) = self.network();
         let cpu_window = self.last_taken.map(|t| started.duration_since(t));

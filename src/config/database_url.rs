@@ -383,7 +383,7 @@ fn decode(s: &str) -> Option<String> {
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b'*') {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));

@@ -1078,3 +1078,49 @@ fn lucid_files_with_postgres_settings_report_none_of_them_as_unused_or_unknown()
         Ok(())
     });
 }
+
+#[test]
+fn lucid_fixture_files_with_the_database_variables_name_no_postgres_key_as_unused() {
+    for main in ["block-manager-config.yaml", "block-manager-config.json"] {
+        Jail::expect_with(|jail| {
+            let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lucid");
+            std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+            for f in [
+                main,
+                "block-manager-errors.yaml",
+                "block-manager-logging.yaml",
+            ] {
+                std::fs::copy(
+                    format!("{fixtures}/{f}"),
+                    jail.directory().join("config").join(f),
+                )
+                .unwrap();
+            }
+            jail.set_env("BLOCK_MANAGER_CONFIG", format!("config/{main}"));
+            jail.set_env("BLOCK_STORAGE_BACKEND", "postgres");
+            jail.set_env(
+                "BLOCK_MANAGER_DATABASE_URL",
+                "postgres://bm:pw@127.0.0.1/chain",
+            );
+            jail.set_env(
+                "BLOCK_MANAGER_DATABASE_READ_URLS",
+                "postgres://bm:pw@127.0.0.1:5433/chain",
+            );
+            jail.set_env("BLOCK_MANAGER__STORAGE__POSTGRES__CACHE_MB", "16");
+            jail.set_env(
+                "DATABASE_URL",
+                "mongodb://lucid:pw@lucid-mongodb:27017/lucid",
+            );
+            let l = load(&LoadOptions::default()).unwrap();
+            assert_eq!(l.config.storage.engine(), StorageBackend::Postgres);
+            assert_eq!(l.config.storage.postgres.cache_mb, 16);
+            for line in l.warnings.iter().chain(&l.notices) {
+                assert!(
+                    !line.contains("storage.postgres") && !line.contains("storage.backend"),
+                    "{main}: {line}"
+                );
+            }
+            Ok(())
+        });
+    }
+}

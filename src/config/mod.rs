@@ -901,3 +901,42 @@ impl Config {
         duration(secs).max(Duration::from_millis(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_in_force_follows_the_backend_else_the_url() {
+        let mut s = StorageConfig::default();
+        assert_eq!(s.engine(), StorageBackend::Embedded);
+        s.postgres.url = Some("  ".into());
+        assert_eq!(s.engine(), StorageBackend::Embedded, "blank is unset");
+        s.postgres.url = Some("postgres://bm@127.0.0.1/chain".into());
+        assert_eq!(s.engine(), StorageBackend::Postgres);
+        s.backend = Some(StorageBackend::Embedded);
+        assert_eq!(
+            s.engine(),
+            StorageBackend::Embedded,
+            "an explicit backend wins"
+        );
+        s.backend = Some(StorageBackend::Postgres);
+        s.postgres.url = None;
+        assert_eq!(s.engine(), StorageBackend::Postgres);
+    }
+
+    #[test]
+    fn postgres_settings_never_debug_print_a_password() {
+        let p = PostgresConfig {
+            url: Some("postgres://bm:Hunter2@db.example/chain".into()),
+            read_urls: vec!["postgres://bm:Hunter3/x@standby/chain".into()],
+            ..PostgresConfig::default()
+        };
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("Hunter"), "{shown}");
+        assert!(
+            shown.contains("db.example") && shown.contains("pool_size: 8"),
+            "{shown}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ pub mod database_url;
 mod load;
 mod lucid;
 pub mod redact;
+mod storage;
 mod subst;
 
 pub use cidr::{Cidr, parse_all as parse_cidrs};

@@ -915,7 +915,7 @@ fn a_bad_database_url_names_its_key_and_source_and_never_the_password() {
 #[test]
 fn engine_conflicts_stop_start_up_with_exit_2_and_one_line_naming_key_and_source() {
     let url = "postgres://bm:Hunter2@db.example/chain";
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (
             &[
                 ("BLOCK_STORAGE_BACKEND", "embedded"),
@@ -934,6 +934,23 @@ fn engine_conflicts_stop_start_up_with_exit_2_and_one_line_naming_key_and_source
         (
             &[("BLOCK_STORAGE_BACKEND", "sqlite")],
             "invalid BLOCK_STORAGE_BACKEND 'sqlite'",
+        ),
+        (
+            &[(
+                "BLOCK_MANAGER_DATABASE_URL",
+                "postgres://bm:Hunter2@db.example/chain?sslmode=allow",
+            )],
+            "invalid BLOCK_MANAGER_DATABASE_URL 'postgres://***@db.example/chain?***': sslmode=allow is refused",
+        ),
+        (
+            &[
+                ("BLOCK_MANAGER_DATABASE_URL", url),
+                (
+                    "BLOCK_MANAGER_DATABASE_READ_URLS",
+                    "postgres://bm:Hunter2@standby/chain,postgres://bm:Hunter2@standby/chain?sslmode=prefer",
+                ),
+            ],
+            "invalid BLOCK_MANAGER_DATABASE_READ_URLS (storage.postgres.read_urls[1]) 'postgres://***@standby/chain?***': sslmode=prefer is refused",
         ),
     ];
     for (env, start) in cases {

@@ -734,3 +734,410 @@ fn connection_bounds_refuse_unrepresentable_timeouts_and_a_zero_cap() {
         Ok(())
     });
 }
+
+// ---- PostgreSQL engine settings (spec §12) ----------------------------------------------
+
+use block_manager::config::StorageBackend;
+
+#[test]
+fn postgres_settings_have_their_defaults_and_the_embedded_engine_is_the_default() {
+    Jail::expect_with(|_| {
+        let c = load(&LoadOptions::default()).unwrap().config;
+        let p = &c.storage.postgres;
+        assert_eq!(c.storage.backend, None);
+        assert_eq!(c.storage.engine(), StorageBackend::Embedded);
+        assert_eq!(p.url, None);
+        assert!(p.read_urls.is_empty());
+        assert_eq!(p.pool_size, 8);
+        assert_eq!(p.connect_timeout_seconds, 5.0);
+        assert_eq!(p.statement_timeout_seconds, 10.0);
+        assert_eq!(p.lock_timeout_seconds, 2.0);
+        assert_eq!(p.replay_wait_ms, 20);
+        assert_eq!(p.cache_mb, 64);
+        Ok(())
+    });
+}
+
+#[test]
+fn database_variables_reach_their_keys_and_a_read_url_list_is_split_at_commas() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "BLOCK_MANAGER_DATABASE_URL",
+            "postgres://bm:pw@db.example/chain",
+        );
+        jail.set_env(
+            "BLOCK_MANAGER_DATABASE_READ_URLS",
+            "postgres://bm:pw@standby-1/chain, postgres://bm:pw@standby-2/chain,",
+        );
+        jail.set_env("BLOCK_MANAGER__STORAGE__POSTGRES__POOL_SIZE", "16");
+        jail.set_env("BLOCK_MANAGER__STORAGE__POSTGRES__REPLAY_WAIT_MS", "0");
+        let c = load(&LoadOptions::default()).unwrap().config;
+        assert_eq!(
+            c.storage.engine(),
+            StorageBackend::Postgres,
+            "a URL selects postgres"
+        );
+        let p = &c.storage.postgres;
+        assert_eq!(p.url.as_deref(), Some("postgres://bm:pw@db.example/chain"));
+        assert_eq!(
+            p.read_urls,
+            [
+                "postgres://bm:pw@standby-1/chain",
+                "postgres://bm:pw@standby-2/chain"
+            ]
+        );
+        assert_eq!((p.pool_size, p.replay_wait_ms), (16, 0));
+        assert!(
+            !format!("{c:?}").contains(":pw@"),
+            "Debug never prints a password"
+        );
+
+        jail.set_env("BLOCK_STORAGE_BACKEND", "postgres");
+        let c = load(&LoadOptions::default()).unwrap().config;
+        assert_eq!(c.storage.backend, Some(StorageBackend::Postgres));
+        Ok(())
+    });
+}
+
+#[test]
+fn the_file_form_of_read_urls_is_a_list_and_an_unset_substitution_is_unset() {
+    Jail::expect_with(|jail| {
+        main_file(
+            jail,
+            "storage:\n  backend: ${BLOCK_STORAGE_BACKEND:-}\n  postgres:\n    url: ${PRIMARY:-postgres://bm@127.0.0.1:6000/chain}\n    read_urls:\n      - postgres://bm@127.0.0.1:6001/chain\n      - postgres://bm@127.0.0.1:6002/chain\n    cache_mb: 0\n",
+        )?;
+        let l = load(&LoadOptions::default()).unwrap();
+        let p = &l.config.storage.postgres;
+        assert_eq!(l.config.storage.backend, None, "an empty backend is unset");
+        assert_eq!(l.config.storage.engine(), StorageBackend::Postgres);
+        assert_eq!(p.read_urls.len(), 2);
+        assert_eq!(p.cache_mb, 0, "0 turns the cache off");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+
+        main_file(
+            jail,
+            "storage:\n  backend: embedded\n  postgres:\n    url: ${BLOCK_MANAGER_DATABASE_URL}\n",
+        )?;
+        let c = load(&LoadOptions::default()).unwrap().config;
+        assert_eq!(
+            c.storage.postgres.url, None,
+            "an unset ${{VAR}} leaves the URL unset"
+        );
+        assert_eq!(c.storage.engine(), StorageBackend::Embedded);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_set_database_url_changes_nothing_since_lucid_env_files_hold_mongodb_there() {
+    Jail::expect_with(|jail| {
+        copy_repo_config(jail);
+        let before = serde_json::to_value(load(&LoadOptions::default()).unwrap().config).unwrap();
+        jail.set_env(
+            "DATABASE_URL",
+            "mongodb://lucid:mongo-secret@lucid-mongodb:27017/lucid?authSource=admin",
+        );
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(serde_json::to_value(&l.config).unwrap(), before);
+        assert_eq!(l.config.storage.engine(), StorageBackend::Embedded);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        // Even a PostgreSQL URL there is not ours: only BLOCK_MANAGER_DATABASE_URL is.
+        jail.set_env("DATABASE_URL", "postgres://bm:pw@db.example/chain");
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(serde_json::to_value(&l.config).unwrap(), before);
+        let notice = l
+            .notices
+            .iter()
+            .find(|n| n.contains("DATABASE_URL"))
+            .expect("one info line says DATABASE_URL is ignored");
+        assert!(notice.contains("BLOCK_MANAGER_DATABASE_URL"), "{notice}");
+        assert!(!notice.contains("pw"), "{notice}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_database_url_names_its_key_and_source_and_never_the_password() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "BLOCK_MANAGER_DATABASE_URL",
+            "postgres://bm:Hunter2@db.example/chain?sslmode=prefer",
+        );
+        let e = err(&LoadOptions::default());
+        assert!(e.starts_with("invalid BLOCK_MANAGER_DATABASE_URL '"), "{e}");
+        assert!(e.contains("sslmode=prefer is refused"), "{e}");
+        assert!(!e.contains("Hunter2"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+
+        jail.clear_env();
+        main_file(
+            jail,
+            "storage:\n  postgres:\n    url: postgres://bm:Hunter2@db.example/chain\n    read_urls:\n      - postgres://bm:Hunter2@standby-1/chain\n      - postgres://bm:Hunter2@standby-2/chain?sslmode=verify-ca\n",
+        )?;
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid storage.postgres.read_urls[1] 'postgres://***@standby-2/chain"),
+            "{e}"
+        );
+        assert!(e.contains("(from config/block-manager-config.yaml)"), "{e}");
+        assert!(e.contains("verify-ca"), "{e}");
+        assert!(!e.contains("Hunter2"), "{e}");
+
+        jail.set_env(
+            "BLOCK_MANAGER_DATABASE_READ_URLS",
+            "postgres://bm:Hunter2@standby-1/chain,postgres://bm:Hunter2/x@standby-2/chain",
+        );
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with(
+                "invalid BLOCK_MANAGER_DATABASE_READ_URLS (storage.postgres.read_urls[1]) '"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("Hunter2"), "{e}");
+
+        main_file(
+            jail,
+            "storage:\n  postgres:\n    url: postgres://bm:Hunter2@db.example\n",
+        )?;
+        jail.clear_env();
+        let e = err(&LoadOptions::default());
+        assert!(
+            e.starts_with("invalid storage.postgres.url 'postgres://"),
+            "{e}"
+        );
+        assert!(e.contains("no database"), "{e}");
+        assert!(!e.contains("Hunter2"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn engine_conflicts_stop_start_up_with_exit_2_and_one_line_naming_key_and_source() {
+    let url = "postgres://bm:Hunter2@db.example/chain";
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (
+            &[
+                ("BLOCK_STORAGE_BACKEND", "embedded"),
+                ("BLOCK_MANAGER_DATABASE_URL", url),
+            ],
+            "invalid BLOCK_STORAGE_BACKEND 'embedded': conflicts with storage.postgres.url (from BLOCK_MANAGER_DATABASE_URL)",
+        ),
+        (
+            &[("BLOCK_STORAGE_BACKEND", "postgres")],
+            "invalid BLOCK_STORAGE_BACKEND 'postgres': the postgres engine needs storage.postgres.url",
+        ),
+        (
+            &[("BLOCK_MANAGER_DATABASE_READ_URLS", url)],
+            "invalid BLOCK_MANAGER_DATABASE_READ_URLS (storage.postgres.read_urls) '",
+        ),
+        (
+            &[("BLOCK_STORAGE_BACKEND", "sqlite")],
+            "invalid BLOCK_STORAGE_BACKEND 'sqlite'",
+        ),
+        (
+            &[(
+                "BLOCK_MANAGER_DATABASE_URL",
+                "postgres://bm:Hunter2@db.example/chain?sslmode=allow",
+            )],
+            "invalid BLOCK_MANAGER_DATABASE_URL 'postgres://***@db.example/chain?***': sslmode=allow is refused",
+        ),
+        (
+            &[
+                ("BLOCK_MANAGER_DATABASE_URL", url),
+                (
+                    "BLOCK_MANAGER_DATABASE_READ_URLS",
+                    "postgres://bm:Hunter2@standby/chain,postgres://bm:Hunter2@standby/chain?sslmode=prefer",
+                ),
+            ],
+            "invalid BLOCK_MANAGER_DATABASE_READ_URLS (storage.postgres.read_urls[1]) 'postgres://***@standby/chain?***': sslmode=prefer is refused",
+        ),
+    ];
+    for (env, start) in cases {
+        for args in [&["config", "check"][..], &["serve"][..]] {
+            let (code, out) = run_binary(args, env);
+            assert_eq!(code, Some(2), "{args:?} {env:?}: {out}");
+            assert_eq!(out.lines().count(), 1, "{args:?} {env:?}: {out}");
+            assert!(out.contains(start), "{args:?} {env:?}: {out}");
+            assert!(!out.contains("Hunter2"), "{out}");
+        }
+    }
+    // From a file, the key and the file are named.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bm.yaml");
+    std::fs::write(
+        &file,
+        format!("storage:\n  backend: embedded\n  postgres:\n    url: {url}\n"),
+    )
+    .unwrap();
+    let (code, out) = run_binary(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "invalid storage.backend 'embedded' (from {}): conflicts with storage.postgres.url (from {})",
+            file.display(),
+            file.display()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn postgres_bounds_are_checked_and_name_their_key() {
+    let cases = [
+        ("POOL_SIZE", "0", "expected 1-256"),
+        ("POOL_SIZE", "257", "expected 1-256"),
+        ("CONNECT_TIMEOUT_SECONDS", "0", "seconds must be > 0"),
+        (
+            "CONNECT_TIMEOUT_SECONDS",
+            "1e20",
+            "seconds must be at most 31536000 (one year)",
+        ),
+        ("STATEMENT_TIMEOUT_SECONDS", "-1", "seconds must be ≥ 0"),
+        (
+            "STATEMENT_TIMEOUT_SECONDS",
+            "0.0001",
+            "expected seconds from 0.001 to 2147483",
+        ),
+        (
+            "STATEMENT_TIMEOUT_SECONDS",
+            "3000000",
+            "expected seconds from 0.001 to 2147483",
+        ),
+        ("LOCK_TIMEOUT_SECONDS", "0", "seconds must be > 0"),
+        ("REPLAY_WAIT_MS", "60001", "expected 0-60000"),
+        ("CACHE_MB", "4097", "expected 0-4096"),
+    ];
+    for (key, value, why) in cases {
+        Jail::expect_with(|jail| {
+            let var = format!("BLOCK_MANAGER__STORAGE__POSTGRES__{key}");
+            jail.set_env(&var, value);
+            let e = err(&LoadOptions::default());
+            assert!(
+                e.starts_with(&format!("invalid {var} '")),
+                "{var}={value}: {e}"
+            );
+            assert!(e.ends_with(why), "{var}={value}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn config_show_and_check_never_print_a_database_password() {
+    let env = [
+        (
+            "BLOCK_MANAGER_DATABASE_URL",
+            "postgres://bm:Pw1%2Fqx@db.example:5433/chain?sslmode=require",
+        ),
+        (
+            "BLOCK_MANAGER_DATABASE_READ_URLS",
+            "postgres://bm:Pw2qx@10.0.0.7/chain?sslmode=disable,postgres://bm:Pw3qx@[2001:db8::7]/chain",
+        ),
+    ];
+    let (code, out) = run_binary(&["config", "show"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    for secret in ["Pw1", "Pw2", "Pw3", "qx"] {
+        assert!(!out.contains(secret), "{secret} shown: {out}");
+    }
+    assert!(
+        out.contains(
+            "storage.postgres.url = \"postgres://bm:***@db.example:5433/chain?sslmode=require\"    # BLOCK_MANAGER_DATABASE_URL"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("postgres://bm:***@10.0.0.7:5432/chain?sslmode=disable"),
+        "{out}"
+    );
+    assert!(
+        out.contains("postgres://bm:***@[2001:db8::7]:5432/chain"),
+        "{out}"
+    );
+    assert!(out.contains("storage.backend = null"), "{out}");
+
+    let (code, out) = run_binary(&["config", "check"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("qx") && !out.contains("Pw"), "{out}");
+    // Cleartext to another host is allowed (the operator asked) but warned about.
+    assert!(
+        out.contains("warning: storage.postgres.read_urls[0]") && out.contains("cleartext"),
+        "{out}"
+    );
+}
+
+#[test]
+fn lucid_files_with_postgres_settings_report_none_of_them_as_unused_or_unknown() {
+    Jail::expect_with(|jail| {
+        copy_repo_config(jail);
+        let main =
+            std::fs::read_to_string(jail.directory().join("config/block-manager-config.yaml"))
+                .unwrap();
+        let main = main.replacen(
+            "storage:\n",
+            "storage:\n  backend: ${BLOCK_STORAGE_BACKEND:-postgres}\n  postgres:\n    url: ${BLOCK_MANAGER_DATABASE_URL:-postgres://bm@127.0.0.1/chain}\n    read_urls: [\"postgres://bm@127.0.0.1:5433/chain\"]\n    pool_size: 4\n    connect_timeout_seconds: 3\n    statement_timeout_seconds: 5\n    lock_timeout_seconds: 1\n    replay_wait_ms: 10\n    cache_mb: 32\n",
+            1,
+        );
+        jail.create_file("config/block-manager-config.yaml", &main)?;
+        let l = load(&LoadOptions::default()).unwrap();
+        assert_eq!(l.config.storage.engine(), StorageBackend::Postgres);
+        assert_eq!(l.config.storage.postgres.pool_size, 4);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert!(
+            !l.notices.iter().any(|n| n.contains("storage.")),
+            "{:?}",
+            l.notices
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn lucid_fixture_files_with_the_database_variables_name_no_postgres_key_as_unused() {
+    for main in ["block-manager-config.yaml", "block-manager-config.json"] {
+        Jail::expect_with(|jail| {
+            let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lucid");
+            std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+            for f in [
+                main,
+                "block-manager-errors.yaml",
+                "block-manager-logging.yaml",
+            ] {
+                std::fs::copy(
+                    format!("{fixtures}/{f}"),
+                    jail.directory().join("config").join(f),
+                )
+                .unwrap();
+            }
+            jail.set_env("BLOCK_MANAGER_CONFIG", format!("config/{main}"));
+            jail.set_env("BLOCK_STORAGE_BACKEND", "postgres");
+            jail.set_env(
+                "BLOCK_MANAGER_DATABASE_URL",
+                "postgres://bm:pw@127.0.0.1/chain",
+            );
+            jail.set_env(
+                "BLOCK_MANAGER_DATABASE_READ_URLS",
+                "postgres://bm:pw@127.0.0.1:5433/chain",
+            );
+            jail.set_env("BLOCK_MANAGER__STORAGE__POSTGRES__CACHE_MB", "16");
+            jail.set_env(
+                "DATABASE_URL",
+                "mongodb://lucid:pw@lucid-mongodb:27017/lucid",
+            );
+            let l = load(&LoadOptions::default()).unwrap();
+            assert_eq!(l.config.storage.engine(), StorageBackend::Postgres);
+            assert_eq!(l.config.storage.postgres.cache_mb, 16);
+            for line in l.warnings.iter().chain(&l.notices) {
+                assert!(
+                    !line.contains("storage.postgres") && !line.contains("storage.backend"),
+                    "{main}: {line}"
+                );
+            }
+            Ok(())
+        });
+    }
+}

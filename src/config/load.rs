@@ -20,7 +20,7 @@ const REQUIRED: [&str; 3] = ["service.host", "service.port", "storage.blocks_pat
 
 /// Environment variables with fixed names → key paths. Later entries win over
 /// `BLOCK_MANAGER__SECTION__KEY`, which is read first.
-pub const ENV_KEYS: [(&str, &[&str]); 12] = [
+pub const ENV_KEYS: [(&str, &[&str]); 15] = [
     ("BLOCK_MANAGER_HOST", &["service.host"]),
     ("BLOCK_MANAGER_PORT", &["service.port"]),
     ("BLOCK_MANAGER_URL", &["service.url"]),
@@ -41,6 +41,13 @@ pub const ENV_KEYS: [(&str, &[&str]); 12] = [
     (
         "BLOCKCHAIN_ENGINE_API_KEY",
         &["synchronization.engine_api_key"],
+    ),
+    ("BLOCK_STORAGE_BACKEND", &["storage.backend"]),
+    // Not `DATABASE_URL`: in Lucid's env files that is MongoDB's.
+    ("BLOCK_MANAGER_DATABASE_URL", &["storage.postgres.url"]),
+    (
+        "BLOCK_MANAGER_DATABASE_READ_URLS",
+        &["storage.postgres.read_urls"],
     ),
 ];
 
@@ -150,13 +157,20 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     for var in ["MONGODB_URL", "REDIS_URL"] {
         if env(var).is_some() {
             notices.push(format!(
-                "{var} is set and ignored: block-manager keeps its blocks in an embedded store"
+                "{var} is set and ignored: block-manager keeps its blocks in its own store (embedded, or PostgreSQL through BLOCK_MANAGER_DATABASE_URL)"
             ));
         }
+    }
+    if env("DATABASE_URL").is_some() {
+        notices.push(
+            "DATABASE_URL is set and ignored: in Lucid's env files it is MongoDB's; the PostgreSQL engine reads BLOCK_MANAGER_DATABASE_URL"
+                .into(),
+        );
     }
     let (unused, unused_notices) = lucid::scan(&figment);
     warnings.extend(unused);
     warnings.extend(lucid::check_identity(&config, &figment));
+    warnings.extend(super::storage::cleartext_warnings(&config, &figment));
     notices.extend(unused_notices);
     Ok(Loaded {
         config,
@@ -437,7 +451,7 @@ pub fn source_of(figment: &Figment, path: &[&str]) -> String {
     }
 }
 
-fn is_env_name(name: &str) -> bool {
+pub(super) fn is_env_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
@@ -797,6 +811,7 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
     }
     validate_sync_budget(c, f)?;
     validate_events(c, f)?;
+    super::storage::validate(c, f)?;
     if let Err((key, value, why)) = crate::telemetry::check(c) {
         return Err(if is_env_name(&key) {
             ConfigError(format!("invalid {key} '{value}': {why}"))
@@ -885,7 +900,7 @@ const MAX_CACHE_MB: u64 = 64 * 1024;
 
 /// Checks that `v` seconds is a duration the program can hold: finite, not negative (and
 /// not zero unless `zero_ok`), at most a year.
-fn seconds(f: &Figment, key: &str, v: f64, zero_ok: bool) -> Result<(), ConfigError> {
+pub(super) fn seconds(f: &Figment, key: &str, v: f64, zero_ok: bool) -> Result<(), ConfigError> {
     let why = if !v.is_finite() {
         "seconds must be a finite number"
     } else if v < 0.0 {

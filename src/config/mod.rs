@@ -4,12 +4,15 @@
 //! file is the operator reference: every field carries a `///` that the README mirrors.
 
 mod cidr;
+pub mod database_url;
 mod load;
 mod lucid;
 pub mod redact;
+mod storage;
 mod subst;
 
 pub use cidr::{Cidr, parse_all as parse_cidrs};
+pub use database_url::{DatabaseUrl, Tls};
 pub use load::source_of;
 pub use load::{ConfigError, ENV_KEYS, LoadOptions, Loaded, load, source_name};
 pub use lucid::lucid_name;
@@ -155,6 +158,12 @@ pub struct StorageConfig {
     pub cache_size_mb: u64,
     /// Below this many free bytes on the data volume, health reports degraded.
     pub min_free_bytes: u64,
+    /// Which engine keeps the chain (`BLOCK_STORAGE_BACKEND`): `embedded` or `postgres`; unset =
+    /// postgres when `storage.postgres.url` is set, else embedded.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub backend: Option<StorageBackend>,
+    /// The PostgreSQL engine's settings.
+    pub postgres: PostgresConfig,
 }
 
 impl Default for StorageConfig {
@@ -163,7 +172,124 @@ impl Default for StorageConfig {
             blocks_path: "data/blocks".into(),
             cache_size_mb: 16,
             min_free_bytes: 100 * 1024 * 1024,
+            backend: None,
+            postgres: PostgresConfig::default(),
         }
+    }
+}
+
+impl StorageConfig {
+    /// The engine in force (after validation: a conflict was refused at load).
+    pub fn engine(&self) -> StorageBackend {
+        match self.backend {
+            Some(engine) => engine,
+            None if self
+                .postgres
+                .url
+                .as_deref()
+                .is_some_and(|u| !u.trim().is_empty()) =>
+            {
+                StorageBackend::Postgres
+            }
+            None => StorageBackend::Embedded,
+        }
+    }
+}
+
+/// The engines that can keep the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A redb file and body log under `storage.blocks_path`, owned by one process.
+    Embedded,
+    /// PostgreSQL 15 or newer, shared by any number of block-manager processes.
+    Postgres,
+}
+
+/// `storage.postgres` section: the PostgreSQL engine.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostgresConfig {
+    /// The primary (`BLOCK_MANAGER_DATABASE_URL`, never `DATABASE_URL`, which is MongoDB's in
+    /// Lucid's env files): `postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...`. Setting
+    /// it selects the postgres engine. `sslmode`: `disable` (cleartext), `require` or
+    /// `verify-full` (TLS with chain and host name verified); unset → `disable` for a
+    /// loopback host, else `require`; `prefer`, `allow`, `verify-ca` are refused.
+    /// `sslrootcert=PATH` trusts a private CA; `application_name` is passed on.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub url: Option<String>,
+    /// Hot standbys that serve reads (`BLOCK_MANAGER_DATABASE_READ_URLS`, a comma-separated
+    /// string there; a list in a file), each a URL as `url`. Needs `url`.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub read_urls: Vec<String>,
+    /// Connections this process keeps to the primary (1-256).
+    pub pool_size: usize,
+    /// Seconds to establish a connection; past it the store is unreachable (writes answer
+    /// 503 `ST_001`, health is unhealthy) rather than hanging.
+    pub connect_timeout_seconds: f64,
+    /// Seconds one SQL statement may run before the server cancels it (0.001-2147483).
+    pub statement_timeout_seconds: f64,
+    /// Seconds a statement may wait for a row or table lock, the chain's write lock included,
+    /// before it gives up (0.001-2147483).
+    pub lock_timeout_seconds: f64,
+    /// Milliseconds a read at or below the known tip waits for a standby to replay it before
+    /// it is read from the primary (0-60000; 0 goes to the primary at once).
+    pub replay_wait_ms: u64,
+    /// MiB of the in-process cache of immutable block bodies (0-4096; 0 turns it off).
+    pub cache_mb: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            read_urls: Vec::new(),
+            pool_size: 8,
+            connect_timeout_seconds: 5.0,
+            statement_timeout_seconds: 10.0,
+            lock_timeout_seconds: 2.0,
+            replay_wait_ms: 20,
+            cache_mb: 64,
+        }
+    }
+}
+
+// By hand: the URLs may carry passwords, and a derived `Debug` would print them.
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.url.as_deref().map(database_url::shown))
+            .field(
+                "read_urls",
+                &self
+                    .read_urls
+                    .iter()
+                    .map(|u| database_url::shown(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .field("statement_timeout_seconds", &self.statement_timeout_seconds)
+            .field("lock_timeout_seconds", &self.lock_timeout_seconds)
+            .field("replay_wait_ms", &self.replay_wait_ms)
+            .field("cache_mb", &self.cache_mb)
+            .finish()
+    }
+}
+
+/// An optional value where empty text (an unset `${VAR}`) counts as unset.
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(v) => T::deserialize(v)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 
@@ -774,5 +900,44 @@ impl Config {
                 .request_timeout_seconds,
         );
         duration(secs).max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_in_force_follows_the_backend_else_the_url() {
+        let mut s = StorageConfig::default();
+        assert_eq!(s.engine(), StorageBackend::Embedded);
+        s.postgres.url = Some("  ".into());
+        assert_eq!(s.engine(), StorageBackend::Embedded, "blank is unset");
+        s.postgres.url = Some("postgres://bm@127.0.0.1/chain".into());
+        assert_eq!(s.engine(), StorageBackend::Postgres);
+        s.backend = Some(StorageBackend::Embedded);
+        assert_eq!(
+            s.engine(),
+            StorageBackend::Embedded,
+            "an explicit backend wins"
+        );
+        s.backend = Some(StorageBackend::Postgres);
+        s.postgres.url = None;
+        assert_eq!(s.engine(), StorageBackend::Postgres);
+    }
+
+    #[test]
+    fn postgres_settings_never_debug_print_a_password() {
+        let p = PostgresConfig {
+            url: Some("postgres://bm:Hunter2@db.example/chain".into()),
+            read_urls: vec!["postgres://bm:Hunter3/x@standby/chain".into()],
+            ..PostgresConfig::default()
+        };
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("Hunter"), "{shown}");
+        assert!(
+            shown.contains("db.example") && shown.contains("pool_size: 8"),
+            "{shown}"
+        );
     }
 }

@@ -47,6 +47,20 @@ pub fn url(v: &str) -> String {
     let mut rest = v;
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
+        let scheme_start = head[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        if super::database_url::is_database_url(&head[scheme_start..]) {
+            // A database URL's password may hold any character when it was not
+            // percent-encoded: mask by its own rules rather than split it here.
+            let end = database_url_end(tail);
+            out.push_str(&head[..scheme_start]);
+            out.push_str(&super::database_url::shown(
+                &rest[scheme_start..head.len() + end],
+            ));
+            rest = &tail[end..];
+            continue;
+        }
         out.push_str(head);
         // The URL runs to the next whitespace or comma.
         let end = tail
@@ -73,6 +87,17 @@ pub fn url(v: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Where a database URL that starts `tail` ends: at whitespace, or at a comma that starts
+/// the next database URL of a list.
+fn database_url_end(tail: &str) -> usize {
+    let end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+    tail[..end]
+        .match_indices(',')
+        .map(|(i, _)| i)
+        .find(|&i| super::database_url::is_database_url(&tail[i + 1..end]))
+        .unwrap_or(end)
 }
 
 #[cfg(test)]
@@ -124,5 +149,21 @@ mod tests {
             "redis://<redacted>@r1:1, redis://<redacted>@r2:2"
         );
         assert_eq!(url("no url here"), "no url here");
+    }
+
+    #[test]
+    fn database_url_passwords_never_show_even_when_not_percent_encoded() {
+        // A password written with a raw '/', '?', '#' or ',' breaks a naive authority split.
+        for raw in [
+            "postgres://bm:se/cr3t@db.example:5432/chain?sslmode=require",
+            "postgresql://bm:se?cr3t@db.example/chain",
+            "postgres://bm:se#cr3t@db.example/chain",
+            "postgres://bm:se,cr3t@db.example/chain",
+            "postgres://bm:se@cr3t@db.example/chain",
+        ] {
+            let shown = url(raw);
+            assert!(!shown.contains("cr3t"), "{raw} shown as {shown}");
+            assert!(shown.contains("db.example"), "{raw} shown as {shown}");
+        }
     }
 }

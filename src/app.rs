@@ -9,7 +9,7 @@ use crate::health::{Check, Health, StoreCheck};
 use crate::ledger::{self, Ledger};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
-use crate::store::{BlockStore, RedbStore, StoreError};
+use crate::store::BlockStore;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,59 +81,17 @@ pub fn limits(config: &Config) -> Limits {
     }
 }
 
-/// Opens the store with the configured cache, explaining failures in one line.
+/// Opens the configured engine's store, explaining failures in one line. On PostgreSQL the
+/// engine itself creates genesis once the database is ready (it may not be yet).
 pub fn open_store(config: &Config) -> Result<Arc<dyn BlockStore>, StartError> {
-    let path = config.store_file();
-    let cache = (config.storage.cache_size_mb as usize)
-        .saturating_mul(1024 * 1024)
-        .max(1024 * 1024);
-    // Blocks buried deeper than any fork sync may roll back become final as the tip rises
-    let depth = config.synchronization.max_reorg_depth;
-    match RedbStore::open(&path, cache).and_then(|s| s.with_finality_depth(depth)) {
-        Ok(s) => {
-            let r = s.open_report();
-            tracing::info!(
-                path = %path.display(),
-                created = r.created,
-                full_repair = r.full_repair,
-                took_ms = r.duration.as_secs_f64() * 1e3,
-                "block store opened"
-            );
-            Ok(Arc::new(s))
-        }
-        Err(StoreError::AlreadyOpen { .. }) => Err(StartError(format!(
-            "cannot open block store {}: it is in use by another running block-manager (storage.blocks_path / BLOCK_STORAGE_PATH)",
-            path.display()
-        ))),
-        // A host folder given to another user is the usual cause in a container: name the
-        // chown that fixes it; else (root on a read-only volume, say) the generic advice.
-        Err(e @ StoreError::PermissionDenied(_)) => {
-            Err(StartError(match crate::ownership::chown_hint(&path) {
-                Some(hint) => format!("cannot open block store {}: {e}; {hint}", path.display()),
-                None => format!(
-                    "cannot open block store {}: {e}; make the data folder writable by this user",
-                    path.display()
-                ),
-            }))
-        }
-        Err(e) => Err(StartError(format!(
-            "cannot open block store {}: {e}",
-            path.display()
-        ))),
-    }
+    let genesis = genesis_record(config)?;
+    crate::store::open::open(config, genesis).map_err(StartError)
 }
 
-/// Creates the genesis block in an empty standalone store.
-fn ensure_genesis(config: &Config, store: &dyn BlockStore) -> Result<(), StartError> {
+/// The genesis block a standalone service starts an empty chain with.
+fn genesis_record(config: &Config) -> Result<Option<crate::store::BlockRecord>, StartError> {
     if config.upstream().is_some() {
-        return Ok(());
-    }
-    if store
-        .tip()
-        .map_err(|e| StartError(format!("cannot read block store: {e}")))?
-        .is_some()
-    {
-        return Ok(());
+        return Ok(None);
     }
     let at = match config
         .chain
@@ -146,11 +104,31 @@ fn ensure_genesis(config: &Config, store: &dyn BlockStore) -> Result<(), StartEr
             .map_err(|e| StartError(format!("invalid chain.genesis_timestamp '{ts}': {e}")))?,
         None => ledger::now(),
     };
-    let genesis = chain::genesis_block(at);
+    Ok(Some(ledger::record_of(&chain::genesis_block(at))))
+}
+
+/// Creates the genesis block in an empty standalone store.
+fn ensure_genesis(config: &Config, store: &dyn BlockStore) -> Result<(), StartError> {
+    // The PostgreSQL engine creates it itself, once its database is ready.
+    if !store.reads_inline() {
+        return Ok(());
+    }
+    let Some(genesis) = genesis_record(config)? else {
+        return Ok(());
+    };
+    if store
+        .tip()
+        .map_err(|e| StartError(format!("cannot read block store: {e}")))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let hash = genesis.meta.hash.clone();
+    let timestamp = genesis.meta.timestamp.clone();
     store
-        .set_genesis(&config.chain.network, ledger::record_of(&genesis))
+        .set_genesis(&config.chain.network, genesis)
         .map_err(|e| StartError(format!("cannot write the genesis block: {e}")))?;
-    tracing::info!(hash = %genesis.hash, timestamp = %genesis.timestamp, "genesis block created");
+    tracing::info!(hash = %hash, timestamp = %timestamp, "genesis block created");
     Ok(())
 }
 

@@ -326,10 +326,7 @@ impl<'a> Pending<'a> {
         }
         let stored_txs = store.stored_tx_ids(&ids)?;
         // The tip's hash is what the group's first block links to: no lookup for it.
-        let hashes = tip
-            .iter()
-            .map(|(h, hash, _)| (*h, hash.clone()))
-            .collect();
+        let hashes = tip.iter().map(|(h, hash, _)| (*h, hash.clone())).collect();
         Ok(Self {
             store,
             tip,

@@ -25,6 +25,7 @@ mod conformance;
 mod database;
 mod failure;
 mod listing;
+pub mod open;
 pub mod postgres;
 mod read_only;
 mod redb_store;

@@ -6,17 +6,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 
-/// TLS to the server, verified: the chain to a trusted root and the host name.
-#[derive(Clone, Debug)]
-pub enum Tls {
-    /// Cleartext (`sslmode=disable`), as the operator asked.
-    Disable,
-    /// TLS; the roots are the platform's, or only the CA in `root_cert` when given.
-    Require {
-        /// A private CA (`sslrootcert`), PEM.
-        root_cert: Option<PathBuf>,
-    },
-}
+pub use crate::config::Tls;
+use crate::config::{DatabaseUrl, PostgresConfig};
 
 /// Everything the engine needs to connect, with the bounds of every call.
 #[derive(Clone, Debug)]
@@ -51,6 +42,33 @@ impl PgOptions {
             statement_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(2),
             cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// Options for the database at `url` with the `storage.postgres` settings.
+    pub fn from_config(url: &DatabaseUrl, settings: &PostgresConfig) -> Self {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&url.host)
+            .port(url.port)
+            .user(&url.user)
+            .dbname(&url.dbname);
+        if let Some(password) = &url.password {
+            pg.password(password);
+        }
+        if let Some(name) = &url.application_name {
+            pg.application_name(name);
+        }
+        let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
+        Self {
+            pg,
+            tls: url.tls.clone(),
+            display: url.redacted(),
+            pool_size: settings.pool_size,
+            connect_timeout: secs(settings.connect_timeout_seconds),
+            statement_timeout: secs(settings.statement_timeout_seconds),
+            lock_timeout: secs(settings.lock_timeout_seconds),
+            cache_bytes: usize::try_from(settings.cache_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
         }
     }
 

@@ -90,7 +90,7 @@ pg_pick_bin() {
     local initdb dir
     initdb=$(command -v initdb 2>/dev/null)
     for dir in ${initdb:+"$(dirname "$(readlink -f "$initdb")")"} \
-        $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -rV); do
+        $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV); do
         if pg_complete_bin "$dir"; then
             PG_BIN=$dir
             return 0

@@ -57,9 +57,11 @@ finish() {
 # and exports
 #   BLOCK_MANAGER_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable
 #   BLOCK_MANAGER_TEST_STANDBY_URL   the same on the standby (with --standby only)
-#   PG_BIN, PG_PORT, PG_STANDBY_PORT, PG_DIR
-# `pg_stop` stops and removes it; it is safe to call twice and when nothing was started, so call it
-# from the EXIT trap (drill_cleanup already does). PG_TMPDIR picks the folder the temp folder is
+#   PG_BIN, PG_PORT, PG_STANDBY_PORT
+# and sets PG_DIR, its folder, in this shell only: child scripts see the URLs but not the folder,
+# so a drill run from a script that has a server starts its own, and its exit trap cannot stop
+# its parent's. `pg_stop` stops and removes the server this shell started; it is safe to call
+# twice and when nothing was started, so call it from the EXIT trap (drill_cleanup already does). PG_TMPDIR picks the folder the temp folder is
 # made in (default $TMPDIR or /tmp): fsync stays on, so put it on the disk you mean to measure.
 # As root the server runs as the `postgres` user (PostgreSQL refuses root); as anyone else, as
 # that user.
@@ -148,7 +150,7 @@ pg_start() {
         return 1
     fi
     PG_DIR=$(mktemp -d "${PG_TMPDIR:-${TMPDIR:-/tmp}}/bm-pg.XXXXXX") || return 1
-    export PG_DIR PG_BIN
+    export PG_BIN
     # The postgres user must reach the folder: mktemp makes it 0700 for us.
     [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
     PG_PORT=$(free_port)

@@ -16,7 +16,8 @@ pub const STANDBY_URL_ENV: &str = "BLOCK_MANAGER_TEST_STANDBY_URL";
 /// `1`: a PostgreSQL test without a server fails instead of skipping.
 pub const REQUIRE_ENV: &str = "BLOCK_MANAGER_REQUIRE_POSTGRES";
 
-/// How long the standby may take to replay a `CREATE DATABASE` (measured: milliseconds).
+/// How long the standby may take to replay a `CREATE DATABASE` (on loopback replay takes
+/// milliseconds; the margin is for a loaded machine).
 const STANDBY_REPLAY_LIMIT: Duration = Duration::from_secs(10);
 
 /// Creates an empty database with a name no other test (in this or another test binary, in this

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: unit and end-to-end tests (cargo test), then the
-# drills that need real outside tools — Prometheus and promtool, schemathesis, a Docker engine,
-# the arm64 cross build under qemu. Each drill installs what it needs and cleans up after itself.
+# The whole test suite, on a fresh machine: unit and end-to-end tests (cargo test, with a
+# throwaway PostgreSQL primary and streaming standby up, so the PostgreSQL tests run rather than
+# skip), then the drills that need real outside tools — Prometheus and promtool, schemathesis, a
+# Docker engine, the arm64 cross build under qemu. Each drill installs what it needs and cleans up after itself.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    cargo test only
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 export CARGO_TERM_COLOR=never
 passed=0
@@ -40,12 +42,18 @@ need() {
 
 need curl curl || { echo "curl is required"; exit 1; }
 
+# The server the PostgreSQL tests use lives as long as this run; Ctrl-C stops it too.
+trap pg_stop EXIT
+trap 'exit 130' INT TERM
+step "postgres" pg_start --standby
+
 # The crash drills kill a writer 50 times and a syncing follower 10 times here (20 and 5 in a
-# plain `cargo test`).
-step "cargo test" env CRASH_ROUNDS=50 SYNC_KILLS=10 cargo test
+# plain `cargo test`). BLOCK_MANAGER_REQUIRE_POSTGRES=1: here a PostgreSQL test that finds no server
+# fails instead of skipping.
+step "cargo test" env CRASH_ROUNDS=50 SYNC_KILLS=10 BLOCK_MANAGER_REQUIRE_POSTGRES=1 cargo test
 if [ "${1:-}" != "--quick" ]; then
   step "release build" cargo build --release --locked
-  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh tests/range_memory.sh tests/follower_memory.sh tests/slowloris.sh tests/explorer.sh; do
+  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh tests/range_memory.sh tests/follower_memory.sh tests/slowloris.sh tests/explorer.sh tests/postgres_server.sh; do
     if [ -f "$drill" ]; then
       step "$drill" bash "$drill"
     fi

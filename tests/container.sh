@@ -3,7 +3,8 @@
 # up healthy on the first `compose up`, as a non-root distroless service.
 #
 # What it does (as root, on a throw-away Docker engine of its own):
-#   - lints docker/Dockerfile (hadolint) and both compose files (docker-compose config -q);
+#   - lints docker/Dockerfile (hadolint) and the compose files (docker-compose config -q), and
+#     checks the PostgreSQL override's wiring (its password required, healthy PostgreSQL first);
 #   - starts dockerd in a temp dir with --bridge=none --iptables=false --ip-forward=false
 #     --ip-masq=false (no bridge, no NAT; containers use host networking on loopback);
 #   - builds a distroless-like base from Debian packages (the libraries `ldd` lists for the
@@ -179,6 +180,57 @@ for files in "docker/docker-compose.yml" "docker/docker-compose.yml docker/docke
     fail "docker-compose config -q: $files"; printf '%s\n' "$out"
   fi
 done
+# The PostgreSQL variant: valid on its own and with each other override, only with its password
+# set (no default secret), and wired as promised: PostgreSQL 15 or newer on a named volume with a
+# pg_isready healthcheck, block-manager on the same image as the base file, waiting for it healthy.
+PG_COMPOSE="docker/docker-compose.postgres.yml"
+for files in "docker/docker-compose.yml $PG_COMPOSE" "docker/docker-compose.yml $PG_COMPOSE docker/docker-compose.lucid.yml" \
+             "docker/docker-compose.yml $PG_COMPOSE docker/docker-compose.host-port.yml"; do
+  args=()
+  for f in $files; do args+=(-f "$ROOT/$f"); done
+  if out="$(BLOCK_MANAGER_POSTGRES_PASSWORD=lint docker-compose "${args[@]}" config -q 2>&1)"; then
+    pass "docker-compose config -q: $files"
+  else
+    fail "docker-compose config -q: $files"; printf '%s\n' "$out"
+  fi
+done
+if out="$(env -u BLOCK_MANAGER_POSTGRES_PASSWORD docker-compose -f "$ROOT/docker/docker-compose.yml" \
+            -f "$ROOT/$PG_COMPOSE" config -q 2>&1)"; then
+  fail "$PG_COMPOSE: accepted without BLOCK_MANAGER_POSTGRES_PASSWORD"
+elif grep -q BLOCK_MANAGER_POSTGRES_PASSWORD <<<"$out"; then
+  pass "$PG_COMPOSE: refused without BLOCK_MANAGER_POSTGRES_PASSWORD, naming it"
+else
+  fail "$PG_COMPOSE: refused without its password, not saying so: $out"
+fi
+if out="$( { BLOCK_MANAGER_POSTGRES_PASSWORD=lint docker-compose -f "$ROOT/docker/docker-compose.yml" config &&
+             echo "---" &&
+             BLOCK_MANAGER_POSTGRES_PASSWORD=lint docker-compose -f "$ROOT/docker/docker-compose.yml" \
+               -f "$ROOT/$PG_COMPOSE" config; } 2>&1 | python3 -c '
+import re, sys, yaml
+base, doc = yaml.safe_load_all(sys.stdin)
+pg, bm = doc["services"]["postgres"], doc["services"]["block-manager"]
+env = bm["environment"]
+url = env.get("BLOCK_MANAGER_DATABASE_URL", "")
+major = re.match(r"postgres:(\d+)", pg["image"])
+volume = pg["volumes"][0].split(":")[0] if pg.get("volumes") else ""
+want = {
+    "PostgreSQL 15 or newer": bool(major) and int(major.group(1)) >= 15,
+    "healthcheck with pg_isready": "pg_isready" in pg["healthcheck"]["test"],
+    "data on a named volume": volume in (doc.get("volumes") or {}),
+    "port not published": "ports" not in pg,
+    "the base file image": bm["image"] == base["services"]["block-manager"]["image"],
+    "backend postgres": env.get("BLOCK_STORAGE_BACKEND") == "postgres",
+    "URL names the postgres service": re.fullmatch(r"postgres://block_manager:lint@postgres:5432/\w+\?sslmode=disable", url) is not None,
+    "waits for postgres healthy": bm["depends_on"]["postgres"]["condition"] == "service_healthy",
+}
+bad = [k for k, ok in want.items() if not ok]
+print("; ".join(bad) if bad else "ok")
+sys.exit(1 if bad else 0)
+')"; then
+  pass "$PG_COMPOSE: PostgreSQL 15+ healthy first, on a volume, block-manager on the same image"
+else
+  fail "$PG_COMPOSE: $out"
+fi
 # Lucid's entry: Compose reads its env files, so validate it on a Lucid-shaped folder; then check
 # it still is Lucid's entry (same image, env files, folders, network, user) with the two edits.
 LINT_ROOT="$(mktemp -d /tmp/bm-lucid-lint.XXXXXX)"

@@ -316,3 +316,6 @@ pub fn run_verify(workdir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String)
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// PostgreSQL databases for the tests of the postgres engine.
+pub mod pg;

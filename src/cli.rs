@@ -305,11 +305,33 @@ fn flatten<'a>(
     }
 }
 
+/// `verify` on a PostgreSQL database: it is shared with running replicas, so it is read in
+/// place (the engine's reads never change it) and creates nothing (no genesis).
+fn verify_shared(config: &crate::config::Config, from: u64, to: Option<u64>) -> ExitCode {
+    let store = match crate::store::open::open(config, None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("block-manager: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match crate::verify::verify(&*store, from, to) {
+        Ok(r) => report_verified(&r),
+        Err(e) => {
+            eprintln!("block-manager: cannot read the store: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn verify(target: &Target, from: u64, to: Option<u64>) -> ExitCode {
     let loaded = match load(target) {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if loaded.config.storage.engine() == crate::config::StorageBackend::Postgres {
+        return verify_shared(&loaded.config, from, to);
+    }
     // Verifying must never create a store where there was none.
     let file = loaded.config.store_file();
     if !file.is_file() {
@@ -361,28 +383,30 @@ fn verify(target: &Target, from: u64, to: Option<u64>) -> ExitCode {
         }
     };
     match checked {
-        Ok(r) => {
-            for e in &r.errors {
-                println!("error: {e}");
-            }
-            let verdict = if r.is_valid {
-                "consistent"
-            } else {
-                "INCONSISTENT"
-            };
-            println!(
-                "checked {} blocks (heights {}-{}): {verdict}, {} problem(s)",
-                r.blocks_checked, r.start_height, r.end_height, r.error_count
-            );
-            if r.is_valid {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        Ok(r) => report_verified(&r),
         Err(e) => {
             eprintln!("block-manager: cannot read the store: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+fn report_verified(r: &crate::verify::Report) -> ExitCode {
+    for e in &r.errors {
+        println!("error: {e}");
+    }
+    let verdict = if r.is_valid {
+        "consistent"
+    } else {
+        "INCONSISTENT"
+    };
+    println!(
+        "checked {} blocks (heights {}-{}): {verdict}, {} problem(s)",
+        r.blocks_checked, r.start_height, r.end_height, r.error_count
+    );
+    if r.is_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -95,8 +95,20 @@ struct Inner {
 /// The block store on PostgreSQL.
 pub struct PgStore {
     inner: Arc<Inner>,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: EngineRuntime,
     label: PathBuf,
+}
+
+/// The engine's runtime, shut down without blocking when dropped: the last handle may be
+/// dropped on an async thread, where a blocking shutdown panics.
+struct EngineRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for EngineRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl PgStore {
@@ -104,14 +116,19 @@ impl PgStore {
     /// fails at once; an outage (refused, timed out, starting up) returns a store that is not
     /// ready and keeps trying in the background.
     pub fn connect(options: PgOptions, spec: ChainSpec) -> Result<PgStore, ConnectError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("block-store-pg")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                ConnectError::Configuration(format!("cannot start the database engine: {e}"))
-            })?;
+        let runtime = EngineRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("block-store-pg")
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    ConnectError::Configuration(format!("cannot start the database engine: {e}"))
+                })?,
+        ));
+        let Some(handle) = runtime.0.as_ref().map(|r| r.handle().clone()) else {
+            unreachable!("the runtime was just built");
+        };
         let pool = connect::pool(&options).map_err(ConnectError::Configuration)?;
         let label = PathBuf::from(options.display.clone());
         let inner = Arc::new(Inner {
@@ -122,15 +139,21 @@ impl PgStore {
             chain: RwLock::new(None),
             waiting: Mutex::new("connecting to the database".into()),
         });
+        // Waited for on this thread, which may be one of the caller's async threads (start-up
+        // does nothing else meanwhile): hence a channel, not the runtime's `block_on`.
         let first = {
             let inner = inner.clone();
             let limit = inner.options.call_limit();
-            runtime.block_on(async move {
-                match tokio::time::timeout(limit, inner.ready()).await {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            handle.spawn(async move {
+                let r = match tokio::time::timeout(limit, inner.ready()).await {
                     Ok(r) => r,
                     Err(_) => Err(Fault::Pool("timed out".into())),
-                }
-            })
+                };
+                let _ = tx.send(r);
+            });
+            rx.recv()
+                .unwrap_or_else(|_| Err(Fault::Pool("the database engine stopped".into())))
         };
         if let Err(fault) = first {
             if let Some(why) = fault.configuration_error() {
@@ -142,11 +165,11 @@ impl PgStore {
             let why = fault.into_store(false).to_string();
             tracing::warn!(database = %inner.options.display, error = %why, "database not reachable yet; retrying in the background");
             inner.set_waiting(why);
-            runtime.spawn(inner.clone().keep_trying());
+            handle.spawn(inner.clone().keep_trying());
         }
         Ok(PgStore {
             inner,
-            runtime: Some(runtime),
+            runtime,
             label,
         })
     }
@@ -166,7 +189,7 @@ impl PgStore {
         if self.inner.snapshot().is_none() {
             return Err(StoreError::Unavailable(self.inner.waiting()));
         }
-        let Some(runtime) = &self.runtime else {
+        let Some(runtime) = &self.runtime.0 else {
             return Err(StoreError::Unavailable(
                 "the database engine has stopped".into(),
             ));
@@ -196,15 +219,6 @@ impl PgStore {
         match self.inner.snapshot() {
             Some(chain) => Ok(f(&chain)),
             None => Err(StoreError::Unavailable(self.inner.waiting())),
-        }
-    }
-}
-
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        // Never block here: the last handle may be dropped on an async thread.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
         }
     }
 }

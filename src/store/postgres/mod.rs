@@ -215,7 +215,7 @@ impl PgStore {
     }
 
     /// A read answered from the in-memory chain state.
-    fn from_memory<T>(&self, f: impl FnOnce(&Chain) -> T) -> Result<T, StoreError> {
+    fn in_memory<T>(&self, f: impl FnOnce(&Chain) -> T) -> Result<T, StoreError> {
         match self.inner.snapshot() {
             Some(chain) => Ok(f(&chain)),
             None => Err(StoreError::Unavailable(self.inner.waiting())),
@@ -442,7 +442,7 @@ fn count(n: impl TryInto<i64>) -> i64 {
 
 impl BlockStore for PgStore {
     fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
-        self.from_memory(|c| c.tip.clone())
+        self.in_memory(|c| c.tip.clone())
     }
 
     fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
@@ -621,11 +621,11 @@ impl BlockStore for PgStore {
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
-        self.from_memory(|c| c.totals)
+        self.in_memory(|c| c.totals)
     }
 
     fn chain_info(&self) -> Result<ChainInfo, StoreError> {
-        self.from_memory(|c| ChainInfo {
+        self.in_memory(|c| ChainInfo {
             format_version: schema::SCHEMA_VERSION as u32,
             network: c
                 .network
@@ -718,7 +718,7 @@ impl BlockStore for PgStore {
     }
 
     fn finality_floor(&self) -> Result<u64, StoreError> {
-        self.from_memory(|c| c.floor)
+        self.in_memory(|c| c.floor)
     }
 
     fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError> {

@@ -170,6 +170,7 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(4096);
         let tip = Arc::new(AtomicU64::new(NO_TIP));
         let changes = Arc::new(TipWatch::new());
+        store.follow_changes(changes.clone());
         let writer = Writer {
             store,
             limits,

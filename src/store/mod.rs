@@ -266,6 +266,10 @@ pub trait BlockStore: Send + Sync + 'static {
         Ok(stored)
     }
 
+    /// Wakes `watch` whenever another process changes the chain (an engine shared by several
+    /// replicas); this process's own commits are the writer's to announce.
+    fn follow_changes(&self, _watch: std::sync::Arc<tip::TipWatch>) {}
+
     /// The engine's name, as health and logs show it: `embedded` or `postgres`.
     fn engine(&self) -> &'static str {
         "embedded"

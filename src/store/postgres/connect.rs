@@ -82,20 +82,13 @@ impl PgOptions {
 
 /// The pool, with every session's timeouts set at connect time.
 pub fn pool(options: &PgOptions) -> Result<Pool, String> {
-    let mut pg = options.pg.clone();
+    let mut pg = session_config(options);
     pg.connect_timeout(options.connect_timeout);
     pg.keepalives(true);
     pg.keepalives_idle(Duration::from_secs(10));
     if pg.get_application_name().is_none() {
         pg.application_name("block-manager");
     }
-    // Session defaults, so no statement on any connection can hang past its bound.
-    pg.options(format!(
-        "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
-        millis(options.statement_timeout),
-        millis(options.lock_timeout),
-        millis(options.statement_timeout * 2),
-    ));
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
@@ -120,6 +113,81 @@ pub fn pool(options: &PgOptions) -> Result<Pool, String> {
         })
         .build()
         .map_err(|e| format!("cannot build the database pool: {e}"))
+}
+
+/// Connection settings every session of the engine uses: timeouts, keep-alives, its name.
+fn session_config(options: &PgOptions) -> tokio_postgres::Config {
+    let mut pg = options.pg.clone();
+    pg.connect_timeout(options.connect_timeout);
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(10));
+    if pg.get_application_name().is_none() {
+        pg.application_name("block-manager");
+    }
+    // Session defaults, so no statement on any connection can hang past its bound.
+    pg.options(format!(
+        "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        millis(options.statement_timeout),
+        millis(options.lock_timeout),
+        millis(options.statement_timeout * 2),
+    ));
+    pg
+}
+
+/// A session of its own (not pooled) whose notifications arrive on the returned channel, for
+/// `LISTEN`. The session ends when the client is dropped or the connection is lost (the
+/// channel then closes).
+pub async fn listening_session(
+    options: &PgOptions,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    ),
+    super::fault::Fault,
+> {
+    let mut pg = session_config(options);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = match &options.tls {
+        Tls::Disable => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, conn) = pg.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(forward(conn, tx));
+            client
+        }
+        Tls::Require { root_cert } => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+                client_config(root_cert).map_err(super::fault::Fault::Pool)?,
+            );
+            let (client, conn) = pg.connect(tls).await?;
+            tokio::spawn(forward(conn, tx));
+            client
+        }
+    };
+    Ok((client, rx))
+}
+
+/// Drives a connection, handing its notifications on.
+async fn forward<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let message = std::future::poll_fn(|cx| conn.poll_message(cx)).await;
+        match message {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                if tx.send(n).is_err() {
+                    return;
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return,
+        }
+    }
 }
 
 fn millis(d: Duration) -> u128 {

@@ -17,6 +17,7 @@
 mod cache;
 mod connect;
 mod fault;
+mod listen;
 mod schema;
 #[cfg(test)]
 pub mod testdb;
@@ -74,6 +75,8 @@ const META: &str = "height, hash, previous_hash, merkle_root, ts, ts_micros, pro
 /// chain info without a round trip.
 #[derive(Clone, Debug, Default)]
 struct Chain {
+    /// `bm_chain.seq` of this state: a state of a lower number is older and never replaces it.
+    seq: i64,
     tip: Option<BlockMeta>,
     totals: Totals,
     floor: u64,
@@ -90,6 +93,10 @@ struct Inner {
     /// Why the engine is not ready, for the 503 and the health check.
     waiting: Mutex<String>,
     cache: BodyCache,
+    /// Sent with this process's notifications, so the listener skips its own.
+    token: String,
+    /// The service's tip watch, woken when another replica's commit is heard of.
+    watch: Mutex<Option<Arc<crate::store::tip::TipWatch>>>,
 }
 
 /// The block store on PostgreSQL.
@@ -138,6 +145,12 @@ impl PgStore {
             spec,
             chain: RwLock::new(None),
             waiting: Mutex::new("connecting to the database".into()),
+            token: format!("{:x}-{:x}", std::process::id(), {
+                // Distinct per engine in one process too (tests open several).
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            }),
+            watch: Mutex::new(None),
         });
         // Waited for on this thread, which may be one of the caller's async threads (start-up
         // does nothing else meanwhile): hence a channel, not the runtime's `block_on`.
@@ -167,6 +180,7 @@ impl PgStore {
             inner.set_waiting(why);
             handle.spawn(inner.clone().keep_trying());
         }
+        handle.spawn(listen::follow(inner.clone()));
         Ok(PgStore {
             inner,
             runtime,
@@ -238,6 +252,29 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(chain) = guard.as_mut() {
             f(chain);
+        }
+    }
+
+    /// Applies what this process's commit number `seq` made the chain, unless a newer state
+    /// (another replica's later commit, heard of first) is held already.
+    fn committed(&self, seq: i64, f: impl FnOnce(&mut Chain)) {
+        self.update(|c| {
+            if c.seq < seq {
+                c.seq = seq;
+                f(c);
+            }
+        });
+    }
+
+    /// Wakes the service's tip watch (another replica changed the chain).
+    fn wake(&self) {
+        let watch = self
+            .watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(w) = watch {
+            w.notify();
         }
     }
 
@@ -324,10 +361,7 @@ impl Inner {
             ))
             .into());
         }
-        *self
-            .chain
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chain);
+        self.install(chain);
         Ok(())
     }
 
@@ -365,43 +399,47 @@ impl Inner {
     /// Reads the chain state from the database.
     async fn load(&self) -> Outcome<Chain> {
         let client = self.pool.get().await?;
+        // One statement, so the totals and the tip are of the same commit.
         let row = client
             .query_one(
-                "SELECT blocks, transactions, bytes, finality_floor FROM bm_chain WHERE id = 1",
+                &format!(
+                    "SELECT c.seq, c.blocks, c.transactions, c.bytes, c.finality_floor, \
+                     (SELECT value FROM bm_settings WHERE key = 'network'), \
+                     (SELECT value FROM bm_settings WHERE key = 'genesis_hash'), \
+                     b.height IS NOT NULL, {} \
+                     FROM bm_chain c LEFT JOIN bm_blocks b ON b.height = c.tip WHERE c.id = 1",
+                    META.split(", ")
+                        .map(|c| format!("b.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 &[],
             )
             .await?;
-        let totals = Totals {
-            blocks: to_u64(row.get(0)),
-            transactions: to_u64(row.get(1)),
-            bytes: to_u64(row.get(2)),
-        };
-        let floor = to_u64(row.get(3));
-        let tip = client
-            .query_opt(
-                &format!("SELECT {META} FROM bm_blocks ORDER BY height DESC LIMIT 1"),
-                &[],
-            )
-            .await?
-            .map(|r| meta_of(&r));
-        let setting = |key: &'static str| {
-            let client = &client;
-            async move {
-                let row = client
-                    .query_opt("SELECT value FROM bm_settings WHERE key = $1", &[&key])
-                    .await?;
-                Ok::<_, Fault>(row.map(|r| r.get::<_, String>(0)))
-            }
-        };
-        let network = setting("network").await?;
-        let genesis_hash = setting("genesis_hash").await?;
+        let tip = row.get::<_, bool>(7).then(|| meta_from(&row, 8));
         Ok(Chain {
+            seq: row.get(0),
+            totals: Totals {
+                blocks: to_u64(row.get(1)),
+                transactions: to_u64(row.get(2)),
+                bytes: to_u64(row.get(3)),
+            },
+            floor: to_u64(row.get(4)),
+            network: row.get(5),
+            genesis_hash: row.get(6),
             tip,
-            totals,
-            floor,
-            network,
-            genesis_hash,
         })
+    }
+
+    /// Replaces the chain state with `chain` unless the one held is newer.
+    fn install(&self, chain: Chain) {
+        let mut guard = self
+            .chain
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.as_ref().is_none_or(|held| held.seq <= chain.seq) {
+            *guard = Some(chain);
+        }
     }
 }
 
@@ -415,16 +453,21 @@ fn to_u64(v: i64) -> u64 {
 }
 
 fn meta_of(row: &Row) -> BlockMeta {
+    meta_from(row, 0)
+}
+
+/// The [`META`] columns of `row` from column `at` on.
+fn meta_from(row: &Row, at: usize) -> BlockMeta {
     BlockMeta {
-        height: to_u64(row.get(0)),
-        hash: row.get(1),
-        previous_hash: row.get(2),
-        merkle_root: row.get(3),
-        timestamp: row.get(4),
-        timestamp_micros: row.get(5),
-        producer: row.get(6),
-        transaction_count: u32::try_from(row.get::<_, i32>(7)).unwrap_or(0),
-        block_size_bytes: to_u64(row.get(8)),
+        height: to_u64(row.get(at)),
+        hash: row.get(at + 1),
+        previous_hash: row.get(at + 2),
+        merkle_root: row.get(at + 3),
+        timestamp: row.get(at + 4),
+        timestamp_micros: row.get(at + 5),
+        producer: row.get(at + 6),
+        transaction_count: u32::try_from(row.get::<_, i32>(at + 7)).unwrap_or(0),
+        block_size_bytes: to_u64(row.get(at + 8)),
     }
 }
 
@@ -640,10 +683,7 @@ impl BlockStore for PgStore {
         self.call(true, move |inner| async move {
             writes::set_genesis(&inner, &network, &genesis).await?;
             let chain = inner.load().await?;
-            *inner
-                .chain
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chain);
+            inner.install(chain);
             Ok(())
         })
     }
@@ -711,6 +751,14 @@ impl BlockStore for PgStore {
 
     fn reads_inline(&self) -> bool {
         false
+    }
+
+    fn follow_changes(&self, watch: Arc<crate::store::tip::TipWatch>) {
+        *self
+            .inner
+            .watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watch);
     }
 
     fn cached_body(&self, height: u64) -> Option<Vec<u8>> {

@@ -29,6 +29,8 @@ CREATE TABLE bm_settings (
 -- writes from any number of processes are serialised by the database.
 CREATE TABLE bm_chain (
     id integer PRIMARY KEY CHECK (id = 1),
+    -- Bumped by every write, so a replica can tell a newer state from an older one.
+    seq bigint NOT NULL DEFAULT 0,
     tip bigint,
     blocks bigint NOT NULL DEFAULT 0,
     transactions bigint NOT NULL DEFAULT 0,

@@ -256,3 +256,58 @@ fn an_unreachable_database_starts_unready_and_answers_unavailable_quickly() {
     ));
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
+
+/// Polls `f` until it holds, for at most five seconds.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_second_replica_hears_of_every_commit_and_rollback() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let a = open(&options);
+    let b = open(&options);
+    let watch = Arc::new(crate::store::tip::TipWatch::new());
+    let mut woken = watch.subscribe();
+    b.follow_changes(watch.clone());
+    let blocks: Vec<BlockRecord> = (1..6).map(|h| record(h, 0, 1)).collect();
+    // B caches what it reads of the old branch
+    a.append(&blocks[..2]).expect("append");
+    eventually("B to see height 2", || {
+        b.tip().ok().flatten().map(|t| t.height) == Some(2)
+    });
+    assert!(
+        woken.has_changed().unwrap_or(false),
+        "B's watch was not woken"
+    );
+    woken.mark_unchanged();
+    a.append(&blocks[2..]).expect("append");
+    eventually("B to see height 5", || {
+        b.tip().ok().flatten().map(|t| t.height) == Some(5)
+    });
+    assert_eq!(
+        b.body_at(5).expect("read").as_deref(),
+        Some(blocks[4].body.as_slice())
+    );
+    assert_eq!(b.totals().expect("totals"), a.totals().expect("totals"));
+    // A replaces the top: B must never serve the old body from its cache
+    a.rollback_above(3).expect("rollback");
+    let mut replacement: Vec<BlockRecord> = (4..6).map(|h| record(h, 7, 1)).collect();
+    replacement[0].meta.previous_hash = blocks[2].meta.hash.clone();
+    a.append(&replacement).expect("append");
+    eventually("B to see the new branch", || {
+        b.body_at(5).ok().flatten().as_deref() == Some(replacement[1].body.as_slice())
+    });
+    eventually("B's tip to be the new branch's", || {
+        b.tip().ok().flatten().map(|t| t.hash) == Some(replacement[1].meta.hash.clone())
+    });
+}

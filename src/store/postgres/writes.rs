@@ -59,12 +59,11 @@ pub(super) async fn set_genesis(
     .await?;
     let tx_count = i64::from(genesis.meta.transaction_count);
     txn.execute(
-        "UPDATE bm_chain SET tip = 0, blocks = 1, transactions = $1, bytes = $2 WHERE id = 1",
+        "UPDATE bm_chain SET seq = seq + 1, tip = 0, blocks = 1, transactions = $1, bytes = $2 WHERE id = 1",
         &[&tx_count, &sql(genesis.meta.block_size_bytes)],
     )
     .await?;
-    txn.execute("SELECT pg_notify('bm_chain', '0')", &[])
-        .await?;
+    notify(&txn, inner, "append", 0).await?;
     txn.commit().await?;
     inner.cache.put(0, Bytes::copy_from_slice(&genesis.body));
     Ok(())
@@ -96,9 +95,10 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
         .map_or(0, |depth| floor_for_tip(last, depth));
     let row = txn
         .query_one(
-            "UPDATE bm_chain SET tip = $1, blocks = blocks + $2, transactions = transactions + $3, \
-             bytes = bytes + $4, finality_floor = GREATEST(finality_floor, $5) WHERE id = 1 \
-             RETURNING blocks, transactions, bytes, finality_floor",
+            "UPDATE bm_chain SET seq = seq + 1, tip = $1, blocks = blocks + $2, \
+             transactions = transactions + $3, bytes = bytes + $4, \
+             finality_floor = GREATEST(finality_floor, $5) WHERE id = 1 \
+             RETURNING blocks, transactions, bytes, finality_floor, seq",
             &[
                 &sql(last),
                 &(blocks.len() as i64),
@@ -108,8 +108,7 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
             ],
         )
         .await?;
-    txn.execute("SELECT pg_notify('bm_chain', $1)", &[&last.to_string()])
-        .await?;
+    notify(&txn, inner, "append", last).await?;
     txn.commit().await?;
     for b in blocks {
         inner
@@ -121,7 +120,7 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
         .first()
         .filter(|b| b.meta.height == 0)
         .map(|b| b.meta.hash.clone());
-    inner.update(|c| {
+    inner.committed(row.get(4), |c| {
         c.tip = tip;
         if genesis.is_some() {
             c.genesis_hash = genesis;
@@ -131,6 +130,15 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
         c.totals.bytes = to_u64(row.get(2));
         c.floor = c.floor.max(to_u64(row.get(3)));
     });
+    Ok(())
+}
+
+/// Tells every replica listening (`super::listen`) what this commit did, when it commits:
+/// `append <tip>` or `rollback <kept tip>`, with this process's token so it can skip its own.
+async fn notify(txn: &Transaction<'_>, inner: &Inner, kind: &str, height: u64) -> Outcome<()> {
+    let payload = format!("{kind} {height} {}", inner.token);
+    txn.execute("SELECT pg_notify('bm_chain', $1)", &[&payload])
+        .await?;
     Ok(())
 }
 
@@ -346,8 +354,9 @@ pub(super) async fn rollback_above(inner: &Inner, height: u64) -> Outcome<Vec<Bl
     let bytes: i64 = removed.iter().map(|b| sql(b.meta.block_size_bytes)).sum();
     let row = txn
         .query_one(
-            "UPDATE bm_chain SET tip = $1, blocks = blocks - $2, transactions = transactions - $3, \
-             bytes = bytes - $4 WHERE id = 1 RETURNING blocks, transactions, bytes",
+            "UPDATE bm_chain SET seq = seq + 1, tip = $1, blocks = blocks - $2, \
+             transactions = transactions - $3, bytes = bytes - $4 WHERE id = 1 \
+             RETURNING blocks, transactions, bytes, seq",
             &[&sql(height), &(removed.len() as i64), &txs, &bytes],
         )
         .await?;
@@ -357,14 +366,13 @@ pub(super) async fn rollback_above(inner: &Inner, height: u64) -> Outcome<Vec<Bl
             &[&sql(height)],
         )
         .await?;
-    txn.execute("SELECT pg_notify('bm_chain', $1)", &[&height.to_string()])
-        .await?;
+    notify(&txn, inner, "rollback", height).await?;
     // Forgotten before the commit too: from here until it, a read may miss, never see stale.
     inner.cache.forget_above(height);
     txn.commit().await?;
     inner.cache.forget_above(height);
     let tip = meta_of(&kept);
-    inner.update(|c| {
+    inner.committed(row.get(3), |c| {
         c.tip = Some(tip);
         c.totals.blocks = to_u64(row.get(0));
         c.totals.transactions = to_u64(row.get(1));

@@ -203,14 +203,32 @@ impl Quarantine {
                 self.count("filed_without_block");
             }
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write to quarantine");
+                let place = match self.table() {
+                    Some(_) => "the database".to_string(),
+                    None => self.dir.display().to_string(),
+                };
+                tracing::warn!(dir = %place, error = %e, "cannot write to quarantine");
                 self.count("failed");
             }
         }
     }
 
-    /// Files in the quarantine, oldest first (names start with the time).
+    /// The engine that keeps the entries instead of the folder, if it does.
+    fn table(&self) -> Option<&Arc<dyn BlockStore>> {
+        self.index.as_ref().filter(|s| s.keeps_quarantine())
+    }
+
+    /// Files in the quarantine, oldest first (names start with the time). On an engine that
+    /// keeps the entries, their names.
     pub fn list(&self) -> Vec<(PathBuf, u64)> {
+        if let Some(table) = self.table() {
+            return table
+                .quarantined()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, size)| (PathBuf::from(name), size))
+                .collect();
+        }
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -246,6 +264,11 @@ impl Quarantine {
     /// Writes `bytes` as entry `name`: into a private temporary file first, synced, then renamed,
     /// so an entry is whole or absent. A failed write removes the temporary file.
     fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some(table) = self.table() {
+            return table
+                .put_quarantined(name, bytes, self.max_files, self.max_bytes)
+                .map_err(std::io::Error::other);
+        }
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -270,6 +293,10 @@ impl Quarantine {
     /// Drops the oldest entries until one of `incoming` bytes fits the bounds, and any
     /// temporary file a crash left behind.
     fn prune(&self, incoming: u64) {
+        // The engine keeps its bounds in the same commit as each entry.
+        if self.table().is_some() {
+            return;
+        }
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.filter_map(Result::ok) {
                 let name = e.file_name();

@@ -270,6 +270,31 @@ pub trait BlockStore: Send + Sync + 'static {
     /// replicas); this process's own commits are the writer's to announce.
     fn follow_changes(&self, _watch: std::sync::Arc<tip::TipWatch>) {}
 
+    /// Whether the engine keeps the quarantine's entries itself (a table on PostgreSQL, where
+    /// replicas are stateless and share one quarantine), instead of the quarantine folder.
+    fn keeps_quarantine(&self) -> bool {
+        false
+    }
+
+    /// Files one quarantine entry `name` (its bytes, whole), dropping the oldest entries first
+    /// until at most `max_entries` and `max_bytes` are kept with it, in one commit.
+    fn put_quarantined(
+        &self,
+        _name: &str,
+        _entry: &[u8],
+        _max_entries: usize,
+        _max_bytes: u64,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Write(
+            "this engine keeps no quarantine entries: they go to the quarantine folder".into(),
+        ))
+    }
+
+    /// The quarantine entries the engine keeps, oldest first: names and sizes.
+    fn quarantined(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// The engine's name, as health and logs show it: `embedded` or `postgres`.
     fn engine(&self) -> &'static str {
         "embedded"

@@ -753,6 +753,59 @@ impl BlockStore for PgStore {
         false
     }
 
+    fn keeps_quarantine(&self) -> bool {
+        true
+    }
+
+    fn put_quarantined(
+        &self,
+        name: &str,
+        entry: &[u8],
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<(), StoreError> {
+        let (name, entry) = (name.to_string(), entry.to_vec());
+        self.call(true, move |inner| async move {
+            let mut client = inner.pool.get().await?;
+            let txn = client.transaction().await?;
+            // One filing at a time across replicas, so the bounds hold for all of them.
+            txn.execute("LOCK TABLE bm_quarantine IN SHARE ROW EXCLUSIVE MODE", &[])
+                .await?;
+            txn.execute(
+                "INSERT INTO bm_quarantine (name, entry) VALUES ($1, $2)",
+                &[&name, &entry],
+            )
+            .await?;
+            // The newest entries that fit both bounds stay; the new one always does.
+            txn.execute(
+                "DELETE FROM bm_quarantine WHERE id IN (SELECT id FROM ( \
+                   SELECT id, row_number() OVER w AS n, sum(octet_length(entry)) OVER w AS total \
+                   FROM bm_quarantine WINDOW w AS (ORDER BY id DESC)) t \
+                 WHERE n > 1 AND (n > $1 OR total > $2))",
+                &[
+                    &count(max_entries),
+                    &i64::try_from(max_bytes).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?;
+            txn.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn quarantined(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT name, octet_length(entry)::int8 FROM bm_quarantine ORDER BY id",
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| (r.get(0), to_u64(r.get(1)))).collect())
+        })
+    }
+
     fn follow_changes(&self, watch: Arc<crate::store::tip::TipWatch>) {
         *self
             .inner

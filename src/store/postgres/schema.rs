@@ -69,6 +69,12 @@ CREATE TABLE bm_quarantined (
     key text PRIMARY KEY,
     id bigserial NOT NULL UNIQUE
 );
+-- The quarantine's entries (compact JSON), bounded by the service like its folder.
+CREATE TABLE bm_quarantine (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    entry bytea NOT NULL
+);
 CREATE TABLE bm_probe (
     id integer PRIMARY KEY,
     at timestamptz NOT NULL

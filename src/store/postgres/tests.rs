@@ -311,3 +311,32 @@ fn a_second_replica_hears_of_every_commit_and_rollback() {
         b.tip().ok().flatten().map(|t| t.hash) == Some(replacement[1].meta.hash.clone())
     });
 }
+
+#[test]
+fn the_quarantine_files_into_the_database_within_its_bounds() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let store: Arc<dyn BlockStore> = Arc::new(open(&options));
+    let dir = tempfile::tempdir().expect("dir");
+    let q = crate::quarantine::Quarantine::new(dir.path().join("q"), 3, 1 << 20)
+        .with_index(store.clone());
+    for i in 0..5 {
+        let block = serde_json::json!({"height": i, "hash": format!("{i:064x}"), "data": "x"});
+        q.put("rejected", serde_json::json!(["bad"]), &block);
+    }
+    // The same block again is not filed twice
+    let again = serde_json::json!({"height": 4, "hash": format!("{:064x}", 4), "data": "x"});
+    q.put("rejected", serde_json::json!(["bad"]), &again);
+    let kept = q.list();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(
+        kept[2]
+            .0
+            .to_string_lossy()
+            .contains(&format!("{:064x}", 4)[..16]),
+        "{kept:?}"
+    );
+    // Nothing went to the folder: replicas on one database share the quarantine
+    assert!(!dir.path().join("q").exists());
+}

@@ -154,10 +154,12 @@ async fn by_height(
         .store
         .finality_floor()
         .is_ok_and(|floor| height <= floor);
-    if let Some(body) = state.store.cached_body(height) {
-        return Ok(block_response(is_final, body, headers));
-    }
-    match read(state, move |s| s.body_at(height)).await? {
+    match state
+        .store
+        .body_at_async(height)
+        .await
+        .map_err(store_error)?
+    {
         Some(body) => Ok(block_response(is_final, body, headers)),
         None => Err(ApiError::block_not_found(shown)),
     }
@@ -204,9 +206,11 @@ pub async fn by_id(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if chain::hash::is_hash_hex(&id) {
-        let hash = id.clone();
-        let height = read(&state, move |s| s.height_of_hash(&hash))
-            .await?
+        let height = state
+            .store
+            .height_of_hash_async(&id)
+            .await
+            .map_err(store_error)?
             .ok_or_else(|| ApiError::block_not_found(&id))?;
         return by_height(&state, height, &id, &headers).await;
     }

@@ -270,6 +270,17 @@ pub trait BlockStore: Send + Sync + 'static {
     /// replicas); this process's own commits are the writer's to announce.
     fn follow_changes(&self, _watch: std::sync::Arc<tip::TipWatch>) {}
 
+    /// [`BlockStore::body_at`] for an async caller. An engine whose reads wait on a network
+    /// answers it without tying up a thread; the default answers at once (page-cache reads).
+    fn body_at_async(&self, height: u64) -> StoreFuture<Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.body_at(height)))
+    }
+
+    /// [`BlockStore::height_of_hash`] for an async caller, as [`BlockStore::body_at_async`].
+    fn height_of_hash_async(&self, hash: &str) -> StoreFuture<Option<u64>> {
+        Box::pin(std::future::ready(self.height_of_hash(hash)))
+    }
+
     /// Whether the engine keeps the quarantine's entries itself (a table on PostgreSQL, where
     /// replicas are stateless and share one quarantine), instead of the quarantine folder.
     fn keeps_quarantine(&self) -> bool {
@@ -324,6 +335,10 @@ pub trait BlockStore: Send + Sync + 'static {
         Some(self.path())
     }
 }
+
+/// What the async reads of [`BlockStore`] return.
+pub type StoreFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
 /// Rollbacks the store remembers ([`BlockStore::rollback_log`]); the oldest are forgotten first.
 /// Far more than sync's reorg damping lets happen in a window (5 in 600 s by default).

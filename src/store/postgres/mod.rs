@@ -200,17 +200,51 @@ impl PgStore {
         F: FnOnce(Arc<Inner>) -> Fut + Send + 'static,
         Fut: Future<Output = Outcome<T>> + Send + 'static,
     {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.launch(writing, work, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// [`PgStore::call`] for an async caller: no thread waits, the caller's task is woken.
+    fn call_async<T, F, Fut>(&self, writing: bool, work: F) -> super::StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome<T>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let launched = self.launch(writing, work, move |r| {
+            let _ = tx.send(r);
+        });
+        Box::pin(async move {
+            launched?;
+            rx.await.unwrap_or_else(|_| Err(stopped()))
+        })
+    }
+
+    /// Starts `work` on the engine's runtime, bounded by the call limit; `reply` gets its
+    /// outcome.
+    fn launch<T, F, Fut>(
+        &self,
+        writing: bool,
+        work: F,
+        reply: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome<T>> + Send + 'static,
+    {
         if self.inner.snapshot().is_none() {
             return Err(StoreError::Unavailable(self.inner.waiting()));
         }
         let Some(runtime) = &self.runtime.0 else {
-            return Err(StoreError::Unavailable(
-                "the database engine has stopped".into(),
-            ));
+            return Err(stopped());
         };
         let inner = self.inner.clone();
         let limit = inner.options.call_limit();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         runtime.spawn(async move {
             let result = match tokio::time::timeout(limit, work(inner)).await {
                 Ok(r) => r.map_err(|f| f.into_store(writing)),
@@ -219,13 +253,9 @@ impl PgStore {
                     limit.as_millis()
                 ))),
             };
-            let _ = tx.send(result);
+            reply(result);
         });
-        rx.recv().unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the database engine has stopped".into(),
-            ))
-        })
+        Ok(())
     }
 
     /// A read answered from the in-memory chain state.
@@ -443,6 +473,10 @@ impl Inner {
     }
 }
 
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the database engine has stopped".into())
+}
+
 /// A height as PostgreSQL's `bigint` (heights past `i64::MAX` name no block).
 fn sql(height: u64) -> i64 {
     i64::try_from(height).unwrap_or(i64::MAX)
@@ -483,6 +517,36 @@ fn count(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
+/// The stored body at `height`, kept in the cache unless a rollback came in between.
+async fn read_body(inner: Arc<Inner>, height: u64) -> Outcome<Option<Vec<u8>>> {
+    let generation = inner.cache.generation();
+    let client = inner.pool.get().await?;
+    let st = client
+        .prepare_cached("SELECT body FROM bm_blocks WHERE height = $1")
+        .await?;
+    let body: Option<Vec<u8>> = client
+        .query_opt(&st, &[&sql(height)])
+        .await?
+        .map(|r| r.get(0));
+    if let Some(body) = &body {
+        inner
+            .cache
+            .put_read(generation, height, Bytes::copy_from_slice(body));
+    }
+    Ok(body)
+}
+
+async fn height_of(inner: Arc<Inner>, hash: String) -> Outcome<Option<u64>> {
+    let client = inner.pool.get().await?;
+    let st = client
+        .prepare_cached("SELECT height FROM bm_blocks WHERE hash = $1")
+        .await?;
+    Ok(client
+        .query_opt(&st, &[&hash])
+        .await?
+        .map(|r| to_u64(r.get(0))))
+}
+
 impl BlockStore for PgStore {
     fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
         self.in_memory(|c| c.tip.clone())
@@ -505,37 +569,24 @@ impl BlockStore for PgStore {
         if let Some(body) = self.inner.cache.get(height) {
             return Ok(Some(body.to_vec()));
         }
-        self.call(false, move |inner| async move {
-            let generation = inner.cache.generation();
-            let client = inner.pool.get().await?;
-            let st = client
-                .prepare_cached("SELECT body FROM bm_blocks WHERE height = $1")
-                .await?;
-            let body: Option<Vec<u8>> = client
-                .query_opt(&st, &[&sql(height)])
-                .await?
-                .map(|r| r.get(0));
-            if let Some(body) = &body {
-                inner
-                    .cache
-                    .put_read(generation, height, Bytes::copy_from_slice(body));
-            }
-            Ok(body)
-        })
+        self.call(false, move |inner| read_body(inner, height))
+    }
+
+    fn body_at_async(&self, height: u64) -> super::StoreFuture<Option<Vec<u8>>> {
+        if let Some(body) = self.inner.cache.get(height) {
+            return Box::pin(std::future::ready(Ok(Some(body.to_vec()))));
+        }
+        self.call_async(false, move |inner| read_body(inner, height))
+    }
+
+    fn height_of_hash_async(&self, hash: &str) -> super::StoreFuture<Option<u64>> {
+        let hash = hash.to_string();
+        self.call_async(false, move |inner| height_of(inner, hash))
     }
 
     fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
         let hash = hash.to_string();
-        self.call(false, move |inner| async move {
-            let client = inner.pool.get().await?;
-            let st = client
-                .prepare_cached("SELECT height FROM bm_blocks WHERE hash = $1")
-                .await?;
-            Ok(client
-                .query_opt(&st, &[&hash])
-                .await?
-                .map(|r| to_u64(r.get(0))))
-        })
+        self.call(false, move |inner| height_of(inner, hash))
     }
 
     fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {

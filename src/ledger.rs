@@ -129,6 +129,9 @@ pub struct Ledger {
     tx: mpsc::Sender<Op>,
     tip: Arc<AtomicU64>,
     changes: Arc<TipWatch>,
+    /// Set when the store is shared with other processes (or readies itself later): its
+    /// in-memory tip, which follows every replica's commits, is then the truth, not ours.
+    shared: Option<Arc<dyn BlockStore>>,
 }
 
 /// `tip` value while the chain is empty.
@@ -171,6 +174,7 @@ impl Ledger {
         let tip = Arc::new(AtomicU64::new(NO_TIP));
         let changes = Arc::new(TipWatch::new());
         store.follow_changes(changes.clone());
+        let shared = (!store.reads_inline()).then(|| store.clone());
         let writer = Writer {
             store,
             limits,
@@ -183,7 +187,15 @@ impl Ledger {
             .name("block-writer".into())
             .spawn(move || writer.run(rx))
             .expect("spawning the writer thread only fails when the OS is out of threads");
-        (Ledger { tx, tip, changes }, handle)
+        (
+            Ledger {
+                tx,
+                tip,
+                changes,
+                shared,
+            },
+            handle,
+        )
     }
 
     /// Wakes after every durable commit and rollback (event streams wait on it).
@@ -193,6 +205,9 @@ impl Ledger {
 
     /// Height of the committed tip, without touching the store (`None` while empty).
     pub fn tip_height(&self) -> Option<u64> {
+        if let Some(store) = &self.shared {
+            return store.tip().ok().flatten().map(|t| t.height);
+        }
         Some(self.tip.load(Ordering::Acquire)).filter(|h| *h != NO_TIP)
     }
 
@@ -453,6 +468,8 @@ impl Writer {
                     self.metrics.set_tip(t.height, t.timestamp_micros);
                 }
             }
+            // A database not ready yet announces its tip itself once it is.
+            Err(StoreError::Unavailable(_)) if !self.store.reads_inline() => {}
             Err(e) => tracing::error!(error = %e, "cannot read the tip after a write"),
         }
         self.publish_floor();

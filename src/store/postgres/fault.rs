@@ -108,6 +108,14 @@ impl Fault {
                 if code.is_some_and(|c| auth.contains(c)) {
                     return Some(describe(e));
                 }
+                // Class 42 (an undefined table or column, no privilege): the schema is not the
+                // one this build made, or the role may not use it.
+                if code.is_some_and(|c| c.code().starts_with("42")) {
+                    return Some(format!(
+                        "the database's tables are not what this build expects or may not be used by this role: {}",
+                        describe(e)
+                    ));
+                }
                 let text = describe(e);
                 // rustls reports a certificate it cannot verify as an invalid certificate; a
                 // server without TLS as "server does not support TLS".

@@ -337,6 +337,7 @@ impl Inner {
             match result {
                 Ok(()) => {
                     tracing::info!(database = %self.options.display, "database ready");
+                    self.wake();
                     return;
                 }
                 Err(fault) => {

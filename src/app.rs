@@ -64,6 +64,8 @@ pub struct Shared {
     pub connections: Arc<crate::server::ConnectionTracker>,
     /// Open event streams, ended by shutdown.
     pub events: Arc<crate::api::events::Hub>,
+    /// This replica's `service.instance_id` (or host name), worked out once.
+    pub instance_id: String,
 }
 
 /// Why the service could not start: exit 2 with this line.
@@ -234,6 +236,7 @@ pub async fn build_state(
         &metrics,
     ));
     let state = AppState(Arc::new(Shared {
+        instance_id: config.service.instance(),
         catalog: Arc::new(Catalog::from_config(&config)),
         limiter: Arc::new(crate::api::access::limiter(&config, &metrics).map_err(StartError)?),
         health: Health::new(checks, Duration::from_secs(1)),
@@ -323,7 +326,7 @@ pub async fn start_with(
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
-    tracing::info!(%addr, advertised = %config.service.url, environment = %config.service.environment, platform = %config.service.platform, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
+    tracing::info!(%addr, instance_id = %state.instance_id, advertised = %config.service.url, environment = %config.service.environment, platform = %config.service.platform, mode = if config.upstream().is_some() { "follower" } else { "standalone" }, "block-manager listening");
 
     stop_on_error.disarm();
     let serve = crate::server::Serve {

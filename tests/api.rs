@@ -820,3 +820,18 @@ async fn health_names_the_environment_and_platform_of_the_deployment() {
     assert_eq!(body["platform"], "amd64", "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn health_names_the_replica_that_answered() {
+    let app = spawn_app(|c| c.service.instance_id = Some("replica-b".into())).await;
+    let (code, body) = app.get_json("/health").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["instance_id"], "replica-b", "{body}");
+    app.stop().await;
+    // Unset: the host name, which differs per container
+    let app = spawn_app(|_| {}).await;
+    let (_, body) = app.get_json("/health").await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("host name");
+    assert_eq!(body["instance_id"], host.trim(), "{body}");
+    app.stop().await;
+}

@@ -18,6 +18,8 @@ fn health_body(state: &AppState, report: &crate::health::Report) -> Value {
         // deployment answered, for operators and dashboards that watch several.
         "environment": state.config.service.environment,
         "platform": state.config.service.platform,
+        // Which replica answered, when a balancer spreads requests over several.
+        "instance_id": state.instance_id,
         "uptime_seconds": (state.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "checks": report.checks,
     })

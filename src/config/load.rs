@@ -20,7 +20,7 @@ const REQUIRED: [&str; 3] = ["service.host", "service.port", "storage.blocks_pat
 
 /// Environment variables with fixed names → key paths. Later entries win over
 /// `BLOCK_MANAGER__SECTION__KEY`, which is read first.
-pub const ENV_KEYS: [(&str, &[&str]); 15] = [
+pub const ENV_KEYS: [(&str, &[&str]); 16] = [
     ("BLOCK_MANAGER_HOST", &["service.host"]),
     ("BLOCK_MANAGER_PORT", &["service.port"]),
     ("BLOCK_MANAGER_URL", &["service.url"]),
@@ -43,6 +43,7 @@ pub const ENV_KEYS: [(&str, &[&str]); 15] = [
         &["synchronization.engine_api_key"],
     ),
     ("BLOCK_STORAGE_BACKEND", &["storage.backend"]),
+    ("BLOCK_MANAGER_INSTANCE_ID", &["service.instance_id"]),
     // Not `DATABASE_URL`: in Lucid's env files that is MongoDB's.
     ("BLOCK_MANAGER_DATABASE_URL", &["storage.postgres.url"]),
     (

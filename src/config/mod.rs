@@ -131,6 +131,29 @@ pub struct ServiceConfig {
     pub platform: String,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: f64,
+    /// This replica's name (`BLOCK_MANAGER_INSTANCE_ID`), shown in `/health`, the start-up log
+    /// and, for the sync leader, other replicas' `/sync/status`; unset = the host name (in a
+    /// container, its id: distinct per replica).
+    pub instance_id: Option<String>,
+}
+
+impl ServiceConfig {
+    /// The instance id in force: the configured one, else the host name.
+    pub fn instance(&self) -> String {
+        match self.instance_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => host_name(),
+        }
+    }
+}
+
+/// The machine's host name, or `block-manager` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "block-manager".to_string())
 }
 
 impl Default for ServiceConfig {
@@ -144,6 +167,7 @@ impl Default for ServiceConfig {
             environment: "production".into(),
             platform: "arm64".into(),
             shutdown_grace_seconds: 10.0,
+            instance_id: None,
         }
     }
 }

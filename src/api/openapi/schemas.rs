@@ -376,6 +376,7 @@ fn report_schemas(s: &mut Map<String, Value>) {
             "version": {"type": "string"},
             "environment": {"type": "string", "description": "service.environment (LUCID_ENV)"},
             "platform": {"type": "string", "description": "service.platform (LUCID_PLATFORM)"},
+            "instance_id": {"type": "string", "description": "service.instance_id (BLOCK_MANAGER_INSTANCE_ID; default the host name): which replica answered"},
             "uptime_seconds": {"type": "number", "minimum": 0},
             "checks": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["status", "message", "latency_ms"],

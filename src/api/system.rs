@@ -53,6 +53,13 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             .msg("Not ready: starting or stopping")
             .into_response();
     }
+    // The store's chain state is loaded (in memory: no wait): a database that is still being
+    // reached keeps the service out of a balancer's rotation.
+    if let Err(e) = state.store.tip() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ST_001")
+            .msg(format!("Not ready: {e}"))
+            .into_response();
+    }
     (
         [(header::CONTENT_TYPE, "application/json")],
         r#"{"status":"ready"}"#,

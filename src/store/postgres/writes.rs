@@ -22,12 +22,10 @@ const COPY_FROM: usize = 64;
 
 /// The chain row, locked: the stored tip and the floor.
 async fn lock_chain(txn: &Transaction<'_>) -> Outcome<(Option<u64>, u64)> {
-    let row = txn
-        .query_one(
-            "SELECT tip, finality_floor FROM bm_chain WHERE id = 1 FOR UPDATE",
-            &[],
-        )
+    let st = txn
+        .prepare_cached("SELECT tip, finality_floor FROM bm_chain WHERE id = 1 FOR UPDATE")
         .await?;
+    let row = txn.query_one(&st, &[]).await?;
     let tip: Option<i64> = row.get(0);
     Ok((tip.map(to_u64), to_u64(row.get(1))))
 }
@@ -93,12 +91,17 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
         .spec
         .finality_depth
         .map_or(0, |depth| floor_for_tip(last, depth));
-    let row = txn
-        .query_one(
+    let st = txn
+        .prepare_cached(
             "UPDATE bm_chain SET seq = seq + 1, tip = $1, blocks = blocks + $2, \
              transactions = transactions + $3, bytes = bytes + $4, \
              finality_floor = GREATEST(finality_floor, $5) WHERE id = 1 \
              RETURNING blocks, transactions, bytes, finality_floor, seq",
+        )
+        .await?;
+    let row = txn
+        .query_one(
+            &st,
             &[
                 &sql(last),
                 &(blocks.len() as i64),
@@ -137,8 +140,10 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
 /// `append <tip>` or `rollback <kept tip>`, with this process's token so it can skip its own.
 async fn notify(txn: &Transaction<'_>, inner: &Inner, kind: &str, height: u64) -> Outcome<()> {
     let payload = format!("{kind} {height} {}", inner.token);
-    txn.execute("SELECT pg_notify('bm_chain', $1)", &[&payload])
+    let st = txn
+        .prepare_cached("SELECT pg_notify('bm_chain', $1)")
         .await?;
+    txn.execute(&st, &[&payload]).await?;
     Ok(())
 }
 
@@ -320,6 +325,11 @@ pub(super) async fn rollback_above(inner: &Inner, height: u64) -> Outcome<Vec<Bl
             b.tx_ids.push(r.get(1));
         }
     }
+    txn.execute(
+        "DELETE FROM bm_transactions WHERE height > $1",
+        &[&sql(height)],
+    )
+    .await?;
     txn.execute("DELETE FROM bm_blocks WHERE height > $1", &[&sql(height)])
         .await?;
     let ancestor: String = txn

@@ -90,7 +90,14 @@ start() {
     URL="http://127.0.0.1:$port"
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-ready() { wait_200 "$1/health/ready" "${2:-30}" || { echo "block-manager at $1 did not become ready" >&2; exit 1; }; }
+# /health/ready answers 200 once the process serves, while the postgres engine may still be
+# connecting in the background: a chain height that answers 200 means the store is loaded.
+ready() {
+    if ! { wait_200 "$1/health/ready" "${2:-30}" && wait_200 "$1/api/v1/chain/height" "${2:-30}"; }; then
+        echo "block-manager at $1 did not become ready" >&2
+        exit 1
+    fi
+}
 
 # Reset and list pg_stat_statements: `statements reset`, then `statements LABEL REQUESTS` prints
 # the top statements of what ran since, by total time, with calls per request.
@@ -155,7 +162,8 @@ echo "block-manager $(git -C "$ROOT" rev-parse --short HEAD), $(rustc --version 
 echo "postgres: fsync=$(psql_in postgres 'SHOW fsync'), synchronous_commit=$(psql_in postgres 'SHOW synchronous_commit')," \
     "wal_sync_method=$(psql_in postgres 'SHOW wal_sync_method'), shared_buffers=$(psql_in postgres 'SHOW shared_buffers')," \
     "data in $PG_DIR ($(df -T "$PG_DIR" | awk 'NR == 2 {print $2}'))"
-echo "$(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg);" \
+    "I/O pressure: $(head -1 /proc/pressure/io 2>/dev/null || echo n/a)"
 
 # ---------------------------------------------------------------- pgbench on the same server
 # bench/pgbench.sh's table and single-row statement: 2,944 bytes of random hex per row.
@@ -286,7 +294,8 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ratio() { calc "$1 / $2" .2f; }
 row() { printf '| %-44s | %12s | %12s | %10s | %s\n' "$@"; }
 echo
-echo "chain: $((TIP + 1)) blocks, a block document is $SIZE bytes; load average after: $LOAD_AFTER"
+echo "chain: $((TIP + 1)) blocks, a block document is $SIZE bytes; load average after: $LOAD_AFTER;" \
+    "I/O pressure: $(head -1 /proc/pressure/io 2>/dev/null || echo n/a)"
 row "measurement" "embedded" "postgres" "pg / emb" "goal"
 row "create, 8 clients (blocks/s)" "${R[create8-embedded]}" "${R[create8-postgres]}" \
     "$(ratio "${R[create8-postgres]}" "${R[create8-embedded]}")" ">= 0.5x embedded"

@@ -93,7 +93,7 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # /health/ready answers 200 once the process serves, while the postgres engine may still be
 # connecting in the background: a chain height that answers 200 means the store is loaded.
 ready() {
-    if ! { wait_200 "$1/health/ready" "${2:-30}" && wait_200 "$1/api/v1/chain/height" "${2:-30}"; }; then
+    if ! { wait_200 "$1/health/ready" "${2:-120}" && wait_200 "$1/api/v1/chain/height" "${2:-120}"; }; then
         echo "block-manager at $1 did not become ready" >&2
         exit 1
     fi
@@ -255,7 +255,7 @@ reads() { # ENGINE: the store of follow-ENGINE, restarted
     local engine=$1 lo=$((TIP > 999 ? TIP - 999 : 0)) c0 c1
     shift
     start "follow-$engine" BLOCKCHAIN_ENGINE_URL="$UP_URL" "$@"
-    ready "$URL" 60
+    ready "$URL"
     [ "$(height_of "$URL")" = "$TIP" ] || { echo "the $engine store does not hold $TIP blocks" >&2; exit 1; }
     # One pass over the hot set first, so the engine's body cache holds it as it would in service.
     LO=$lo HI=$TIP wrk -t1 -c8 -d2s -s range.lua "$URL" >/dev/null

@@ -40,10 +40,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-cd "$WORK"
-
 # shellcheck disable=SC2119
 pg_start >/dev/null
+# After pg_start: the server's owner cannot enter this folder, and pg_ctl runs from here.
+cd "$WORK"
 # pg_stat_statements needs to be preloaded: add it and restart the server pg_start made.
 cat >>"$PG_DIR/primary/postgresql.conf" <<CONF
 shared_preload_libraries = 'pg_stat_statements'
@@ -183,13 +183,19 @@ done
 psql_in pgb "TRUNCATE bench_blocks; CHECKPOINT"
 
 # ---------------------------------------------------------------- creates on fresh stores
-creates() { # ENGINE RUN-PREFIX
-    echo "== $1: POST /api/v1/blocks, 8 clients, ${SECS}s"
-    RUN=${2}8 wrk -t2 -c8 -d"${SECS}s" --latency -s create.lua "$URL" >"create8-$1.txt"
-    echo "== $1: POST /api/v1/blocks, 1 client, ${SECS}s"
-    RUN=${2}1 wrk -t1 -c1 -d"${SECS}s" --latency -s create.lua "$URL" >"create1-$1.txt"
-    R[create8-$1]=$(rate "create8-$1.txt")
-    R[create1-$1]=$(rate "create1-$1.txt")
+creates() { # ENGINE RUN-PREFIX; on postgres, each phase's statements and server CPU
+    local c cpu0 cpu1
+    for c in 8 1; do
+        if [ "$1" = postgres ]; then statements reset; cpu0=$(pg_cpu); fi
+        echo "== $1: POST /api/v1/blocks, $c client(s), ${SECS}s"
+        RUN=$2$c wrk -t$((c < 2 ? 1 : 2)) -c"$c" -d"${SECS}s" --latency -s create.lua "$URL" >"create$c-$1.txt"
+        R[create$c-$1]=$(rate "create$c-$1.txt")
+        if [ "$1" = postgres ]; then
+            cpu1=$(pg_cpu)
+            R[create$c-pgcpu]=$(calc "($cpu1 - $cpu0) * 1e6 / $(reqs "create$c-$1.txt")" .0f)
+            statements "creates on postgres, $c client(s)" "$(reqs "create$c-$1.txt")"
+        fi
+    done
 }
 
 # The embedded node measured here is also the upstream of the catch-up: it is filled to N next.
@@ -200,12 +206,7 @@ creates embedded e
 
 start pg-create BLOCK_MANAGER_DATABASE_URL="$(pgurl bm_create)"
 ready "$URL"
-statements reset
-cpu0=$(pg_cpu)
 creates postgres p
-cpu1=$(pg_cpu)
-statements "creates on postgres (8 then 1 client)" "$(($(reqs create8-postgres.txt) + $(reqs create1-postgres.txt)))"
-R[create-pgcpu]=$(calc "($cpu1 - $cpu0) * 1e6 / ($(reqs create8-postgres.txt) + $(reqs create1-postgres.txt))" .0f)
 stop "$PID"
 
 HAVE=$(height_of "$UP_URL")
@@ -318,6 +319,6 @@ echo "p99: create8 $(p99 create8-embedded.txt) / $(p99 create8-postgres.txt), cr
     "random $(p99 random-embedded.txt) / $(p99 random-postgres.txt) (embedded / postgres)"
 echo "catch-up: embedded ${R[catchup-embedded-secs]} s, ${R[catchup-embedded-cpu]} µs follower CPU per block;" \
     "postgres ${R[catchup-postgres-secs]} s, ${R[catchup-postgres-cpu]} µs follower CPU + ${R[catchup-postgres-pgcpu]} µs PostgreSQL CPU per block"
-echo "PostgreSQL server CPU per request: create ${R[create-pgcpu]} µs, hot read ${R[hot-pgcpu]} µs, random read ${R[random-pgcpu]} µs"
+echo "PostgreSQL server CPU per request: create ${R[create8-pgcpu]} / ${R[create1-pgcpu]} µs (8 / 1 clients), hot read ${R[hot-pgcpu]} µs, random read ${R[random-pgcpu]} µs"
 echo "resident memory after reads: embedded ${R[rss-embedded]} MB, postgres ${R[rss-postgres]} MB"
 grep -H "Non-2xx\|Socket errors" ./*.txt || echo "no errors, no non-2xx answers"

@@ -80,23 +80,23 @@ PIDS=()
 # ------------------------------------------------------------------------------- 2. fan-out
 FAN=$(free_port)
 NOFILE=$((STREAMS * 2 + 1024)) start fan "$FAN" \
-    BLOCK_MANAGER__API__MAX_CONNECTIONS=$((STREAMS + 256)) \
-    BLOCK_MANAGER__API__MAX_EVENT_STREAMS=$((STREAMS + 16))
+    BLOCK_MANAGER__API__MAX_CONNECTIONS=$((STREAMS * 2 + 256)) \
+    BLOCK_MANAGER__API__MAX_EVENT_STREAMS=$((STREAMS * 2))
 SERVER=${PIDS[-1]}
 ulimit -n $((STREAMS * 2 + 1024))
 HALF=$((STREAMS / 2))
 LAST=$(python3 -c "print(int($FAN_RATE * $FAN_SECS))")
 echo "## fan-out: $STREAMS streams (?thin=1), $FAN_RATE creates/s for $FAN_SECS s (blocks 1..$LAST)"
 echo "VmRSS before the streams: $(grep VmRSS /proc/$SERVER/status | tr -s ' ')"
-python3 "$CLIENT" fanstreams "http://127.0.0.1:$FAN" "$HALF" 1 "$LAST" > "$WORK/half.json" 2>/dev/null &
+python3 "$CLIENT" fanstreams "http://127.0.0.1:$FAN" "$HALF" 1 "$LAST" > "$WORK/half.json" 2>"$WORK/half.err" &
 OTHER=$!
 deadline=$((SECONDS + 120))
 until [ "$(curl -s "127.0.0.1:$FAN/metrics" | awk '/^block_manager_event_streams_open /{print int($2)}')" -ge "$HALF" ] 2>/dev/null; do
     [ "$SECONDS" -lt "$deadline" ] || { echo "the first $HALF streams did not open" >&2; exit 1; }
     sleep 0.2
 done
-python3 "$CLIENT" fan "http://127.0.0.1:$FAN" $((STREAMS - HALF)) "$FAN_RATE" "$FAN_SECS" 2>/dev/null
-wait "$OTHER"
+python3 "$CLIENT" fan "http://127.0.0.1:$FAN" $((STREAMS - HALF)) "$FAN_RATE" "$FAN_SECS"
+wait "$OTHER" || { echo "the other stream process failed:" >&2; cat "$WORK/half.err" >&2; }
 cat "$WORK/half.json"
 echo "server: $(grep -E 'VmHWM|VmRSS' /proc/$SERVER/status | tr -s ' ' | tr '\n' ' ')"
 curl -s "127.0.0.1:$FAN/metrics" | grep -E '^block_manager_(event_streams_open|events_sent_total|event_subscribers_lagged_total)' || true

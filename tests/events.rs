@@ -625,3 +625,127 @@ async fn an_endless_line_from_the_upstreams_stream_is_cut_and_the_follower_goes_
     assert!(s["state"].is_string(), "{s}");
     follower.stop().await;
 }
+
+/// A TCP relay in front of an upstream: `cut()` drops every relayed connection and refuses
+/// new ones (the follower's stream breaks, its polls fail) until `mend()`.
+struct Relay {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (is_open, cuts) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                if !is_open.load(Ordering::SeqCst) {
+                    // Dropped at once: the follower sees the connection closed.
+                    continue;
+                }
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut conn, &mut up) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, open, cut }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn mend(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn transport(app: &TestApp) -> Value {
+    let (status, s) = app.get_json("/api/v1/sync/status").await;
+    assert_eq!(status, 200, "{s}");
+    s["transport"].clone()
+}
+
+#[tokio::test]
+async fn sync_status_shows_push_while_subscribed_and_poll_from_a_dropped_stream_until_it_resubscribes()
+ {
+    let upstream = spawn_app(|_| {}).await;
+    upstream.create_block("first", 1).await;
+    let relay = Relay::start(upstream.addr).await;
+    let url = format!("http://{}", relay.addr);
+    let follower = spawn_app(move |c| {
+        c.synchronization.engine_url = Some(url);
+        c.synchronization.poll_interval_seconds = 0.2;
+    })
+    .await;
+    eventually(LIMIT, "transport push", || async {
+        (transport(&follower).await == "push").then_some(())
+    })
+    .await;
+    // The stream drops (and the upstream is out of reach): the follower polls.
+    relay.cut();
+    eventually(LIMIT, "transport poll after the stream dropped", || async {
+        (transport(&follower).await == "poll").then_some(())
+    })
+    .await;
+    // Still poll across several subscription attempts (one a second) while it cannot get in.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        assert_eq!(transport(&follower).await, "poll");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Reachable again: it subscribes again, and the status says so.
+    relay.mend();
+    eventually(LIMIT, "transport push after resubscribing", || async {
+        (transport(&follower).await == "push").then_some(())
+    })
+    .await;
+    let pushed = upstream.create_block("after", 1).await;
+    eventually(LIMIT, "the block after resubscribing", || async {
+        let (_, h) = follower.get_json("/api/v1/chain/height").await;
+        (h["block_hash"] == pushed["hash"]).then_some(())
+    })
+    .await;
+    follower.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test]
+async fn sync_status_shows_poll_on_an_upstream_without_the_events_route_and_null_standalone() {
+    let chain = chains::chain(3, "s");
+    let standin = StandIn::start(&chain).await;
+    let url = standin.url();
+    let follower = spawn_app(move |c| {
+        c.synchronization.engine_url = Some(url);
+        c.synchronization.poll_interval_seconds = 0.2;
+    })
+    .await;
+    // Synced, and the subscription tried (and refused) more than once.
+    eventually(LIMIT, "synced with subscriptions refused", || async {
+        let (_, s) = follower.get_json("/api/v1/sync/status").await;
+        (s["state"] == "synced" && standin.requests_to("/api/v1/events").len() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(transport(&follower).await, "poll");
+    follower.stop().await;
+
+    // Not a follower: no transport.
+    let standalone = spawn_app(|_| {}).await;
+    let (_, s) = standalone.get_json("/api/v1/sync/status").await;
+    assert_eq!(s["mode"], "standalone", "{s}");
+    assert!(s.get("transport").is_some_and(Value::is_null), "{s}");
+    standalone.stop().await;
+}

@@ -113,6 +113,8 @@ pub async fn sync_status(State(state): State<AppState>) -> Response {
                 "Sync is switched off (synchronization.enabled: false), whatever the engine URL"
             },
             "local_height": state.ledger.tip_height(),
+            // Nothing is followed, so there is no transport to name.
+            "transport": null,
         }))
         .into_response(),
     }

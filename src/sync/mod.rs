@@ -97,7 +97,8 @@ impl SyncHandle {
             backoff: round_backoff,
             push_fallback: seconds(sync.push_fallback_poll_seconds, 30.0)
                 .max(Duration::from_millis(10)),
-            subscribed: push::Subscribed::default(),
+            // The same flag the status reads, so `transport` is the loop's own view.
+            subscribed: shared.subscription(),
         };
         // The upstream's event stream starts rounds as soon as it announces something.
         if client.is_ok()

@@ -4,6 +4,7 @@
 
 use super::breaker::CircuitState;
 use super::error::SyncError;
+use super::push::Subscribed;
 use crate::chain::Timestamp;
 use crate::health::{Outcome, Status};
 use crate::ledger::{self, Ledger};
@@ -141,6 +142,8 @@ pub struct Shared {
     upstream: String,
     started: Instant,
     grace: Duration,
+    /// Set by the event stream subscription while it is open: the follower's transport.
+    subscribed: Subscribed,
 }
 
 impl Shared {
@@ -169,6 +172,7 @@ impl Shared {
             upstream,
             started: Instant::now(),
             grace,
+            subscribed: Subscribed::default(),
         };
         shared.publish_state(State::Idle);
         shared.metrics.circuit_state.set(0);
@@ -186,6 +190,23 @@ impl Shared {
                 .sync_state
                 .with_label_values(&[s.as_str()])
                 .set(i64::from(s == state));
+        }
+    }
+
+    /// The flag the event stream subscription sets while open; the status reads its transport
+    /// from it, the loop its wait between rounds.
+    pub fn subscription(&self) -> Subscribed {
+        self.subscribed.clone()
+    }
+
+    /// How new upstream blocks reach us now: `push` while the upstream's event stream is open,
+    /// `poll` otherwise (an upstream without the route, or between a dropped stream and the
+    /// next subscription).
+    pub fn transport(&self) -> &'static str {
+        if self.subscribed.get() {
+            "push"
+        } else {
+            "poll"
         }
     }
 
@@ -350,6 +371,7 @@ impl Shared {
             "reorgs": inner.reorgs,
             "last_reorg": inner.last_reorg,
             "fetch": if inner.per_block { "block_by_block" } else { "range" },
+            "transport": self.transport(),
             "task": inner.task_down.as_ref().map_or_else(|| json!({"running": true}), |why| json!({"running": false, "reason": why})),
             "standalone": STANDALONE_HINT,
         })

@@ -364,7 +364,9 @@ fn report_schemas(s: &mut Map<String, Value>) {
     s.insert("SyncStatus".into(), json!({
         "type": "object", "required": ["state"],
         "properties": {"state": {"type": "string"}, "mode": {"type": "string"}, "upstream": {"type": "string"},
-                       "local_height": {"type": ["integer", "null"], "minimum": 0}}
+                       "local_height": {"type": ["integer", "null"], "minimum": 0},
+                       "transport": {"type": ["string", "null"], "enum": ["push", "poll", null],
+                                     "description": "How new upstream blocks reach a follower now: push while subscribed to the upstream's event stream, poll otherwise; null when not a follower"}}
     }));
     let status = json!({"type": "string", "enum": ["healthy", "degraded", "unhealthy"]});
     s.insert("HealthReport".into(), json!({

@@ -388,10 +388,35 @@ fn pump(
     let first = start.as_ref().map_or(0, |m| m.height + 1);
     let previous = start.map(|m| m.hash);
     let (tx, rx) = sync_channel(QUEUE);
-    std::thread::scope(|scope| {
-        scope.spawn(move || read_and_check(source, first, end, previous, tx));
-        write_batches(target, network, first, end, rx)
-    })
+    let (written, reading, writing) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_and_check(source, first, end, previous, tx));
+        let (written, writing) = write_batches(target, network, first, end, rx);
+        // A panic in the reader is a bug; its batches simply stop coming.
+        (written, reader.join().unwrap_or_default(), writing)
+    });
+    // Where the time went, so a slow copy says which side holds it back.
+    eprintln!(
+        "copy: phases: reading the source {:.1} s, checking blocks {:.1} s, writing the target {:.1} s, writer waiting for blocks {:.1} s",
+        reading.read.as_secs_f64(),
+        reading.check.as_secs_f64(),
+        writing.write.as_secs_f64(),
+        writing.idle.as_secs_f64()
+    );
+    written
+}
+
+/// Time the reading side spent per phase.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reading {
+    read: Duration,
+    check: Duration,
+}
+
+/// Time the writing side spent appending, and waiting for the reading side.
+#[derive(Debug, Default, Clone, Copy)]
+struct Writing {
+    write: Duration,
+    idle: Duration,
 }
 
 /// The reading side: bodies in batches, each block checked, sent on in order.
@@ -401,19 +426,24 @@ fn read_and_check(
     end: u64,
     mut previous: Option<String>,
     tx: SyncSender<Step>,
-) {
+) -> Reading {
+    let mut spent = Reading::default();
     while height <= end {
         let count = BATCH.min(usize::try_from(end - height + 1).unwrap_or(BATCH));
-        let bodies = match source.bodies(height, count, BATCH_BYTES) {
+        let started = Instant::now();
+        let read = source.bodies(height, count, BATCH_BYTES);
+        spent.read += started.elapsed();
+        let started = Instant::now();
+        let bodies = match read {
             Ok(b) if b.is_empty() => {
                 let why = "missing from the source".to_string();
                 let _ = tx.send(Step::Invalid { height, why });
-                return;
+                return spent;
             }
             Ok(b) => b,
             Err(e) => {
                 let _ = tx.send(Step::Unreadable(e));
-                return;
+                return spent;
             }
         };
         let mut batch = Vec::with_capacity(bodies.len());
@@ -430,15 +460,17 @@ fn read_and_check(
                         let _ = tx.send(Step::Batch(batch));
                     }
                     let _ = tx.send(Step::Invalid { height, why });
-                    return;
+                    return spent;
                 }
             }
         }
+        spent.check += started.elapsed();
         // The writer gone (it failed) means there is nobody to read for.
         if tx.send(Step::Batch(batch)).is_err() {
-            return;
+            return spent;
         }
     }
+    spent
 }
 
 /// The record of the stored `body` at `height`, when it is a sound block linked to `previous`.
@@ -476,6 +508,19 @@ fn write_batches(
     first: u64,
     end: u64,
     rx: Receiver<Step>,
+) -> (Result<u64, Failure>, Writing) {
+    let mut spent = Writing::default();
+    let result = write_all(target, network, first, end, rx, &mut spent);
+    (result, spent)
+}
+
+fn write_all(
+    target: &dyn BlockStore,
+    network: &str,
+    first: u64,
+    end: u64,
+    rx: Receiver<Step>,
+    spent: &mut Writing,
 ) -> Result<u64, Failure> {
     let started = Instant::now();
     let mut last_line = started;
@@ -486,7 +531,11 @@ fn write_batches(
             kept(first, written)
         ))
     };
-    for step in rx {
+    loop {
+        let waited = Instant::now();
+        let Ok(step) = rx.recv() else { break };
+        spent.idle += waited.elapsed();
+        let appending = Instant::now();
         let mut batch = match step {
             Step::Batch(b) => b,
             Step::Invalid { height, why } => {
@@ -517,6 +566,7 @@ fn write_batches(
                 .map_err(|e| failed(first + written, e, written))?;
             written += n;
         }
+        spent.write += appending.elapsed();
         if last_line.elapsed() >= PROGRESS_EVERY {
             last_line = Instant::now();
             let rate = written as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -565,5 +615,84 @@ fn both_tips(source: &dyn Source, target: &dyn BlockStore) -> Result<BlockMeta, 
             "after the copy the target's tip (height {}, hash {}) is not the source's block at that height",
             tip.height, tip.hash
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain_of(n: u64) -> Vec<chain::Block> {
+        let mut c = vec![chain::genesis_block(
+            chain::Timestamp::parse("2024-01-01T00:00:00+00:00").expect("timestamp"),
+        )];
+        for height in 1..=n {
+            let parent = &c[c.len() - 1];
+            let at = chain::Timestamp::from_unix_micros(parent.timestamp.unix_micros() + 1_000);
+            let tx = chain::Transaction {
+                tx_id: format!("tx-{height}"),
+                tx_type: "system".into(),
+                from_address: "0xa".into(),
+                to_address: "0xb".into(),
+                value: serde_json::Number::from(1),
+                fee: serde_json::Number::from(0),
+                data: String::new(),
+                timestamp: at,
+                signature: "s".into(),
+            };
+            c.push(chain::Block::build(
+                height,
+                parent.hash.clone(),
+                at,
+                "p",
+                "sig",
+                vec![tx],
+            ));
+        }
+        c
+    }
+
+    #[test]
+    fn names_sides_by_url_folder_or_file() {
+        let Side::Postgres(url) =
+            Side::parse("--to", "postgresql://u:pw@h:5433/db?sslmode=disable").expect("url")
+        else {
+            panic!("not a database");
+        };
+        assert_eq!((url.host.as_str(), url.port), ("h", 5433));
+        assert!(!Side::Postgres(url).describe().contains("pw"));
+        let Side::Embedded(file) = Side::parse("--to", "/nowhere/data/blocks").expect("folder")
+        else {
+            panic!("not a folder");
+        };
+        assert_eq!(file, Path::new("/nowhere/data/blocks/blocks.redb"));
+        let Side::Embedded(file) = Side::parse("--to", "/nowhere/x.redb").expect("file") else {
+            panic!("not a file");
+        };
+        assert_eq!(file, Path::new("/nowhere/x.redb"));
+        for bad in ["", "postgres://u:pw@h:x/db", "mysql://h/db"] {
+            match Side::parse("--from", bad) {
+                Err(Failure::Usage(why)) => {
+                    assert!(why.starts_with("--from"), "{why}");
+                    assert!(!why.contains("pw"), "{why}");
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn checks_each_block_against_the_one_below() {
+        let c = chain_of(3);
+        let bodies: Vec<Vec<u8>> = c.iter().map(|b| record_of(b).body).collect();
+        let genesis = checked(0, &bodies[0], None).expect("genesis");
+        assert_eq!(genesis.meta.hash, c[0].hash);
+        assert!(checked(1, &bodies[1], Some(&c[0].hash)).is_ok());
+        let unlinked = checked(2, &bodies[2], Some(&c[0].hash)).expect_err("unlinked");
+        assert!(unlinked.contains("previous hash"), "{unlinked}");
+        let misplaced = checked(3, &bodies[2], Some(&c[1].hash)).expect_err("misplaced");
+        assert!(misplaced.contains("says height 2"), "{misplaced}");
+        let junk = checked(1, b"{\"height\": 1}", Some(&c[0].hash)).expect_err("junk");
+        assert!(junk.contains("does not parse"), "{junk}");
     }
 }

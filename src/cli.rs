@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `healthcheck`, `config check|show`, `verify`.
+//! The command line: `serve` (default), `healthcheck`, `config check|show`, `verify`, `copy`.
 
 use crate::config::{self, LoadOptions, Loaded};
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +50,16 @@ enum Command {
         /// Last height to check (default: the tip).
         #[arg(long)]
         to: Option<u64>,
+    },
+    /// Copy the chain between engines, resuming after the target's tip; the source is only read.
+    Copy {
+        /// Source: an embedded store folder (storage.blocks_path), its blocks.redb, or a
+        /// postgres:// URL.
+        #[arg(long, value_name = "PATH|URL")]
+        from: String,
+        /// Target, in the same forms; created when new.
+        #[arg(long, value_name = "PATH|URL")]
+        to: String,
     },
 }
 
@@ -124,6 +134,7 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Some(Command::Verify { target, from, to }) => verify(&target, from, to),
+        Some(Command::Copy { from, to }) => crate::copy::main(&from, &to),
     }
 }
 

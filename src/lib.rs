@@ -8,6 +8,7 @@
 //! - `ledger`: the single writer: validates against the tip, group-commits durably.
 //! - `quarantine`: rejected blocks kept for operators, bounded.
 //! - `verify`: integrity check of a stored range.
+//! - `copy`: moves a chain between engines, validated and resumable.
 //! - `metrics`: Prometheus registry and handles.
 //! - `monitoring`: background host sampler.
 //! - `health`: the check registry behind `/health`.
@@ -26,6 +27,7 @@ pub mod app;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod health;
 pub mod ledger;

@@ -253,7 +253,7 @@ impl Engine for Postgres {
                 .unwrap_or_else(|| super::DEFAULT_NETWORK.to_string());
             let spec = crate::store::postgres::ChainSpec {
                 network,
-                mode: "standalone",
+                mode: Some("standalone"),
                 genesis: None,
                 genesis_pinned: false,
                 finality_depth: depth,

@@ -34,11 +34,11 @@ fn open_postgres(
         .is_some_and(|t| !t.trim().is_empty());
     let spec = ChainSpec {
         network: config.chain.network.clone(),
-        mode: if config.upstream().is_some() {
+        mode: Some(if config.upstream().is_some() {
             "follower"
         } else {
             "standalone"
-        },
+        }),
         genesis_pinned: pinned && genesis.is_some(),
         genesis,
         finality_depth: Some(config.synchronization.max_reorg_depth),

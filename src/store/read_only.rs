@@ -114,6 +114,22 @@ impl ReadOnlyStore {
                 .map(|v| v.value()))
         })
     }
+
+    /// The network recorded in the file ([`super::DEFAULT_NETWORK`] when none is).
+    pub fn network(&self) -> Result<String, StoreError> {
+        self.read(|txn| {
+            let meta = txn.open_table(tables::META)?;
+            let network = meta
+                .get(tables::KEY_NETWORK)?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            Ok(network.unwrap_or_else(|| super::DEFAULT_NETWORK.into()))
+        })
+    }
+
+    /// The finality floor recorded in the file (0 when never raised).
+    pub fn finality_floor(&self) -> Result<u64, StoreError> {
+        self.read(|txn| tables::read_finality_floor(&txn.open_table(tables::META)?))
+    }
 }
 
 /// The file is a block store of a format this build reads.

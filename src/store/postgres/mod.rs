@@ -48,10 +48,12 @@ use cache::BodyCache;
 /// checked on every later one.
 #[derive(Clone, Debug)]
 pub struct ChainSpec {
-    /// `chain.network`.
+    /// `chain.network`; empty: whatever the database records (a reader that learns the
+    /// network from the database, as `copy` does with a PostgreSQL source).
     pub network: String,
-    /// `standalone` or `follower`.
-    pub mode: &'static str,
+    /// `standalone` or `follower`; `None`: neither recorded nor checked (`copy` moves a
+    /// chain without being either).
+    pub mode: Option<&'static str>,
     /// The genesis block to create in an empty database (standalone mode).
     pub genesis: Option<BlockRecord>,
     /// Whether `genesis` is pinned by the configuration (`chain.genesis_timestamp`), so a stored
@@ -398,11 +400,9 @@ impl Inner {
 
     /// Records the network and mode on first start; refuses another chain's database.
     async fn check_settings(&self, client: &deadpool_postgres::Client) -> Outcome<()> {
-        let wanted = [
-            ("network", self.spec.network.as_str()),
-            ("mode", self.spec.mode),
-        ];
-        for (key, value) in wanted {
+        let network = Some(self.spec.network.as_str()).filter(|n| !n.is_empty());
+        let wanted = [("network", network), ("mode", self.spec.mode)];
+        for (key, value) in wanted.into_iter().filter_map(|(k, v)| Some((k, v?))) {
             client
                 .execute(
                     "INSERT INTO bm_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",

@@ -36,7 +36,7 @@ fn record(height: u64, salt: u64, txs: usize) -> BlockRecord {
 fn spec(genesis: Option<BlockRecord>) -> ChainSpec {
     ChainSpec {
         network: "lucid_blocks".into(),
-        mode: "standalone",
+        mode: Some("standalone"),
         genesis,
         genesis_pinned: true,
         finality_depth: Some(3),
@@ -187,7 +187,7 @@ fn another_chains_database_or_a_newer_schema_stops_start_up() {
         Ok(_) => panic!("another network's database was accepted"),
     }
     let mut follower = spec(None);
-    follower.mode = "follower";
+    follower.mode = Some("follower");
     assert!(PgStore::connect(options.clone(), follower).is_err());
     let pinned_elsewhere = spec(Some(record(0, 9, 1)));
     assert!(PgStore::connect(options.clone(), pinned_elsewhere).is_err());

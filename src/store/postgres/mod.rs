@@ -49,7 +49,7 @@ use cache::BodyCache;
 pub struct ChainSpec {
     /// `chain.network`.
     pub network: String,
-    /// `standalone` or `follower`.
+    /// `standalone` or `follower`; empty: whichever the database keeps.
     pub mode: &'static str,
     /// The genesis block to create in an empty database (standalone mode).
     pub genesis: Option<BlockRecord>,
@@ -338,6 +338,10 @@ impl Inner {
             ("mode", self.spec.mode),
         ];
         for (key, value) in wanted {
+            // An empty value (a checking command such as `verify`) takes what is recorded.
+            if value.is_empty() {
+                continue;
+            }
             client
                 .execute(
                     "INSERT INTO bm_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",

@@ -18,10 +18,11 @@ pub fn open(config: &Config, genesis: Option<BlockRecord>) -> Result<Arc<dyn Blo
     }
 }
 
-/// Opens the configured engine's store to check it (`verify`), creating no genesis. On
-/// PostgreSQL it takes the chain the database keeps in whichever mode recorded it: a follower's
-/// chain is checked with the database URL alone, without the follower's upstream settings.
-pub fn open_to_verify(config: &Config) -> Result<Arc<dyn BlockStore>, String> {
+/// Opens the configured engine's store as it is found, creating no genesis: for `verify`, and
+/// tools that fill a store before a service opens it. On PostgreSQL it takes the chain the
+/// database keeps in whichever mode recorded it (and records none): a follower's chain is
+/// checked with the database URL alone, without the follower's upstream settings.
+pub fn open_as_found(config: &Config) -> Result<Arc<dyn BlockStore>, String> {
     match config.storage.engine() {
         StorageBackend::Embedded => open_embedded(config),
         StorageBackend::Postgres => open_postgres(config, None, None),

@@ -60,26 +60,14 @@ pub fn grow(c: &mut Vec<Block>, n: usize, tag: &str, txs: usize) {
 }
 
 /// Writes `blocks` (from genesis) into the store a test app on `dir` opens, through the ledger
-/// so every block is validated on the way in. On either engine: the test config's store, whose
-/// genesis (the PostgreSQL engine makes it on opening) must be the chain's.
+/// so every block is validated on the way in. On either engine: the test config's store,
+/// opened as found, so a standalone node or a follower can open it next.
 pub async fn seed(dir: &Path, blocks: &[Block]) {
     let config = super::common::test_config(dir);
     let store: Arc<dyn BlockStore> =
-        block_manager::app::open_store(&config).expect("open the store to seed");
-    let stored = store
-        .tip()
-        .expect("the seeded store's tip")
-        .map(|t| t.height + 1);
-    let skip = stored.unwrap_or(0) as usize;
-    if skip > 0 {
-        let at_genesis = store.meta_at(0).expect("genesis").expect("genesis stored");
-        assert_eq!(
-            at_genesis.hash, blocks[0].hash,
-            "the store's genesis is the chain's"
-        );
-    }
+        block_manager::store::open::open_as_found(&config).expect("open the store to seed");
     let (ledger, writer) = Ledger::start(store, Limits::default(), Arc::new(Metrics::new()));
-    for part in blocks[skip.min(blocks.len())..].chunks(1000) {
+    for part in blocks.chunks(1000) {
         let done = ledger.append(part.to_vec()).await.expect("seed append");
         assert!(
             done.rejected.is_none(),

@@ -319,7 +319,7 @@ fn flatten<'a>(
 /// `verify` on a PostgreSQL database: it is shared with running replicas, so it is read in
 /// place (the engine's reads never change it) and creates nothing (no genesis).
 fn verify_shared(config: &crate::config::Config, from: u64, to: Option<u64>) -> ExitCode {
-    let store = match crate::store::open::open(config, None) {
+    let store = match crate::store::open::open_as_found(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("block-manager: {e}");

@@ -195,6 +195,9 @@ fn acknowledged_blocks_survive_sigkill_during_a_stream_of_appends() {
 
 #[test]
 fn verify_exits_1_naming_a_height_whose_served_body_differs_and_checks_only_the_range_asked() {
+    if skip_on_postgres("the corruption is written into the embedded engine's body log files") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut p = spawn_process(dir.path(), &[]);
     for i in 0..5 {

@@ -14,13 +14,35 @@ use crate::config::{Config, DatabaseUrl, StorageBackend};
 pub fn open(config: &Config, genesis: Option<BlockRecord>) -> Result<Arc<dyn BlockStore>, String> {
     match config.storage.engine() {
         StorageBackend::Embedded => open_embedded(config),
-        StorageBackend::Postgres => open_postgres(config, genesis),
+        StorageBackend::Postgres => open_postgres(config, genesis, Some(mode_of(config))),
     }
 }
 
+/// Opens the configured engine's store as it is found, creating no genesis: for `verify`, and
+/// tools that fill a store before a service opens it. On PostgreSQL it takes the chain the
+/// database keeps in whichever mode recorded it (and records none): a follower's chain is
+/// checked with the database URL alone, without the follower's upstream settings.
+pub fn open_as_found(config: &Config) -> Result<Arc<dyn BlockStore>, String> {
+    match config.storage.engine() {
+        StorageBackend::Embedded => open_embedded(config),
+        StorageBackend::Postgres => open_postgres(config, None, None),
+    }
+}
+
+/// The mode the configuration runs the chain in.
+fn mode_of(config: &Config) -> &'static str {
+    if config.upstream().is_some() {
+        "follower"
+    } else {
+        "standalone"
+    }
+}
+
+/// `mode`: the mode the database must keep; `None` takes the recorded one.
 fn open_postgres(
     config: &Config,
     genesis: Option<BlockRecord>,
+    mode: Option<&'static str>,
 ) -> Result<Arc<dyn BlockStore>, String> {
     let raw = config.storage.postgres.url.as_deref().unwrap_or_default();
     // Already checked at load; a failure here names the key all the same.
@@ -34,11 +56,7 @@ fn open_postgres(
         .is_some_and(|t| !t.trim().is_empty());
     let spec = ChainSpec {
         network: config.chain.network.clone(),
-        mode: Some(if config.upstream().is_some() {
-            "follower"
-        } else {
-            "standalone"
-        }),
+        mode,
         genesis_pinned: pinned && genesis.is_some(),
         genesis,
         finality_depth: Some(config.synchronization.max_reorg_depth),

@@ -1,8 +1,11 @@
 //! Test harness: real servers on 127.0.0.1:0 with real redb files in temp dirs, either
 //! in-process (`spawn_app`) or as a child process of the real binary (`spawn_process`).
+//!
+//! With `BLOCK_MANAGER_TEST_ENGINE=postgres` every test's chain lives in a PostgreSQL database
+//! of its own instead (see [`database_for`]); the temp dir still holds everything else.
 #![allow(dead_code)]
 
-use block_manager::config::{Config, Secret};
+use block_manager::config::{Config, Secret, StorageBackend};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,9 @@ pub fn test_config(dir: &Path) -> Config {
     c.security.read_api_key = Secret::new(READ_KEY);
     c.rate_limits.requests = 1_000_000;
     c.error_handling.validation.quarantine_path = dir.join("quarantine").display().to_string();
+    if let Some(url) = database_for(dir) {
+        c.storage.postgres.url = Some(url);
+    }
     c
 }
 
@@ -43,6 +49,8 @@ pub struct TestApp {
     pub dir: TempDir,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub done: Option<tokio::task::JoinHandle<()>>,
+    /// Whether its chain is in PostgreSQL (nothing local to let go of when it stops).
+    pub on_postgres: bool,
 }
 
 /// Starts a server with the test config, adjusted by `tweak`.
@@ -55,6 +63,7 @@ pub async fn spawn_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn spawn_app_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(dir.path());
     tweak(&mut config);
+    let on_postgres = config.storage.engine() == StorageBackend::Postgres;
     let running = block_manager::app::start(config)
         .await
         .expect("server starts");
@@ -66,6 +75,7 @@ pub async fn spawn_app_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Test
         dir,
         shutdown: running.shutdown,
         done: Some(running.done),
+        on_postgres,
     }
 }
 
@@ -116,7 +126,11 @@ impl TestApp {
             done.await.expect("server task ends");
         }
         // Tests reopen the store in this process next. The server lets go of it as its
-        // connection tasks end, which on a loaded machine can trail the server task.
+        // connection tasks end, which on a loaded machine can trail the server task. A
+        // PostgreSQL database has no file lock to wait for.
+        if self.on_postgres {
+            return self.dir;
+        }
         let config = test_config(self.dir.path());
         eventually(Duration::from_secs(10), "the store to close", || async {
             block_manager::app::open_store(&config).ok().map(drop)
@@ -201,6 +215,9 @@ pub fn spawn_process(workdir: &Path, env: &[(&str, &str)]) -> Proc {
         .stdout(out.try_clone().expect("log handle"))
         .stderr(out)
         .stdin(Stdio::null());
+    if let Some(url) = database_for(workdir) {
+        cmd.env("BLOCK_MANAGER_DATABASE_URL", url);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -307,6 +324,9 @@ pub fn http_post(port: u16, path: &str, body: &serde_json::Value) -> Option<(u16
 pub fn run_verify(workdir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = Command::new(binary());
     cmd.current_dir(workdir).arg("verify");
+    if let Some(url) = database_for(workdir) {
+        cmd.env("BLOCK_MANAGER_DATABASE_URL", url);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -319,3 +339,53 @@ pub fn run_verify(workdir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String)
 
 /// PostgreSQL databases for the tests of the postgres engine.
 pub mod pg;
+
+/// Picks the engine the end-to-end tests run on: `postgres`, or unset / `embedded` for the
+/// embedded files.
+pub const ENGINE_ENV: &str = "BLOCK_MANAGER_TEST_ENGINE";
+
+/// The file inside a test's dir that remembers its database, so a restart on the same dir finds
+/// the same chain.
+const DATABASE_URL_FILE: &str = "postgres-database-url";
+
+/// True when this run puts the tests' chains in PostgreSQL (`BLOCK_MANAGER_TEST_ENGINE=postgres`).
+pub fn on_postgres() -> bool {
+    match std::env::var(ENGINE_ENV).as_deref() {
+        Ok("postgres") => true,
+        Ok("") | Ok("embedded") | Err(_) => false,
+        Ok(other) => panic!("{ENGINE_ENV}={other}: expected postgres or embedded"),
+    }
+}
+
+/// The database of the chain kept under `dir` on the postgres engine; `None` on the embedded
+/// engine. The first call for a dir creates a fresh database and writes its URL into the dir;
+/// later calls (a restart, a child process, `verify`) read it back.
+pub fn database_for(dir: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let file = dir.join(DATABASE_URL_FILE);
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url.trim().to_string());
+    }
+    // Asked for explicitly, so a missing server is a failure, not a silent run on files.
+    let url = pg::fresh_database().unwrap_or_else(|| {
+        panic!(
+            "{ENGINE_ENV}=postgres but {} is unset: start a server first (source scripts/lib.sh; pg_start)",
+            pg::DATABASE_URL_ENV
+        )
+    });
+    std::fs::create_dir_all(dir).expect("test dir");
+    std::fs::write(&file, &url).expect("database URL file");
+    Some(url)
+}
+
+/// Skips the calling test on the postgres engine, saying why: for tests whose subject is the
+/// embedded engine's local files. True when skipped (`if skip_on_postgres("...") { return; }`).
+pub fn skip_on_postgres(why: &str) -> bool {
+    if on_postgres() {
+        println!("postgres engine: skipped ({why})");
+        return true;
+    }
+    false
+}

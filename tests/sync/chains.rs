@@ -4,7 +4,7 @@
 use block_manager::chain::{self, Block, Limits, Timestamp, Transaction};
 use block_manager::ledger::Ledger;
 use block_manager::metrics::Metrics;
-use block_manager::store::{BlockStore, RedbStore};
+use block_manager::store::BlockStore;
 use serde_json::Number;
 use std::path::Path;
 use std::sync::Arc;
@@ -60,11 +60,12 @@ pub fn grow(c: &mut Vec<Block>, n: usize, tag: &str, txs: usize) {
 }
 
 /// Writes `blocks` (from genesis) into the store a test app on `dir` opens, through the ledger
-/// so every block is validated on the way in.
+/// so every block is validated on the way in. On either engine: the test config's store,
+/// opened as found, so a standalone node or a follower can open it next.
 pub async fn seed(dir: &Path, blocks: &[Block]) {
-    let path = dir.join("blocks").join("blocks.redb");
+    let config = super::common::test_config(dir);
     let store: Arc<dyn BlockStore> =
-        Arc::new(RedbStore::open(&path, 16 * 1024 * 1024).expect("open the store to seed"));
+        block_manager::store::open::open_as_found(&config).expect("open the store to seed");
     let (ledger, writer) = Ledger::start(store, Limits::default(), Arc::new(Metrics::new()));
     for part in blocks.chunks(1000) {
         let done = ledger.append(part.to_vec()).await.expect("seed append");

@@ -53,7 +53,7 @@ step "postgres" pg_start --standby
 step "cargo test" env CRASH_ROUNDS=50 SYNC_KILLS=10 BLOCK_MANAGER_REQUIRE_POSTGRES=1 cargo test
 if [ "${1:-}" != "--quick" ]; then
   step "release build" cargo build --release --locked
-  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh tests/range_memory.sh tests/follower_memory.sh tests/slowloris.sh tests/explorer.sh tests/postgres_server.sh; do
+  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh tests/range_memory.sh tests/follower_memory.sh tests/slowloris.sh tests/explorer.sh tests/postgres_server.sh tests/postgres_faults.sh; do
     if [ -f "$drill" ]; then
       step "$drill" bash "$drill"
     fi

@@ -9,12 +9,16 @@
 #   3. SIGKILL mid-write, KILLS times (default 20): every acknowledged block survives with its
 #      hash, heights have no gap, `block-manager verify` says consistent, totals match;
 #   4. timeouts: the chain row locked from another session bounds a create by the lock
-#      timeout; bm_blocks locked ACCESS EXCLUSIVE bounds an uncached read by height.
+#      timeout; bm_blocks locked ACCESS EXCLUSIVE bounds an uncached read by height;
+#   5. frozen server (SIGSTOP: it accepts connections and never answers, as a host cut off by
+#      the network does): the first calls are cut at the engine's call limit, later ones at
+#      the connect timeout (the pool does not keep handing out connections to a dead peer),
+#      /health turns 503 within the same bound, and writes resume when it thaws.
 # Starts only its own processes (free loopback ports, temp dirs) and stops them by PID on exit.
 # Prints "N passed, M failed"; exits non-zero on any failure.
 #
 # Env: BLOCK_MANAGER_BIN (default target/release/block-manager, built when missing),
-#      KILLS (20) for scenario 3.
+#      KILLS (20) for scenario 3, ONLY (e.g. "2 5": run only those scenarios).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -243,8 +247,36 @@ def verify(port, out, dump):
         print("  " + p)
     return not problems
 
+def frozen(out, frozen_at, thawed_at, first_bound, settle, later_bound):
+    """Creates answered while the server was frozen: each 2xx or 503 ST_001, within
+    first_bound; those sent settle seconds or more after the freeze, within later_bound."""
+    recs = [json.loads(l) for l in open(out)]
+    during = [r for r in recs if r["t"] + r["s"] >= frozen_at and r["t"] < thawed_at]
+    later = [r for r in during if r["t"] >= frozen_at + settle and r["t"] + r["s"] <= thawed_at]
+    problems = []
+    for r in during:
+        if r["c"] == 0:
+            problems.append(f'no answer after {r["s"]}s: {r["err"]}')
+        elif not 200 <= r["c"] < 300 and (r["c"] != 503 or r.get("code") != "ST_001"):
+            problems.append(f'{r["c"]} {r.get("code")} after {r["s"]}s (want 2xx or 503 ST_001)')
+        elif r["s"] > first_bound:
+            problems.append(f'{r["c"]} after {r["s"]}s, {round(r["t"] - frozen_at, 1)}s into the freeze (bound {first_bound}s)')
+    for r in later:
+        if r["s"] > later_bound:
+            problems.append(f'{r["c"]} after {r["s"]}s, {round(r["t"] - frozen_at, 1)}s into the freeze (bound {later_bound}s)')
+    if not later:
+        problems.append(f"no create was sent {settle}s or more into the freeze")
+    slowest = max((r["s"] for r in during), default=0)
+    slowest_later = max((r["s"] for r in later), default=0)
+    print(f"{len(during)} answers during the freeze (slowest {slowest}s), {len(later)} after {settle}s (slowest {slowest_later}s)")
+    for p in problems[:10]:
+        print("  " + p)
+    return not problems
+
 mode = sys.argv[1]
-if mode == "create":
+if mode == "frozen":
+    sys.exit(0 if frozen(sys.argv[2], *map(float, sys.argv[3:8])) else 1)
+elif mode == "create":
     create(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), sys.argv[7])
 elif mode == "answers":
     sys.exit(0 if answers(sys.argv[2], float(sys.argv[3])) else 1)
@@ -299,11 +331,24 @@ verify_cli() {
     fi
 }
 
-for db in s1 s2 s3 s4; do
+runs() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
+# Scenario 5 stops the server's processes (this drill's server only: the postmaster named in
+# its postmaster.pid and its children); they are resumed before anything else at exit, or
+# pg_stop could not stop them.
+FROZEN=""
+thaw() {
+    [ -n "$FROZEN" ] && kill -CONT $FROZEN 2>/dev/null
+    FROZEN=""
+}
+trap 'thaw; drill_cleanup' EXIT
+
+for db in s1 s2 s3 s4 s5; do
     sql postgres "CREATE DATABASE $db" >/dev/null || { fail "CREATE DATABASE $db"; finish; }
 done
 
 # ------------------------------------------------------------- 1. down at start-up
+if runs 1; then
 echo "--- 1. PostgreSQL down at start-up"
 pg_down fast || { fail "pg_ctl stop"; finish; }
 if bm_start s1 s1; then
@@ -340,7 +385,10 @@ answered 201 - "$WRITE_BOUND" "a create once the database is up"
 check "the created block is in the database" [ "$(sql s1 "SELECT count(*) FROM bm_transactions WHERE tx_id = 's1-up'")" = 1 ]
 bm_stop
 
+fi
+
 # ------------------------------------------------------------- 2. down while serving
+if runs 2; then
 echo "--- 2. PostgreSQL down while serving"
 # No body cache: every read of a block goes to the database.
 bm_start s2 s2 BLOCK_MANAGER__STORAGE__POSTGRES__CACHE_MB=0 || { tail -n 20 "$WORK/s2.log"; fail "block-manager on s2"; finish; }
@@ -389,7 +437,10 @@ fi
 chain_consistent s2
 bm_stop
 
+fi
+
 # ------------------------------------------------------------- 3. SIGKILL mid-write
+if runs 3; then
 echo "--- 3. SIGKILL mid-write, $KILLS times"
 OUT3="$WORK/s3.jsonl"
 bm_start s3 s3 || { tail -n 20 "$WORK/s3.log"; fail "block-manager on s3"; finish; }
@@ -427,7 +478,10 @@ chain_consistent s3
 bm_stop
 verify_cli s3
 
+fi
+
 # ------------------------------------------------------------- 4. timeouts
+if runs 4; then
 echo "--- 4. lock and statement timeouts"
 bm_start s4 s4 BLOCK_MANAGER__STORAGE__POSTGRES__CACHE_MB=0 || { tail -n 20 "$WORK/s4.log"; fail "block-manager on s4"; finish; }
 check "ready on s4" wait_for 20 health_is 200
@@ -474,5 +528,70 @@ check "s4: the acknowledged creates are stored" \
 check "s4: the refused create is not" [ "$(sql s4 "SELECT count(*) FROM bm_transactions WHERE tx_id = 's4-locked'")" = 0 ]
 chain_consistent s4
 bm_stop
+fi
+
+# ------------------------------------------------------------- 5. frozen server
+if runs 5; then
+echo "--- 5. PostgreSQL frozen (SIGSTOP) while serving"
+# A longer statement timeout here, so the engine's call limit (connect + statement + lock)
+# stands well apart from the connect timeout in what is measured.
+FROZEN_STATEMENT=8
+CALL_LIMIT=$((CONNECT_TIMEOUT + FROZEN_STATEMENT + LOCK_TIMEOUT))
+# The first calls may wait the call limit, and writes queued behind them one connect timeout
+# more; once those are cut, each answer needs at most a connect timeout for itself and one for
+# the write group it queued behind.
+FIRST_BOUND=$((CALL_LIMIT + CONNECT_TIMEOUT + MARGIN))
+LATER_BOUND=$((2 * CONNECT_TIMEOUT + MARGIN))
+SETTLE=$((CALL_LIMIT + CONNECT_TIMEOUT))
+bm_start s5 s5 BLOCK_MANAGER__STORAGE__POSTGRES__CACHE_MB=0 \
+    BLOCK_MANAGER__STORAGE__POSTGRES__STATEMENT_TIMEOUT_SECONDS="$FROZEN_STATEMENT" ||
+    { tail -n 20 "$WORK/s5.log"; fail "block-manager on s5"; finish; }
+check "ready on s5" wait_for 20 health_is 200
+OUT5="$WORK/s5.jsonl"
+load_start "$OUT5" s5 4
+check "clients acknowledged (20)" wait_for 30 acks_reach "$OUT5" 20
+postmaster=$(head -n1 "$PG_DIR/primary/postmaster.pid")
+FROZEN="$postmaster $(pgrep -d ' ' -P "$postmaster")"
+frozen_at=$(date +%s.%N)
+# shellcheck disable=SC2086 # one PID per word
+kill -STOP $FROZEN
+frozen_started=$SECONDS
+# Not a wait for readiness: the clients keep writing through this window, and what they see
+# past the first calls' cut-off is what is measured.
+sleep $((SETTLE + 1))
+LAST=$(timed GET /api/v1/blocks/height/1)
+answered 503 ST_001 "$LATER_BOUND" "frozen: an uncached read by height, after the first calls were cut"
+LAST=$(timed POST s5-frozen)
+answered 503 ST_001 "$LATER_BOUND" "frozen: a create, after the first calls were cut"
+LAST=$(curl -s -o "$WORK/body" -w '%{http_code} %{time_total}' --max-time 30 "$BM/health")
+answered 503 SRV_002 "$LATER_BOUND" "frozen: /health"
+# A few more seconds of load on the frozen server (the window measured), then it thaws.
+rest=$((frozen_started + SETTLE + 2 * LATER_BOUND - SECONDS))
+[ "$rest" -gt 0 ] && sleep "$rest"
+thawed_at=$(date +%s.%N)
+thaw
+up_acks=$(acks "$OUT5")
+started=$SECONDS
+if wait_for 30 acks_reach "$OUT5" $((up_acks + 20)); then
+    pass "thawed: writes acknowledged again $((SECONDS - started)) s later, without restarting block-manager"
+else
+    fail "thawed: no recovery within 30 s: $(tail -n 2 "$OUT5")"
+fi
+check "thawed: /health 200 again" wait_for 15 health_is 200
+load_stop
+if out=$(python3 "$WORK/load.py" frozen "$OUT5" "$frozen_at" "$thawed_at" "$FIRST_BOUND" "$SETTLE" "$LATER_BOUND"); then
+    pass "frozen: every create answered 2xx or 503 ST_001, within ${FIRST_BOUND}s at first and ${LATER_BOUND}s after ${SETTLE}s: $out"
+else
+    fail "frozen: $out"
+fi
+dump s5 "$WORK/s5.dump"
+if out=$(python3 "$WORK/load.py" verify "$BM_PORT" "$OUT5" "$WORK/s5.dump"); then
+    pass "s5: every acknowledged block stored as given: $out"
+else
+    fail "s5: acknowledged blocks: $out"
+fi
+chain_consistent s5
+bm_stop
+fi
 
 finish

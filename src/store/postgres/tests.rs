@@ -278,6 +278,7 @@ fn a_write_that_finds_the_tip_moved_on_reloads_the_chain_state() {
     // The refusal reloaded the state: the next write builds on the database's tip.
     assert_eq!(ours.tip().expect("tip").map(|t| t.height), Some(1));
     assert_eq!(ours.totals().expect("totals").blocks, 2);
-    ours.append(&[record(2, 0, 1)]).expect("append on the reloaded tip");
+    ours.append(&[record(2, 0, 1)])
+        .expect("append on the reloaded tip");
     assert_eq!(ours.tip().expect("tip").map(|t| t.height), Some(2));
 }

@@ -664,7 +664,18 @@ impl Writer {
             return answer(waiting, None);
         }
         let started = Instant::now();
-        let result = self.store.append(&pending.records);
+        let result = match self.store.append(&pending.records) {
+            // The group was built on the tip the engine knew; on an engine shared with other
+            // processes a refusal means the chain moved on first (another replica's commit,
+            // or one of ours whose answer was lost). Nothing was written and the engine has
+            // reloaded its tip, so a retry is safe: an outage for the caller, not a fault.
+            Err(StoreError::NotContiguous { expected, got }) if !self.store.reads_inline() => {
+                Err(StoreError::Unavailable(format!(
+                    "the chain moved on under this write (expected height {expected}, built {got}); nothing was written, retry"
+                )))
+            }
+            other => other,
+        };
         match result {
             Ok(()) => {
                 if let Some(last) = pending.records.last() {

@@ -15,6 +15,8 @@
 #     user, read-only root, writable paths, logs, persistence across down/up and stop time;
 #   - proves the build-time check bites: a broken baked-in config and a binary that cannot run
 #     on the base fail the build, and BUILD_CHECK=0 turns the check off;
+#   - runs the image against a PostgreSQL on the host (scripts/lib.sh's pg_start on 127.0.0.1,
+#     host networking): /health healthy on engine postgres, and a create lands in the database;
 #   - runs Lucid's service entry (docker/lucid/docker-compose.block-manager.yml) with env files
 #     in Lucid's shape and host folders as Lucid's volume script leaves them (owned by the Pi
 #     user): the start-up error names the chown, which makes it healthy; standalone although
@@ -113,6 +115,7 @@ cleanup() {
       if [ "${BM_TEST_KEEP:-0}" = 1 ]; then log "kept $DK"; else rm -rf "$DK"; fi
     fi
     remove_new_bridges
+    pg_stop
     [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
     [ -n "$PREBUILT_COPY" ] && rm -f "$PREBUILT_COPY" && rmdir "$ROOT/target/prebuilt"
   } >/dev/null 2>&1
@@ -495,6 +498,56 @@ if dk run --rm --network host "$IMAGE" config check >/dev/null 2>&1; then
   pass "config check passes in the image (/app/config)"
 else
   fail "config check in the image: $(dk run --rm --network host "$IMAGE" config check 2>&1 | tail -3)"
+fi
+
+# ------------------------------------------------------------------------------ on PostgreSQL
+# The image against a PostgreSQL on the host (lib.sh's throwaway server on 127.0.0.1, stopped in
+# the trap): host networking, the engine chosen by BLOCK_MANAGER_DATABASE_URL alone.
+PG_CONTAINER="bm-postgres-test"
+if pg_start >/dev/null 2>"$DK/pg_start.log" && [ -n "${PG_PORT:-}" ]; then
+  pg_sql() { "$PG_BIN/psql" -X -A -t -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bmcontainer -c "$1" 2>&1; }
+  "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE bmcontainer" >/dev/null 2>&1 ||
+    fail "CREATE DATABASE bmcontainer on 127.0.0.1:$PG_PORT"
+  PG_BM_PORT="$(free_port)"
+  PG_BASE="http://127.0.0.1:$PG_BM_PORT"
+  if dk run -d --name "$PG_CONTAINER" --network host \
+       -e BLOCK_MANAGER_HOST=127.0.0.1 -e BLOCK_MANAGER_PORT="$PG_BM_PORT" -e BLOCK_MANAGER_API_KEY="$API_KEY" \
+       -e BLOCK_MANAGER_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bmcontainer?sslmode=disable" \
+       "$IMAGE" >/dev/null 2>"$DK/pg_run.log"; then
+    pass "image runs on PostgreSQL 127.0.0.1:$PG_PORT (--network host)"
+  else
+    fail "docker run on PostgreSQL: $(tail -3 "$DK/pg_run.log")"
+  fi
+  end=$(( $(now_ms) + HEALTHY_DEADLINE * 1000 ))
+  until [ "$(curl -s -o "$DK/body" -w '%{http_code}' --max-time 5 "$PG_BASE/health")" = 200 ] || [ "$(now_ms)" -ge "$end" ]; do
+    sleep 0.25
+  done
+  if jq -e '.status == "healthy" and .checks.store.engine == "postgres" and .checks.store.status == "healthy"' "$DK/body" >/dev/null 2>&1; then
+    pass "on PostgreSQL: GET /health 200, store healthy on engine postgres"
+  else
+    fail "on PostgreSQL: GET /health within ${HEALTHY_DEADLINE} s: $(head -c 400 "$DK/body"); $(dk logs --tail 5 "$PG_CONTAINER" 2>&1)"
+  fi
+  if dk exec "$PG_CONTAINER" /usr/local/bin/block-manager healthcheck >/dev/null 2>&1; then
+    pass "on PostgreSQL: the image's healthcheck command exits 0"
+  else
+    fail "on PostgreSQL: healthcheck: $(dk exec "$PG_CONTAINER" /usr/local/bin/block-manager healthcheck 2>&1 | tail -3)"
+  fi
+  before="$(pg_sql "SELECT count(*) FROM bm_blocks")"
+  code="$(curl -s -o "$DK/body" -w '%{http_code}' --max-time 10 -X POST -H 'Content-Type: application/json' \
+            -H "X-API-Key: $API_KEY" --data '{"transactions":[{"tx_id":"c-pg-1","from_address":"a","to_address":"b","value":1,"signature":"s"}],"producer":"p","signature":"s"}' \
+            "$PG_BASE/api/v1/blocks")"
+  pg_hash="$(jq -r '.hash // empty' "$DK/body" 2>/dev/null)"
+  after="$(pg_sql "SELECT count(*) FROM bm_blocks")"
+  stored="$(pg_sql "SELECT b.hash FROM bm_blocks b JOIN bm_transactions t ON t.height = b.height WHERE t.tx_id = 'c-pg-1'")"
+  if [ "$code" = 201 ] && [ -n "$pg_hash" ] && [ "$stored" = "$pg_hash" ] && [ "$after" = $(( before + 1 )) ]; then
+    pass "on PostgreSQL: a create (201) lands in the database (bm_blocks $before -> $after, same hash)"
+  else
+    fail "on PostgreSQL: create $code $(head -c 200 "$DK/body"); bm_blocks $before -> $after; stored hash '$stored'"
+  fi
+  dk rm -f "$PG_CONTAINER" >/dev/null 2>&1
+  pg_stop
+else
+  fail "pg_start for the PostgreSQL run: $(tail -5 "$DK/pg_start.log")"
 fi
 
 # ------------------------------------------------------------------------------ compose up

@@ -248,12 +248,21 @@ impl PgStore {
         let inner = self.inner.clone();
         let limit = inner.options.call_limit();
         runtime.spawn(async move {
-            let result = match tokio::time::timeout(limit, work(inner)).await {
+            // The work (and the connection it holds) is dropped at the end of this statement.
+            let outcome = tokio::time::timeout(limit, work(inner.clone())).await;
+            let result = match outcome {
                 Ok(r) => r.map_err(|f| f.into_store(writing)),
-                Err(_) => Err(StoreError::Unavailable(format!(
-                    "the database did not answer within {} ms",
-                    limit.as_millis()
-                ))),
+                Err(_) => {
+                    // A peer that stopped answering leaves its connections open: the pool would
+                    // hand each of them out again, and every call would wait the whole limit.
+                    // Dropping the idle ones makes the next call connect afresh, which fails
+                    // within the connect timeout while the database stays silent.
+                    inner.pool.retain(|_, _| false);
+                    Err(StoreError::Unavailable(format!(
+                        "the database did not answer within {} ms",
+                        limit.as_millis()
+                    )))
+                }
             };
             reply(result);
         });

@@ -340,3 +340,29 @@ fn the_quarantine_files_into_the_database_within_its_bounds() {
     // Nothing went to the folder: replicas on one database share the quarantine
     assert!(!dir.path().join("q").exists());
 }
+
+#[test]
+fn a_write_that_finds_the_tip_moved_on_reloads_the_chain_state() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    // Two handles on one database: what `ours` does not hear of is a commit whose answer it
+    // lost (it committed, the connection broke before the reply), or another writer's.
+    let ours = open(&options);
+    let other = open(&options);
+    other.append(&[record(1, 0, 1)]).expect("append elsewhere");
+    // (`ours` may already have heard of it by notification: the write is refused either way.)
+    assert!(matches!(
+        ours.append(&[record(1, 7, 1)]),
+        Err(StoreError::NotContiguous {
+            expected: 2,
+            got: 1
+        })
+    ));
+    // The refusal reloaded the state: the next write builds on the database's tip.
+    assert_eq!(ours.tip().expect("tip").map(|t| t.height), Some(1));
+    assert_eq!(ours.totals().expect("totals").blocks, 2);
+    ours.append(&[record(2, 0, 1)])
+        .expect("append on the reloaded tip");
+    assert_eq!(ours.tip().expect("tip").map(|t| t.height), Some(2));
+}

@@ -34,6 +34,26 @@ fn not_contiguous(expected: u64, got: u64) -> StoreError {
     StoreError::NotContiguous { expected, got }
 }
 
+/// Replaces the in-memory chain state with the database's. On failure the old state stays: the
+/// next write that finds the tip moved tries again.
+async fn reload(inner: &Inner) {
+    match inner.load().await {
+        Ok(chain) => {
+            tracing::warn!(
+                tip = ?chain.tip.as_ref().map(|t| t.height),
+                "the database's tip was not the one this process knew; chain state reloaded"
+            );
+            *inner
+                .chain
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chain);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.into_store(false), "cannot reload the chain state yet");
+        }
+    }
+}
+
 /// Appends genesis into an empty chain and records the network, in one commit.
 pub(super) async fn set_genesis(
     inner: &Inner,
@@ -76,6 +96,16 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
     // Checked before anything is written, so a gap anywhere in the batch writes nothing.
     for (expected, block) in (next..).zip(blocks) {
         if block.meta.height != expected {
+            let known = inner.snapshot().and_then(|c| c.tip.map(|t| t.height));
+            if known != tip {
+                // The database moved on without this process knowing: a commit whose answer
+                // was lost with the connection (it committed, the caller heard an outage), or
+                // another writer. The writer builds on the in-memory tip, so without a reload
+                // every later write would fail the same way until a restart.
+                drop(txn);
+                drop(client);
+                reload(inner).await;
+            }
             return Err(not_contiguous(expected, block.meta.height).into());
         }
     }

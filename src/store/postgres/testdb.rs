@@ -27,22 +27,12 @@ pub fn fresh() -> Option<PgOptions> {
             .map_or(0, |d| d.subsec_nanos())
     );
     let admin = tokio_postgres::Config::from_str(&url).expect("BLOCK_MANAGER_TEST_DATABASE_URL");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let (client, conn) = admin
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test server");
-        let driver = tokio::spawn(conn);
+    let create = format!("CREATE DATABASE {name}");
+    with_client(&admin, |client| async move {
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&create)
             .await
             .expect("create a test database");
-        drop(client);
-        let _ = driver.await;
     });
     let mut pg = admin;
     pg.dbname(&name);
@@ -53,20 +43,33 @@ pub fn fresh() -> Option<PgOptions> {
     ))
 }
 
-/// The network a test database records, once a chain was opened on it (a reopen must name
-/// the same one, as a restarted replica's configuration does).
-pub fn recorded_network(options: &PgOptions) -> Option<String> {
+/// Runs `f` with a session of its own on the database of `config` (outside any engine, as an
+/// operator's `psql` would be), on a runtime of its own.
+pub fn with_client<T, Fut>(
+    config: &tokio_postgres::Config,
+    f: impl FnOnce(tokio_postgres::Client) -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = T>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let (client, conn) = options
-            .pg
+        let (client, conn) = config
             .connect(tokio_postgres::NoTls)
             .await
-            .expect("connect to the test database");
+            .expect("connect to the test server");
         tokio::spawn(conn);
+        f(client).await
+    })
+}
+
+/// The network a test database records, once a chain was opened on it (a reopen must name
+/// the same one, as a restarted replica's configuration does).
+pub fn recorded_network(options: &PgOptions) -> Option<String> {
+    with_client(&options.pg, |client| async move {
         let exists: bool = client
             .query_one("SELECT to_regclass('bm_settings') IS NOT NULL", &[])
             .await

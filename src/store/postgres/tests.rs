@@ -113,21 +113,14 @@ fn the_database_refuses_a_fork_or_a_gap_whoever_writes_it() {
     };
     let store = open(&options);
     store.append(&[record(1, 0, 1)]).expect("append");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let (client, conn) = options
-            .pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
+    testdb::with_client(&options.pg, |client| async move {
         let insert = "INSERT INTO bm_blocks (height, hash, previous_hash, merkle_root, ts, ts_micros, producer, transaction_count, size_bytes, body) VALUES ($1, $2, $3, 'r', 't', 0, 'p', 0, 2, '{}')";
         // A second block at a stored height
         let fork = client
-            .execute(insert, &[&1i64, &"f".repeat(64), &record(0, 0, 0).meta.hash])
+            .execute(
+                insert,
+                &[&1i64, &"f".repeat(64), &record(0, 0, 0).meta.hash],
+            )
             .await;
         assert!(fork.is_err(), "a fork was stored");
         // A block above a gap
@@ -191,17 +184,7 @@ fn another_chains_database_or_a_newer_schema_stops_start_up() {
     assert!(PgStore::connect(options.clone(), follower).is_err());
     let pinned_elsewhere = spec(Some(record(0, 9, 1)));
     assert!(PgStore::connect(options.clone(), pinned_elsewhere).is_err());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let (client, conn) = options
-            .pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
+    testdb::with_client(&options.pg, |client| async move {
         client
             .execute("UPDATE bm_schema SET version = 99", &[])
             .await

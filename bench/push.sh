@@ -10,7 +10,8 @@
 #     the follower's /chain/height instead would add the poll period to every figure.
 #  2. Fan-out: one server with `ulimit -n` raised, api.max_connections and
 #     api.max_event_streams raised, STREAMS open event streams (?thin=1; two Python asyncio
-#     processes share them), FAN_RATE creates/s for FAN_SECS s; the server's VmHWM from
+#     processes share them), FAN_RATE creates/s for FAN_SECS s from a third process over four
+#     connections (its achieved rate is printed); the server's VmHWM from
 #     /proc and how many streams received every block exactly once, in order.
 # Usage: bench/push.sh   (env: RATE=20 SECS=60 STREAMS=1000 FAN_RATE=100 FAN_SECS=30, BIN=path
 # to use a binary already built)
@@ -88,16 +89,21 @@ HALF=$((STREAMS / 2))
 LAST=$(python3 -c "print(int($FAN_RATE * $FAN_SECS))")
 echo "## fan-out: $STREAMS streams (?thin=1), $FAN_RATE creates/s for $FAN_SECS s (blocks 1..$LAST)"
 echo "VmRSS before the streams: $(grep VmRSS /proc/$SERVER/status | tr -s ' ')"
-python3 "$CLIENT" fanstreams "http://127.0.0.1:$FAN" "$HALF" 1 "$LAST" > "$WORK/half.json" 2>"$WORK/half.err" &
-OTHER=$!
+# Two processes hold the streams; a third, alone, writes (so reading never delays a create).
+python3 "$CLIENT" fanstreams "http://127.0.0.1:$FAN" "$HALF" 1 "$LAST" > "$WORK/a.json" 2>"$WORK/a.err" &
+A=$!
+python3 "$CLIENT" fanstreams "http://127.0.0.1:$FAN" $((STREAMS - HALF)) 1 "$LAST" > "$WORK/b.json" 2>"$WORK/b.err" &
+B=$!
 deadline=$((SECONDS + 120))
-until [ "$(curl -s "127.0.0.1:$FAN/metrics" | awk '/^block_manager_event_streams_open /{print int($2)}')" -ge "$HALF" ] 2>/dev/null; do
-    [ "$SECONDS" -lt "$deadline" ] || { echo "the first $HALF streams did not open" >&2; exit 1; }
+until [ "$(curl -s "127.0.0.1:$FAN/metrics" | awk '/^block_manager_event_streams_open /{print int($2)}')" -ge "$STREAMS" ] 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "the $STREAMS streams did not open" >&2; exit 1; }
     sleep 0.2
 done
-python3 "$CLIENT" fan "http://127.0.0.1:$FAN" $((STREAMS - HALF)) "$FAN_RATE" "$FAN_SECS"
-wait "$OTHER" || { echo "the other stream process failed:" >&2; cat "$WORK/half.err" >&2; }
-cat "$WORK/half.json"
+echo "VmRSS with the streams open: $(grep VmRSS /proc/$SERVER/status | tr -s ' ')"
+python3 "$CLIENT" create "http://127.0.0.1:$FAN" "$FAN_RATE" "$FAN_SECS" 4
+wait "$A" || { echo "a stream process failed:" >&2; cat "$WORK/a.err" >&2; }
+wait "$B" || { echo "a stream process failed:" >&2; cat "$WORK/b.err" >&2; }
+cat "$WORK/a.json" "$WORK/b.json"
 echo "server: $(grep -E 'VmHWM|VmRSS' /proc/$SERVER/status | tr -s ' ' | tr '\n' ' ')"
 curl -s "127.0.0.1:$FAN/metrics" | grep -E '^block_manager_(event_streams_open|events_sent_total|event_subscribers_lagged_total)' || true
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -232,6 +232,22 @@ async def nopush(port, upstream):
         await server.serve_forever()
 
 
+async def create(url, rate, secs, conns):
+    """The fan-out run's writer, a process of its own so that no stream's reading delays it:
+    `rate` creates/s spread over `conns` keep-alive connections (each open loop, on schedule)."""
+    created = {}
+    started = time.monotonic()
+    results = await asyncio.gather(*(
+        create_loop(url, rate / conns, secs, f"w{os.getpid()}-{c}", created.__setitem__)
+        for c in range(conns)
+    ))
+    took = time.monotonic() - started
+    n = sum(r[0] for r in results)
+    print(json.dumps({"blocks": n, "late_sends": sum(r[1] for r in results),
+                      "first": min(created), "last": max(created),
+                      "seconds": round(took, 2), "achieved_per_s": round(n / took, 1)}))
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "lag":
@@ -240,6 +256,8 @@ def main():
         asyncio.run(fan(args[0], int(args[1]), float(args[2]), float(args[3])))
     elif mode == "nopush":
         asyncio.run(nopush(int(args[0]), args[1]))
+    elif mode == "create":
+        asyncio.run(create(args[0], float(args[1]), float(args[2]), int(args[3])))
     elif mode == "fanstreams":
         asyncio.run(fanstreams(args[0], int(args[1]), int(args[2]), int(args[3])))
     else:

@@ -315,10 +315,8 @@ async fn submit_stores_repeats_conflicts_and_rejects_with_quarantine() {
         e["detail"]["additional_info"]["error_codes"],
         json!(["VAL_003", "BM_006"])
     );
-    let files: Vec<_> = std::fs::read_dir(app.dir.path().join("quarantine"))
-        .unwrap()
-        .collect();
-    assert_eq!(files.len(), 1);
+    let filed = quarantine_entries(app.dir.path(), database_for(app.dir.path()).as_deref());
+    assert_eq!(filed.len(), 1);
     assert_eq!(app.get_json("/api/v1/chain/height").await.1["height"], 1);
     let (s, e) = app
         .post("/api/v1/blocks/submit", &json!({"height": -1}))

@@ -139,14 +139,10 @@ async fn chain_verify(app: &TestApp) -> Value {
 }
 
 /// The quarantined entries of `app` whose reason contains `reason`.
-fn quarantined(app: &TestApp, reason: &str) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(app.dir.path().join("quarantine")) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+fn quarantined(app: &TestApp, url: &str, reason: &str) -> Vec<Value> {
+    // On PostgreSQL the quarantine is a table: replicas keep nothing on local disk.
+    quarantine_entries(app.dir.path(), Some(url))
+        .into_iter()
         .filter(|d| d["reason"].as_str().is_some_and(|r| r.contains(reason)))
         .collect()
 }
@@ -441,7 +437,7 @@ async fn follower_into_postgres_rolls_back_a_fork_and_quarantines_orphans_and_a_
     assert_eq!(served_hashes(&app).await, hashes_of(&b));
     let rollbacks = sql(&url, "SELECT count(*) FROM bm_rollbacks").await;
     assert_eq!(rollbacks[0].get::<_, i64>(0), 1, "the rollback is logged");
-    let orphans = quarantined(&app, "orphaned by fork");
+    let orphans = quarantined(&app, &url, "orphaned by fork");
     let mut heights: Vec<u64> = orphans
         .iter()
         .map(|o| o["block"]["height"].as_u64().expect("height"))
@@ -465,7 +461,7 @@ async fn follower_into_postgres_rolls_back_a_fork_and_quarantines_orphans_and_a_
     up.documents(docs);
     let s = reaches(&app, "stalled", 10).await;
     assert_eq!(s["last_error"]["code"], "SYNC_001", "{s}");
-    let filed = quarantined(&app, "invalid upstream block");
+    let filed = quarantined(&app, &url, "invalid upstream block");
     assert_eq!(filed.len(), 1, "filed once however often it is retried");
     assert_eq!(filed[0]["block"]["hash"], forged);
     let stored = sql(&url, "SELECT count(*) FROM bm_blocks WHERE height > 10").await;

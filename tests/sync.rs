@@ -171,14 +171,8 @@ async fn health_check(node: &impl Node) -> Value {
 }
 
 fn quarantined(app: &TestApp, reason: &str) -> Vec<Value> {
-    let dir = app.dir.path().join("quarantine");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+    quarantine_entries(app.dir.path(), database_for(app.dir.path()).as_deref())
+        .into_iter()
         .filter(|d| d["reason"].as_str().is_some_and(|r| r.contains(reason)))
         .collect()
 }

@@ -389,3 +389,40 @@ pub fn skip_on_postgres(why: &str) -> bool {
     }
     false
 }
+
+/// The quarantine's entries for the chain kept under `dir`, oldest first: the files of its
+/// folder on the embedded engine, the rows of `bm_quarantine` when the chain is in `database`
+/// (on PostgreSQL replicas share one quarantine there). Callable from async tests: the query
+/// runs on a thread and runtime of its own.
+pub fn quarantine_entries(dir: &Path, database: Option<&str>) -> Vec<Value> {
+    let Some(url) = database.map(str::to_string) else {
+        let Ok(entries) = std::fs::read_dir(dir.join("quarantine")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        return files
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+            .collect();
+    };
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let client = pg::connect(&url).await;
+            client
+                .query("SELECT entry FROM bm_quarantine ORDER BY id", &[])
+                .await
+                .expect("read bm_quarantine")
+                .iter()
+                .filter_map(|r| serde_json::from_slice::<Value>(r.get::<_, &[u8]>(0)).ok())
+                .collect()
+        })
+    })
+    .join()
+    .expect("quarantine query thread")
+}

@@ -312,15 +312,10 @@ pub trait BlockStore: Send + Sync + 'static {
     }
 
     /// Whether reads are local page-cache reads that may run on the async threads. When not,
-    /// every read but [`BlockStore::cached_body`] and the in-memory ones (tip, totals, floor,
+    /// every read but the in-memory ones (tip, totals, floor,
     /// chain info) goes to a blocking thread.
     fn reads_inline(&self) -> bool {
         true
-    }
-
-    /// The body at `height` when the engine has it in memory, without waiting for anything.
-    fn cached_body(&self, _height: u64) -> Option<Vec<u8>> {
-        None
     }
 
     /// Whether the engine can reach its storage now (a database across a network); a local

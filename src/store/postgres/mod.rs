@@ -7,7 +7,7 @@
 //! may be called on the service's async threads except what is served from memory: the tip,
 //! the totals, the finality floor and the chain info are kept in memory (refreshed by every
 //! commit this process makes), and cached bodies can be asked for with
-//! [`BlockStore::cached_body`].
+//! [`BlockStore::body_at_async`] (a cached body is answered at once).
 //!
 //! Outages are not fatal: [`PgStore::connect`] returns a store that is not ready yet when the
 //! database cannot be reached, retries with backoff in the background, and becomes ready by
@@ -188,6 +188,11 @@ impl PgStore {
             runtime,
             label,
         })
+    }
+
+    /// The body at `height` when the cache holds it.
+    pub fn cached_body(&self, height: u64) -> Option<Vec<u8>> {
+        self.inner.cache.get(height).map(|b| b.to_vec())
     }
 
     /// Whether the database is connected, migrated and checked.
@@ -873,10 +878,6 @@ impl BlockStore for PgStore {
             .watch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watch);
-    }
-
-    fn cached_body(&self, height: u64) -> Option<Vec<u8>> {
-        self.inner.cache.get(height).map(|b| b.to_vec())
     }
 
     fn finality_floor(&self) -> Result<u64, StoreError> {

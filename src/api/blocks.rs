@@ -3,11 +3,11 @@
 
 use super::request::{JsonText, Params, bad_param};
 use super::{access, blocking, invalid, store_error, write_error};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::chain::{self, ChainView, Flags};
 use crate::error::ApiError;
 use crate::ledger::Submitted;
-use crate::store::{BlockMeta, BlockStore, Order};
+use crate::store::{BlockMeta, BlockReads, Order};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// Chain reads validation needs, straight from the store.
-pub struct StoreView<'a>(pub &'a dyn BlockStore);
+pub struct StoreView<'a>(pub &'a dyn BlockReads);
 
 impl ChainView for StoreView<'_> {
     fn hash_at(&self, height: u64) -> Option<String> {
@@ -167,7 +167,7 @@ async fn by_height(
 /// thread (a body the engine holds in memory is still served inline).
 async fn read<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&dyn BlockStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+    f: impl FnOnce(&dyn BlockReads) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     if state.store.reads_inline() {
         return f(&*state.store).map_err(store_error);

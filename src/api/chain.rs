@@ -2,7 +2,7 @@
 
 use super::request::JsonBody;
 use super::{blocking, store_error};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -9,10 +9,10 @@
 //! longer at its height, and placed through the store's rollback log.
 
 use crate::api::request::{Params, bad_param};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{BlockStore, Order, Position, StoreError};
+use crate::store::{BlockReads, Order, Position, StoreError};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -267,7 +267,7 @@ struct Link {
 /// Reads the next page after `cursor`. Each block must link to the one before it, which
 /// also catches a rollback that happens between the reads.
 fn read_page(
-    store: &dyn BlockStore,
+    store: &dyn BlockReads,
     cursor: &Cursor,
     thin: bool,
     budget: usize,
@@ -346,7 +346,7 @@ enum Placed {
 }
 
 /// Follows the rollback log from `lost` down to a block that is still on the chain.
-fn place(store: &dyn BlockStore, lost: &Position) -> Result<Placed, StoreError> {
+fn place(store: &dyn BlockReads, lost: &Position) -> Result<Placed, StoreError> {
     let log = store.rollback_log()?;
     let mut at = lost.clone();
     let mut old_tip = None;
@@ -378,7 +378,7 @@ fn place(store: &dyn BlockStore, lost: &Position) -> Result<Placed, StoreError> 
 
 /// A resolved position that is not on the chain: the event to send and where to go on from.
 fn resolve(
-    store: &dyn BlockStore,
+    store: &dyn BlockReads,
     lost: &Position,
     past_tip_is_live: bool,
 ) -> Result<(Option<Event>, Cursor), StoreError> {
@@ -449,7 +449,7 @@ fn resolve(
 
 /// One stream's reader: pages from the store to the connection.
 struct Feed {
-    store: Arc<dyn BlockStore>,
+    store: Arc<dyn BlockReads>,
     metrics: Arc<Metrics>,
     ledger: crate::ledger::Ledger,
     thin: bool,
@@ -484,7 +484,7 @@ impl Feed {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn BlockStore) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&dyn BlockReads) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, Stop> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&*store))
@@ -590,6 +590,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ChainWriter;
 
     const H: &str = "9f2c0000000000000000000000000000000000000000000000000000000000ab";
 

@@ -4,7 +4,7 @@
 //! stays the same, so polling it never costs a walk of the chain.
 
 use super::blocking;
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};

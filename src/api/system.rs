@@ -1,6 +1,6 @@
 //! Health, metrics, monitoring and sync-control routes.
 
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::health::Status;
 use axum::extract::State;

@@ -22,6 +22,7 @@ mod schema;
 pub mod testdb;
 #[cfg(test)]
 mod tests;
+mod txn;
 mod writes;
 
 use std::collections::HashSet;
@@ -37,9 +38,10 @@ use tokio_postgres::Row;
 pub use connect::{PgOptions, Tls};
 use fault::{Fault, Outcome, Refusal};
 
+use super::engine::Engine;
+use super::writes::WriteTxn;
 use super::{
-    BlockMeta, BlockRecord, BlockStore, ChainInfo, DEFAULT_NETWORK, Order, Rollback, StoreError,
-    Totals,
+    BlockMeta, BlockRecord, ChainInfo, DEFAULT_NETWORK, Order, Rollback, StoreError, Totals,
 };
 use cache::BodyCache;
 
@@ -440,7 +442,7 @@ fn count(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
-impl BlockStore for PgStore {
+impl Engine for PgStore {
     fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
         self.in_memory(|c| c.tip.clone())
     }
@@ -793,6 +795,10 @@ impl BlockStore for PgStore {
                 })
                 .collect()
         })
+    }
+
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        txn::begin(self)
     }
 }
 

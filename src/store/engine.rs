@@ -7,7 +7,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::writes::WriteTxn;
-use super::{BlockMeta, BlockRecord, ChainInfo, Order, Rollback, StoreError, Totals};
+use super::{
+    BlockMeta, BlockReads, BlockRecord, ChainInfo, ChainWriter, Order, QuarantineIndex, Rollback,
+    StoreError, StoreProbe, Totals,
+};
 
 /// A storage engine's operations. Every method is blocking; reads run concurrently with the
 /// single writer.
@@ -136,4 +139,127 @@ pub trait Engine: Send + Sync + 'static {
     /// as of the lock, and lookups for validating a group. Nothing is written until
     /// [`WriteTxn::commit`]; dropping it writes nothing.
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError>;
+}
+
+// Every face, for every engine, by delegation: an engine's code stays in its one `impl Engine`.
+
+impl<T: Engine> BlockReads for T {
+    fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
+        Engine::tip(self)
+    }
+    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
+        Engine::meta_at(self, height)
+    }
+    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Engine::body_at(self, height)
+    }
+    fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
+        Engine::height_of_hash(self, hash)
+    }
+    fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
+        Engine::tx_location(self, tx_id)
+    }
+    fn metas(
+        &self,
+        from: u64,
+        to: u64,
+        order: Order,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<BlockMeta>, StoreError> {
+        Engine::metas(self, from, to, order, offset, limit)
+    }
+    fn metas_by_time(
+        &self,
+        from: u64,
+        to: u64,
+        order: Order,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<BlockMeta>, StoreError> {
+        Engine::metas_by_time(self, from, to, order, offset, limit)
+    }
+    fn bodies(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Engine::bodies(self, from, limit, max_bytes)
+    }
+    fn totals(&self) -> Result<Totals, StoreError> {
+        Engine::totals(self)
+    }
+    fn chain_info(&self) -> Result<ChainInfo, StoreError> {
+        Engine::chain_info(self)
+    }
+    fn finality_floor(&self) -> Result<u64, StoreError> {
+        Engine::finality_floor(self)
+    }
+    fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError> {
+        Engine::blocks_since(self, since_micros, cap)
+    }
+    fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError> {
+        Engine::rollback_log(self)
+    }
+    fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        Engine::stored_tx_ids(self, ids)
+    }
+    fn engine(&self) -> &'static str {
+        Engine::engine(self)
+    }
+    fn reads_inline(&self) -> bool {
+        Engine::reads_inline(self)
+    }
+    fn cached_body(&self, height: u64) -> Option<Vec<u8>> {
+        Engine::cached_body(self, height)
+    }
+}
+
+impl<T: Engine> ChainWriter for T {
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        Engine::begin(self)
+    }
+    fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError> {
+        Engine::set_genesis(self, network, genesis)
+    }
+    fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError> {
+        Engine::append(self, blocks)
+    }
+    fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError> {
+        Engine::rollback_above(self, height)
+    }
+    fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError> {
+        Engine::raise_finality_floor(self, height)
+    }
+}
+
+impl<T: Engine> QuarantineIndex for T {
+    fn record_quarantined(&self, key: &str) -> Result<bool, StoreError> {
+        Engine::record_quarantined(self, key)
+    }
+}
+
+impl<T: Engine> StoreProbe for T {
+    fn check_readable(&self) -> Result<Option<u64>, StoreError> {
+        Engine::tip(self).map(|tip| tip.map(|t| t.height))
+    }
+    fn check_writable(&self) -> Result<(), StoreError> {
+        Engine::check_writable(self)
+    }
+    fn check_reachable(&self) -> Result<(), StoreError> {
+        Engine::check_reachable(self)
+    }
+    fn file_size(&self) -> Result<u64, StoreError> {
+        Engine::file_size(self)
+    }
+    fn volume(&self) -> Option<&Path> {
+        Engine::volume(self)
+    }
+    fn path(&self) -> &Path {
+        Engine::path(self)
+    }
+    fn engine(&self) -> &'static str {
+        Engine::engine(self)
+    }
 }

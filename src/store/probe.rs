@@ -4,15 +4,14 @@
 use std::path::Path;
 
 use super::StoreError;
-use super::engine::Engine;
 
 /// The store as health checks and the host sampler see it. Every method is blocking.
 pub trait StoreProbe: Send + Sync + 'static {
     /// The tip's height, read as any read would be: proves the store can be read now.
     fn check_readable(&self) -> Result<Option<u64>, StoreError>;
-    /// A cheap write probe, safe to call every few seconds (see [`Engine::check_writable`]).
+    /// A cheap write probe, safe to call every few seconds (see [`super::engine::Engine::check_writable`]).
     fn check_writable(&self) -> Result<(), StoreError>;
-    /// Whether the engine can reach its storage now (see [`Engine::check_reachable`]).
+    /// Whether the engine can reach its storage now (see [`super::engine::Engine::check_reachable`]).
     fn check_reachable(&self) -> Result<(), StoreError>;
     /// Size of the store file in bytes.
     fn file_size(&self) -> Result<u64, StoreError>;
@@ -22,28 +21,4 @@ pub trait StoreProbe: Send + Sync + 'static {
     fn path(&self) -> &Path;
     /// The engine's name, as health shows it: `embedded` or `postgres`.
     fn engine(&self) -> &'static str;
-}
-
-impl<T: Engine> StoreProbe for T {
-    fn check_readable(&self) -> Result<Option<u64>, StoreError> {
-        Engine::tip(self).map(|tip| tip.map(|t| t.height))
-    }
-    fn check_writable(&self) -> Result<(), StoreError> {
-        Engine::check_writable(self)
-    }
-    fn check_reachable(&self) -> Result<(), StoreError> {
-        Engine::check_reachable(self)
-    }
-    fn file_size(&self) -> Result<u64, StoreError> {
-        Engine::file_size(self)
-    }
-    fn volume(&self) -> Option<&Path> {
-        Engine::volume(self)
-    }
-    fn path(&self) -> &Path {
-        Engine::path(self)
-    }
-    fn engine(&self) -> &'static str {
-        Engine::engine(self)
-    }
 }

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::engine::Engine;
 use super::{BlockMeta, ChainInfo, Order, Rollback, StoreError, Totals};
 
 /// The reads of the block store. Every method is blocking (see [`off_runtime`]); reads run
@@ -49,11 +48,11 @@ pub trait BlockReads: Send + Sync + 'static {
     fn totals(&self) -> Result<Totals, StoreError>;
     /// Format version, network and genesis hash.
     fn chain_info(&self) -> Result<ChainInfo, StoreError>;
-    /// The finality floor: blocks at or below it are final (see [`Engine::finality_floor`]).
+    /// The finality floor: blocks at or below it are final (see [`super::engine::Engine::finality_floor`]).
     fn finality_floor(&self) -> Result<u64, StoreError>;
     /// Blocks whose timestamp is at or after `since_micros`, counting at most `cap`.
     fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError>;
-    /// The rollback log, newest first (see [`Engine::rollback_log`]).
+    /// The rollback log, newest first (see [`super::engine::Engine::rollback_log`]).
     fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError>;
     /// Which of the `ids` are stored, in one lookup.
     fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError>;
@@ -63,79 +62,6 @@ pub trait BlockReads: Send + Sync + 'static {
     fn reads_inline(&self) -> bool;
     /// The body at `height` when the engine has it in memory, without waiting for anything.
     fn cached_body(&self, height: u64) -> Option<Vec<u8>>;
-}
-
-impl<T: Engine> BlockReads for T {
-    fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
-        Engine::tip(self)
-    }
-    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
-        Engine::meta_at(self, height)
-    }
-    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Engine::body_at(self, height)
-    }
-    fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
-        Engine::height_of_hash(self, hash)
-    }
-    fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
-        Engine::tx_location(self, tx_id)
-    }
-    fn metas(
-        &self,
-        from: u64,
-        to: u64,
-        order: Order,
-        offset: u64,
-        limit: usize,
-    ) -> Result<Vec<BlockMeta>, StoreError> {
-        Engine::metas(self, from, to, order, offset, limit)
-    }
-    fn metas_by_time(
-        &self,
-        from: u64,
-        to: u64,
-        order: Order,
-        offset: u64,
-        limit: usize,
-    ) -> Result<Vec<BlockMeta>, StoreError> {
-        Engine::metas_by_time(self, from, to, order, offset, limit)
-    }
-    fn bodies(
-        &self,
-        from: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Engine::bodies(self, from, limit, max_bytes)
-    }
-    fn totals(&self) -> Result<Totals, StoreError> {
-        Engine::totals(self)
-    }
-    fn chain_info(&self) -> Result<ChainInfo, StoreError> {
-        Engine::chain_info(self)
-    }
-    fn finality_floor(&self) -> Result<u64, StoreError> {
-        Engine::finality_floor(self)
-    }
-    fn blocks_since(&self, since_micros: i64, cap: u64) -> Result<u64, StoreError> {
-        Engine::blocks_since(self, since_micros, cap)
-    }
-    fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError> {
-        Engine::rollback_log(self)
-    }
-    fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-        Engine::stored_tx_ids(self, ids)
-    }
-    fn engine(&self) -> &'static str {
-        Engine::engine(self)
-    }
-    fn reads_inline(&self) -> bool {
-        Engine::reads_inline(self)
-    }
-    fn cached_body(&self, height: u64) -> Option<Vec<u8>> {
-        Engine::cached_body(self, height)
-    }
 }
 
 /// Runs the store read `f` on a blocking thread: the one way async code reads the store

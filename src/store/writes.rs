@@ -13,7 +13,6 @@
 
 use std::collections::HashSet;
 
-use super::engine::Engine;
 use super::{BlockMeta, BlockRecord, StoreError};
 
 /// The chain's writes: only the ledger holds it.
@@ -24,32 +23,14 @@ pub trait ChainWriter: Send + Sync + 'static {
     /// commit; a transaction of its own.
     fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError>;
     /// Appends `blocks` in one durable commit; a transaction of its own (see
-    /// [`Engine::append`]).
+    /// [`super::engine::Engine::append`]).
     fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError>;
     /// Removes every block above `height` in one commit and returns them ascending; a
-    /// transaction of its own (see [`Engine::rollback_above`]).
+    /// transaction of its own (see [`super::engine::Engine::rollback_above`]).
     fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError>;
     /// Raises the finality floor to `height` in one durable commit; returns the floor now in
     /// force.
     fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError>;
-}
-
-impl<T: Engine> ChainWriter for T {
-    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
-        Engine::begin(self)
-    }
-    fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError> {
-        Engine::set_genesis(self, network, genesis)
-    }
-    fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError> {
-        Engine::append(self, blocks)
-    }
-    fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError> {
-        Engine::rollback_above(self, height)
-    }
-    fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError> {
-        Engine::raise_finality_floor(self, height)
-    }
 }
 
 /// Records which rejected blocks the quarantine filed. Its own face, not the chain writer's:
@@ -57,14 +38,8 @@ impl<T: Engine> ChainWriter for T {
 /// ledger's groups, and it must not be able to append to or roll back the chain; the index
 /// lives in the store so that replicas sharing a database file each block once.
 pub trait QuarantineIndex: Send + Sync + 'static {
-    /// `true` when `key` was not recorded before (see [`Engine::record_quarantined`]).
+    /// `true` when `key` was not recorded before (see [`super::engine::Engine::record_quarantined`]).
     fn record_quarantined(&self, key: &str) -> Result<bool, StoreError>;
-}
-
-impl<T: Engine> QuarantineIndex for T {
-    fn record_quarantined(&self, key: &str) -> Result<bool, StoreError> {
-        Engine::record_quarantined(self, key)
-    }
 }
 
 /// What a committed transaction left: the chain's tip and floor as of the commit, and the

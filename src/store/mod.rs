@@ -1,50 +1,42 @@
-//! The block store: the only code that touches redb.
+//! The block store's face: the types every engine stores and returns ([`BlockMeta`],
+//! [`BlockRecord`], [`Totals`], [`Order`], [`StoreError`]), and the faces holders take, by who
+//! may hold what: [`BlockReads`] (api/, sync/, verify), [`ChainWriter`] (the ledger),
+//! [`StoreProbe`] (health, the sampler), [`QuarantineIndex`] (the quarantine). It names no
+//! engine: `open` is the one place that chooses one, `embedded` (a redb file and body log) or
+//! `postgres`; both implement [`engine::Engine`] and pass the same `conformance` suite.
 //!
-//! It keeps opaque, already-validated block records — the served JSON body, a compact
-//! [`BlockMeta`] and the block's transaction ids — and the indexes the API needs (hash → height,
-//! transaction id → location, timestamp → height), plus running totals, all updated in the same
-//! atomic commit. It knows nothing about validation, HTTP or async: callers run it on blocking
-//! threads.
+//! Records are opaque, already validated: the served JSON body, a compact [`BlockMeta`] and
+//! the block's transaction ids, with the indexes the API needs (hash → height, transaction id
+//! → location, timestamp → height) and running totals, all updated in the same atomic commit.
+//! The store knows nothing about validation, HTTP or async: callers run it on blocking
+//! threads (see [`reads::off_runtime`]).
 //!
-//! Invariant: the stored heights are always `0..=tip` without gaps — [`engine::Engine::append`]
-//! only continues the tip and [`engine::Engine::rollback_above`] only removes a suffix — so paging
-//! by height is arithmetic rather than a scan.
+//! Invariant: the stored heights are always `0..=tip` without gaps — an append only continues
+//! the tip and a rollback only removes a suffix — so paging by height is arithmetic rather
+//! than a scan.
 //!
-//! Finality: the store keeps a floor that only rises ([`engine::Engine::finality_floor`]) and
+//! Finality: the store keeps a floor that only rises ([`BlockReads::finality_floor`]) and
 //! refuses any rollback that would remove a block at or below it, whoever asks.
 //!
-//! Inside: `redb_store` (the handle, recovery, the trait impl), `database` (opening the file,
-//! format check, durable transactions), `tables` (table layout and per-block rows), `listing`
-//! (paged listings), `codec` (compact row encodings), `failure` (error classification), `tip`
-//! (commit notifications).
+//! Also here: `tip` (commit notifications).
 
-mod body_log;
-mod codec;
 #[cfg(test)]
 mod conformance;
-mod database;
+pub mod embedded;
 pub mod engine;
-mod failure;
-mod listing;
 pub mod open;
 pub mod postgres;
 pub mod probe;
-mod read_only;
 pub mod reads;
-mod redb_store;
-mod tables;
-#[cfg(test)]
-mod tests;
 pub mod tip;
 pub mod writes;
 
 use std::path::Path;
 
+pub use embedded::{OpenReport, ReadOnlyStore, RedbStore};
 pub use postgres::PgStore;
 pub use probe::StoreProbe;
-pub use read_only::ReadOnlyStore;
 pub use reads::BlockReads;
-pub use redb_store::{OpenReport, RedbStore};
 pub use writes::{ChainWriter, Committed, QuarantineIndex, WriteTxn};
 
 /// Version of the store's own layout (tables and encodings), kept in the meta table. A file

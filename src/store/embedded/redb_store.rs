@@ -23,6 +23,7 @@ use super::body_log::BodyLog;
 use super::database::{connect, initialise, write_in};
 use super::engine::Engine;
 use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle};
+use super::files::probe_path;
 use super::listing;
 use super::tables::{self, WriteTables};
 use super::writes::{Change, HeldChain, Staged, WriteTxn};
@@ -786,18 +787,6 @@ fn open_log(db: &Database, path: &Path) -> Outcome<Option<BodyLog>> {
 fn read_floor(db: &Database) -> Outcome<u64> {
     let txn = db.begin_read()?;
     tables::read_finality_floor(&txn.open_table(tables::META)?)
-}
-
-/// The write probe's file: hidden, beside the store file.
-pub(super) fn probe_path(store: &Path) -> PathBuf {
-    store.with_file_name(format!(".{}.write-probe", file_name(store)))
-}
-
-/// The store file's name, for the files kept beside it.
-pub(super) fn file_name(store: &Path) -> String {
-    store
-        .file_name()
-        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned())
 }
 
 fn not_contiguous(expected: u64, got: u64) -> Fault {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::super::body_log::{REPAIR_PER_COMMIT, checksum, sibling};
+use super::super::body_log::{REPAIR_PER_COMMIT, checksum};
 use super::super::conformance::{GENESIS_MICROS, blocks, record};
+use super::super::files::sibling;
 use super::super::tables;
 use super::{open, store_path};
 use crate::store::{BlockReads, BlockRecord, ChainWriter, RedbStore};

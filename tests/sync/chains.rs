@@ -4,7 +4,7 @@
 use block_manager::chain::{self, Block, Limits, Timestamp, Transaction};
 use block_manager::ledger::Ledger;
 use block_manager::metrics::Metrics;
-use block_manager::store::{BlockStore, RedbStore};
+use block_manager::store::{ChainWriter, RedbStore};
 use serde_json::Number;
 use std::path::Path;
 use std::sync::Arc;
@@ -63,7 +63,7 @@ pub fn grow(c: &mut Vec<Block>, n: usize, tag: &str, txs: usize) {
 /// so every block is validated on the way in.
 pub async fn seed(dir: &Path, blocks: &[Block]) {
     let path = dir.join("blocks").join("blocks.redb");
-    let store: Arc<dyn BlockStore> =
+    let store: Arc<dyn ChainWriter> =
         Arc::new(RedbStore::open(&path, 16 * 1024 * 1024).expect("open the store to seed"));
     let (ledger, writer) = Ledger::start(store, Limits::default(), Arc::new(Metrics::new()));
     for part in blocks.chunks(1000) {

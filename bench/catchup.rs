@@ -12,7 +12,7 @@ mod fixture;
 use block_manager::chain::{Block, Limits};
 use block_manager::ledger::Ledger;
 use block_manager::metrics::Metrics;
-use block_manager::store::{BlockStore, RedbStore};
+use block_manager::store::{ChainWriter, RedbStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,7 +152,7 @@ fn cpu_seconds() -> (f64, f64) {
 /// seconds its writer thread used.
 async fn seed(dir: &Path, blocks: &[Block]) -> f64 {
     let path = dir.join("blocks").join("blocks.redb");
-    let store: Arc<dyn BlockStore> =
+    let store: Arc<dyn ChainWriter> =
         Arc::new(RedbStore::open(&path, 16 * 1024 * 1024).expect("open"));
     let (ledger, writer) = Ledger::start(store, Limits::default(), Arc::new(Metrics::new()));
     let (_, before) = cpu_seconds();

@@ -4,7 +4,7 @@
 
 use block_manager::chain::{self, Block, Timestamp, Transaction};
 use block_manager::ledger::record_of;
-use block_manager::store::{BlockStore, DEFAULT_CACHE_BYTES, RedbStore};
+use block_manager::store::{ChainWriter, DEFAULT_CACHE_BYTES, RedbStore};
 use serde_json::Number;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -6,7 +6,7 @@
 
 use block_manager::chain::{Block, Timestamp, Transaction, genesis_block};
 use block_manager::ledger::record_of;
-use block_manager::store::{BlockStore, RedbStore};
+use block_manager::store::{ChainWriter, RedbStore};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use block_manager::store::{
-    BlockMeta, BlockRecord, BlockStore, DEFAULT_CACHE_BYTES, Order, RedbStore,
+    BlockMeta, BlockReads, BlockRecord, ChainWriter, DEFAULT_CACHE_BYTES, Order, RedbStore,
+    StoreProbe,
 };
 
 const CHAIN_BLOCKS: u64 = 100_000;

@@ -2,6 +2,7 @@
 //! (see `server`), runs background tasks, and on SIGTERM/SIGINT drains requests and closes the
 //! store last. A signal during start-up ends it the same way, before serving.
 
+pub use crate::api::state::{AppState, Shared};
 use crate::chain::{self, Limits, Timestamp};
 use crate::config::Config;
 use crate::error::Catalog;
@@ -16,57 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Everything handlers share, behind one `Arc`: extractors and middleware clone the state
-/// several times per request, and one reference count is far cheaper than a dozen (the
-/// profile of the read path showed cloning and dropping a struct of handles as its top cost).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The shared handles; each owns its locking.
-pub struct Shared {
-    /// Effective configuration.
-    pub config: Arc<Config>,
-    /// The block store (reads).
-    pub store: Arc<dyn BlockStore>,
-    /// The write path.
-    pub ledger: Ledger,
-    /// Error messages and severities.
-    pub catalog: Arc<Catalog>,
-    /// Metric handles.
-    pub metrics: Arc<Metrics>,
-    /// Health checks.
-    pub health: Health,
-    /// Rejected blocks.
-    pub quarantine: Arc<Quarantine>,
-    /// Validation limits from the config.
-    pub limits: Limits,
-    /// When the process started.
-    pub started: Instant,
-    /// False until start-up is done and again once shutdown begins.
-    pub ready: Arc<AtomicBool>,
-    /// Follower state, when following an upstream.
-    pub sync: Option<crate::sync::SyncHandle>,
-    /// Per-client request counters.
-    pub limiter: Arc<crate::api::access::RateLimiter>,
-    /// Latest host sample.
-    pub system: crate::monitoring::SystemView,
-    /// The last `/blocks/stats` answer, reused briefly.
-    pub stats: crate::api::StatsCache,
-    /// Open connections and the cap (long-lived responses claim their place here).
-    pub connections: Arc<crate::server::ConnectionTracker>,
-    /// Open event streams, ended by shutdown.
-    pub events: Arc<crate::api::events::Hub>,
-    /// This replica's `service.instance_id` (or host name), worked out once.
-    pub instance_id: String,
-}
 
 /// Why the service could not start: exit 2 with this line.
 #[derive(Debug, thiserror::Error)]
@@ -235,12 +185,13 @@ pub async fn build_state(
         connection_cap(&config),
         &metrics,
     ));
-    let state = AppState(Arc::new(Shared {
+    let state = AppState::new(Shared {
         instance_id: config.service.instance(),
         catalog: Arc::new(Catalog::from_config(&config)),
         limiter: Arc::new(crate::api::access::limiter(&config, &metrics).map_err(StartError)?),
         health: Health::new(checks, Duration::from_secs(1)),
         config,
+        reads: store.clone(),
         store,
         ledger,
         metrics,
@@ -253,7 +204,7 @@ pub async fn build_state(
         stats: crate::api::StatsCache::default(),
         connections,
         events: Arc::new(crate::api::events::Hub::new(shutdown.clone())),
-    }));
+    });
     Ok((state, writer))
 }
 

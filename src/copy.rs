@@ -20,7 +20,7 @@ use crate::config::{DatabaseUrl, PostgresConfig};
 use crate::ledger::record_of;
 use crate::store::postgres::{ChainSpec, ConnectError, PgOptions};
 use crate::store::{
-    BlockMeta, BlockRecord, BlockStore, PgStore, ReadOnlyStore, RedbStore, StoreError,
+    BlockMeta, BlockReads, BlockRecord, BlockStore, PgStore, ReadOnlyStore, RedbStore, StoreError,
 };
 use crate::verify::Source;
 
@@ -134,8 +134,8 @@ impl Origin {
     fn floor(&self) -> Result<u64, StoreError> {
         match self {
             Origin::ReadOnly(s) => s.finality_floor(),
-            Origin::Recovered(s) => BlockStore::finality_floor(s),
-            Origin::Postgres(s) => BlockStore::finality_floor(s),
+            Origin::Recovered(s) => BlockReads::finality_floor(s),
+            Origin::Postgres(s) => BlockReads::finality_floor(s),
         }
     }
 }
@@ -311,7 +311,7 @@ fn connect(url: &DatabaseUrl, flag: &str) -> Result<PgStore, Failure> {
         }
     };
     if !store.is_ready() {
-        let why = BlockStore::tip(&store)
+        let why = BlockReads::tip(&store)
             .err()
             .map_or_else(|| "not ready".to_string(), |e| e.to_string());
         return Err(Failure::Usage(format!(

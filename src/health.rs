@@ -128,7 +128,7 @@ impl Health {
 /// The `store` check: open, writable, and enough free space on the data volume.
 pub struct StoreCheck {
     /// The store.
-    pub store: Arc<dyn crate::store::BlockStore>,
+    pub store: Arc<dyn crate::store::StoreProbe>,
     /// Below this, degraded.
     pub min_free_bytes: u64,
 }
@@ -139,8 +139,8 @@ impl Check for StoreCheck {
     }
 
     fn run(&self) -> Outcome {
-        let tip = match self.store.tip() {
-            Ok(tip) => tip,
+        let height = match self.store.check_readable() {
+            Ok(height) => height,
             Err(e) => return Outcome::new(Status::Unhealthy, format!("store cannot be read: {e}")),
         };
         let engine = self.store.engine();
@@ -149,7 +149,6 @@ impl Check for StoreCheck {
             return Outcome::new(Status::Unhealthy, format!("store cannot be reached: {e}"))
                 .with("engine", engine);
         }
-        let height = tip.map(|t| t.height);
         let free = self
             .store
             .volume()

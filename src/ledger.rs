@@ -8,11 +8,10 @@
 use crate::chain::{self, Block, ChainView, Failure, Limits, Timestamp, Transaction};
 use crate::metrics::Metrics;
 use crate::store::tip::TipWatch;
-use crate::store::{BlockMeta, BlockRecord, BlockStore, StoreError};
+use crate::store::{BlockMeta, BlockRecord, ChainWriter, Committed, StoreError, WriteTxn};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
@@ -127,15 +126,9 @@ enum Op {
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::Sender<Op>,
-    tip: Arc<AtomicU64>,
+    /// The one source of the committed tip (see [`TipWatch`]).
     changes: Arc<TipWatch>,
-    /// Set when the store is shared with other processes (or readies itself later): its
-    /// in-memory tip, which follows every replica's commits, is then the truth, not ours.
-    shared: Option<Arc<dyn BlockStore>>,
 }
-
-/// `tip` value while the chain is empty.
-const NO_TIP: u64 = u64::MAX;
 
 /// The stored form of a validated block.
 pub fn record_of(block: &Block) -> BlockRecord {
@@ -166,36 +159,32 @@ impl Ledger {
     /// Starts the writer thread over `store`. It stops when every handle is dropped; join the
     /// returned handle to know the last commit has finished.
     pub fn start(
-        store: Arc<dyn BlockStore>,
+        store: Arc<dyn ChainWriter>,
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> (Ledger, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
-        let tip = Arc::new(AtomicU64::new(NO_TIP));
         let changes = Arc::new(TipWatch::new());
-        store.follow_changes(changes.clone());
-        let shared = (!store.reads_inline()).then(|| store.clone());
+        let engine_sets_tip = store.follow_changes(changes.clone());
         let writer = Writer {
             store,
             limits,
             metrics,
-            tip: tip.clone(),
             changes: changes.clone(),
+            engine_sets_tip,
         };
-        writer.publish_tip();
+        // An empty transaction: the tip and floor as the store has them now.
+        match writer.store.begin().and_then(|txn| txn.commit()) {
+            Ok(now) => writer.publish(&now),
+            // A database not ready yet sets the tip itself once it is.
+            Err(StoreError::Unavailable(_)) if engine_sets_tip => {}
+            Err(e) => tracing::error!(error = %e, "cannot read the tip at start"),
+        }
         let handle = std::thread::Builder::new()
             .name("block-writer".into())
             .spawn(move || writer.run(rx))
             .expect("spawning the writer thread only fails when the OS is out of threads");
-        (
-            Ledger {
-                tx,
-                tip,
-                changes,
-                shared,
-            },
-            handle,
-        )
+        (Ledger { tx, changes }, handle)
     }
 
     /// Wakes after every durable commit and rollback (event streams wait on it).
@@ -205,10 +194,7 @@ impl Ledger {
 
     /// Height of the committed tip, without touching the store (`None` while empty).
     pub fn tip_height(&self) -> Option<u64> {
-        if let Some(store) = &self.shared {
-            return store.tip().ok().flatten().map(|t| t.height);
-        }
-        Some(self.tip.load(Ordering::Acquire)).filter(|h| *h != NO_TIP)
+        self.changes.height()
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, WriteError> {
@@ -282,9 +268,9 @@ impl Ledger {
     }
 }
 
-/// Tip and contents of the group being built, on top of the store.
+/// Tip and contents of the group being built, on top of the store's write transaction.
 struct Pending<'a> {
-    store: &'a dyn BlockStore,
+    txn: &'a dyn WriteTxn,
     tip: Option<(u64, String, Timestamp)>,
     hashes: HashMap<u64, String>,
     txs: HashSet<String>,
@@ -302,7 +288,7 @@ impl ChainView for Pending<'_> {
         if let Some(h) = self.hashes.get(&height) {
             return Some(h.clone());
         }
-        match self.store.meta_at(height) {
+        match self.txn.meta_at(height) {
             Ok(m) => m.map(|m| m.hash),
             Err(e) => {
                 self.read_error.borrow_mut().get_or_insert(e);
@@ -318,10 +304,11 @@ impl ChainView for Pending<'_> {
 }
 
 impl<'a> Pending<'a> {
-    fn new(store: &'a dyn BlockStore, ops: &[Op]) -> Result<Self, StoreError> {
-        let tip = store.tip()?.map(|m| {
+    fn new(txn: &'a dyn WriteTxn, ops: &[Op]) -> Result<Self, StoreError> {
+        // The tip as the transaction locked it: what the group's first block continues.
+        let tip = txn.tip().map(|m| {
             let ts = Timestamp::from_unix_micros(m.timestamp_micros);
-            (m.height, m.hash, ts)
+            (m.height, m.hash.clone(), ts)
         });
         let mut ids: Vec<&str> = Vec::new();
         for op in ops {
@@ -340,11 +327,11 @@ impl<'a> Pending<'a> {
                 Op::Rollback { .. } | Op::Stop => {}
             }
         }
-        let stored_txs = store.stored_tx_ids(&ids)?;
+        let stored_txs = txn.stored_tx_ids(&ids)?;
         // The tip's hash is what the group's first block links to: no lookup for it.
         let hashes = tip.iter().map(|(h, hash, _)| (*h, hash.clone())).collect();
         Ok(Self {
-            store,
+            txn,
             tip,
             hashes,
             txs: HashSet::new(),
@@ -393,8 +380,8 @@ impl<'a> Pending<'a> {
         let (meta, body) = match self.records.iter().find(|r| r.meta.height == block.height) {
             Some(r) => (r.meta.clone(), r.body.clone()),
             None => match (
-                self.store.meta_at(block.height)?,
-                self.store.body_at(block.height)?,
+                self.txn.meta_at(block.height)?,
+                self.txn.body_at(block.height)?,
             ) {
                 (Some(m), Some(b)) => (m, b),
                 _ => return Ok(None),
@@ -412,11 +399,13 @@ impl<'a> Pending<'a> {
 }
 
 struct Writer {
-    store: Arc<dyn BlockStore>,
+    store: Arc<dyn ChainWriter>,
     limits: Limits,
     metrics: Arc<Metrics>,
-    tip: Arc<AtomicU64>,
     changes: Arc<TipWatch>,
+    /// The engine sets the tip in `changes` itself, in its commit order (a shared engine):
+    /// setting it here too could put an older tip over a newer one.
+    engine_sets_tip: bool,
 }
 
 /// An answer waiting for its group's commit.
@@ -458,29 +447,20 @@ fn gather(rx: &mut mpsc::Receiver<Op>, ops: &mut Vec<Op>, active: usize) {
 }
 
 impl Writer {
-    /// Re-reads the tip after a commit or rollback so readers see it at once.
-    fn publish_tip(&self) {
-        match self.store.tip() {
-            Ok(tip) => {
-                self.tip
-                    .store(tip.as_ref().map_or(NO_TIP, |t| t.height), Ordering::Release);
-                if let Some(t) = tip {
-                    self.metrics.set_tip(t.height, t.timestamp_micros);
-                }
-            }
-            // A database not ready yet announces its tip itself once it is.
-            Err(StoreError::Unavailable(_)) if !self.store.reads_inline() => {}
-            Err(e) => tracing::error!(error = %e, "cannot read the tip after a write"),
+    /// Publishes what a commit left: the tip into the tip watch (unless the engine sets it
+    /// there itself) and the tip gauges from the same commit, before subscribers are woken.
+    fn publish(&self, now: &Committed) {
+        if !self.engine_sets_tip {
+            self.changes.set(now.tip.as_ref().map(|t| t.height));
         }
-        self.publish_floor();
+        if let Some(t) = &now.tip {
+            self.metrics.set_tip(t.height, t.timestamp_micros);
+        }
+        self.metrics
+            .finality_floor
+            .set(now.finality_floor.min(1 << 53) as i64);
+        // After the tip is published: a woken subscriber reads what was committed.
         self.changes.notify();
-    }
-
-    /// The finality floor gauge, after a commit may have raised it.
-    fn publish_floor(&self) {
-        if let Ok(floor) = self.store.finality_floor() {
-            self.metrics.finality_floor.set(floor.min(1 << 53) as i64);
-        }
     }
 
     fn run(self, mut rx: mpsc::Receiver<Op>) {
@@ -503,17 +483,26 @@ impl Writer {
                     Op::Rollback { above, reply } => {
                         self.commit(std::mem::take(&mut group));
                         let started = Instant::now();
-                        let result = self.store.rollback_above(above).map_err(WriteError::from);
-                        if let Ok(removed) = &result {
+                        let result = self
+                            .store
+                            .begin()
+                            .and_then(|mut txn| {
+                                txn.rollback_above(above)?;
+                                txn.commit()
+                            })
+                            .map_err(WriteError::from);
+                        let result = result.map(|mut done| {
                             self.metrics
-                                .observe_rollback(removed.len(), started.elapsed());
-                            let txs: u64 = removed
+                                .observe_rollback(done.removed.len(), started.elapsed());
+                            let txs: u64 = done
+                                .removed
                                 .iter()
                                 .map(|r| u64::from(r.meta.transaction_count))
                                 .sum();
                             self.metrics.transactions_stored.sub(txs as i64);
-                        }
-                        self.publish_tip();
+                            self.publish(&done);
+                            std::mem::take(&mut done.removed)
+                        });
                         let _ = reply.send(result);
                     }
                     op => group.push(op),
@@ -532,7 +521,9 @@ impl Writer {
                 Some(e)
             }
             e => {
-                self.metrics.observe_rejection(&e);
+                if let WriteError::Invalid(failures) = &e {
+                    self.metrics.observe_failures(failures);
+                }
                 let _ = reply.send(Err(e));
                 None
             }
@@ -544,7 +535,13 @@ impl Writer {
         if ops.is_empty() {
             return;
         }
-        let mut pending = match Pending::new(&*self.store, &ops) {
+        // The group is validated and written inside one transaction: the tip it continues
+        // and the lookups it validates with are the transaction's.
+        let mut txn = match self.store.begin() {
+            Ok(txn) => txn,
+            Err(e) => return fail_all(ops, &e),
+        };
+        let mut pending = match Pending::new(&*txn, &ops) {
             Ok(p) => p,
             Err(e) => return fail_all(ops, &e),
         };
@@ -627,8 +624,7 @@ impl Writer {
                         match pending.push(&block, record, &self.limits, now) {
                             Ok(_) => outcome.committed += 1,
                             Err(WriteError::Invalid(f)) => {
-                                self.metrics
-                                    .observe_rejection(&WriteError::Invalid(f.clone()));
+                                self.metrics.observe_failures(&f);
                                 outcome.rejected = Some((i, Box::new(block), f));
                                 break;
                             }
@@ -660,36 +656,22 @@ impl Writer {
                 return answer(waiting, Some(e));
             }
         }
-        if pending.records.is_empty() {
+        let records = std::mem::take(&mut pending.records);
+        if records.is_empty() {
             return answer(waiting, None);
         }
+        let blocks = records.len();
         let started = Instant::now();
-        let result = match self.store.append(&pending.records) {
-            // The group was built on the tip the engine knew; on an engine shared with other
-            // processes a refusal means the chain moved on first (another replica's commit,
-            // or one of ours whose answer was lost). Nothing was written and the engine has
-            // reloaded its tip, so a retry is safe: an outage for the caller, not a fault.
-            Err(StoreError::NotContiguous { expected, got }) if !self.store.reads_inline() => {
-                Err(StoreError::Unavailable(format!(
-                    "the chain moved on under this write (expected height {expected}, built {got}); nothing was written, retry"
-                )))
-            }
-            other => other,
-        };
+        let result = txn.append(records).and_then(|()| txn.commit());
         match result {
-            Ok(()) => {
-                if let Some(last) = pending.records.last() {
-                    self.tip.store(last.meta.height, Ordering::Release);
-                }
+            Ok(done) => {
                 self.metrics
-                    .observe_commit(&pending.records, started.elapsed(), sources);
-                self.publish_floor();
-                // After the tip is published: a woken subscriber reads what was committed.
-                self.changes.notify();
+                    .observe_commit(&done.appended, started.elapsed(), sources);
+                self.publish(&done);
                 answer(waiting, None)
             }
             Err(e) => {
-                tracing::error!(error = %e, blocks = pending.records.len(), "commit failed; nothing of this group was stored");
+                tracing::error!(error = %e, blocks, "commit failed; nothing of this group was stored");
                 answer(waiting, Some(&e))
             }
         }

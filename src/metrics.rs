@@ -6,7 +6,6 @@
 mod process;
 
 use crate::chain::Failure;
-use crate::ledger::WriteError;
 use crate::store::BlockRecord;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -438,7 +437,7 @@ impl Metrics {
         out
     }
 
-    /// Records a committed group.
+    /// Records a committed group (durations, counts, sizes).
     pub fn observe_commit(
         &self,
         records: &[BlockRecord],
@@ -459,9 +458,7 @@ impl Metrics {
             self.transactions_stored
                 .add(i64::from(r.meta.transaction_count));
         }
-        if let Some(last) = records.last() {
-            self.set_tip(last.meta.height, last.meta.timestamp_micros);
-        }
+        // The tip gauges are set by the ledger from the committed tip (`set_tip`), not here.
     }
 
     /// Records the tip (start-up, commits, rollbacks).
@@ -475,13 +472,6 @@ impl Metrics {
     pub fn observe_rollback(&self, removed: usize, took: Duration) {
         self.rolled_back.inc_by(removed as u64);
         self.commit_duration.observe(took.as_secs_f64());
-    }
-
-    /// Records a rejected write.
-    pub fn observe_rejection(&self, e: &WriteError) {
-        if let WriteError::Invalid(failures) = e {
-            self.observe_failures(failures);
-        }
     }
 
     /// Records validation failures found before a block reaches the ledger (malformed input).

@@ -9,7 +9,7 @@ pub use sampler::{HostSample, Memory};
 use crate::config::Config;
 use crate::health::{Check, Outcome, Status};
 use crate::metrics::Metrics;
-use crate::store::BlockStore;
+use crate::store::StoreProbe;
 use sampler::Sampler;
 use serde_json::{Value, json};
 use std::sync::{Arc, RwLock};
@@ -40,7 +40,7 @@ impl SystemView {
     /// With `monitoring.metrics_enabled` off nothing is sampled.
     pub async fn start(
         config: &Config,
-        store: Arc<dyn BlockStore>,
+        store: Arc<dyn StoreProbe>,
         metrics: Arc<Metrics>,
         tracker: &TaskTracker,
         shutdown: CancellationToken,

@@ -10,7 +10,7 @@
 //! again.
 
 use crate::metrics::Metrics;
-use crate::store::BlockStore;
+use crate::store::QuarantineIndex;
 use serde_json::{Value, json};
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
@@ -34,7 +34,7 @@ pub struct Quarantine {
     max_files: usize,
     max_bytes: u64,
     entry_cap: usize,
-    index: Option<Arc<dyn BlockStore>>,
+    index: Option<Arc<dyn QuarantineIndex>>,
     metrics: Option<Arc<Metrics>>,
     // Serialises writers so pruning never races a write of this process.
     lock: Mutex<()>,
@@ -95,7 +95,7 @@ impl Quarantine {
     }
 
     /// Keeps the index of what was filed in `store`, so a block is filed once, across restarts.
-    pub fn with_index(mut self, store: Arc<dyn BlockStore>) -> Self {
+    pub fn with_index(mut self, store: Arc<dyn QuarantineIndex>) -> Self {
         self.index = Some(store);
         self
     }
@@ -214,7 +214,7 @@ impl Quarantine {
     }
 
     /// The engine that keeps the entries instead of the folder, if it does.
-    fn table(&self) -> Option<&Arc<dyn BlockStore>> {
+    fn table(&self) -> Option<&Arc<dyn QuarantineIndex>> {
         self.index.as_ref().filter(|s| s.keeps_quarantine())
     }
 
@@ -556,7 +556,7 @@ mod tests {
     #[test]
     fn a_block_already_filed_is_not_filed_again_but_other_bytes_under_its_hash_are() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn BlockStore> = Arc::new(
+        let store: Arc<dyn crate::store::BlockStore> = Arc::new(
             crate::store::RedbStore::open(
                 &dir.path().join("blocks.redb"),
                 crate::store::DEFAULT_CACHE_BYTES,

@@ -4,7 +4,7 @@
 //! Used offline by `block-manager verify` and online by `POST /api/v1/chain/verify`.
 
 use crate::chain;
-use crate::store::{BlockMeta, BlockStore, ReadOnlyStore, StoreError};
+use crate::store::{BlockMeta, BlockReads, ReadOnlyStore, StoreError};
 use serde::Serialize;
 
 /// The reads a verification makes: the running store's, or a read-only one's (offline).
@@ -24,15 +24,15 @@ pub trait Source {
     fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError>;
 }
 
-impl<T: BlockStore + ?Sized> Source for T {
+impl<T: BlockReads + ?Sized> Source for T {
     fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
-        BlockStore::tip(self)
+        BlockReads::tip(self)
     }
     fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
-        BlockStore::meta_at(self, height)
+        BlockReads::meta_at(self, height)
     }
     fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        BlockStore::body_at(self, height)
+        BlockReads::body_at(self, height)
     }
     fn bodies(
         &self,
@@ -40,13 +40,13 @@ impl<T: BlockStore + ?Sized> Source for T {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        BlockStore::bodies(self, from, limit, max_bytes)
+        BlockReads::bodies(self, from, limit, max_bytes)
     }
     fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
-        BlockStore::height_of_hash(self, hash)
+        BlockReads::height_of_hash(self, hash)
     }
     fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
-        BlockStore::tx_location(self, tx_id)
+        BlockReads::tx_location(self, tx_id)
     }
 }
 

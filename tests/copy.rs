@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use block_manager::chain::{self, Block, Timestamp, Transaction};
 use block_manager::ledger::record_of;
-use block_manager::store::{BlockRecord, BlockStore, ReadOnlyStore, RedbStore};
+use block_manager::store::{BlockRecord, ChainWriter, ReadOnlyStore, RedbStore};
 use common::{GENESIS_TS, pg::fresh_database};
 use serde_json::Number;
 

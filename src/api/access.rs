@@ -4,7 +4,7 @@
 pub use super::limiter::RateLimiter;
 
 use super::limiter::KeyId;
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::config::Cidr;
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Request, State};

@@ -3,11 +3,11 @@
 
 use super::request::{JsonText, Params, bad_param};
 use super::{access, blocking, invalid, store_error, write_error};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::chain::{self, ChainView, Flags};
 use crate::error::ApiError;
 use crate::ledger::Submitted;
-use crate::store::{BlockMeta, BlockStore, Order};
+use crate::store::{BlockMeta, BlockReads, Order};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// Chain reads validation needs, straight from the store.
-pub struct StoreView<'a>(pub &'a dyn BlockStore);
+pub struct StoreView<'a>(pub &'a dyn BlockReads);
 
 impl ChainView for StoreView<'_> {
     fn hash_at(&self, height: u64) -> Option<String> {
@@ -169,12 +169,12 @@ async fn by_height(
 /// thread (a body the engine holds in memory is still served inline).
 async fn read<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&dyn BlockStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+    f: impl FnOnce(&dyn BlockReads) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    if state.store.reads_inline() {
-        return f(&*state.store).map_err(store_error);
+    if state.reads.reads_inline() {
+        return f(&*state.reads).map_err(store_error);
     }
-    let store = state.store.clone();
+    let store = state.reads.clone();
     blocking(move || f(&*store)).await
 }
 
@@ -267,7 +267,7 @@ pub async fn list(
         _ => (0, 0, 0),
     };
     let offset = (page - 1).saturating_mul(limit);
-    let store = state.store.clone();
+    let store = state.reads.clone();
     let metas = if total == 0 || offset >= total {
         Vec::new()
     } else {
@@ -318,7 +318,7 @@ pub async fn range(
     // Read before the bodies: a block at or below this height existed when they were read, so
     // a page that ends before it was cut by the budget, not by the tip.
     let tip = state.ledger.tip_height();
-    let store = state.store.clone();
+    let store = state.reads.clone();
     let bodies = blocking(move || store.bodies(from, limit, budget)).await?;
     let next = from.saturating_add(bodies.len() as u64);
     if bodies.len() < limit && tip.is_some_and(|t| next <= t) {
@@ -381,7 +381,7 @@ pub async fn headers(
     let p = Params::parse(q.as_deref())?;
     let from = p.int("from", 0, 0, u64::MAX)?;
     let limit = p.int("limit", 100, 1, 2000)? as usize;
-    let store = state.store.clone();
+    let store = state.reads.clone();
     let metas = blocking(move || store.metas(from, u64::MAX, Order::Asc, 0, limit)).await?;
     let headers: Vec<HeaderOut> = metas.iter().map(HeaderOut::from).collect();
     Ok(short_cache(
@@ -550,7 +550,7 @@ pub async fn validate(
         ));
     }
     let v = unwrap_block(v);
-    let store = state.store.clone();
+    let store = state.reads.clone();
     let limits = state.limits;
     let (parsed, failures) = blocking(move || {
         let (parsed, mut failures) =

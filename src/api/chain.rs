@@ -2,7 +2,7 @@
 
 use super::request::JsonBody;
 use super::{blocking, store_error};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,7 +19,7 @@ fn mode(state: &AppState) -> &'static str {
 
 /// GET /api/v1/chain/info
 pub async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let store = state.store.clone();
+    let store = state.reads.clone();
     let (info, totals, tip, genesis) = blocking(move || {
         Ok((
             store.chain_info()?,
@@ -64,13 +64,13 @@ pub async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 /// GET /api/v1/chain/status
 pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let tip = state.store.tip().map_err(store_error)?;
+    let tip = state.reads.tip().map_err(store_error)?;
     let now = crate::ledger::now().unix_micros();
     let since = tip
         .as_ref()
         .map(|t| ((now - t.timestamp_micros) as f64 / 1e6).max(0.0));
     let sync = state.sync.as_ref().map(|s| s.summary());
-    let finality_floor = state.store.finality_floor().map_err(store_error)?;
+    let finality_floor = state.reads.finality_floor().map_err(store_error)?;
     let state_name = match (&tip, &sync) {
         (None, _) => "empty".to_string(),
         (_, Some(s)) => s
@@ -95,7 +95,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
 
 /// GET /api/v1/chain/height (followers poll it)
 pub async fn height(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let tip = state.store.tip().map_err(store_error)?.ok_or_else(|| {
+    let tip = state.reads.tip().map_err(store_error)?.ok_or_else(|| {
         ApiError::block_not_found("latest").msg("The chain is empty: no block yet")
     })?;
     Ok(axum::Json(json!({
@@ -160,7 +160,7 @@ pub async fn verify(
             "end_height must not be below start_height",
         ));
     }
-    let store = state.store.clone();
+    let store = state.reads.clone();
     let report = blocking(move || crate::verify::verify(&*store, from, to)).await?;
     let status = StatusCode::OK;
     Ok((status, axum::Json(report)).into_response())

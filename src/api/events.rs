@@ -590,6 +590,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ChainWriter;
 
     const H: &str = "9f2c0000000000000000000000000000000000000000000000000000000000ab";
 

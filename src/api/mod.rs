@@ -11,12 +11,13 @@ mod limiter;
 mod observe;
 pub mod openapi;
 mod request;
+pub mod state;
 mod stats;
 mod system;
 
 pub use stats::StatsCache;
 
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::chain::Failure;
 use crate::error::ApiError;
 use crate::ledger::WriteError;

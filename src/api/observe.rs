@@ -2,7 +2,7 @@
 //! method, route template, status, latency and client address, HTTP metrics, the error
 //! shape, and caught panics.
 
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};

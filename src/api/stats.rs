@@ -4,7 +4,7 @@
 //! stays the same, so polling it never costs a walk of the chain.
 
 use super::blocking;
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -55,13 +55,13 @@ impl StatsCache {
 
 /// GET /api/v1/blocks/stats
 pub async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let store = state.store.clone();
+    let store = state.reads.clone();
     let tip = blocking(move || store.tip()).await?;
     let tip_hash = tip.as_ref().map(|t| t.hash.clone());
     if let Some(v) = state.stats.fresh(tip_hash.as_deref()) {
         return Ok(axum::Json(&*v).into_response());
     }
-    let store = state.store.clone();
+    let store = state.reads.clone();
     let now = crate::ledger::now();
     let now_micros = now.unix_micros();
     let (totals, first, day, hour) = blocking(move || {

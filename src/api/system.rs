@@ -1,6 +1,6 @@
 //! Health, metrics, monitoring and sync-control routes.
 
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::health::Status;
 use axum::extract::State;
@@ -55,7 +55,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
     // The store's chain state is loaded (in memory: no wait): a database that is still being
     // reached keeps the service out of a balancer's rotation.
-    if let Err(e) = state.store.tip() {
+    if let Err(e) = state.reads.tip() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ST_001")
             .msg(format!("Not ready: {e}"))
             .into_response();

@@ -3,7 +3,7 @@
 //! thread, never on a request.
 
 use crate::chain::Timestamp;
-use crate::store::BlockStore;
+use crate::store::StoreProbe;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -58,12 +58,12 @@ pub struct Sampler {
     /// Last seen `(received, sent)` per interface.
     last_network: HashMap<OsString, (u64, u64)>,
     last_taken: Option<Instant>,
-    store: Arc<dyn BlockStore>,
+    store: Arc<dyn StoreProbe>,
 }
 
 impl Sampler {
     /// A sampler for this host and the volume holding `store`.
-    pub fn new(store: Arc<dyn BlockStore>) -> Self {
+    pub fn new(store: Arc<dyn StoreProbe>) -> Self {
         let system = System::new_with_specifics(RefreshKind::nothing())
             .map_err(|e| tracing::warn!(error = %e, "host CPU and memory figures unavailable"))
             .ok();

@@ -12,7 +12,7 @@ use super::retry::Backoff;
 use super::status::{Shared, State};
 use crate::ledger::Ledger;
 use crate::quarantine::Quarantine;
-use crate::store::BlockStore;
+use crate::store::BlockReads;
 use crate::supervise::Alive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,7 +93,7 @@ pub struct Follower {
     /// The client, or why none could be built (reported every round).
     pub client: Result<Arc<Upstream>, SyncError>,
     /// Our blocks (read).
-    pub store: Arc<dyn BlockStore>,
+    pub store: Arc<dyn BlockReads>,
     /// The write path.
     pub ledger: Ledger,
     /// Where invalid upstream blocks and orphans go.
@@ -316,7 +316,7 @@ impl Follower {
     /// Runs a store read on a blocking thread.
     pub(super) async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn BlockStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+        f: impl FnOnce(&dyn BlockReads) -> Result<T, crate::store::StoreError> + Send + 'static,
     ) -> Result<T, SyncError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&*store))

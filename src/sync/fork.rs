@@ -9,7 +9,7 @@ use super::error::{SyncError, code};
 use crate::chain;
 use crate::ledger::Ledger;
 use crate::quarantine::Quarantine;
-use crate::store::{BlockRecord, BlockStore, Order};
+use crate::store::{BlockReads, BlockRecord, Order};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ pub struct Forks<'a> {
     /// The upstream.
     pub client: &'a Upstream,
     /// Our blocks (read).
-    pub store: &'a Arc<dyn BlockStore>,
+    pub store: &'a Arc<dyn BlockReads>,
     /// The write path (rollback).
     pub ledger: &'a Ledger,
     /// Where orphans go.
@@ -187,7 +187,7 @@ impl Forks<'_> {
 /// block we could store (it is not ours, and not a reason to roll ours back either).
 pub(super) async fn same_block(
     client: &Upstream,
-    store: &Arc<dyn BlockStore>,
+    store: &Arc<dyn BlockReads>,
     height: u64,
 ) -> Result<bool, SyncError> {
     let Some(theirs) = client.block(height).await? else {

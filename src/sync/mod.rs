@@ -37,7 +37,7 @@ use crate::health::{Check, Outcome};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
-use crate::store::BlockStore;
+use crate::store::BlockReads;
 use follower::{Follower, Rounds, Settings};
 use serde_json::Value;
 use status::Shared;
@@ -61,7 +61,7 @@ impl SyncHandle {
     pub fn start(
         config: &Config,
         url: &str,
-        store: Arc<dyn BlockStore>,
+        store: Arc<dyn BlockReads>,
         ledger: Ledger,
         quarantine: Arc<Quarantine>,
         metrics: Arc<Metrics>,

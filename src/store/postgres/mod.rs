@@ -1,4 +1,4 @@
-//! [`PgStore`]: the [`BlockStore`] on a PostgreSQL database, shared by any number of
+//! [`PgStore`]: the [`BlockStore`](super::BlockStore) on a PostgreSQL database, shared by any number of
 //! block-manager processes.
 //!
 //! The face is blocking, like the embedded engine's; behind it the engine runs its own small
@@ -7,7 +7,7 @@
 //! may be called on the service's async threads except what is served from memory: the tip,
 //! the totals, the finality floor and the chain info are kept in memory (refreshed by every
 //! commit this process makes), and cached bodies can be asked for with
-//! [`BlockStore::body_at_async`] (a cached body is answered at once).
+//! [`Engine::body_at_async`] (a cached body is answered at once).
 //!
 //! Outages are not fatal: [`PgStore::connect`] returns a store that is not ready yet when the
 //! database cannot be reached, retries with backoff in the background, and becomes ready by
@@ -23,6 +23,7 @@ mod schema;
 pub mod testdb;
 #[cfg(test)]
 mod tests;
+mod txn;
 mod writes;
 
 use std::collections::HashSet;
@@ -38,9 +39,10 @@ use tokio_postgres::Row;
 pub use connect::{PgOptions, Tls};
 use fault::{Fault, Outcome, Refusal};
 
+use super::engine::Engine;
+use super::writes::WriteTxn;
 use super::{
-    BlockMeta, BlockRecord, BlockStore, ChainInfo, DEFAULT_NETWORK, Order, Rollback, StoreError,
-    Totals,
+    BlockMeta, BlockRecord, ChainInfo, DEFAULT_NETWORK, Order, Rollback, StoreError, Totals,
 };
 use cache::BodyCache;
 
@@ -97,7 +99,8 @@ struct Inner {
     cache: BodyCache,
     /// Sent with this process's notifications, so the listener skips its own.
     token: String,
-    /// The service's tip watch, woken when another replica's commit is heard of.
+    /// The service's tip watch: its height set with every chain state installed, woken when
+    /// another replica's commit is heard of.
     watch: Mutex<Option<Arc<crate::store::tip::TipWatch>>>,
 }
 
@@ -298,6 +301,20 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(chain) = guard.as_mut() {
             f(chain);
+            self.set_tip(chain);
+        }
+    }
+
+    /// Sets the tip watch's height from `chain`, called with the chain state's write lock
+    /// held: states are installed in commit order, so the watch never goes back to an older
+    /// tip (the service's one source of the tip, see [`crate::store::tip`]).
+    fn set_tip(&self, chain: &Chain) {
+        let watch = self
+            .watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(w) = watch.as_ref() {
+            w.set(chain.tip.as_ref().map(|t| t.height));
         }
     }
 
@@ -483,6 +500,7 @@ impl Inner {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.as_ref().is_none_or(|held| held.seq <= chain.seq) {
+            self.set_tip(&chain);
             *guard = Some(chain);
         }
     }
@@ -562,7 +580,7 @@ async fn height_of(inner: Arc<Inner>, hash: String) -> Outcome<Option<u64>> {
         .map(|r| to_u64(r.get(0))))
 }
 
-impl BlockStore for PgStore {
+impl Engine for PgStore {
     fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
         self.in_memory(|c| c.tip.clone())
     }
@@ -872,12 +890,23 @@ impl BlockStore for PgStore {
         })
     }
 
-    fn follow_changes(&self, watch: Arc<crate::store::tip::TipWatch>) {
+    fn follow_changes(&self, watch: Arc<crate::store::tip::TipWatch>) -> bool {
+        // The chain state's lock first, as `install` takes them, so no state installed
+        // meanwhile is missed.
+        let chain = self
+            .inner
+            .chain
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(chain) = chain.as_ref() {
+            watch.set(chain.tip.as_ref().map(|t| t.height));
+        }
         *self
             .inner
             .watch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watch);
+        true
     }
 
     fn finality_floor(&self) -> Result<u64, StoreError> {
@@ -956,6 +985,10 @@ impl BlockStore for PgStore {
                 })
                 .collect()
         })
+    }
+
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        txn::begin(self)
     }
 }
 

@@ -268,6 +268,10 @@ fn a_second_replica_hears_of_every_commit_and_rollback() {
     eventually("B to see height 2", || {
         b.tip().ok().flatten().map(|t| t.height) == Some(2)
     });
+    // B's tip watch, the service's one source of the tip, follows A's commits too.
+    eventually("B's tip watch to say height 2", || {
+        watch.height() == Some(2)
+    });
     assert!(
         woken.has_changed().unwrap_or(false),
         "B's watch was not woken"
@@ -300,7 +304,7 @@ fn the_quarantine_files_into_the_database_within_its_bounds() {
     let Some(options) = testdb::fresh() else {
         return;
     };
-    let store: Arc<dyn BlockStore> = Arc::new(open(&options));
+    let store: Arc<dyn crate::store::BlockStore> = Arc::new(open(&options));
     let dir = tempfile::tempdir().expect("dir");
     let q = crate::quarantine::Quarantine::new(dir.path().join("q"), 3, 1 << 20)
         .with_index(store.clone());

@@ -8,6 +8,7 @@
 //! is reopened. So after an I/O failure (a full disk, say) the next operation reopens the file,
 //! and the store recovers by itself once the cause is gone.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -20,12 +21,15 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::body_log::BodyLog;
 use super::database::{connect, initialise, write_in};
+use super::engine::Engine;
 use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle};
+use super::files::probe_path;
 use super::listing;
 use super::tables::{self, WriteTables};
+use super::writes::{Change, HeldChain, Staged, WriteTxn};
 use super::{
-    BlockMeta, BlockRecord, BlockStore, ChainInfo, DEFAULT_NETWORK, Order, Position, Rollback,
-    StoreError, Totals, codec, floor_for_tip,
+    BlockMeta, BlockRecord, ChainInfo, DEFAULT_NETWORK, Order, Position, Rollback, StoreError,
+    Totals, codec, floor_for_tip,
 };
 
 /// How the store's file was opened; worth a log line at start-up.
@@ -187,6 +191,23 @@ impl RedbStore {
             let writer = self.lock_writer();
             self.recover(&writer)?;
         }
+        self.shared_snapshot()
+    }
+
+    /// [`Self::read`] by the holder of the writer lock, which recovers with the lock it holds
+    /// (taking it again would deadlock).
+    fn read_held<T>(
+        &self,
+        writer: &MutexGuard<'_, ()>,
+        f: impl FnOnce(&ReadTransaction) -> Outcome<T>,
+    ) -> Result<T, StoreError> {
+        self.recover(writer)?;
+        let txn = self.shared_snapshot()?;
+        f(&txn).map_err(|e| self.settle(e, Op::Read))
+    }
+
+    /// The shared snapshot of the latest commit, begun now if the last write retired it.
+    fn shared_snapshot(&self) -> Result<Arc<ReadTransaction>, StoreError> {
         let generation = {
             let shared = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(snap) = &shared.current {
@@ -240,7 +261,17 @@ impl RedbStore {
         after: impl FnOnce(&T),
     ) -> Result<T, StoreError> {
         let writer = self.lock_writer();
-        self.recover(&writer)?;
+        self.write_held(&writer, f, after)
+    }
+
+    /// [`Self::write_then`] by the holder of the writer lock.
+    fn write_held<T>(
+        &self,
+        writer: &MutexGuard<'_, ()>,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Outcome<T>,
+        after: impl FnOnce(&T),
+    ) -> Result<T, StoreError> {
+        self.recover(writer)?;
         let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
         let db = slot.as_ref().ok_or_else(closed)?;
         let mut watermark = None;
@@ -340,7 +371,7 @@ impl RedbStore {
     }
 }
 
-impl BlockStore for RedbStore {
+impl Engine for RedbStore {
     fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
         self.read(|txn| tables::read_tip(&txn.open_table(tables::METAS)?))
     }
@@ -435,113 +466,15 @@ impl BlockStore for RedbStore {
     }
 
     fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError> {
-        let blocks = std::slice::from_ref(&genesis);
-        self.write_then(
-            |t| {
-                if let Some(tip) = t.tip()? {
-                    return Err(not_contiguous(tip.height + 1, genesis.meta.height));
-                }
-                if genesis.meta.height != 0 {
-                    return Err(not_contiguous(0, genesis.meta.height));
-                }
-                let mut totals = t.totals()?;
-                t.insert_block(&genesis)?;
-                tables::adjust(&mut totals, &genesis.meta, true);
-                t.set_totals(&totals)?;
-                t.meta.insert(tables::KEY_NETWORK, network.as_bytes())?;
-                self.repair_gap(t, 0)
-            },
-            |repaired| self.log_committed(repaired, blocks),
-        )
-        .map(drop)
+        self.set_genesis_held(&self.lock_writer(), network, genesis)
     }
 
     fn append(&self, blocks: &[BlockRecord]) -> Result<(), StoreError> {
-        if blocks.is_empty() {
-            return Ok(());
-        }
-        self.write_then(
-            |t| {
-                let next = t.tip()?.map_or(0, |m| m.height + 1);
-                // Checked before the first insert, so a gap anywhere in the batch writes nothing
-                for (expected, block) in (next..).zip(blocks) {
-                    if block.meta.height != expected {
-                        return Err(not_contiguous(expected, block.meta.height));
-                    }
-                }
-                let repaired = self.repair_gap(t, next)?;
-                let mut totals = t.totals()?;
-                for block in blocks {
-                    t.insert_block(block)?;
-                    tables::adjust(&mut totals, &block.meta, true);
-                }
-                t.set_totals(&totals)?;
-                // In this commit, so no reader ever sees a tip whose buried blocks are not final
-                let floor = match (self.finality_depth, blocks.last()) {
-                    (Some(depth), Some(last)) => {
-                        Some(t.raise_finality_floor(floor_for_tip(last.meta.height, depth))?)
-                    }
-                    _ => None,
-                };
-                Ok((repaired, floor))
-            },
-            |(repaired, floor)| {
-                self.log_committed(repaired, blocks);
-                if let Some(floor) = floor {
-                    self.floor.store(*floor, Ordering::Release);
-                }
-            },
-        )
-        .map(drop)
+        self.append_held(&self.lock_writer(), blocks)
     }
 
     fn rollback_above(&self, height: u64) -> Result<Vec<BlockRecord>, StoreError> {
-        self.write(|t| {
-            let tip = match t.tip()? {
-                Some(tip) if tip.height > height => tip.height,
-                _ => return Ok(Vec::new()),
-            };
-            // Checked here, not only by sync: whoever asks, final blocks stay
-            let floor = t.finality_floor()?;
-            if height < floor {
-                return Err(StoreError::BelowFinalityFloor { height, floor }.into());
-            }
-            // The lowered watermark is stored with the removal, so that no later open trusts a
-            // log entry this rollback voids: by `write_then` when there is a log, and here when
-            // this run has none (it could not be opened), since the next one may.
-            match &self.log {
-                // Before the commit: from now on these heights are read from redb, which still
-                // has them until the commit and not after.
-                Some(log) => log.rollback(height),
-                None => {
-                    let stored = tables::read_body_log_watermark(&t.meta).unwrap_or(0);
-                    t.set_body_log_watermark(stored.min(height.saturating_add(1)))?;
-                }
-            }
-            let mut totals = t.totals()?;
-            let mut removed = Vec::new();
-            for h in (height + 1..=tip).rev() {
-                let Some(block) = t.remove_block(h)? else {
-                    let why = format!("height {h} is missing below the tip {tip}");
-                    return Err(StoreError::Corrupt(why).into());
-                };
-                tables::adjust(&mut totals, &block.meta, false);
-                removed.push(block);
-            }
-            t.set_totals(&totals)?;
-            removed.reverse();
-            // Logged in the same commit as the removal: whoever sees the blocks gone can
-            // also find where they went.
-            let ancestor = t.tip()?.map(|m| Position::new(m.height, m.hash));
-            if let (Some(ancestor), Some(last)) = (ancestor, removed.last()) {
-                t.record_rollback(&Rollback {
-                    ancestor,
-                    old_tip: Position::new(last.meta.height, last.meta.hash.clone()),
-                    orphaned: removed.iter().map(|b| b.meta.hash.clone()).collect(),
-                })?;
-            }
-            Ok(removed)
-        })
+        self.rollback_above_held(&self.lock_writer(), height)
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -584,13 +517,7 @@ impl BlockStore for RedbStore {
     }
 
     fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError> {
-        self.write_then(
-            |t| {
-                let tip = t.tip()?.map_or(0, |m| m.height);
-                t.raise_finality_floor(height.min(tip))
-            },
-            |floor| self.floor.store(*floor, Ordering::Release),
-        )
+        self.raise_finality_floor_held(&self.lock_writer(), height)
     }
 
     fn record_quarantined(&self, key: &str) -> Result<bool, StoreError> {
@@ -603,6 +530,226 @@ impl BlockStore for RedbStore {
 
     fn rollback_log(&self) -> Result<Vec<Rollback>, StoreError> {
         self.read(tables::read_rollback_log)
+    }
+
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        // The writer lock is held until the commit, so the tip read here is the one the
+        // group's first block must continue. The change is still written by today's one
+        // commit per group (`append_held`), which keeps that path's measured speed.
+        let held = Held {
+            store: self,
+            writer: self.lock_writer(),
+        };
+        Ok(Box::new(Staged::begin(held)?))
+    }
+}
+
+/// The embedded engine while a [`WriteTxn`] holds its writer lock.
+struct Held<'a> {
+    store: &'a RedbStore,
+    writer: MutexGuard<'a, ()>,
+}
+
+impl HeldChain for Held<'_> {
+    fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
+        self.store.read_held(&self.writer, |txn| {
+            tables::read_meta(&txn.open_table(tables::METAS)?, height)
+        })
+    }
+
+    fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(body) = self.store.log.as_ref().and_then(|log| log.get(height)) {
+            return Ok(Some(body));
+        }
+        self.store.read_held(&self.writer, |txn| {
+            let bodies = txn.open_table(tables::BODIES)?;
+            Ok(tables::read_body(&bodies, height)?.map(|(body, _)| body))
+        })
+    }
+
+    fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        self.store.read_held(&self.writer, |txn| {
+            let txs = txn.open_table(tables::TX_INDEX)?;
+            let mut stored = HashSet::new();
+            for id in ids {
+                if txs.get(*id)?.is_some() {
+                    stored.insert((*id).to_string());
+                }
+            }
+            Ok(stored)
+        })
+    }
+
+    fn write(&self, change: Change) -> Result<Vec<BlockRecord>, StoreError> {
+        let (store, writer) = (self.store, &self.writer);
+        match change {
+            Change::Append(blocks) => store.append_held(writer, &blocks).map(|()| blocks),
+            Change::Rollback(height) => store.rollback_above_held(writer, height),
+            Change::Genesis(network, genesis) => store
+                .set_genesis_held(writer, &network, genesis)
+                .map(|()| Vec::new()),
+            Change::RaiseFloor(height) => store
+                .raise_finality_floor_held(writer, height)
+                .map(|_| Vec::new()),
+        }
+    }
+
+    fn tip(&self) -> Result<Option<BlockMeta>, StoreError> {
+        self.store.read_held(&self.writer, |txn| {
+            tables::read_tip(&txn.open_table(tables::METAS)?)
+        })
+    }
+
+    fn finality_floor(&self) -> Result<u64, StoreError> {
+        Ok(self.store.floor.load(Ordering::Acquire))
+    }
+}
+
+/// The writes, by the holder of the writer lock: [`Engine`]'s one-shot writes take the lock
+/// for one commit, a [`WriteTxn`] holds it from `begin` to `commit`.
+impl RedbStore {
+    fn set_genesis_held(
+        &self,
+        writer: &MutexGuard<'_, ()>,
+        network: &str,
+        genesis: BlockRecord,
+    ) -> Result<(), StoreError> {
+        let blocks = std::slice::from_ref(&genesis);
+        self.write_held(
+            writer,
+            |t| {
+                if let Some(tip) = t.tip()? {
+                    return Err(not_contiguous(tip.height + 1, genesis.meta.height));
+                }
+                if genesis.meta.height != 0 {
+                    return Err(not_contiguous(0, genesis.meta.height));
+                }
+                let mut totals = t.totals()?;
+                t.insert_block(&genesis)?;
+                tables::adjust(&mut totals, &genesis.meta, true);
+                t.set_totals(&totals)?;
+                t.meta.insert(tables::KEY_NETWORK, network.as_bytes())?;
+                self.repair_gap(t, 0)
+            },
+            |repaired| self.log_committed(repaired, blocks),
+        )
+        .map(drop)
+    }
+
+    fn append_held(
+        &self,
+        writer: &MutexGuard<'_, ()>,
+        blocks: &[BlockRecord],
+    ) -> Result<(), StoreError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        self.write_held(
+            writer,
+            |t| {
+                let next = t.tip()?.map_or(0, |m| m.height + 1);
+                // Checked before the first insert, so a gap anywhere in the batch writes nothing
+                for (expected, block) in (next..).zip(blocks) {
+                    if block.meta.height != expected {
+                        return Err(not_contiguous(expected, block.meta.height));
+                    }
+                }
+                let repaired = self.repair_gap(t, next)?;
+                let mut totals = t.totals()?;
+                for block in blocks {
+                    t.insert_block(block)?;
+                    tables::adjust(&mut totals, &block.meta, true);
+                }
+                t.set_totals(&totals)?;
+                // In this commit, so no reader ever sees a tip whose buried blocks are not final
+                let floor = match (self.finality_depth, blocks.last()) {
+                    (Some(depth), Some(last)) => {
+                        Some(t.raise_finality_floor(floor_for_tip(last.meta.height, depth))?)
+                    }
+                    _ => None,
+                };
+                Ok((repaired, floor))
+            },
+            |(repaired, floor)| {
+                self.log_committed(repaired, blocks);
+                if let Some(floor) = floor {
+                    self.floor.store(*floor, Ordering::Release);
+                }
+            },
+        )
+        .map(drop)
+    }
+
+    fn rollback_above_held(
+        &self,
+        writer: &MutexGuard<'_, ()>,
+        height: u64,
+    ) -> Result<Vec<BlockRecord>, StoreError> {
+        self.write_held(
+            writer,
+            |t| {
+                let tip = match t.tip()? {
+                    Some(tip) if tip.height > height => tip.height,
+                    _ => return Ok(Vec::new()),
+                };
+                // Checked here, not only by sync: whoever asks, final blocks stay
+                let floor = t.finality_floor()?;
+                if height < floor {
+                    return Err(StoreError::BelowFinalityFloor { height, floor }.into());
+                }
+                // The lowered watermark is stored with the removal, so that no later open trusts a
+                // log entry this rollback voids: by `write_then` when there is a log, and here when
+                // this run has none (it could not be opened), since the next one may.
+                match &self.log {
+                    // Before the commit: from now on these heights are read from redb, which still
+                    // has them until the commit and not after.
+                    Some(log) => log.rollback(height),
+                    None => {
+                        let stored = tables::read_body_log_watermark(&t.meta).unwrap_or(0);
+                        t.set_body_log_watermark(stored.min(height.saturating_add(1)))?;
+                    }
+                }
+                let mut totals = t.totals()?;
+                let mut removed = Vec::new();
+                for h in (height + 1..=tip).rev() {
+                    let Some(block) = t.remove_block(h)? else {
+                        let why = format!("height {h} is missing below the tip {tip}");
+                        return Err(StoreError::Corrupt(why).into());
+                    };
+                    tables::adjust(&mut totals, &block.meta, false);
+                    removed.push(block);
+                }
+                t.set_totals(&totals)?;
+                removed.reverse();
+                // Logged in the same commit as the removal: whoever sees the blocks gone can
+                // also find where they went.
+                let ancestor = t.tip()?.map(|m| Position::new(m.height, m.hash));
+                if let (Some(ancestor), Some(last)) = (ancestor, removed.last()) {
+                    t.record_rollback(&Rollback {
+                        ancestor,
+                        old_tip: Position::new(last.meta.height, last.meta.hash.clone()),
+                        orphaned: removed.iter().map(|b| b.meta.hash.clone()).collect(),
+                    })?;
+                }
+                Ok(removed)
+            },
+            |_| (),
+        )
+    }
+
+    fn raise_finality_floor_held(
+        &self,
+        writer: &MutexGuard<'_, ()>,
+        height: u64,
+    ) -> Result<u64, StoreError> {
+        self.write_held(
+            writer,
+            |t| {
+                let tip = t.tip()?.map_or(0, |m| m.height);
+                t.raise_finality_floor(height.min(tip))
+            },
+            |floor| self.floor.store(*floor, Ordering::Release),
+        )
     }
 }
 
@@ -640,18 +787,6 @@ fn open_log(db: &Database, path: &Path) -> Outcome<Option<BodyLog>> {
 fn read_floor(db: &Database) -> Outcome<u64> {
     let txn = db.begin_read()?;
     tables::read_finality_floor(&txn.open_table(tables::META)?)
-}
-
-/// The write probe's file: hidden, beside the store file.
-pub(super) fn probe_path(store: &Path) -> PathBuf {
-    store.with_file_name(format!(".{}.write-probe", file_name(store)))
-}
-
-/// The store file's name, for the files kept beside it.
-pub(super) fn file_name(store: &Path) -> String {
-    store
-        .file_name()
-        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned())
 }
 
 fn not_contiguous(expected: u64, got: u64) -> Fault {

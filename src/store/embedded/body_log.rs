@@ -31,6 +31,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::files::sibling;
+
 /// Bytes of one index entry: data offset (u64), body length (u32), [`checksum`] (u32).
 const ENTRY: u64 = 16;
 /// How often a background thread fsyncs the log, so that the watermark commits persist can
@@ -367,9 +369,4 @@ fn sound_body(index: &File, data: &File, height: u64, data_end: u64) -> Option<(
     let mut body = vec![0; len as usize];
     data.read_exact_at(&mut body, offset).ok()?;
     (checksum(height, &body) == crc).then_some((body, end))
-}
-
-/// `<store file name>.<suffix>` beside the store file.
-pub(super) fn sibling(store: &Path, suffix: &str) -> PathBuf {
-    store.with_file_name(format!("{}.{suffix}", super::redb_store::file_name(store)))
 }

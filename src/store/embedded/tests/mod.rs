@@ -15,6 +15,7 @@ use tempfile::TempDir;
 use super::conformance::blocks;
 use super::tables;
 use super::*;
+use crate::store::{BlockReads, ChainWriter, DEFAULT_CACHE_BYTES, StoreProbe, free_space};
 
 fn store_path(dir: &TempDir) -> PathBuf {
     dir.path().join("data").join("blocks").join("blocks.redb")
@@ -74,7 +75,7 @@ fn the_write_probe_reports_a_volume_it_cannot_write_to() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
     // A folder where the probe file goes makes its creation fail, as a read-only volume would
-    std::fs::create_dir(super::redb_store::probe_path(&store_path(&dir))).unwrap();
+    std::fs::create_dir(super::files::probe_path(&store_path(&dir))).unwrap();
     assert!(matches!(store.check_writable(), Err(StoreError::Write(_))));
     // Reads and writes of blocks are unaffected
     store.append(&blocks(0, 1)).unwrap();

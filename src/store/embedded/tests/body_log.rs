@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::super::body_log::{REPAIR_PER_COMMIT, checksum, sibling};
+use super::super::body_log::{REPAIR_PER_COMMIT, checksum};
 use super::super::conformance::{GENESIS_MICROS, blocks, record};
+use super::super::files::sibling;
 use super::super::tables;
 use super::{open, store_path};
-use crate::store::{BlockRecord, BlockStore, RedbStore};
+use crate::store::{BlockReads, BlockRecord, ChainWriter, RedbStore};
 
 fn index_path(dir: &TempDir) -> PathBuf {
     sibling(&store_path(dir), "bodies-index")

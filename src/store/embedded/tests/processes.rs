@@ -10,7 +10,7 @@ use tempfile::TempDir;
 
 use super::super::conformance::{GENESIS_MICROS, blocks, record, totals_of};
 use super::{open, store_path};
-use crate::store::{BlockStore, DEFAULT_CACHE_BYTES, RedbStore, StoreError};
+use crate::store::{BlockReads, ChainWriter, DEFAULT_CACHE_BYTES, RedbStore, StoreError};
 
 const CHILD_ROLE: &str = "BLOCK_MANAGER_STORE_TEST_ROLE";
 const CHILD_PATH: &str = "BLOCK_MANAGER_STORE_TEST_PATH";

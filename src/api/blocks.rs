@@ -2,7 +2,7 @@
 //! stored documents, and the write routes (create, submit) and validate.
 
 use super::request::{JsonText, Params, bad_param};
-use super::{access, blocking, invalid, store_error, write_error};
+use super::{access, invalid, off_runtime, store_error, write_error};
 use crate::api::state::AppState;
 use crate::chain::{self, ChainView, Flags};
 use crate::error::ApiError;
@@ -174,8 +174,7 @@ async fn read<T: Send + 'static>(
     if state.reads.reads_inline() {
         return f(&*state.reads).map_err(store_error);
     }
-    let store = state.reads.clone();
-    blocking(move || f(&*store)).await
+    off_runtime(&state.reads, f).await
 }
 
 /// GET /api/v1/blocks/latest
@@ -267,11 +266,10 @@ pub async fn list(
         _ => (0, 0, 0),
     };
     let offset = (page - 1).saturating_mul(limit);
-    let store = state.reads.clone();
     let metas = if total == 0 || offset >= total {
         Vec::new()
     } else {
-        blocking(move || {
+        off_runtime(&state.reads, move |store| {
             if by_time {
                 store.metas_by_time(lo, hi, order, offset, limit as usize)
             } else {
@@ -318,8 +316,7 @@ pub async fn range(
     // Read before the bodies: a block at or below this height existed when they were read, so
     // a page that ends before it was cut by the budget, not by the tip.
     let tip = state.ledger.tip_height();
-    let store = state.reads.clone();
-    let bodies = blocking(move || store.bodies(from, limit, budget)).await?;
+    let bodies = off_runtime(&state.reads, move |store| store.bodies(from, limit, budget)).await?;
     let next = from.saturating_add(bodies.len() as u64);
     if bodies.len() < limit && tip.is_some_and(|t| next <= t) {
         state
@@ -381,8 +378,10 @@ pub async fn headers(
     let p = Params::parse(q.as_deref())?;
     let from = p.int("from", 0, 0, u64::MAX)?;
     let limit = p.int("limit", 100, 1, 2000)? as usize;
-    let store = state.reads.clone();
-    let metas = blocking(move || store.metas(from, u64::MAX, Order::Asc, 0, limit)).await?;
+    let metas = off_runtime(&state.reads, move |store| {
+        store.metas(from, u64::MAX, Order::Asc, 0, limit)
+    })
+    .await?;
     let headers: Vec<HeaderOut> = metas.iter().map(HeaderOut::from).collect();
     Ok(short_cache(
         axum::Json(json!({"headers": headers})).into_response(),
@@ -550,11 +549,10 @@ pub async fn validate(
         ));
     }
     let v = unwrap_block(v);
-    let store = state.reads.clone();
     let limits = state.limits;
-    let (parsed, failures) = blocking(move || {
+    let (parsed, failures) = off_runtime(&state.reads, move |store| {
         let (parsed, mut failures) =
-            chain::validate_block(&v, &StoreView(&*store), &limits, crate::ledger::now());
+            chain::validate_block(&v, &StoreView(store), &limits, crate::ledger::now());
         if let Some(block) = &parsed {
             failures.extend(chain::amount::check_written_amounts(
                 &bytes,

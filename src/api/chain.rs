@@ -1,7 +1,7 @@
 //! `/api/v1/chain/...`: what the chain is, where its tip is, and an online integrity check.
 
 use super::request::JsonBody;
-use super::{blocking, store_error};
+use super::{off_runtime, store_error};
 use crate::api::state::AppState;
 use crate::error::ApiError;
 use axum::extract::State;
@@ -19,8 +19,7 @@ fn mode(state: &AppState) -> &'static str {
 
 /// GET /api/v1/chain/info
 pub async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let store = state.reads.clone();
-    let (info, totals, tip, genesis) = blocking(move || {
+    let (info, totals, tip, genesis) = off_runtime(&state.reads, |store| {
         Ok((
             store.chain_info()?,
             store.totals()?,
@@ -160,8 +159,10 @@ pub async fn verify(
             "end_height must not be below start_height",
         ));
     }
-    let store = state.reads.clone();
-    let report = blocking(move || crate::verify::verify(&*store, from, to)).await?;
+    let report = off_runtime(&state.reads, move |store| {
+        crate::verify::verify(store, from, to)
+    })
+    .await?;
     let status = StatusCode::OK;
     Ok((status, axum::Json(report)).into_response())
 }

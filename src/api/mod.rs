@@ -21,7 +21,7 @@ use crate::api::state::AppState;
 use crate::chain::Failure;
 use crate::error::ApiError;
 use crate::ledger::WriteError;
-use crate::store::StoreError;
+use crate::store::{BlockReads, StoreError};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -161,13 +161,14 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
         .info(json!({"method": method.as_str(), "path": uri.path()}))
 }
 
-/// Runs blocking store work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+/// Runs the store read `f` off the async threads (through the one wrapper for that,
+/// [`crate::store::reads::off_runtime`]); a failed read is the API's store error.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    reads: &std::sync::Arc<dyn BlockReads>,
+    f: impl FnOnce(&dyn BlockReads) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    crate::store::reads::off_runtime(reads, f)
         .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SRV_001"))?
         .map_err(store_error)
 }
 

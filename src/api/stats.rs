@@ -3,7 +3,7 @@
 //! only the recent end of the time index, and the answer is reused briefly while the tip
 //! stays the same, so polling it never costs a walk of the chain.
 
-use super::blocking;
+use super::off_runtime;
 use crate::api::state::AppState;
 use crate::error::ApiError;
 use axum::extract::State;
@@ -55,16 +55,14 @@ impl StatsCache {
 
 /// GET /api/v1/blocks/stats
 pub async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let store = state.reads.clone();
-    let tip = blocking(move || store.tip()).await?;
+    let tip = off_runtime(&state.reads, |store| store.tip()).await?;
     let tip_hash = tip.as_ref().map(|t| t.hash.clone());
     if let Some(v) = state.stats.fresh(tip_hash.as_deref()) {
         return Ok(axum::Json(&*v).into_response());
     }
-    let store = state.reads.clone();
     let now = crate::ledger::now();
     let now_micros = now.unix_micros();
-    let (totals, first, day, hour) = blocking(move || {
+    let (totals, first, day, hour) = off_runtime(&state.reads, move |store| {
         let day = store.blocks_since(now_micros - DAY_MICROS, RECENT_CAP)?;
         // Every block of the last hour is one of the day's: no need to look further.
         let hour = if day == 0 {

@@ -579,7 +579,7 @@ fn validate(c: &Config, f: &Figment) -> Result<(), ConfigError> {
             }
         }
     }
-    if crate::telemetry::parse_level(&c.logging.level).is_none() {
+    if super::parse_level(&c.logging.level).is_none() {
         return Err(invalid(
             f,
             "logging.level",

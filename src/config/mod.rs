@@ -5,6 +5,7 @@
 
 mod cidr;
 pub mod database_url;
+mod level;
 mod load;
 mod lucid;
 pub mod redact;
@@ -13,6 +14,7 @@ mod subst;
 
 pub use cidr::{Cidr, parse_all as parse_cidrs};
 pub use database_url::{DatabaseUrl, Tls};
+pub use level::parse_level;
 pub use load::source_of;
 pub use load::{ConfigError, ENV_KEYS, LoadOptions, Loaded, load, source_name};
 pub use lucid::lucid_name;

@@ -318,10 +318,8 @@ impl Follower {
         &self,
         f: impl FnOnce(&dyn BlockReads) -> Result<T, crate::store::StoreError> + Send + 'static,
     ) -> Result<T, SyncError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&*store))
+        crate::store::reads::off_runtime(&self.store, f)
             .await
-            .map_err(|e| SyncError::new(code::FAILED, format!("store read task failed: {e}")))?
             .map_err(|e| SyncError::new(code::FAILED, format!("cannot read our blocks: {e}")))
     }
 }

@@ -9,6 +9,7 @@ use super::error::{SyncError, code};
 use crate::chain;
 use crate::ledger::Ledger;
 use crate::quarantine::Quarantine;
+use crate::store::reads::off_runtime;
 use crate::store::{BlockReads, BlockRecord, Order};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -139,22 +140,20 @@ impl Forks<'_> {
     }
 
     async fn finality_floor(&self) -> Result<u64, SyncError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.finality_floor())
+        off_runtime(self.store, |store| store.finality_floor())
             .await
-            .map_err(|e| SyncError::new(code::FAILED, format!("store read task failed: {e}")))?
             .map_err(|e| {
                 SyncError::new(code::FAILED, format!("cannot read the finality floor: {e}"))
             })
     }
 
     async fn our_hashes(&self, lo: u64, hi: u64) -> Result<HashMap<u64, String>, SyncError> {
-        let store = self.store.clone();
         let n = (hi - lo + 1) as usize;
-        let metas = tokio::task::spawn_blocking(move || store.metas(lo, hi, Order::Asc, 0, n))
-            .await
-            .map_err(|e| SyncError::new(code::FAILED, format!("store read task failed: {e}")))?
-            .map_err(|e| SyncError::new(code::FAILED, format!("cannot read our blocks: {e}")))?;
+        let metas = off_runtime(self.store, move |store| {
+            store.metas(lo, hi, Order::Asc, 0, n)
+        })
+        .await
+        .map_err(|e| SyncError::new(code::FAILED, format!("cannot read our blocks: {e}")))?;
         Ok(metas.into_iter().map(|m| (m.height, m.hash)).collect())
     }
 

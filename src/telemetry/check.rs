@@ -2,8 +2,8 @@
 //! `LOG_FORMAT`, a malformed format string, unknown levels, and names that point nowhere.
 
 use super::format::LineFormat;
-use super::{STDERR, STDOUT, env, parse_level};
-use crate::config::{Config, LoggingFile};
+use super::{STDERR, STDOUT, env};
+use crate::config::{Config, LoggingFile, parse_level};
 
 /// Built-in formatters, usable without defining them in the logging file.
 fn defined_format(file: &LoggingFile, name: &str) -> bool {

@@ -17,7 +17,7 @@ mod stats;
 pub use check::check;
 pub use stats::register as register_metrics;
 
-use crate::config::{Config, Handler, LoggingFile};
+use crate::config::{Config, Handler, LoggingFile, parse_level};
 use format::{DETAILED, LineFormat, STANDARD};
 use layer::{LucidLayer, Plan, Route, Sink};
 use queue::{Destination, Queue, Stream};
@@ -32,18 +32,6 @@ use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
 /// Keeps the log writer thread alive; drop it last so queued lines are written.
 pub struct LogGuards(#[allow(dead_code)] Option<queue::Writer>);
-
-/// Maps Python and Rust level names to a tracing level (`CRITICAL` → error).
-pub fn parse_level(name: &str) -> Option<Level> {
-    match name.trim().to_ascii_uppercase().as_str() {
-        "TRACE" => Some(Level::TRACE),
-        "DEBUG" => Some(Level::DEBUG),
-        "INFO" => Some(Level::INFO),
-        "WARN" | "WARNING" => Some(Level::WARN),
-        "ERROR" | "CRITICAL" | "FATAL" => Some(Level::ERROR),
-        _ => None,
-    }
-}
 
 const STREAM: &str = "logging.StreamHandler";
 const ROTATING: &str = "logging.handlers.RotatingFileHandler";
@@ -432,13 +420,6 @@ mod tests {
     use super::*;
     use crate::config::LoggerConfig;
     use layer::Logger;
-
-    #[test]
-    fn python_level_names_map_to_tracing_levels() {
-        assert_eq!(parse_level("WARNING"), Some(Level::WARN));
-        assert_eq!(parse_level("critical"), Some(Level::ERROR));
-        assert_eq!(parse_level("verbose"), None);
-    }
 
     fn logger(level: &str, handlers: &[&str], propagate: Option<bool>) -> LoggerConfig {
         LoggerConfig {

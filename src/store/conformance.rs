@@ -7,7 +7,8 @@
 //!
 //! Behaviours by area: [`appends`] (appends, reads through every index, refused batches,
 //! genesis, the write probe, reopening), [`rollbacks`] (removal, the rollback log), [`finality`]
-//! (the floor, the quarantine index), [`listings`] (pages by height and by time, counts by
+//! (the floor, the quarantine index), [`transactions`] (the chain writer's
+//! transactions), [`listings`] (pages by height and by time, counts by
 //! time) and [`verification`] (`crate::verify` over a stored chain). What is about one engine's
 //! files (redb's format, locks, file modes, the body log, crashes) stays beside that engine.
 
@@ -15,6 +16,7 @@ mod appends;
 mod finality;
 mod listings;
 mod rollbacks;
+mod transactions;
 mod verification;
 
 use std::path::PathBuf;
@@ -221,6 +223,12 @@ macro_rules! conformance_suite {
                 listings::blocks_since_counts_by_time_up_to_the_cap,
                 verification::a_stored_valid_chain_verifies,
                 verification::verify_reports_stored_bodies_that_are_not_blocks,
+                transactions::a_dropped_transaction_writes_nothing,
+                transactions::a_transaction_commits_its_appends_at_once_and_says_what_it_left,
+                transactions::a_transaction_refuses_blocks_that_do_not_continue_its_tip,
+                transactions::a_transaction_looks_up_a_groups_transaction_ids_at_once,
+                transactions::genesis_in_a_transaction_is_idempotent,
+                transactions::a_rollback_in_a_transaction_hands_back_what_it_removed,
             );
         }
     };

@@ -353,3 +353,29 @@ fn a_write_that_finds_the_tip_moved_on_reloads_the_chain_state() {
         .expect("append on the reloaded tip");
     assert_eq!(ours.tip().expect("tip").map(|t| t.height), Some(2));
 }
+
+#[test]
+fn a_ledger_on_one_replica_reports_the_tip_another_replica_committed() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let a = open(&options);
+    let b: Arc<dyn crate::store::BlockStore> = Arc::new(open(&options));
+    eventually("B to be ready", || b.tip().is_ok());
+    let (ledger, _writer) = crate::ledger::Ledger::start(
+        b.clone(),
+        crate::chain::Limits::default(),
+        Arc::new(crate::metrics::Metrics::new()),
+    );
+    // The tip watch is the ledger's one source of the tip: fed by B's engine, which hears
+    // of A's commits, not only by B's own writer.
+    let blocks: Vec<BlockRecord> = (1..5).map(|h| record(h, 0, 1)).collect();
+    a.append(&blocks).expect("append");
+    eventually("B's ledger to report height 4", || {
+        ledger.tip_height() == Some(4)
+    });
+    a.rollback_above(2).expect("rollback");
+    eventually("B's ledger to report height 2", || {
+        ledger.tip_height() == Some(2)
+    });
+}

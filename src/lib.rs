@@ -4,7 +4,8 @@
 //! - `config`: typed settings, figment layers, `${VAR:-default}` substitution.
 //! - `telemetry`: logging per the logging file (console, rotated files).
 //! - `chain`: pure chain rules — model, canonical JSON, hashing, validation, genesis.
-//! - `store`: the redb block store, the only code that touches the database.
+//! - `store`: the storage face (reads, the chain writer's transactions, the probe, the tip
+//!   watch) and its two engines, embedded (redb and a body log) and PostgreSQL.
 //! - `ledger`: the single writer: validates against the tip, group-commits durably.
 //! - `quarantine`: rejected blocks kept for operators, bounded.
 //! - `verify`: integrity check of a stored range.

@@ -24,6 +24,7 @@ mod codec;
 mod conformance;
 mod database;
 mod failure;
+pub mod lease;
 mod listing;
 pub mod open;
 pub mod postgres;

@@ -71,26 +71,43 @@ async fn one_leader(apps: &[&TestApp]) -> usize {
     .await
 }
 
+/// Two followers of one stand-in upstream (serving `chain`) on a fresh database, once exactly
+/// one of them leads: the database, the upstream, the replicas and the leader's index. `None`
+/// without a server.
+async fn two_replicas(
+    chain: &[block_manager::chain::Block],
+) -> Option<(String, StandIn, TestApp, TestApp, usize)> {
+    let db = fresh_database()?;
+    let up = StandIn::start(chain).await;
+    let a = replica(&db, &up.url(), "replica-a").await;
+    let b = replica(&db, &up.url(), "replica-b").await;
+    let leader = one_leader(&[&a, &b]).await;
+    Some((db, up, a, b, leader))
+}
+
+/// Waits until each of `apps` serves the chain up to `h`.
+async fn at_height(apps: &[&TestApp], h: u64) {
+    for app in apps {
+        eventually(
+            LIMIT,
+            &format!("height {h} through each replica"),
+            || async { (height(app).await == Some(h)).then_some(()) },
+        )
+        .await;
+    }
+}
+
 async fn height(app: &TestApp) -> Option<u64> {
     app.get_json("/api/v1/chain/height").await.1["height"].as_u64()
 }
 
 #[tokio::test]
 async fn one_replica_syncs_the_others_stand_by_naming_it_and_one_takes_over_when_it_stops() {
-    let Some(db) = fresh_database() else { return };
     let mut chain = chains::chain(5, "a");
-    let up = StandIn::start(&chain).await;
-    let a = replica(&db, &up.url(), "replica-a").await;
-    let b = replica(&db, &up.url(), "replica-b").await;
-    let leader = one_leader(&[&a, &b]).await;
-    for app in [&a, &b] {
-        eventually(
-            LIMIT,
-            "the chain to reach 5 through each replica",
-            || async { (height(app).await == Some(5)).then_some(()) },
-        )
-        .await;
-    }
+    let Some((_, up, a, b, leader)) = two_replicas(&chain).await else {
+        return;
+    };
+    at_height(&[&a, &b], 5).await;
     let (lead, stand) = if leader == 0 { (a, b) } else { (b, a) };
     let s = status(&stand).await;
     assert_eq!(
@@ -138,12 +155,10 @@ async fn one_replica_syncs_the_others_stand_by_naming_it_and_one_takes_over_when
 
 #[tokio::test]
 async fn a_leader_whose_lease_session_the_database_ends_stops_and_one_replica_leads_again() {
-    let Some(db) = fresh_database() else { return };
     let mut chain = chains::chain(3, "a");
-    let up = StandIn::start(&chain).await;
-    let a = replica(&db, &up.url(), "replica-a").await;
-    let b = replica(&db, &up.url(), "replica-b").await;
-    one_leader(&[&a, &b]).await;
+    let Some((db, up, a, b, _)) = two_replicas(&chain).await else {
+        return;
+    };
     let sql = connect(&db).await;
     let ended = sql
         .query_one(
@@ -186,14 +201,7 @@ async fn a_leader_whose_lease_session_the_database_ends_stops_and_one_replica_le
     assert_eq!(leader, again);
     chains::grow(&mut chain, 2, "a", 1);
     up.chain(&chain);
-    for app in [&a, &b] {
-        eventually(
-            LIMIT,
-            "the chain to reach 5 through each replica",
-            || async { (height(app).await == Some(5)).then_some(()) },
-        )
-        .await;
-    }
+    at_height(&[&a, &b], 5).await;
     a.stop().await;
     b.stop().await;
 }

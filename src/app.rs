@@ -156,6 +156,16 @@ pub async fn build_state(
     )
     .await;
     let sync = config.upstream().map(|url| {
+        let me = crate::store::lease::Holder {
+            instance_id: config.service.instance(),
+            address: config.service.url.clone(),
+        };
+        let lease = crate::store::open::sync_lease(&config, me.clone(), shutdown.clone()).map(
+            |(lease, hold)| {
+                tracker.spawn(hold);
+                (lease, me)
+            },
+        );
         crate::sync::SyncHandle::start(
             &config,
             url,
@@ -163,6 +173,7 @@ pub async fn build_state(
             ledger.clone(),
             quarantine.clone(),
             metrics.clone(),
+            lease,
             tracker,
             shutdown.clone(),
         )

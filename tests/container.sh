@@ -183,12 +183,12 @@ for files in "docker/docker-compose.yml" "docker/docker-compose.yml docker/docke
     fail "docker-compose config -q: $files"; printf '%s\n' "$out"
   fi
 done
-# The PostgreSQL variant: valid on its own and with each other override, only with its password
+# The PostgreSQL project: valid on its own and with the Lucid override, only with its password
 # set (no default secret), and wired as promised: PostgreSQL 15 or newer on a named volume with a
-# pg_isready healthcheck, block-manager on the same image as the base file, waiting for it healthy.
+# pg_isready healthcheck; two or more stateless block-manager replicas (no container_name, no
+# volumes, console-only logs) on the base file's image and hardening, waiting for it healthy.
 PG_COMPOSE="docker/docker-compose.postgres.yml"
-for files in "docker/docker-compose.yml $PG_COMPOSE" "docker/docker-compose.yml $PG_COMPOSE docker/docker-compose.lucid.yml" \
-             "docker/docker-compose.yml $PG_COMPOSE docker/docker-compose.host-port.yml"; do
+for files in "$PG_COMPOSE" "$PG_COMPOSE docker/docker-compose.lucid.yml"; do
   args=()
   for f in $files; do args+=(-f "$ROOT/$f"); done
   if out="$(BLOCK_MANAGER_POSTGRES_PASSWORD=lint docker-compose "${args[@]}" config -q 2>&1)"; then
@@ -197,8 +197,7 @@ for files in "docker/docker-compose.yml $PG_COMPOSE" "docker/docker-compose.yml 
     fail "docker-compose config -q: $files"; printf '%s\n' "$out"
   fi
 done
-if out="$(env -u BLOCK_MANAGER_POSTGRES_PASSWORD docker-compose -f "$ROOT/docker/docker-compose.yml" \
-            -f "$ROOT/$PG_COMPOSE" config -q 2>&1)"; then
+if out="$(env -u BLOCK_MANAGER_POSTGRES_PASSWORD docker-compose -f "$ROOT/$PG_COMPOSE" config -q 2>&1)"; then
   fail "$PG_COMPOSE: accepted without BLOCK_MANAGER_POSTGRES_PASSWORD"
 elif grep -q BLOCK_MANAGER_POSTGRES_PASSWORD <<<"$out"; then
   pass "$PG_COMPOSE: refused without BLOCK_MANAGER_POSTGRES_PASSWORD, naming it"
@@ -207,8 +206,7 @@ else
 fi
 if out="$( { BLOCK_MANAGER_POSTGRES_PASSWORD=lint docker-compose -f "$ROOT/docker/docker-compose.yml" config &&
              echo "---" &&
-             BLOCK_MANAGER_POSTGRES_PASSWORD=lint docker-compose -f "$ROOT/docker/docker-compose.yml" \
-               -f "$ROOT/$PG_COMPOSE" config; } 2>&1 | python3 -c '
+             BLOCK_MANAGER_POSTGRES_PASSWORD=lint docker-compose -f "$ROOT/$PG_COMPOSE" config; } 2>&1 | python3 -c '
 import re, sys, yaml
 base, doc = yaml.safe_load_all(sys.stdin)
 pg, bm = doc["services"]["postgres"], doc["services"]["block-manager"]
@@ -225,12 +223,20 @@ want = {
     "backend postgres": env.get("BLOCK_STORAGE_BACKEND") == "postgres",
     "URL names the postgres service": re.fullmatch(r"postgres://block_manager:lint@postgres:5432/\w+\?sslmode=disable", url) is not None,
     "waits for postgres healthy": bm["depends_on"]["postgres"]["condition"] == "service_healthy",
+    "two or more replicas": int(bm.get("scale", 1)) >= 2,
+    "no container_name": "container_name" not in bm,
+    "no data or log volumes": not bm.get("volumes"),
+    "console-only logs": str(env.get("BLOCK_MANAGER__LOGGING__FILES")).lower() == "false",
 }
+b = base["services"]["block-manager"]
+for key in ("read_only", "user", "cap_drop", "security_opt", "tmpfs", "ipc", "healthcheck",
+            "stop_signal", "stop_grace_period", "restart", "env_file", "expose", "logging"):
+    want[f"{key} as in docker-compose.yml"] = bm.get(key) == b.get(key)
 bad = [k for k, ok in want.items() if not ok]
 print("; ".join(bad) if bad else "ok")
 sys.exit(1 if bad else 0)
 ')"; then
-  pass "$PG_COMPOSE: PostgreSQL 15+ healthy first, on a volume, block-manager on the same image"
+  pass "$PG_COMPOSE: PostgreSQL 15+ healthy first, on a volume; 2+ stateless replicas on the base image and hardening"
 else
   fail "$PG_COMPOSE: $out"
 fi
@@ -502,7 +508,9 @@ fi
 
 # ------------------------------------------------------------------------------ on PostgreSQL
 # The image against a PostgreSQL on the host (lib.sh's throwaway server on 127.0.0.1, stopped in
-# the trap): host networking, the engine chosen by BLOCK_MANAGER_DATABASE_URL alone.
+# the trap): host networking, the engine chosen by BLOCK_MANAGER_DATABASE_URL alone; run as a
+# replica of docker-compose.postgres.yml runs, with nothing writable but /tmp (read-only root, no
+# volumes) and logs on the console only.
 PG_CONTAINER="bm-postgres-test"
 if pg_start >/dev/null 2>"$DK/pg_start.log" && [ -n "${PG_PORT:-}" ]; then
   pg_sql() { "$PG_BIN/psql" -X -A -t -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bmcontainer -c "$1" 2>&1; }
@@ -510,7 +518,8 @@ if pg_start >/dev/null 2>"$DK/pg_start.log" && [ -n "${PG_PORT:-}" ]; then
     fail "CREATE DATABASE bmcontainer on 127.0.0.1:$PG_PORT"
   PG_BM_PORT="$(free_port)"
   PG_BASE="http://127.0.0.1:$PG_BM_PORT"
-  if dk run -d --name "$PG_CONTAINER" --network host \
+  if dk run -d --name "$PG_CONTAINER" --network host --read-only --user 65532:65532 \
+       --tmpfs /tmp:rw,noexec,nosuid,nodev,size=64m,mode=1777 -e BLOCK_MANAGER__LOGGING__FILES=false \
        -e BLOCK_MANAGER_HOST=127.0.0.1 -e BLOCK_MANAGER_PORT="$PG_BM_PORT" -e BLOCK_MANAGER_API_KEY="$API_KEY" \
        -e BLOCK_MANAGER_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bmcontainer?sslmode=disable" \
        "$IMAGE" >/dev/null 2>"$DK/pg_run.log"; then

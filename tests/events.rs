@@ -422,6 +422,60 @@ async fn a_fork_in_between_is_a_reorg_to_the_ancestor_live_and_on_resume() {
     app.stop().await;
 }
 
+/// The next events are blocks `range` of `chain`, in order (full or thin: both carry the hash).
+async fn expect_blocks(
+    s: &mut Sse,
+    chain: &[block_manager::chain::Block],
+    range: std::ops::RangeInclusive<usize>,
+) {
+    for h in range {
+        let f = s.event().await;
+        assert_eq!(f.kind(), "block", "{f:?}");
+        assert_eq!(f.id, Some(format!("{h}:{}", chain[h].hash)));
+        assert_eq!(f.json()["hash"], chain[h].hash.as_str());
+    }
+}
+
+/// Live streams share the newest blocks' frames: a burst longer than what is shared, then a
+/// fork under blocks they were all sent, must reach every one of them, full and thin alike,
+/// exactly as it reaches a single stream.
+#[tokio::test]
+async fn many_live_streams_each_get_a_long_burst_and_a_fork_in_order() {
+    let (up, app, mut a) = forking_follower().await;
+    let mut streams = Vec::new();
+    for i in 0..12 {
+        let query = if i % 2 == 0 {
+            "?from=0"
+        } else {
+            "?from=0&thin=1"
+        };
+        streams.push(Sse::connect(&app, query, None).await);
+    }
+    for s in &mut streams {
+        expect_blocks(s, &a, 0..=10).await;
+    }
+    // 600 blocks at once: more than the 256 the streams share, so some read the store.
+    chains::grow(&mut a, 600, "a", 1);
+    up.chain(&a);
+    for s in &mut streams {
+        expect_blocks(s, &a, 11..=610).await;
+    }
+    // A fork three deep under the tip every stream was sent.
+    let b = chains::branch(&a, 608, 3, "b");
+    up.chain(&b);
+    for s in &mut streams {
+        let f = s.event().await;
+        assert_eq!(f.kind(), "reorg", "{f:?}");
+        assert_eq!(
+            f.id.as_deref(),
+            Some(format!("607:{}", a[607].hash).as_str())
+        );
+        assert_eq!(f.json()["old_tip"]["hash"], a[610].hash.as_str());
+        expect_blocks(s, &b, 608..=610).await;
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_slow_subscriber_gets_each_of_ten_thousand_blocks_once_in_order_without_holding_the_writer()
  {

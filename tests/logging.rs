@@ -213,6 +213,21 @@ fn file_lines_follow_the_detailed_formatter_in_the_logging_directory() {
 }
 
 #[test]
+fn logging_files_false_logs_to_the_console_only_and_opens_no_file() {
+    let dir = lucid_workdir(same, same);
+    let p = spawn_process(dir.path(), &[("BLOCK_MANAGER__LOGGING__FILES", "false")]);
+    get_with_id(p.port, "/api/v1/blocks/latest", "console-only-1");
+    let console = stop(p);
+    assert!(
+        console.lines().any(|l| l.contains("console-only-1")),
+        "the access line on the console: {console}"
+    );
+    assert!(!console.contains("cannot write"), "{console}");
+    assert!(!dir.path().join("service-logs").exists());
+    assert!(!dir.path().join("logs").exists());
+}
+
+#[test]
 fn log_format_json_makes_the_console_json_and_leaves_the_files_detailed() {
     let dir = lucid_workdir(same, same);
     let p = spawn_process(dir.path(), &[("LOG_FORMAT", "json")]);

@@ -6,7 +6,8 @@
 //! sent; the ledger's commit notifications only wake it. So a replay, a live tail and a slow
 //! subscriber catching up are one code path, the writer never waits for a subscriber, and no
 //! event is ever lost: the store is the log. A fork is noticed when the block last sent is no
-//! longer at its height, and placed through the store's rollback log.
+//! longer at its height, and placed through the store's rollback log. Live streams share the
+//! newest blocks' frames (`tail`): one store read per change serves all of them.
 
 use crate::api::request::{Params, bad_param};
 use crate::app::AppState;
@@ -29,6 +30,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod tail;
+use tail::Tail;
+
 /// Reconnection delay advised to clients (`retry:`), in milliseconds.
 const RETRY_MS: u64 = 2000;
 /// Full blocks read per page; a page is also cut at [`PAGE_BYTES`] (or `api.max_response_bytes`
@@ -45,10 +49,12 @@ const QUEUED_FRAMES: usize = 8;
 /// How far behind the tip a live subscriber may fall before it counts as lagging.
 const LAG_BLOCKS: u64 = PAGE_BLOCKS as u64;
 
-/// The streams open in this process, and what ends them.
+/// The streams open in this process, the newest blocks they share, and what ends them.
 pub struct Hub {
     open: AtomicUsize,
     shutdown: CancellationToken,
+    full: Arc<Tail>,
+    thin: Arc<Tail>,
 }
 
 impl Hub {
@@ -57,6 +63,8 @@ impl Hub {
         Self {
             open: AtomicUsize::new(0),
             shutdown,
+            full: Arc::default(),
+            thin: Arc::default(),
         }
     }
 
@@ -182,6 +190,11 @@ pub async fn stream(
         store: state.store.clone(),
         metrics: state.metrics.clone(),
         ledger: state.ledger.clone(),
+        tail: if thin {
+            state.events.thin.clone()
+        } else {
+            state.events.full.clone()
+        },
         thin,
         budget: state.config.api.max_response_bytes.min(PAGE_BYTES),
         keepalive: Duration::from_secs_f64(state.config.api.event_keepalive_seconds),
@@ -232,8 +245,11 @@ impl From<StoreError> for Stop {
 }
 
 /// One event, ready to send.
+#[derive(Clone)]
 struct Event {
     kind: &'static str,
+    /// Its id: the block, or a reorg's ancestor.
+    at: Position,
     frame: Bytes,
 }
 
@@ -244,6 +260,7 @@ fn event(kind: &'static str, id: &Position, data: &[u8]) -> Event {
     f.extend_from_slice(b"\n\n");
     Event {
         kind,
+        at: id.clone(),
         frame: f.into(),
     }
 }
@@ -452,6 +469,7 @@ struct Feed {
     store: Arc<dyn BlockStore>,
     metrics: Arc<Metrics>,
     ledger: crate::ledger::Ledger,
+    tail: Arc<Tail>,
     thin: bool,
     budget: usize,
     keepalive: Duration,
@@ -537,11 +555,20 @@ impl Feed {
         loop {
             changes.borrow_and_update();
             loop {
-                let (c, thin, budget) = (cursor.clone(), self.thin, self.budget);
-                match self
-                    .blocking(move |s| read_page(s, &c, thin, budget))
-                    .await?
-                {
+                let now = *changes.borrow();
+                let shared = self
+                    .tail
+                    .after(&self.store, &cursor, now, self.thin, self.budget)
+                    .await?;
+                let page = match shared {
+                    Some(page) => page,
+                    None => {
+                        let (c, thin, budget) = (cursor.clone(), self.thin, self.budget);
+                        self.blocking(move |s| read_page(s, &c, thin, budget))
+                            .await?
+                    }
+                };
+                match page {
                     Page::Blocks(events, after) if events.is_empty() => {
                         cursor = after;
                         live = true;

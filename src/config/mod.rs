@@ -365,6 +365,9 @@ pub struct LoggingConfig {
     pub directory: Option<String>,
     /// Size rotation of the log files, where a handler gives no `maxBytes` / `backupCount`.
     pub rotate: RotateConfig,
+    /// Whether file handlers are opened at all. `false` logs to the console only, for replicas
+    /// that keep nothing on local disk (their log collector reads the console).
+    pub files: bool,
 }
 
 impl Default for LoggingConfig {
@@ -375,6 +378,7 @@ impl Default for LoggingConfig {
             config_file: "block-manager-logging.yaml".into(),
             directory: None,
             rotate: RotateConfig::default(),
+            files: true,
         }
     }
 }

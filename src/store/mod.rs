@@ -24,6 +24,7 @@
 mod conformance;
 pub mod embedded;
 pub mod engine;
+pub mod lease;
 pub mod open;
 pub mod postgres;
 pub mod probe;

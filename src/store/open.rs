@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use super::lease::{Holder, Lease};
 use super::postgres::{ChainSpec, ConnectError, PgOptions, PgStore};
 use super::{BlockRecord, BlockStore, RedbStore, StoreError};
 use crate::config::{Config, DatabaseUrl, StorageBackend};
+use tokio_util::sync::CancellationToken;
 
 /// Opens the configured engine's store; the error is the one line start-up stops with.
 /// `genesis` is what a standalone service starts an empty chain with: the PostgreSQL engine
@@ -27,6 +29,28 @@ pub fn open_as_found(config: &Config) -> Result<Arc<dyn BlockStore>, String> {
         StorageBackend::Embedded => open_embedded(config),
         StorageBackend::Postgres => open_postgres(config, None, None),
     }
+}
+
+/// On a shared engine in follower mode: the sync lease, and the task that holds it (to spawn;
+/// it ends with `shutdown`, handing the lease back). `None` on the embedded engine, whose one
+/// process always syncs.
+pub fn sync_lease(
+    config: &Config,
+    me: Holder,
+    shutdown: CancellationToken,
+) -> Option<(Lease, impl Future<Output = ()> + Send + 'static)> {
+    if !matches!(config.storage.engine(), StorageBackend::Postgres) || config.upstream().is_none() {
+        return None;
+    }
+    // Already checked at load (and by `open`, which ran first).
+    let url =
+        DatabaseUrl::parse(config.storage.postgres.url.as_deref().unwrap_or_default()).ok()?;
+    let options = PgOptions::from_config(&url, &config.storage.postgres);
+    let (lease, feed) = super::lease::channel();
+    Some((
+        lease,
+        super::postgres::lease::hold(options, me, feed, shutdown),
+    ))
 }
 
 /// The mode the configuration runs the chain in.

@@ -13,12 +13,16 @@ use super::status::{Shared, State};
 use crate::ledger::Ledger;
 use crate::quarantine::Quarantine;
 use crate::store::BlockReads;
+use crate::store::lease::Leadership;
 use crate::supervise::Alive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+
+/// How often a standby looks at the lease even without a change (the change wakes it sooner).
+const LEASE_RECHECK: Duration = Duration::from_secs(1);
 
 /// How the loop and `POST /api/v1/sync` meet: a wake-up and round counters.
 #[derive(Debug)]
@@ -117,14 +121,44 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Runs rounds until `shutdown`; each finished round tells `alive` the task works.
+    /// Runs rounds until `shutdown`; each finished round tells `alive` the task works. On a
+    /// shared chain, rounds run only while this replica holds the sync lease: a standby waits
+    /// for the lease, and a leader that loses it stops mid-round (the ledger finishes or
+    /// refuses whatever commit was already handed to it; nothing is half-written).
     pub async fn run(mut self, shutdown: CancellationToken, alive: Alive) {
+        let mut lease = self.shared.leadership();
         loop {
             let number = self.rounds.started.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(part) = lease.as_mut()
+                && !matches!(*part.borrow_and_update(), Leadership::Leader)
+            {
+                self.shared.set_state(State::Standby);
+                // What a new leader knows of the upstream is fetched afresh.
+                self.confirmed = None;
+                alive.up();
+                self.rounds.finished.send_replace(number);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = part.changed() => {}
+                    _ = tokio::time::sleep(LEASE_RECHECK) => {}
+                    _ = self.rounds.wake.notified() => {}
+                }
+                continue;
+            }
+            let lost = async {
+                match lease.clone() {
+                    Some(mut part) => {
+                        let _ = part.wait_for(|p| !matches!(p, Leadership::Leader)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let wait = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = lost => Duration::ZERO,
                 wait = self.step() => wait,
             };
+            self.shared.publish_verdict();
             alive.up();
             self.rounds.finished.send_replace(number);
             tokio::select! {

@@ -8,6 +8,9 @@
 //! - `fork`: common-ancestor search and bounded rollback.
 //! - `damper`: at most so many rollbacks per window, so a flapping upstream cannot loop.
 //! - `status`: the reported state, the health check's outcome and the sync metrics.
+//!
+//! On a shared chain (several replicas of one database) only the replica holding the sync
+//! lease (`store::lease`) runs rounds; the others report `standby` and mirror its verdict.
 //! - `error`: the SYNC_00x failures.
 //!
 //! Every block goes through the ledger, which validates it against our tip (linkage included)
@@ -65,6 +68,7 @@ impl SyncHandle {
         ledger: Ledger,
         quarantine: Arc<Quarantine>,
         metrics: Arc<Metrics>,
+        lease: Option<(crate::store::lease::Lease, crate::store::lease::Holder)>,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> SyncHandle {
@@ -87,7 +91,11 @@ impl SyncHandle {
         // Where our chain stands and how to leave follower mode, in one start-up line.
         tracing::info!(upstream = %shown, "following upstream; {}", status::STANDALONE_HINT);
         let grace = seconds(sync.startup_grace_seconds, 120.0);
-        let shared = Arc::new(Shared::new(shown, ledger.clone(), metrics.clone(), grace));
+        let mut shared = Shared::new(shown, ledger.clone(), metrics.clone(), grace);
+        if let Some((lease, me)) = lease {
+            shared = shared.with_lease(lease, me);
+        }
+        let shared = Arc::new(shared);
         let rounds = Arc::new(Rounds::new());
         let round_backoff = Backoff::for_rounds(&config.error_handling);
         let settings = Settings {

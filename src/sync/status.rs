@@ -9,6 +9,7 @@ use crate::chain::Timestamp;
 use crate::health::{Outcome, Status};
 use crate::ledger::{self, Ledger};
 use crate::metrics::Metrics;
+use crate::store::lease::{Holder, Leadership, Lease};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,17 +30,20 @@ pub enum State {
     CircuitOpen,
     /// Upstream forked deeper than `max_reorg_depth`: nothing is fetched or rolled back.
     Diverged,
+    /// Another replica of the shared chain holds the sync lease and syncs; this one serves.
+    Standby,
 }
 
 impl State {
     /// Every state, for the one-hot `sync_state` gauge.
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Idle,
         State::Syncing,
         State::Synced,
         State::Stalled,
         State::CircuitOpen,
         State::Diverged,
+        State::Standby,
     ];
 
     /// The name used in JSON and metric labels.
@@ -51,6 +55,7 @@ impl State {
             State::Stalled => "stalled",
             State::CircuitOpen => "circuit_open",
             State::Diverged => "diverged",
+            State::Standby => "standby",
         }
     }
 
@@ -144,6 +149,8 @@ pub struct Shared {
     grace: Duration,
     /// Set by the event stream subscription while it is open: the follower's transport.
     subscribed: Subscribed,
+    /// On a shared chain: the sync lease, and who this replica is.
+    lease: Option<(Lease, Holder)>,
 }
 
 impl Shared {
@@ -173,10 +180,100 @@ impl Shared {
             started: Instant::now(),
             grace,
             subscribed: Subscribed::default(),
+            lease: None,
         };
         shared.publish_state(State::Idle);
         shared.metrics.circuit_state.set(0);
         shared
+    }
+
+    /// The same, for a replica of a shared chain that syncs only while it holds `lease`.
+    pub fn with_lease(mut self, lease: Lease, me: Holder) -> Self {
+        self.lease = Some((lease, me));
+        self
+    }
+
+    /// This replica's part in the sync lease; `None` when there is no lease (one process owns
+    /// the chain) and it always syncs.
+    pub fn leadership(&self) -> Option<tokio::sync::watch::Receiver<Leadership>> {
+        self.lease.as_ref().map(|(l, _)| l.part.clone())
+    }
+
+    /// Publishes this replica's own sync verdict with the lease, for standbys to mirror (only
+    /// a change is published: each one is written to the database).
+    pub fn publish_verdict(&self) {
+        let Some((lease, _)) = &self.lease else {
+            return;
+        };
+        let o = self.health();
+        let verdict =
+            json!({"status": o.status, "message": o.message, "state": self.state().as_str()});
+        lease.verdict.send_if_modified(|v| {
+            let changed = v.as_ref() != Some(&verdict);
+            if changed {
+                *v = Some(verdict);
+            }
+            changed
+        });
+    }
+
+    /// `leader` in the status: who syncs the shared chain (this replica included), or null
+    /// when none is known to hold the lease.
+    fn leader(&self) -> Option<Value> {
+        let (lease, me) = self.lease.as_ref()?;
+        let part = lease.part.borrow().clone();
+        Some(match part {
+            Leadership::Leader => json!({
+                "instance_id": me.instance_id,
+                "address": me.address,
+                "self": true,
+            }),
+            Leadership::Standby(Some(l)) => json!({
+                "instance_id": l.holder.instance_id,
+                "address": l.holder.address,
+                "self": false,
+                "since": l.since,
+                "seen_seconds_ago": round1(l.seen_seconds_ago),
+            }),
+            Leadership::Standby(None) | Leadership::Pending => Value::Null,
+        })
+    }
+
+    /// A standby's health: the leader's own verdict, so every replica tells alike whether the
+    /// chain is being followed.
+    fn mirrored(&self) -> (Status, String) {
+        let part = self.lease.as_ref().map(|(l, _)| l.part.borrow().clone());
+        let Some(Leadership::Standby(Some(l))) = part else {
+            return (
+                Status::Degraded,
+                "standby: no replica is known to hold the sync lease, so none may be syncing"
+                    .to_string(),
+            );
+        };
+        let who = format!("{} ({})", l.holder.instance_id, l.holder.address);
+        // The lease renews every second; a holder silent for this long may be stuck.
+        if l.seen_seconds_ago > 10.0 {
+            return (
+                Status::Degraded,
+                format!(
+                    "standby: the sync leader {who} last renewed its lease {:.0} s ago",
+                    l.seen_seconds_ago
+                ),
+            );
+        }
+        let verdict = l.health.as_ref();
+        let status = match verdict.and_then(|v| v["status"].as_str()) {
+            Some("unhealthy") => Status::Unhealthy,
+            Some("degraded") => Status::Degraded,
+            _ => Status::Healthy,
+        };
+        let said = verdict
+            .and_then(|v| v["message"].as_str())
+            .unwrap_or("no verdict yet");
+        (
+            status,
+            format!("standby; the sync leader {who} reports: {said}"),
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -372,6 +469,7 @@ impl Shared {
             "last_reorg": inner.last_reorg,
             "fetch": if inner.per_block { "block_by_block" } else { "range" },
             "transport": self.transport(),
+            "leader": self.leader(),
             "task": inner.task_down.as_ref().map_or_else(|| json!({"running": true}), |why| json!({"running": false, "reason": why})),
             "standalone": STANDALONE_HINT,
         })
@@ -394,7 +492,9 @@ impl Shared {
     pub fn health(&self) -> Outcome {
         let inner = self.lock();
         let lag = self.lag(inner.upstream_height);
-        let (status, message) = if let Some(why) = &inner.task_down {
+        let (status, message) = if inner.state == State::Standby {
+            self.mirrored()
+        } else if let Some(why) = &inner.task_down {
             (
                 Status::Unhealthy,
                 format!("the follower task is not running ({why}); restarting it with backoff"),
@@ -459,6 +559,7 @@ impl Shared {
                 Status::Degraded,
                 "upstream chain diverges deeper than max_reorg_depth: sync stopped".to_string(),
             ),
+            State::Standby => self.mirrored(),
         }
     }
 }

@@ -198,6 +198,10 @@ fn open_handlers(config: &Config, formats: &mut Formats, warnings: &mut Vec<Stri
                 "logging file handlers.{name}.encoding {enc}: lines are written as UTF-8"
             ));
         }
+        if to_file && !config.logging.files {
+            // Console only, as configured (logging.files: false): nothing to report.
+            continue;
+        }
         let formatter = match (&console_format, to_file) {
             (Some(f), false) => f.clone(),
             _ => h

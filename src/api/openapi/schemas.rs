@@ -366,7 +366,11 @@ fn report_schemas(s: &mut Map<String, Value>) {
         "properties": {"state": {"type": "string"}, "mode": {"type": "string"}, "upstream": {"type": "string"},
                        "local_height": {"type": ["integer", "null"], "minimum": 0},
                        "transport": {"type": ["string", "null"], "enum": ["push", "poll", null],
-                                     "description": "How new upstream blocks reach a follower now: push while subscribed to the upstream's event stream, poll otherwise; null when not a follower"}}
+                                     "description": "How new upstream blocks reach a follower now: push while subscribed to the upstream's event stream, poll otherwise; null when not a follower"},
+                       "leader": {"type": ["object", "null"],
+                                  "description": "On a shared PostgreSQL chain: the replica holding the sync lease (instance_id, address; self: whether it is this one); null when none is known or the chain is not shared",
+                                  "properties": {"instance_id": {"type": "string"}, "address": {"type": "string"}, "self": {"type": "boolean"},
+                                                 "since": {"type": "string"}, "seen_seconds_ago": {"type": "number"}}}}
     }));
     let status = json!({"type": "string", "enum": ["healthy", "degraded", "unhealthy"]});
     s.insert("HealthReport".into(), json!({

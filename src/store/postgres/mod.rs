@@ -17,6 +17,7 @@
 mod cache;
 mod connect;
 mod fault;
+pub mod lease;
 mod listen;
 mod schema;
 #[cfg(test)]

@@ -81,6 +81,16 @@ CREATE TABLE bm_probe (
     id integer PRIMARY KEY,
     at timestamptz NOT NULL
 );
+-- Who holds the sync lease (a session advisory lock, see lease.rs), for the replicas that do
+-- not: written by the holder when it takes the lease and renewed by it every second.
+CREATE TABLE bm_leader (
+    id integer PRIMARY KEY CHECK (id = 1),
+    instance_id text NOT NULL,
+    address text NOT NULL,
+    since timestamptz NOT NULL,
+    seen timestamptz NOT NULL,
+    health text
+);
 INSERT INTO bm_schema (id, version) VALUES (1, 1);
 ";
 

@@ -10,7 +10,7 @@
 //! newest blocks' frames (`tail`): one store read per change serves all of them.
 
 use crate::api::request::{Params, bad_param};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{BlockStore, Order, Position, StoreError};

@@ -133,6 +133,21 @@ fn the_database_refuses_a_fork_or_a_gap_whoever_writes_it() {
             .execute(insert, &[&2i64, &"c".repeat(64), &"d".repeat(64)])
             .await;
         assert!(broken.is_err(), "a broken link was stored");
+        // A gap inside one statement's rows
+        let rows = "INSERT INTO bm_blocks (height, hash, previous_hash, merkle_root, ts, ts_micros, producer, transaction_count, size_bytes, body) VALUES \
+            (2, $1, $2, 'r', 't', 0, 'p', 0, 2, '{}'), (4, $3, $1, 'r', 't', 0, 'p', 0, 2, '{}')";
+        let (two, four) = ("b".repeat(64), "a".repeat(64));
+        let inner_gap = client
+            .execute(rows, &[&two, &record(1, 0, 1).meta.hash, &four])
+            .await;
+        assert!(inner_gap.is_err(), "a gap inside a batch was stored");
+        // Removing a block a stored block links to, or moving one
+        let hole = client.execute("DELETE FROM bm_blocks WHERE height = 0", &[]).await;
+        assert!(hole.is_err(), "a block below a stored one was removed");
+        let moved = client
+            .execute("UPDATE bm_blocks SET hash = $1 WHERE height = 1", &[&"9".repeat(64)])
+            .await;
+        assert!(moved.is_err(), "a stored block's hash changed");
     });
     assert_eq!(store.tip().expect("tip").map(|t| t.height), Some(1));
 }

@@ -271,7 +271,9 @@ fn check_one(
     let block = match block {
         Ok(b) => b,
         Err(why) => {
-            problem(format!("height {height}: stored body does not parse: {why}"));
+            problem(format!(
+                "height {height}: stored body does not parse: {why}"
+            ));
             return;
         }
     };

@@ -142,10 +142,15 @@ fn the_database_refuses_a_fork_or_a_gap_whoever_writes_it() {
             .await;
         assert!(inner_gap.is_err(), "a gap inside a batch was stored");
         // Removing a block a stored block links to, or moving one
-        let hole = client.execute("DELETE FROM bm_blocks WHERE height = 0", &[]).await;
+        let hole = client
+            .execute("DELETE FROM bm_blocks WHERE height = 0", &[])
+            .await;
         assert!(hole.is_err(), "a block below a stored one was removed");
         let moved = client
-            .execute("UPDATE bm_blocks SET hash = $1 WHERE height = 1", &[&"9".repeat(64)])
+            .execute(
+                "UPDATE bm_blocks SET hash = $1 WHERE height = 1",
+                &[&"9".repeat(64)],
+            )
             .await;
         assert!(moved.is_err(), "a stored block's hash changed");
     });
@@ -385,8 +390,18 @@ fn sealed_chain(n: u64, txs: usize) -> Vec<BlockRecord> {
                 signature: "sig".to_owned(),
             })
             .collect();
-        let previous = chain.last().map(|b: &Block| b.hash.clone()).unwrap_or_default();
-        chain.push(Block::build(height, previous, ts, "node-1", "sig", transactions));
+        let previous = chain
+            .last()
+            .map(|b: &Block| b.hash.clone())
+            .unwrap_or_default();
+        chain.push(Block::build(
+            height,
+            previous,
+            ts,
+            "node-1",
+            "sig",
+            transactions,
+        ));
     }
     chain.iter().map(crate::ledger::record_of).collect()
 }
@@ -406,7 +421,10 @@ fn verify_reads_pages_of_blocks_not_each_block_on_its_own() {
     assert_eq!(report.blocks_checked, 601);
     // A few operations per page of a few hundred blocks: a round trip per block (or per
     // transaction) is what made a 10,000-block chain time out.
-    assert!(calls <= 40, "{calls} database operations to verify 601 blocks");
+    assert!(
+        calls <= 40,
+        "{calls} database operations to verify 601 blocks"
+    );
     // Paging keeps every check: an index entry and a served body that disagree with the
     // stored block are still found.
     testdb::with_client(&options.pg, |client| async move {

@@ -4,7 +4,9 @@
 //! Used offline by `block-manager verify` and online by `POST /api/v1/chain/verify`.
 
 use crate::chain;
-use crate::store::{BlockMeta, BlockReads, ReadOnlyStore, StoreError};
+use std::collections::HashMap;
+
+use crate::store::{BlockMeta, BlockReads, Order, ReadOnlyStore, StoreError};
 use serde::Serialize;
 
 /// The reads a verification makes: the running store's, or a read-only one's (offline).
@@ -22,6 +24,30 @@ pub trait Source {
     fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError>;
     /// Where a transaction is stored.
     fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError>;
+
+    // Page-at-a-time forms of the reads above, which a verification makes for a page of
+    // blocks at once; an engine across a network answers each in one round trip.
+
+    /// The stored block summaries of heights `from..=to`, ascending.
+    fn metas_between(&self, from: u64, to: u64) -> Result<Vec<BlockMeta>, StoreError> {
+        (from..=to)
+            .filter_map(|h| self.meta_at(h).transpose())
+            .collect()
+    }
+    /// [`Source::height_of_hash`] of each of `hashes`, in their order.
+    fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {
+        hashes.iter().map(|h| self.height_of_hash(h)).collect()
+    }
+    /// [`Source::tx_location`] of each of `ids`, in their order.
+    fn tx_locations(&self, ids: &[&str]) -> Result<Vec<Option<(u64, u32)>>, StoreError> {
+        ids.iter().map(|id| self.tx_location(id)).collect()
+    }
+    /// [`Source::body_at`] of the `count` heights from `from`.
+    fn served_bodies(&self, from: u64, count: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        (from..from + count as u64)
+            .map(|h| self.body_at(h))
+            .collect()
+    }
 }
 
 impl<T: BlockReads + ?Sized> Source for T {
@@ -47,6 +73,19 @@ impl<T: BlockReads + ?Sized> Source for T {
     }
     fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
         BlockReads::tx_location(self, tx_id)
+    }
+    fn metas_between(&self, from: u64, to: u64) -> Result<Vec<BlockMeta>, StoreError> {
+        let count = usize::try_from(to.saturating_sub(from) + 1).unwrap_or(usize::MAX);
+        BlockReads::metas(self, from, to, Order::Asc, 0, count)
+    }
+    fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {
+        BlockReads::heights_of_hashes(self, hashes)
+    }
+    fn tx_locations(&self, ids: &[&str]) -> Result<Vec<Option<(u64, u32)>>, StoreError> {
+        BlockReads::tx_locations(self, ids)
+    }
+    fn served_bodies(&self, from: u64, count: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        BlockReads::served_bodies(self, from, count)
     }
 }
 
@@ -143,12 +182,13 @@ pub fn verify(
             problem(format!("height {height}: missing"), &mut report);
             break;
         }
-        for body in bodies {
+        let page = Page::read(store, height, &bodies)?;
+        for (body, block) in bodies.iter().zip(&page.blocks) {
             report.blocks_checked += 1;
-            check_one(store, height, &body, previous.as_deref(), &mut |m| {
+            check_one(&page, height, body, block, previous.as_deref(), &mut |m| {
                 problem(m, &mut report)
-            })?;
-            previous = store.meta_at(height)?.map(|m| m.hash);
+            });
+            previous = page.metas.get(&height).map(|m| m.hash.clone());
             height += 1;
         }
     }
@@ -156,21 +196,85 @@ pub fn verify(
     Ok(report)
 }
 
+/// What the store says about a page of consecutive blocks, read a page at a time.
+struct Page {
+    /// The first height.
+    from: u64,
+    /// Each body parsed, or why it does not parse.
+    blocks: Vec<Result<chain::Block, String>>,
+    /// The stored summaries, by height.
+    metas: HashMap<u64, BlockMeta>,
+    /// What reads by height serve, from `from` on.
+    served: Vec<Option<Vec<u8>>>,
+    /// The hash index, for the hashes the bodies carry.
+    heights: HashMap<String, Option<u64>>,
+    /// The transaction index, for the ids the bodies carry.
+    locations: HashMap<String, Option<(u64, u32)>>,
+}
+
+impl Page {
+    fn read(
+        store: &(impl Source + ?Sized),
+        from: u64,
+        bodies: &[Vec<u8>],
+    ) -> Result<Page, StoreError> {
+        let blocks: Vec<Result<chain::Block, String>> = bodies
+            .iter()
+            .map(|b| {
+                chain::parse_block_json(b).map_err(|f| {
+                    f.first()
+                        .map_or_else(|| "?".to_string(), |f| f.message.clone())
+                })
+            })
+            .collect();
+        let last = from + bodies.len() as u64 - 1;
+        let metas = store
+            .metas_between(from, last)?
+            .into_iter()
+            .map(|m| (m.height, m))
+            .collect();
+        let served = store.served_bodies(from, bodies.len())?;
+        let parsed = || blocks.iter().filter_map(|b| b.as_ref().ok());
+        let hashes: Vec<&str> = parsed().map(|b| b.hash.as_str()).collect();
+        let heights = hashes
+            .iter()
+            .map(|h| h.to_string())
+            .zip(store.heights_of_hashes(&hashes)?)
+            .collect();
+        let ids: Vec<&str> = parsed()
+            .flat_map(|b| b.transactions.iter().map(|t| t.tx_id.as_str()))
+            .collect();
+        let locations = ids
+            .iter()
+            .map(|id| id.to_string())
+            .zip(store.tx_locations(&ids)?)
+            .collect();
+        Ok(Page {
+            from,
+            blocks,
+            metas,
+            served,
+            heights,
+            locations,
+        })
+    }
+}
+
 fn check_one(
-    store: &(impl Source + ?Sized),
+    page: &Page,
     height: u64,
     body: &[u8],
+    block: &Result<chain::Block, String>,
     previous: Option<&str>,
     problem: &mut dyn FnMut(String),
-) -> Result<(), StoreError> {
-    let block = match chain::parse_block_json(body) {
+) {
+    let block = match block {
         Ok(b) => b,
-        Err(f) => {
+        Err(why) => {
             problem(format!(
-                "height {height}: stored body does not parse: {}",
-                f.first().map_or("?", |f| f.message.as_str())
+                "height {height}: stored body does not parse: {why}"
             ));
-            return Ok(());
+            return;
         }
     };
     if block.height != height {
@@ -191,7 +295,7 @@ fn check_one(
             "height {height}: previous hash does not match the block below"
         ));
     }
-    match store.meta_at(height)? {
+    match page.metas.get(&height) {
         Some(meta)
             if meta.hash == block.hash && meta.transaction_count == block.transaction_count() => {}
         Some(_) => problem(format!(
@@ -199,23 +303,26 @@ fn check_one(
         )),
         None => problem(format!("height {height}: header record missing")),
     }
-    // Reads by height may come from a copy of the bodies (the store's body log), not from
-    // the record this check reads: what clients are served must be the same bytes.
-    if store.body_at(height)?.as_deref() != Some(body) {
+    // Reads by height may come from a copy of the bodies (the store's body log, a cache), not
+    // from the record this check reads: what clients are served must be the same bytes.
+    let served = page
+        .served
+        .get((height - page.from) as usize)
+        .and_then(|b| b.as_deref());
+    if served != Some(body) {
         problem(format!(
             "height {height}: a read by height serves a body that differs from the stored one"
         ));
     }
-    if store.height_of_hash(&block.hash)? != Some(height) {
+    if page.heights.get(&block.hash).copied().flatten() != Some(height) {
         problem(format!("height {height}: hash index does not point here"));
     }
     for (i, tx) in block.transactions.iter().enumerate() {
-        if store.tx_location(&tx.tx_id)? != Some((height, i as u32)) {
+        if page.locations.get(&tx.tx_id).copied().flatten() != Some((height, i as u32)) {
             problem(format!(
                 "height {height}: transaction index entry for {} is wrong",
                 tx.tx_id
             ));
         }
     }
-    Ok(())
 }

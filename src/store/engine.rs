@@ -175,6 +175,23 @@ pub trait Engine: Send + Sync + 'static {
         Some(self.path())
     }
 
+    /// [`BlockReads::heights_of_hashes`].
+    fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {
+        hashes.iter().map(|h| self.height_of_hash(h)).collect()
+    }
+
+    /// [`BlockReads::tx_locations`].
+    fn tx_locations(&self, ids: &[&str]) -> Result<Vec<Option<(u64, u32)>>, StoreError> {
+        ids.iter().map(|id| self.tx_location(id)).collect()
+    }
+
+    /// [`BlockReads::served_bodies`].
+    fn served_bodies(&self, from: u64, count: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        (from..from + count as u64)
+            .map(|h| self.body_at(h))
+            .collect()
+    }
+
     /// Begins a write transaction: the chain's write lock where the engine has one, the tip
     /// as of the lock, and lookups for validating a group. Nothing is written until
     /// [`WriteTxn::commit`]; dropping it writes nothing.
@@ -256,6 +273,15 @@ impl<T: Engine> BlockReads for T {
     }
     fn height_of_hash_async(&self, hash: &str) -> StoreFuture<Option<u64>> {
         Engine::height_of_hash_async(self, hash)
+    }
+    fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {
+        Engine::heights_of_hashes(self, hashes)
+    }
+    fn tx_locations(&self, ids: &[&str]) -> Result<Vec<Option<(u64, u32)>>, StoreError> {
+        Engine::tx_locations(self, ids)
+    }
+    fn served_bodies(&self, from: u64, count: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        Engine::served_bodies(self, from, count)
     }
 }
 

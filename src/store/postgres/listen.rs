@@ -39,6 +39,9 @@ async fn session(inner: &Inner) -> Outcome<()> {
     // Whatever happened while nobody listened: reloaded, and no cached body trusted above
     // what is final.
     resync(inner).await?;
+    inner
+        .sessions
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     loop {
         let first = match tokio::time::timeout(POLL, notes.recv()).await {
             Ok(Some(note)) => note,

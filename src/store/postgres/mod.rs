@@ -103,6 +103,12 @@ struct Inner {
     /// The service's tip watch: its height set with every chain state installed, woken when
     /// another replica's commit is heard of.
     watch: Mutex<Option<Arc<crate::store::tip::TipWatch>>>,
+    /// Operations sent to the database so far (each one or a few round trips), so tests can
+    /// hold a caller to batching.
+    calls: std::sync::atomic::AtomicU64,
+    /// Change-notification sessions that have listened and resynced so far (tests wait for the
+    /// first: its resync forgets what was cached before it).
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 /// The block store on PostgreSQL.
@@ -157,6 +163,8 @@ impl PgStore {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             }),
             watch: Mutex::new(None),
+            calls: std::sync::atomic::AtomicU64::new(0),
+            sessions: std::sync::atomic::AtomicU64::new(0),
         });
         // Waited for on this thread, which may be one of the caller's async threads (start-up
         // does nothing else meanwhile): hence a channel, not the runtime's `block_on`.
@@ -197,6 +205,12 @@ impl PgStore {
     /// The body at `height` when the cache holds it.
     pub fn cached_body(&self, height: u64) -> Option<Vec<u8>> {
         self.inner.cache.get(height).map(|b| b.to_vec())
+    }
+
+    /// Operations this engine sent to the database so far.
+    #[cfg(test)]
+    pub(crate) fn calls(&self) -> u64 {
+        self.inner.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the database is connected, migrated and checked.
@@ -255,6 +269,9 @@ impl PgStore {
             return Err(stopped());
         };
         let inner = self.inner.clone();
+        inner
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let limit = inner.options.call_limit();
         runtime.spawn(async move {
             // The work (and the connection it holds) is dropped at the end of this statement.
@@ -990,6 +1007,88 @@ impl Engine for PgStore {
 
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
         txn::begin(self)
+    }
+
+    fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached("SELECT hash, height FROM bm_blocks WHERE hash = ANY($1)")
+                .await?;
+            let found: std::collections::HashMap<String, u64> = client
+                .query(&st, &[&wanted])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), to_u64(r.get(1))))
+                .collect();
+            Ok(wanted.iter().map(|h| found.get(h).copied()).collect())
+        })
+    }
+
+    fn tx_locations(&self, ids: &[&str]) -> Result<Vec<Option<(u64, u32)>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT tx_id, height, position FROM bm_transactions WHERE tx_id = ANY($1)",
+                )
+                .await?;
+            let found: std::collections::HashMap<String, (u64, u32)> = client
+                .query(&st, &[&wanted])
+                .await?
+                .iter()
+                .map(|r| {
+                    let position = u32::try_from(r.get::<_, i32>(2)).unwrap_or(0);
+                    (r.get(0), (to_u64(r.get(1)), position))
+                })
+                .collect();
+            Ok(wanted.iter().map(|id| found.get(id).copied()).collect())
+        })
+    }
+
+    fn served_bodies(&self, from: u64, count: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        // What `body_at` serves: the cache where it holds the body, else the stored row; the
+        // misses are read in one statement, and not cached (a whole-chain check would only
+        // push the hot bodies out).
+        let mut served: Vec<Option<Vec<u8>>> = (from..from + count as u64)
+            .map(|h| self.inner.cache.get(h).map(|b| b.to_vec()))
+            .collect();
+        let missing: Vec<i64> = (from..)
+            .zip(&served)
+            .filter(|(_, b)| b.is_none())
+            .map(|(h, _)| sql(h))
+            .collect();
+        if missing.is_empty() {
+            return Ok(served);
+        }
+        let rows = self.call(false, move |inner| async move {
+            let client = inner.pool.get().await?;
+            let st = client
+                .prepare_cached("SELECT height, body FROM bm_blocks WHERE height = ANY($1)")
+                .await?;
+            let rows = client.query(&st, &[&missing]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| (to_u64(r.get(0)), r.get::<_, Vec<u8>>(1)))
+                .collect::<Vec<_>>())
+        })?;
+        for (height, body) in rows {
+            if let Some(slot) = height
+                .checked_sub(from)
+                .and_then(|i| served.get_mut(i as usize))
+            {
+                *slot = Some(body);
+            }
+        }
+        Ok(served)
     }
 }
 

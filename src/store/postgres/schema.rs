@@ -2,8 +2,9 @@
 //! together migrate once.
 //!
 //! The database itself enforces the chain, whatever any process does: a height holds one
-//! block (the primary key), and every block but genesis references the stored block below it by
-//! `(height - 1, previous_hash)`, so neither a fork nor a gap can ever be stored. Bodies are the
+//! block (the primary key), and every block but genesis links to the stored block below it by
+//! `(height - 1, previous_hash)` (statement-level triggers, checked like a foreign key but once
+//! per statement), so neither a fork nor a gap can ever be stored. Bodies are the
 //! exact served bytes (`bytea`: JSONB would reorder keys and change what clients hash).
 
 use super::fault::{Outcome, Refusal};
@@ -42,7 +43,6 @@ CREATE TABLE bm_blocks (
     height bigint PRIMARY KEY CHECK (height >= 0),
     hash text NOT NULL UNIQUE,
     previous_hash text NOT NULL,
-    below bigint GENERATED ALWAYS AS (CASE WHEN height = 0 THEN NULL ELSE height - 1 END) STORED,
     merkle_root text NOT NULL,
     ts text NOT NULL,
     ts_micros bigint NOT NULL,
@@ -50,11 +50,74 @@ CREATE TABLE bm_blocks (
     transaction_count integer NOT NULL CHECK (transaction_count >= 0),
     size_bytes bigint NOT NULL CHECK (size_bytes >= 0),
     body bytea NOT NULL,
-    UNIQUE (height, hash),
-    CHECK (height > 0 OR previous_hash = repeat('0', 64)),
-    FOREIGN KEY (below, previous_hash) REFERENCES bm_blocks (height, hash)
+    CHECK (height > 0 OR previous_hash = repeat('0', 64))
 );
 CREATE INDEX bm_blocks_by_time ON bm_blocks (ts_micros, height);
+-- The link to the block below, as a foreign key would keep it but checked once per statement
+-- over all the rows it wrote: a foreign key runs a query of its own per row, which was a bulk
+-- load's largest server cost after the transactions' key had gone. A row whose block below is
+-- the statement's own previous row is linked already (one sort of the statement's rows, no
+-- lookup); only the others, normally just the lowest, are looked up by primary key and locked
+-- as a foreign key locks them, so a concurrent removal waits for this transaction and fails.
+-- Both triggers loop over these few rows on purpose: a join of a transition table (which has
+-- no statistics) with the whole table may be planned as a scan of every stored block.
+CREATE FUNCTION bm_blocks_linked() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    e record;
+BEGIN
+    FOR e IN
+        SELECT height, previous_hash FROM (
+            SELECT height, previous_hash, lag(height) OVER w AS h, lag(hash) OVER w AS p
+            FROM bm_added WINDOW w AS (ORDER BY height)) t
+        WHERE height > 0 AND (h IS DISTINCT FROM height - 1 OR p IS DISTINCT FROM previous_hash)
+    LOOP
+        PERFORM 1 FROM bm_blocks WHERE height = e.height - 1 AND hash = e.previous_hash
+            FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'block % does not link to a stored block below it', e.height
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER bm_blocks_linked AFTER INSERT ON bm_blocks
+    REFERENCING NEW TABLE AS bm_added FOR EACH STATEMENT EXECUTE FUNCTION bm_blocks_linked();
+-- Removing a block that a stored block links to would leave a gap: only the removed rows whose
+-- block above was not removed with them need a look.
+CREATE FUNCTION bm_blocks_unlinked() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    e record;
+BEGIN
+    FOR e IN
+        SELECT height, hash FROM (
+            SELECT height, hash, lead(height) OVER w AS h FROM bm_removed
+            WINDOW w AS (ORDER BY height)) t
+        WHERE h IS DISTINCT FROM height + 1
+    LOOP
+        PERFORM 1 FROM bm_blocks WHERE height = e.height + 1 AND previous_hash = e.hash;
+        IF FOUND THEN
+            RAISE EXCEPTION 'block % is linked to by a stored block and cannot be removed', e.height
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER bm_blocks_unlinked AFTER DELETE ON bm_blocks
+    REFERENCING OLD TABLE AS bm_removed FOR EACH STATEMENT EXECUTE FUNCTION bm_blocks_unlinked();
+-- A stored block's place in the chain never changes (rows are inserted and deleted, never
+-- moved); the engine never updates these columns, so this costs nothing.
+CREATE FUNCTION bm_blocks_fixed() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'a stored block''s height, hash and link cannot change'
+        USING ERRCODE = 'foreign_key_violation';
+END
+$fn$;
+CREATE TRIGGER bm_blocks_fixed BEFORE UPDATE OF height, hash, previous_hash ON bm_blocks
+    FOR EACH ROW WHEN (OLD.height IS DISTINCT FROM NEW.height OR OLD.hash IS DISTINCT FROM NEW.hash
+        OR OLD.previous_hash IS DISTINCT FROM NEW.previous_hash)
+    EXECUTE FUNCTION bm_blocks_fixed();
 -- Written and removed in the same transactions as their blocks; no foreign key, whose check
 -- per row was most of a catch-up's server time (7 trigger queries per block).
 CREATE TABLE bm_transactions (

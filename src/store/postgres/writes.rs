@@ -20,12 +20,20 @@ use crate::store::{BlockRecord, Position, Rollback, StoreError, floor_for_tip};
 /// From this many blocks a batch is written with `COPY`.
 const COPY_FROM: usize = 64;
 
+/// The statement that locks the chain row.
+async fn lock_statement(txn: &Transaction<'_>) -> Outcome<tokio_postgres::Statement> {
+    Ok(txn
+        .prepare_cached("SELECT tip, finality_floor FROM bm_chain WHERE id = 1 FOR UPDATE")
+        .await?)
+}
+
 /// The chain row, locked: the stored tip and the floor.
 async fn lock_chain(txn: &Transaction<'_>) -> Outcome<(Option<u64>, u64)> {
-    let st = txn
-        .prepare_cached("SELECT tip, finality_floor FROM bm_chain WHERE id = 1 FOR UPDATE")
-        .await?;
-    let row = txn.query_one(&st, &[]).await?;
+    let st = lock_statement(txn).await?;
+    locked(txn.query_one(&st, &[]).await?)
+}
+
+fn locked(row: tokio_postgres::Row) -> Outcome<(Option<u64>, u64)> {
     let tip: Option<i64> = row.get(0);
     Ok((tip.map(to_u64), to_u64(row.get(1))))
 }
@@ -91,7 +99,25 @@ pub(super) async fn set_genesis(
 pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()> {
     let mut client = inner.pool.get().await?;
     let txn = client.transaction().await?;
-    let (tip, _) = lock_chain(&txn).await?;
+    // A small group's rows are sent right behind the lock, in one round trip (the server runs
+    // them in order, so they are written under the lock): the lock is held until the commit's
+    // WAL flush, and every round trip inside it delays the next commit too. If the tip moved,
+    // the rows fail or are rolled back with the transaction, and the check below says why.
+    let (chain_row, inserted) = if blocks.len() < COPY_FROM {
+        // Prepared first, so the lock is the first of them on the wire: a future sends its
+        // statement when first polled, and `join!` polls the lock's first.
+        let lock = lock_statement(&txn).await?;
+        let (row, inserted) = tokio::join!(txn.query_one(&lock, &[]), insert(&txn, blocks));
+        (row.map_err(Into::into).and_then(locked), inserted)
+    } else {
+        let chain_row = lock_chain(&txn).await;
+        let inserted = match &chain_row {
+            Ok(_) => insert(&txn, blocks).await,
+            Err(_) => Ok(()),
+        };
+        (chain_row, inserted)
+    };
+    let (tip, _) = chain_row?;
     let next = tip.map_or(0, |t| t + 1);
     // Checked before anything is written, so a gap anywhere in the batch writes nothing.
     for (expected, block) in (next..).zip(blocks) {
@@ -109,7 +135,7 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
             return Err(not_contiguous(expected, block.meta.height).into());
         }
     }
-    insert(&txn, blocks).await?;
+    inserted?;
     let last = blocks.last().map_or(next, |b| b.meta.height);
     let added_txs: i64 = blocks
         .iter()
@@ -129,19 +155,21 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
              RETURNING blocks, transactions, bytes, finality_floor, seq",
         )
         .await?;
-    let row = txn
-        .query_one(
-            &st,
-            &[
-                &sql(last),
-                &(blocks.len() as i64),
-                &added_txs,
-                &added_bytes,
-                &sql(floor),
-            ],
-        )
-        .await?;
-    notify(&txn, inner, "append", last).await?;
+    let params: [&(dyn ToSql + Sync); 5] = [
+        &sql(last),
+        &(blocks.len() as i64),
+        &added_txs,
+        &added_bytes,
+        &sql(floor),
+    ];
+    // One round trip for both; the commit is sent only once both answered (a COMMIT of a
+    // failed transaction rolls back, and must never be taken for a durable write).
+    let (row, notified) = tokio::join!(
+        txn.query_one(&st, &params),
+        notify(&txn, inner, "append", last)
+    );
+    let row = row?;
+    notified?;
     txn.commit().await?;
     for b in blocks {
         inner
@@ -214,7 +242,7 @@ async fn insert(txn: &Transaction<'_>, blocks: &[BlockRecord]) -> Outcome<()> {
         &heights, &hashes, &previous, &roots, &stamps, &micros, &producers, &counts, &sizes,
         &bodies,
     ];
-    txn.execute(&st, &params).await?;
+    let blocks_written = txn.execute(&st, &params);
     let mut ids = Vec::new();
     let mut at = Vec::new();
     let mut positions = Vec::new();
@@ -225,15 +253,23 @@ async fn insert(txn: &Transaction<'_>, blocks: &[BlockRecord]) -> Outcome<()> {
             positions.push(i32::try_from(i).unwrap_or(i32::MAX));
         }
     }
-    if !ids.is_empty() {
+    if ids.is_empty() {
+        blocks_written.await?;
+        return Ok(());
+    }
+    let txs_written = async {
         let st = txn
             .prepare_cached(
                 "INSERT INTO bm_transactions (tx_id, height, position) \
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[])",
             )
             .await?;
-        txn.execute(&st, &[&ids, &at, &positions]).await?;
-    }
+        txn.execute(&st, &[&ids, &at, &positions]).await
+    };
+    // Both in one round trip.
+    let (b, t) = tokio::join!(blocks_written, txs_written);
+    b?;
+    t?;
     Ok(())
 }
 

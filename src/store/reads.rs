@@ -68,21 +68,13 @@ pub trait BlockReads: Send + Sync + 'static {
 
     /// [`BlockReads::height_of_hash`] of each of `hashes`, in their order, in one lookup
     /// (`verify` checks a page of blocks at once: never a round trip each across a network).
-    fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {
-        hashes.iter().map(|h| self.height_of_hash(h)).collect()
-    }
+    fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError>;
 
     /// [`BlockReads::tx_location`] of each of `ids`, in their order, in one lookup.
-    fn tx_locations(&self, ids: &[&str]) -> Result<Vec<Option<(u64, u32)>>, StoreError> {
-        ids.iter().map(|id| self.tx_location(id)).collect()
-    }
+    fn tx_locations(&self, ids: &[&str]) -> Result<Vec<Option<(u64, u32)>>, StoreError>;
 
     /// [`BlockReads::body_at`] of the `count` heights from `from`: what reads by height serve.
-    fn served_bodies(&self, from: u64, count: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        (from..from + count as u64)
-            .map(|h| self.body_at(h))
-            .collect()
-    }
+    fn served_bodies(&self, from: u64, count: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
 }
 
 /// Runs the store read `f` on a blocking thread: the one way async code reads the store

@@ -138,13 +138,9 @@ async fn a_stream_on_each_of_two_replicas_carries_the_blocks_created_through_the
 }
 
 /// Spec §13: concurrent creates through different replicas get consecutive heights and never
-/// fail. Today they can fail: the ledger builds each group on the engine's in-memory tip, which
-/// learns of the other replica's commit only by notification, so a create racing one through
-/// the other replica is built on the old tip and refused under the chain's row lock
-/// ("block height N does not continue the chain: expected N+1", 500 ST_002), or waits past
-/// `storage.postgres.lock_timeout_seconds` (503 ST_001). Run with `--ignored` to see it.
+/// fail: each replica's group waits for the chain's lock in the database and is built on the
+/// tip it finds there, not on what this process last heard of.
 #[tokio::test]
-#[ignore = "creates racing through two replicas answer 500 ST_002 (stale tip in the ledger)"]
 async fn creates_racing_through_two_replicas_all_succeed_and_stream_once_in_order() {
     let Some(db) = fresh_database() else { return };
     let a = replica(&db).await;

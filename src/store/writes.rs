@@ -89,6 +89,8 @@ pub trait WriteTxn {
     fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// Which of the `ids` are stored, in one lookup.
     fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError>;
+    /// The height of the stored block holding transaction `tx_id`.
+    fn tx_height(&self, tx_id: &str) -> Result<Option<u64>, StoreError>;
     /// Stages `blocks`; their heights must continue the tip one by one, else
     /// [`StoreError::NotContiguous`] and nothing is staged.
     fn append(&mut self, blocks: Vec<BlockRecord>) -> Result<(), StoreError>;
@@ -126,6 +128,8 @@ pub trait HeldChain {
     fn body_at(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// See [`WriteTxn::stored_tx_ids`].
     fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError>;
+    /// See [`WriteTxn::tx_height`].
+    fn tx_height(&self, tx_id: &str) -> Result<Option<u64>, StoreError>;
     /// Writes `change` in one durable commit; returns the blocks a rollback removed, or the
     /// blocks appended.
     fn write(&self, change: Change) -> Result<Vec<BlockRecord>, StoreError>;
@@ -186,6 +190,10 @@ impl<H: HeldChain> WriteTxn for Staged<H> {
 
     fn stored_tx_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
         self.held.stored_tx_ids(ids)
+    }
+
+    fn tx_height(&self, tx_id: &str) -> Result<Option<u64>, StoreError> {
+        self.held.tx_height(tx_id)
     }
 
     fn append(&mut self, blocks: Vec<BlockRecord>) -> Result<(), StoreError> {

@@ -580,6 +580,10 @@ impl HeldChain for Held<'_> {
         })
     }
 
+    fn tx_height(&self, tx_id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(crate::store::engine::Engine::tx_location(self.store, tx_id)?.map(|(height, _)| height))
+    }
+
     fn write(&self, change: Change) -> Result<Vec<BlockRecord>, StoreError> {
         let (store, writer) = (self.store, &self.writer);
         match change {

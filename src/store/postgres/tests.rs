@@ -487,3 +487,219 @@ fn verify_reads_pages_of_blocks_not_each_block_on_its_own() {
     assert!(report.errors[0].contains("height 300: transaction index entry for tx-300-2"));
     assert!(report.errors[1].contains("height 450: a read by height serves a body"));
 }
+
+/// A TCP relay in front of the database that, once armed, passes one simple-query `COMMIT`
+/// on to the server and then throws away the server's answer and cuts the connection: the
+/// commit happens and the engine never hears of it, as when a connection breaks mid-commit.
+struct CommitCutter {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CommitCutter {
+    fn start(target: (String, u16)) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (a, f) = (armed.clone(), fired.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect((target.0.as_str(), target.1)) else {
+                    continue;
+                };
+                let cut = Arc::new(AtomicBool::new(false));
+                Self::relay(client, server, cut, a.clone(), f.clone());
+            }
+        });
+        Self { port, armed, fired }
+    }
+
+    fn relay(
+        client: std::net::TcpStream,
+        server: std::net::TcpStream,
+        cut: Arc<std::sync::atomic::AtomicBool>,
+        armed: Arc<std::sync::atomic::AtomicBool>,
+        fired: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let (mut from_client, mut to_server) = (
+            client.try_clone().expect("clone"),
+            server.try_clone().expect("clone"),
+        );
+        let (mut from_server, mut to_client) = (server, client);
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16384];
+            while let Ok(n) = from_server.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if c.load(SeqCst) {
+                    // The COMMIT's answer: dropped, and both sides cut.
+                    fired.store(true, SeqCst);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                    let _ = from_server.shutdown(std::net::Shutdown::Both);
+                    break;
+                }
+                if to_client.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            // The startup message has no type byte: a length (itself included), then the rest.
+            let mut len = [0u8; 4];
+            if from_client.read_exact(&mut len).is_err() {
+                return;
+            }
+            let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+            if from_client.read_exact(&mut rest).is_err()
+                || to_server.write_all(&len).is_err()
+                || to_server.write_all(&rest).is_err()
+            {
+                return;
+            }
+            loop {
+                let mut head = [0u8; 5];
+                if from_client.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                let mut body = vec![0u8; len.saturating_sub(4)];
+                if from_client.read_exact(&mut body).is_err() {
+                    return;
+                }
+                if head[0] == b'Q' && body.starts_with(b"COMMIT") && armed.swap(false, SeqCst) {
+                    cut.store(true, SeqCst);
+                }
+                if to_server.write_all(&head).is_err() || to_server.write_all(&body).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// `options` with the connection going through this relay.
+    fn options(&self, options: &PgOptions) -> PgOptions {
+        let mut relayed = options.clone();
+        let mut pg = tokio_postgres::Config::new();
+        pg.host("127.0.0.1")
+            .port(self.port)
+            .user(options.pg.get_user().expect("user"))
+            .dbname(options.pg.get_dbname().expect("dbname"));
+        relayed.pg = pg;
+        relayed
+    }
+
+    fn target(options: &PgOptions) -> (String, u16) {
+        let host = match &options.pg.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => {
+                panic!("the test database is reached over TCP")
+            }
+        };
+        (
+            host,
+            options.pg.get_ports().first().copied().unwrap_or(5432),
+        )
+    }
+}
+
+#[test]
+fn a_commit_whose_answer_is_lost_is_looked_up_not_told_as_a_failure() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let cutter = CommitCutter::start(CommitCutter::target(&options));
+    let store = open(&cutter.options(&options));
+    cutter
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut txn = store.begin().expect("begin");
+    txn.append(vec![record(1, 0, 2)]).expect("stage");
+    let done = txn
+        .commit()
+        .expect("the commit happened: its answer must say so");
+    assert!(
+        cutter.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the relay cut the commit"
+    );
+    assert_eq!(done.tip.map(|t| t.height), Some(1));
+    // The database holds it, and the engine goes on from it.
+    let other = open(&options);
+    assert_eq!(
+        other.meta_at(1).expect("read").map(|m| m.hash),
+        Some(record(1, 0, 2).meta.hash)
+    );
+    let mut txn = store.begin().expect("begin");
+    assert_eq!(txn.tip().map(|t| t.height), Some(1));
+    txn.append(vec![record(2, 0, 1)]).expect("stage");
+    txn.commit().expect("the next commit");
+    assert_eq!(store.tip().expect("tip").map(|t| t.height), Some(2));
+}
+
+#[test]
+fn a_write_transaction_holds_the_chain_and_continues_the_tip_the_database_has() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let a = Arc::new(open(&options));
+    let b = Arc::new(open(&options));
+    eventually("B to be ready", || b.tip().is_ok());
+    // A holds the chain: B's transaction waits for it, then starts from A's commit, whether
+    // or not B has heard of that commit yet.
+    let mut held = a.begin().expect("begin on A");
+    let waiter = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut txn = b.begin().expect("begin on B");
+            let waited = started.elapsed();
+            let tip = txn.tip().map(|t| t.height);
+            txn.append(vec![record(2, 0, 1)]).expect("stage on B");
+            txn.commit().expect("commit on B");
+            (waited, tip)
+        })
+    };
+    eventually("B's transaction to wait for the chain's lock", || {
+        testdb::with_client(&options.pg, |c| async move {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get::<_, i64>(0)
+                == 1
+        })
+    });
+    held.append(vec![record(1, 0, 1)]).expect("stage on A");
+    held.commit().expect("commit on A");
+    let (waited, tip) = waiter.join().expect("B's writer");
+    assert!(waited < options.lock_timeout, "{waited:?}");
+    assert_eq!(tip, Some(1), "B's transaction continues A's commit");
+    // A transaction dropped without a commit writes nothing and frees the chain at once.
+    let mut dropped = a.begin().expect("begin");
+    dropped.append(vec![record(3, 9, 1)]).expect("stage");
+    drop(dropped);
+    let started = std::time::Instant::now();
+    let txn = b.begin().expect("begin after a drop");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(txn.tip().map(|t| t.height), Some(2));
+    drop(txn);
+    assert_eq!(
+        open(&options).totals().expect("totals").blocks,
+        3,
+        "nothing of the dropped transaction was stored"
+    );
+}

@@ -70,6 +70,16 @@ pub(super) async fn set_genesis(
 ) -> Outcome<()> {
     let mut client = inner.pool.get().await?;
     let txn = client.transaction().await?;
+    set_genesis_locked(inner, txn, network, genesis).await
+}
+
+/// [`set_genesis`] in `txn`, which may hold the chain's lock already.
+pub(super) async fn set_genesis_locked(
+    inner: &Inner,
+    txn: Transaction<'_>,
+    network: &str,
+    genesis: &BlockRecord,
+) -> Outcome<()> {
     let (tip, _) = lock_chain(&txn).await?;
     if let Some(tip) = tip {
         return Err(not_contiguous(tip + 1, genesis.meta.height).into());
@@ -136,7 +146,49 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
         }
     }
     inserted?;
-    let last = blocks.last().map_or(next, |b| b.meta.height);
+    let row = record_append(&txn, inner, blocks).await?;
+    commit_append(inner, txn, blocks, row).await
+}
+
+/// Appends `blocks` in `txn`, which holds the chain's lock and found the tip at `tip` (see
+/// [`super::txn`]), and commits.
+pub(super) async fn append_locked(
+    inner: &Inner,
+    txn: Transaction<'_>,
+    tip: Option<u64>,
+    blocks: &[BlockRecord],
+) -> Outcome<()> {
+    let next = tip.map_or(0, |t| t + 1);
+    for (expected, block) in (next..).zip(blocks) {
+        if block.meta.height != expected {
+            return Err(not_contiguous(expected, block.meta.height).into());
+        }
+    }
+    let row = if blocks.len() < COPY_FROM {
+        // The rows and the chain row's update in one round trip: under the lock the tip is
+        // known, so nothing waits for the insert's answer (a failed insert fails the update
+        // too, and its error is the one told).
+        let (inserted, recorded) =
+            tokio::join!(insert(&txn, blocks), record_append(&txn, inner, blocks));
+        inserted?;
+        recorded?
+    } else {
+        insert(&txn, blocks).await?;
+        record_append(&txn, inner, blocks).await?
+    };
+    commit_append(inner, txn, blocks, row).await
+}
+
+/// Moves the chain row on past `blocks` and tells the listening replicas; the row as updated:
+/// blocks, transactions, bytes, floor, seq.
+async fn record_append(
+    txn: &Transaction<'_>,
+    inner: &Inner,
+    blocks: &[BlockRecord],
+) -> Outcome<tokio_postgres::Row> {
+    let Some(last) = blocks.last().map(|b| b.meta.height) else {
+        return Err(StoreError::Write("an append of no blocks".into()).into());
+    };
     let added_txs: i64 = blocks
         .iter()
         .map(|b| i64::from(b.meta.transaction_count))
@@ -166,11 +218,48 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
     // failed transaction rolls back, and must never be taken for a durable write).
     let (row, notified) = tokio::join!(
         txn.query_one(&st, &params),
-        notify(&txn, inner, "append", last)
+        notify(txn, inner, "append", last)
     );
     let row = row?;
     notified?;
-    txn.commit().await?;
+    Ok(row)
+}
+
+/// Commits an append and installs what it made the chain. A connection lost during the
+/// COMMIT leaves its outcome unknown: the last block is looked up on another connection
+/// before answering, so a commit that happened is never told as a failure.
+async fn commit_append(
+    inner: &Inner,
+    txn: Transaction<'_>,
+    blocks: &[BlockRecord],
+    row: tokio_postgres::Row,
+) -> Outcome<()> {
+    if let Err(e) = txn.commit().await {
+        let last = blocks.last().map(|b| &b.meta);
+        if e.code().is_some() || last.is_none() {
+            // The server answered: the transaction did not commit.
+            return Err(e.into());
+        }
+        let last = last.expect("checked above");
+        match stored_hash(inner, last.height).await {
+            Ok(Some(hash)) if hash == last.hash => {
+                tracing::warn!(
+                    height = last.height,
+                    error = %super::fault::Fault::Db(e).into_store(true),
+                    "the connection was lost during a commit, which the database shows happened"
+                );
+            }
+            Ok(_) => return Err(e.into()),
+            Err(lookup) => {
+                tracing::warn!(
+                    height = last.height,
+                    error = %lookup.into_store(false),
+                    "the connection was lost during a commit and the outcome cannot be looked up yet"
+                );
+                return Err(e.into());
+            }
+        }
+    }
     for b in blocks {
         inner
             .cache
@@ -192,6 +281,18 @@ pub(super) async fn append(inner: &Inner, blocks: &[BlockRecord]) -> Outcome<()>
         c.floor = c.floor.max(to_u64(row.get(3)));
     });
     Ok(())
+}
+
+/// The hash stored at `height`, read on a connection of its own.
+async fn stored_hash(inner: &Inner, height: u64) -> Outcome<Option<String>> {
+    let client = inner.pool.get().await?;
+    Ok(client
+        .query_opt(
+            "SELECT hash FROM bm_blocks WHERE height = $1",
+            &[&sql(height)],
+        )
+        .await?
+        .map(|r| r.get(0)))
 }
 
 /// Tells every replica listening (`super::listen`) what this commit did, when it commits:
@@ -350,6 +451,15 @@ async fn copy_in(txn: &Transaction<'_>, blocks: &[BlockRecord]) -> Outcome<()> {
 pub(super) async fn rollback_above(inner: &Inner, height: u64) -> Outcome<Vec<BlockRecord>> {
     let mut client = inner.pool.get().await?;
     let txn = client.transaction().await?;
+    rollback_locked(inner, txn, height).await
+}
+
+/// [`rollback_above`] in `txn`, which may hold the chain's lock already.
+pub(super) async fn rollback_locked(
+    inner: &Inner,
+    txn: Transaction<'_>,
+    height: u64,
+) -> Outcome<Vec<BlockRecord>> {
     let (tip, floor) = lock_chain(&txn).await?;
     let Some(tip) = tip.filter(|t| *t > height) else {
         return Ok(Vec::new());
@@ -455,4 +565,23 @@ pub(super) async fn rollback_above(inner: &Inner, height: u64) -> Outcome<Vec<Bl
         c.totals.bytes = to_u64(row.get(2));
     });
     Ok(removed)
+}
+
+/// Raises the finality floor to `height` (never above the tip) in `txn`, which holds the
+/// chain's lock, and commits.
+pub(super) async fn raise_floor_locked(
+    inner: &Inner,
+    txn: Transaction<'_>,
+    height: u64,
+) -> Outcome<u64> {
+    let row = txn
+        .query_one(
+            "UPDATE bm_chain SET finality_floor = GREATEST(finality_floor, LEAST($1, COALESCE(tip, 0))) WHERE id = 1 RETURNING finality_floor",
+            &[&sql(height)],
+        )
+        .await?;
+    txn.commit().await?;
+    let floor = to_u64(row.get(0));
+    inner.update(|c| c.floor = c.floor.max(floor));
+    Ok(floor)
 }

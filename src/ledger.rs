@@ -106,7 +106,7 @@ enum Op {
         signature: String,
         transactions: Vec<Transaction>,
         at: Timestamp,
-        reply: Reply<BlockRecord>,
+        reply: Reply<Submitted>,
     },
     Submit {
         block: Box<Block>,
@@ -206,14 +206,16 @@ impl Ledger {
         rx.await.map_err(|_| WriteError::Closed)?
     }
 
-    /// Creates the next block on the tip from these transactions.
+    /// Creates the next block on the tip from these transactions. A create whose transactions
+    /// exactly match a stored block's is a retry whose first answer was lost (spec §13): it
+    /// gets that block, [`Submitted::AlreadyStored`], and stores nothing.
     pub async fn create(
         &self,
         producer: String,
         signature: String,
         transactions: Vec<Transaction>,
         at: Timestamp,
-    ) -> Result<BlockRecord, WriteError> {
+    ) -> Result<Submitted, WriteError> {
         self.call(|reply| Op::Create {
             producer,
             signature,
@@ -368,6 +370,42 @@ impl<'a> Pending<'a> {
         Ok(meta)
     }
 
+    /// The stored block a create of `transactions` (made at `at`) repeats, when its first
+    /// transaction is stored and every one matches the stored block's, in order. A
+    /// transaction the client gave no time of its own carries `at`, and then any stored time
+    /// matches it: the first attempt's block gave it that block's time.
+    fn stored_create(
+        &self,
+        transactions: &[Transaction],
+        at: Timestamp,
+    ) -> Result<Option<Submitted>, WriteError> {
+        let Some(first) = transactions.first() else {
+            return Ok(None);
+        };
+        if !self.stored_txs.contains(&first.tx_id) {
+            return Ok(None);
+        }
+        let Some(height) = self.txn.tx_height(&first.tx_id)? else {
+            return Ok(None);
+        };
+        let (Some(meta), Some(body)) = (self.txn.meta_at(height)?, self.txn.body_at(height)?)
+        else {
+            return Ok(None);
+        };
+        let Ok(stored) = chain::parse_block_json(&body) else {
+            return Ok(None);
+        };
+        let same = stored.transactions.len() == transactions.len()
+            && stored.transactions.iter().zip(transactions).all(|(s, t)| {
+                let mut t = t.clone();
+                if t.timestamp == at {
+                    t.timestamp = s.timestamp;
+                }
+                *s == t
+            });
+        Ok(same.then_some(Submitted::AlreadyStored(meta, body)))
+    }
+
     /// When `block`'s height is already taken: the same block (byte for byte) or a conflict.
     fn existing(&self, block: &Block) -> Result<Option<Submitted>, WriteError> {
         let taken = self
@@ -410,7 +448,7 @@ struct Writer {
 
 /// An answer waiting for its group's commit.
 enum Waiting {
-    Created(Reply<BlockRecord>, BlockRecord),
+    Created(Reply<Submitted>, BlockRecord),
     /// The flag says whether the answer depends on this group's commit.
     Submitted(Reply<Submitted>, Submitted, bool),
     Appended(Reply<Appended>, Appended),
@@ -561,6 +599,22 @@ impl Writer {
                     at,
                     reply,
                 } => {
+                    match pending.stored_create(&transactions, at) {
+                        Ok(Some(done)) => {
+                            waiting.push(Waiting::Submitted(reply, done, false));
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            abort = self.refuse(reply, e);
+                            if let Some(e) = &abort {
+                                tracing::error!(error = %e, "store read failed while validating; this group is refused");
+                                fail_all(ops.collect(), e);
+                                return answer(waiting, Some(e));
+                            }
+                            continue;
+                        }
+                    }
                     let (height, prev, block_at) = match &pending.tip {
                         // Never go back in time: a block is never older than its parent.
                         Some((h, hash, ts)) => (h + 1, hash.clone(), at.max(*ts)),
@@ -681,7 +735,9 @@ impl Writer {
 fn answer(waiting: Vec<Waiting>, failed: Option<&StoreError>) {
     for w in waiting {
         match (w, failed) {
-            (Waiting::Created(r, m), None) => drop(r.send(Ok(m))),
+            (Waiting::Created(r, m), None) => {
+                drop(r.send(Ok(Submitted::Stored(m.meta, m.body))));
+            }
             (Waiting::Submitted(r, s, _), None) => drop(r.send(Ok(s))),
             (Waiting::Appended(r, a), None) => drop(r.send(Ok(a))),
             // Already stored before this group: true whatever the group's commit did.

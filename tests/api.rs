@@ -282,6 +282,59 @@ async fn create_answers_201_with_location_and_links_to_the_tip() {
     app.stop().await;
 }
 
+/// Spec §13: a create retried after its answer was lost (a timeout, a connection cut during
+/// the commit) is safe: the same transactions get the stored block, 200, and nothing is
+/// stored twice. A create that shares only some of them, or changes one, is still refused.
+#[tokio::test]
+async fn a_retried_create_answers_200_with_the_block_it_stored() {
+    let app = spawn_app(|_| {}).await;
+    let body = create_body("retry", 3);
+    let first = app
+        .client
+        .post(app.url("/api/v1/blocks"))
+        .header("X-API-Key", WRITE_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    let location = first.headers()["location"].clone();
+    let stored: Value = first.json().await.unwrap();
+    // Later than the first attempt: the transactions given no time carry a new one, which
+    // must not make the retry a different request.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    for _ in 0..2 {
+        let again = app
+            .client
+            .post(app.url("/api/v1/blocks"))
+            .header("X-API-Key", WRITE_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 200);
+        assert_eq!(again.headers()["location"], location);
+        assert_eq!(again.json::<Value>().await.unwrap(), stored);
+    }
+    let (_, height) = app.get_json("/api/v1/chain/height").await;
+    assert_eq!(height["height"], 1, "{height}");
+    // The same ids with one value changed: not a retry.
+    let mut changed = body.clone();
+    changed["transactions"][1]["value"] = json!(7);
+    let (s, e) = app.post("/api/v1/blocks", &changed).await;
+    assert_eq!((s, code_of(&e).as_str()), (422, "BM_002"), "{e}");
+    // A subset, or the same set in another order: not a retry either.
+    let mut fewer = body.clone();
+    fewer["transactions"].as_array_mut().unwrap().pop();
+    assert_eq!(app.post("/api/v1/blocks", &fewer).await.0, 422);
+    let mut reordered = body.clone();
+    reordered["transactions"].as_array_mut().unwrap().swap(0, 2);
+    assert_eq!(app.post("/api/v1/blocks", &reordered).await.0, 422);
+    let (_, height) = app.get_json("/api/v1/chain/height").await;
+    assert_eq!(height["height"], 1, "{height}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn submit_stores_repeats_conflicts_and_rejects_with_quarantine() {
     let app = spawn_app(|_| {}).await;

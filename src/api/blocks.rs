@@ -469,12 +469,16 @@ pub async fn create(
     if !inexact.is_empty() {
         return Err(reject(inexact));
     }
-    let record = state
+    match state
         .ledger
         .create(producer, signature, transactions, at)
         .await
-        .map_err(write_error)?;
-    Ok(created(record.body, &record.meta.hash, StatusCode::CREATED))
+        .map_err(write_error)?
+    {
+        Submitted::Stored(meta, body) => Ok(created(body, &meta.hash, StatusCode::CREATED)),
+        // A retry of a create already stored: the stored block, as a repeated submit gets it.
+        Submitted::AlreadyStored(meta, body) => Ok(created(body, &meta.hash, StatusCode::OK)),
+    }
 }
 
 /// The block inside `{"block_data": {...}}`, or a bare block.

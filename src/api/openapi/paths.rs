@@ -100,6 +100,14 @@ fn block_ops() -> Vec<(&'static str, &'static str, Op)> {
             )
             .body(schema_ref("CreateBlockRequest"), true)
             .ok(
+                "200",
+                json_response(
+                    "A retried create: a stored block holds exactly these transactions (the first answer was lost); that block, nothing stored",
+                    schema_ref("Block"),
+                    json!({}),
+                ),
+            )
+            .ok(
                 "201",
                 with_links(stored_block("Created and stored (on disk)")),
             )

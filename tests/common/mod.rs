@@ -200,8 +200,12 @@ pub fn free_port() -> u16 {
 /// Runs `block-manager` in `workdir` (no config files there unless the test writes them)
 /// with the test environment plus `env`, and waits until `/health/ready` answers 200.
 pub fn spawn_process(workdir: &Path, env: &[(&str, &str)]) -> Proc {
-    let port = free_port();
-    let log = workdir.join(format!("stdout-{port}.log"));
+    spawn_process_on(workdir, free_port(), env)
+}
+
+/// [`spawn_process`] on `port` (a restart in place of a killed process keeps its address).
+pub fn spawn_process_on(workdir: &Path, port: u16, env: &[(&str, &str)]) -> Proc {
+    let log = workdir.join(format!("stdout-{port}-{}.log", unique_suffix()));
     let out = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(binary());
     cmd.current_dir(workdir)
@@ -425,4 +429,10 @@ pub fn quarantine_entries(dir: &Path, database: Option<&str>) -> Vec<Value> {
     })
     .join()
     .expect("quarantine query thread")
+}
+
+/// A suffix no earlier call in this process returned: log files of restarts stay apart.
+fn unique_suffix() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -44,6 +44,19 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
+/// Waits for the clients; the time since `started` and the latencies, sorted.
+async fn finish(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    started: Instant,
+    lat: &Mutex<Vec<f64>>,
+) -> (f64, Vec<f64>) {
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let took = started.elapsed().as_secs_f64();
+    (took, sorted(lat.lock().expect("lat").clone()))
+}
+
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -97,11 +110,7 @@ async fn creates(secs: f64, clients: usize, urls: Arc<Vec<String>>) {
             })
         })
         .collect();
-    for t in tasks {
-        t.await.expect("client");
-    }
-    let took = started.elapsed().as_secs_f64();
-    let lat = sorted(lat.lock().expect("lat").clone());
+    let (took, lat) = finish(tasks, started, &lat).await;
     println!(
         "creates={:.0} p50_ms={:.2} p99_ms={:.2} n={}",
         lat.len() as f64 / took,
@@ -205,11 +214,7 @@ async fn random_reads(secs: f64, clients: usize, tip: u64, urls: Arc<Vec<String>
             })
         })
         .collect();
-    for t in tasks {
-        t.await.expect("client");
-    }
-    let took = started.elapsed().as_secs_f64();
-    let lat = sorted(lat.lock().expect("lat").clone());
+    let (took, lat) = finish(tasks, started, &lat).await;
     println!(
         "reads={:.0} p99_ms={:.2}",
         lat.len() as f64 / took,

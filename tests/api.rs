@@ -289,14 +289,14 @@ async fn create_answers_201_with_location_and_links_to_the_tip() {
 async fn a_retried_create_answers_200_with_the_block_it_stored() {
     let app = spawn_app(|_| {}).await;
     let body = create_body("retry", 3);
-    let first = app
-        .client
-        .post(app.url("/api/v1/blocks"))
-        .header("X-API-Key", WRITE_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let send = || {
+        app.client
+            .post(app.url("/api/v1/blocks"))
+            .header("X-API-Key", WRITE_KEY)
+            .json(&body)
+            .send()
+    };
+    let first = send().await.unwrap();
     assert_eq!(first.status(), 201);
     let location = first.headers()["location"].clone();
     let stored: Value = first.json().await.unwrap();
@@ -304,14 +304,7 @@ async fn a_retried_create_answers_200_with_the_block_it_stored() {
     // must not make the retry a different request.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     for _ in 0..2 {
-        let again = app
-            .client
-            .post(app.url("/api/v1/blocks"))
-            .header("X-API-Key", WRITE_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let again = send().await.unwrap();
         assert_eq!(again.status(), 200);
         assert_eq!(again.headers()["location"], location);
         assert_eq!(again.json::<Value>().await.unwrap(), stored);

@@ -484,15 +484,7 @@ async fn three_replicas_take_writes_and_reads_through_kills_terminations_and_a_s
     let tip = chain.len() as u64 - 1;
     for i in 0..REPLICAS {
         eventually(LIMIT, "each replica to know the tip", || async {
-            let h: Value = http
-                .get(replicas.url(i, "/api/v1/chain/height"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (h["height"].as_u64() == Some(tip)).then_some(())
+            (chain_height(&http, &replicas, i).await == Some(tip)).then_some(())
         })
         .await;
         let mut from = 0u64;
@@ -527,6 +519,19 @@ async fn three_replicas_take_writes_and_reads_through_kills_terminations_and_a_s
         seen.unavailable,
         seen.retried_already_stored
     );
+}
+
+/// The chain height replica `i` reports, or `None` while it does not answer.
+async fn chain_height(http: &reqwest::Client, replicas: &Replicas, i: usize) -> Option<u64> {
+    let v: Value = http
+        .get(replicas.url(i, "/api/v1/chain/height"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["height"].as_u64()
 }
 
 /// The sync status of follower `i`, or `None` while it does not answer.
@@ -597,17 +602,7 @@ async fn three_followers_keep_one_leader_through_a_kill_and_ended_sessions() {
                 eventually(
                     LIMIT,
                     &format!("height {h} through replica {i}"),
-                    || async {
-                        let v: Value = http
-                            .get(replicas.url(i, "/api/v1/chain/height"))
-                            .send()
-                            .await
-                            .ok()?
-                            .json()
-                            .await
-                            .ok()?;
-                        (v["height"].as_u64() == Some(h)).then_some(())
-                    },
+                    || async { (chain_height(&http, &replicas, i).await == Some(h)).then_some(()) },
                 )
                 .await;
             }

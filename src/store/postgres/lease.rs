@@ -36,6 +36,40 @@ const CALL: Duration = Duration::from_millis(1500);
 /// the previous holder can go on believing it leads (`TICK + CALL`).
 const HANDOVER: Duration = Duration::from_secs(3);
 
+/// The `application_name` of this process's lease session: distinct per process, so that a
+/// write can check that it is this process's session that holds the lease (see
+/// [`holds_lease`]).
+pub(super) fn session_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!(
+            "block-manager sync lease {:x}-{nanos:x}",
+            std::process::id()
+        )
+    })
+}
+
+/// Whether this process's lease session holds the lease now, asked inside a write transaction
+/// of a follower: the fence that keeps a replica whose session died (and which may not know it
+/// yet) from appending, whatever the timing (the lock leaves `pg_locks` with the session).
+pub(super) async fn holds_lease(txn: &deadpool_postgres::Transaction<'_>) -> Outcome<bool> {
+    let st = txn
+        .prepare_cached(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid::int8 = $1 AND l.objid::int8 = $2 AND a.application_name = $3",
+        )
+        .await?;
+    // A bigint advisory key shows in pg_locks as its high and low halves.
+    let (high, low) = ((LEASE_LOCK >> 32) & 0xffff_ffff, LEASE_LOCK & 0xffff_ffff);
+    let row = txn.query_one(&st, &[&high, &low, &session_name()]).await?;
+    Ok(row.get::<_, i64>(0) == 1)
+}
+
 /// Holds or waits for the lease until `shutdown`, reporting this replica's part to `feed`.
 pub async fn hold(
     options: PgOptions,
@@ -87,8 +121,11 @@ async fn session(
             ))
         }
     };
+    // Named, so that this process's writes can tell its own lease session (`holds_lease`).
+    let mut options = options.clone();
+    options.pg.application_name(session_name());
     let (client, _notes) =
-        tokio::time::timeout(options.call_limit(), connect::listening_session(options))
+        tokio::time::timeout(options.call_limit(), connect::listening_session(&options))
             .await
             .map_err(|_| bounded("connection")())??;
     let mut held = false;

@@ -703,3 +703,94 @@ fn a_write_transaction_holds_the_chain_and_continues_the_tip_the_database_has() 
         "nothing of the dropped transaction was stored"
     );
 }
+
+#[test]
+fn a_follower_appends_only_while_this_process_holds_the_sync_lease() {
+    use crate::store::lease::{Holder, Leadership};
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let follower = || ChainSpec {
+        mode: Some("follower"),
+        genesis: None,
+        ..spec(None)
+    };
+    let store = PgStore::connect(options.clone(), follower()).expect("connect");
+    eventually("the engine to be ready", || store.is_ready());
+    let append = |height: u64| {
+        let mut txn = store.begin()?;
+        txn.append(vec![record(height, 0, 1)])?;
+        txn.commit()
+    };
+    // No lease held: the write is refused and nothing is stored.
+    assert!(
+        matches!(append(0), Err(StoreError::Unavailable(why)) if why.contains("sync lease")),
+        "a follower without the lease must not append"
+    );
+    assert_eq!(store.totals().expect("totals").blocks, 0);
+    // This process takes the lease: its appends go in.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (mut lease, feed) = crate::store::lease::channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let me = Holder {
+        instance_id: "test".into(),
+        address: "http://test".into(),
+    };
+    let held = runtime.spawn(lease::hold(options.clone(), me, feed, stop.clone()));
+    runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            lease.part.wait_for(|p| *p == Leadership::Leader),
+        )
+        .await
+        .expect("the lease within 30 s")
+        .expect("lease feed");
+    });
+    append(0).expect("the leader appends");
+    append(1).expect("the leader appends again");
+    // Its lease session ends (as when the database ends it): the next append is refused even
+    // before this process hears of the loss.
+    testdb::with_client(&options.pg, |c| async move {
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&lease::session_name()],
+        )
+        .await
+        .expect("end the lease's session");
+    });
+    // Gone once its lock is: a backend told to end takes a moment to. (The lease tries again
+    // only a second after losing its session.)
+    eventually("the lease's session to end", || {
+        testdb::with_client(&options.pg, |c| async move {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&lease::session_name()],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get::<_, i64>(0)
+                == 0
+        })
+    });
+    assert!(
+        matches!(append(2), Err(StoreError::Unavailable(_))),
+        "a replica whose lease session ended must not append"
+    );
+    stop.cancel();
+    runtime.block_on(held).expect("the lease task ends");
+    assert_eq!(open_follower_totals(&options), 2);
+}
+
+/// Blocks stored, read by a fresh handle on the follower database.
+fn open_follower_totals(options: &PgOptions) -> u64 {
+    let spec = ChainSpec {
+        mode: Some("follower"),
+        genesis: None,
+        ..spec(None)
+    };
+    PgStore::connect(options.clone(), spec)
+        .expect("connect")
+        .totals()
+        .expect("totals")
+        .blocks
+}

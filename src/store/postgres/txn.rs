@@ -237,6 +237,21 @@ async fn serve(inner: Arc<Inner>, mut rx: UnboundedReceiver<Request>, ready: Ans
                 Ok(txn.query_opt(&st, &[&id]).await?.map(|r| to_u64(r.get(0))))
             }),
             Request::Write(change, reply) => {
+                // A follower's chain is written by the sync leader alone: checked in the
+                // transaction itself, so a replica that lost the lease cannot append.
+                if inner.spec.mode == Some("follower") && !matches!(change, Change::RaiseFloor(_)) {
+                    let fenced = match timeout(limit, super::lease::holds_lease(&txn)).await {
+                        Ok(Ok(true)) => Ok(()),
+                        Ok(Ok(false)) => Err(StoreError::Unavailable(
+                            "this replica does not hold the sync lease; nothing was written".into(),
+                        )),
+                        Ok(Err(f)) => Err(f.into_store(true)),
+                        Err(_) => Err(timed_out(&inner, limit)),
+                    };
+                    if let Err(e) = fenced {
+                        return drop(reply.send(Err(e)));
+                    }
+                }
                 let written = match change {
                     Change::Append(blocks) => {
                         timeout(limit, async {

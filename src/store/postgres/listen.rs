@@ -74,6 +74,8 @@ fn apply(inner: &Inner, payload: &str) -> bool {
         return false;
     }
     if kind == Some("rollback") {
+        // A height the primary served above the known tip may be gone now.
+        inner.standbys.forget_observed();
         match height.and_then(|h| h.parse::<u64>().ok()) {
             Some(kept) => inner.cache.forget_above(kept),
             None => inner.cache.forget_above(0),

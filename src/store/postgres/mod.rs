@@ -22,6 +22,8 @@ mod listen;
 mod schema;
 mod standby;
 #[cfg(test)]
+mod standby_tests;
+#[cfg(test)]
 pub mod testdb;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -193,14 +194,18 @@ impl Standby {
 
     /// The chain's tip as this standby has replayed it.
     async fn replayed(&self, client: &Conn) -> Outcome<Option<u64>> {
-        let st = client
-            .prepare_cached("SELECT tip FROM bm_chain WHERE id = 1")
+        // The simple protocol: one message, sent when this is first polled (see the lookup).
+        let rows = client
+            .simple_query("SELECT tip FROM bm_chain WHERE id = 1")
             .await?;
-        let tip = client
-            .query_opt(&st, &[])
-            .await?
-            .and_then(|r| r.get::<_, Option<i64>>(0))
-            .map(to_u64);
+        let tip = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0)),
+                _ => None,
+            })
+            .flatten()
+            .and_then(|t| t.parse::<u64>().ok());
         self.with_health(|h| h.replayed = tip);
         Ok(tip)
     }
@@ -382,11 +387,21 @@ impl Inner {
                 Ok(None)
             }
             Wants::Lookup => {
+                // The replayed tip is asked for first, in the same round trip: the lookup then
+                // runs on a snapshot at least as new, so a standby that had replayed the known
+                // tip and still misses is a true miss. (Asked after, the tip could count a
+                // commit replayed between the two statements.)
+                let mut tip = std::pin::pin!(standby.replayed(&client));
+                // Its first poll queues the statement on the connection, ahead of the lookup's.
+                let early = std::future::poll_fn(|cx| Poll::Ready(tip.as_mut().poll(cx))).await;
                 let answer = query(client.clone()).await?;
+                let replayed = match early {
+                    Poll::Ready(r) => r?,
+                    Poll::Pending => tip.await?,
+                };
                 if !misses(&answer) {
                     return Ok(Some(answer));
                 }
-                let replayed = standby.replayed(&client).await?;
                 let caught_up = match (known, replayed) {
                     (None, _) => true,
                     (Some(k), Some(r)) => r >= k,

@@ -500,72 +500,6 @@ impl Default for Metrics {
 /// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
 pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use prometheus::proto::MetricType;
-
-    #[test]
-    fn every_family_is_prefixed_documented_and_counters_end_in_total() {
-        let m = Metrics::new();
-        m.http_requests
-            .with_label_values(&["GET", "/api/v1/chain/height", "200"])
-            .inc();
-        let families = m.registry.gather();
-        assert!(families.len() > 20, "{} families", families.len());
-        for f in &families {
-            let name = f.name();
-            assert!(
-                name.starts_with("block_manager_") || name.starts_with("process_"),
-                "{name}"
-            );
-            assert!(!f.help().is_empty(), "{name} has no help");
-            let is_counter = f.get_field_type() == MetricType::COUNTER;
-            assert_eq!(is_counter, name.ends_with("_total"), "{name}");
-        }
-    }
-
-    #[test]
-    fn known_label_values_start_at_zero() {
-        let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
-        for line in [
-            "block_manager_blocks_appended_total{source=\"api\"} 0",
-            "block_manager_blocks_appended_total{source=\"sync\"} 0",
-            "block_manager_validation_failures_total{code=\"VAL_003\"} 0",
-            "block_manager_host_network_bytes_total{direction=\"received\"} 0",
-            "block_manager_http_auth_failures_total{reason=\"invalid\"} 0",
-            "block_manager_sync_errors_total{code=\"SYNC_002\"} 0",
-        ] {
-            assert!(text.contains(line), "missing {line}");
-        }
-        assert!(text.contains(&format!(
-            "block_manager_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        )));
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn process_metrics_have_the_standard_names_and_no_prefixed_copies() {
-        let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
-        for name in [
-            "process_cpu_seconds_total",
-            "process_resident_memory_bytes",
-            "process_virtual_memory_bytes",
-            "process_open_fds",
-            "process_max_fds",
-            "process_start_time_seconds",
-            "process_threads",
-        ] {
-            assert!(text.contains(&format!("\n{name} ")), "missing {name}");
-            assert!(
-                !text.contains(&format!("block_manager_{name}")),
-                "copy of {name}"
-            );
-        }
-    }
-}
-
 impl Metrics {
     /// Exports the store's hot standbys (replay lag, whether each is up) and where its reads
     /// were answered, read from the store at every scrape. Nothing shows on an engine without
@@ -681,5 +615,71 @@ impl prometheus::core::Collector for StandbyCollector {
             self.reads.collect(),
         ]
         .concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::proto::MetricType;
+
+    #[test]
+    fn every_family_is_prefixed_documented_and_counters_end_in_total() {
+        let m = Metrics::new();
+        m.http_requests
+            .with_label_values(&["GET", "/api/v1/chain/height", "200"])
+            .inc();
+        let families = m.registry.gather();
+        assert!(families.len() > 20, "{} families", families.len());
+        for f in &families {
+            let name = f.name();
+            assert!(
+                name.starts_with("block_manager_") || name.starts_with("process_"),
+                "{name}"
+            );
+            assert!(!f.help().is_empty(), "{name} has no help");
+            let is_counter = f.get_field_type() == MetricType::COUNTER;
+            assert_eq!(is_counter, name.ends_with("_total"), "{name}");
+        }
+    }
+
+    #[test]
+    fn known_label_values_start_at_zero() {
+        let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
+        for line in [
+            "block_manager_blocks_appended_total{source=\"api\"} 0",
+            "block_manager_blocks_appended_total{source=\"sync\"} 0",
+            "block_manager_validation_failures_total{code=\"VAL_003\"} 0",
+            "block_manager_host_network_bytes_total{direction=\"received\"} 0",
+            "block_manager_http_auth_failures_total{reason=\"invalid\"} 0",
+            "block_manager_sync_errors_total{code=\"SYNC_002\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
+        assert!(text.contains(&format!(
+            "block_manager_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_have_the_standard_names_and_no_prefixed_copies() {
+        let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "missing {name}");
+            assert!(
+                !text.contains(&format!("block_manager_{name}")),
+                "copy of {name}"
+            );
+        }
     }
 }

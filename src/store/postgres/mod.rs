@@ -1176,7 +1176,9 @@ impl Engine for PgStore {
     }
 }
 
-/// Whether a batched lookup found nothing for some key.
+/// Whether a batched lookup found nothing for some key. A `&Vec`: it is the `misses` test of a
+/// read answering a `Vec`.
+#[allow(clippy::ptr_arg)]
 fn any_missing<T>(found: &Vec<Option<T>>) -> bool {
     found.iter().any(Option::is_none)
 }

@@ -95,8 +95,12 @@ impl Standbys {
     pub(super) fn new(options: &PgOptions) -> Result<Standbys, String> {
         let mut list = Vec::with_capacity(options.read.len());
         for (index, target) in options.read.iter().enumerate() {
-            let pool = connect::pool(&options.for_standby(target))
-                .map_err(|e| format!("standby {index} ({}): {e}", target.display))?;
+            let pool = connect::pool(&options.for_standby(target)).map_err(|e| {
+                format!(
+                    "storage.postgres.read_urls[{index}] ({}): {e}",
+                    target.display
+                )
+            })?;
             list.push(Arc::new(Standby {
                 index,
                 display: target.display.clone(),
@@ -274,7 +278,8 @@ fn is_down(fault: &Fault) -> bool {
 /// fresh.
 pub(super) async fn watch(inner: Arc<Inner>) {
     let mut tasks = Vec::new();
-    for standby in inner.standbys.list.iter().cloned() {
+    for standby in &inner.standbys.list {
+        let standby = standby.clone();
         let limit = inner.options.connect_timeout;
         tasks.push(tokio::spawn(async move {
             loop {

@@ -4,7 +4,7 @@
 # under it:
 #   1. both up: /health healthy, the store check lists the standby up with its lag;
 #   2. primary down, standby up: every stored block is still served (by height, by hash, by
-#      transaction id, latest, the list), writes answer 503 ST_001 within the connect timeout,
+#      transaction id, latest, the list), a hash no block has is a 404, writes answer 503 ST_001 within the connect timeout,
 #      /health answers 200 `degraded` saying the primary is unreachable and reads are served by
 #      the standby;
 #   3. both down: /health answers 503 `unhealthy`;
@@ -136,6 +136,7 @@ if [ ${#missed[@]} -eq 0 ]; then
 else
     fail "primary down: ${#missed[@]} reads not served: ${missed[*]:0:10}"
 fi
+check "primary down: a hash no block has is a 404 from the standby" [ "$(status "/api/v1/blocks/$(printf 'f%.0s' $(seq 64))")" = 404 ]
 check "primary down: latest is served" [ "$(status /api/v1/blocks/latest)" = 200 ]
 check "primary down: the list is served" [ "$(status '/api/v1/blocks?limit=5')" = 200 ]
 read -r code secs <<<"$(timed_post drill-refused)"

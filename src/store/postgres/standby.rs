@@ -8,8 +8,12 @@
 //! - a block by height that it has: served; one it misses at or below the known tip is replay
 //!   lag: its replayed tip is polled for up to `replay_wait`, then the primary is read; one above
 //!   the known tip is asked of the primary (another replica may have committed it a moment ago).
-//! - a lookup by hash or transaction id that it misses: a true miss once it has replayed the
-//!   known tip, else asked of the primary.
+//! - a lookup by hash or transaction id that it misses: while it is behind the known tip, its
+//!   replay is waited for as above and it is asked again; a miss on a standby that has replayed
+//!   the known tip is confirmed by the primary (measured here: another replica's notification
+//!   trails the client's next request often enough, 2-15% of reads by hash right after a create
+//!   through another replica, that the standby's miss cannot pass for a 404 on its own), and is
+//!   the answer while the primary cannot be reached.
 //! - a list up to a height: read there only once the standby has replayed that height (or the
 //!   known tip, whichever is lower), waiting for it as above; else read from the primary, so a
 //!   list never stops short of what `latest` advertises.
@@ -54,6 +58,42 @@ pub(super) enum Wants {
     UpTo(u64),
 }
 
+/// What a standby's answer is worth.
+enum Verdict<T> {
+    /// Served as it is.
+    Serve(T),
+    /// Not trusted: the primary is asked.
+    Primary,
+    /// A miss on a standby that has replayed the known tip: the primary is asked all the same
+    /// (another replica's commit may not have been heard of yet: the notification can trail
+    /// the client's next request), and this is the answer while the primary cannot be reached.
+    Confirm(T),
+}
+
+/// How long reads stop asking an unreachable primary to confirm a standby's miss.
+const PRIMARY_RETRY: Duration = Duration::from_secs(1);
+
+/// A lookup on `client`, with the standby's replayed tip as of a moment before it ran.
+async fn lookup<T, F, Fut>(standby: &Standby, client: &Conn, query: &F) -> Outcome<(Option<u64>, T)>
+where
+    F: Fn(Conn) -> Fut,
+    Fut: Future<Output = Outcome<T>>,
+{
+    // The replayed tip is asked for first, in the same round trip: the lookup then runs on a
+    // snapshot at least as new, so a standby that had replayed a height and still misses does
+    // not have the block below it. (Asked after, the tip could count a commit replayed between
+    // the two statements.)
+    let mut tip = std::pin::pin!(standby.replayed(client));
+    // Its first poll queues the statement on the connection, ahead of the lookup's.
+    let early = std::future::poll_fn(|cx| Poll::Ready(tip.as_mut().poll(cx))).await;
+    let answer = query(client.clone()).await?;
+    let replayed = match early {
+        Poll::Ready(r) => r?,
+        Poll::Pending => tip.await?,
+    };
+    Ok((replayed, answer))
+}
+
 /// One hot standby.
 pub(super) struct Standby {
     index: usize,
@@ -82,12 +122,15 @@ pub(super) struct Standbys {
     list: Vec<Arc<Standby>>,
     next: AtomicUsize,
     replay_wait: Duration,
-    /// 1 + the highest height the primary served above the known tip (0: none).
+    /// 1 + the highest height heard of or served by the primary above the chain state's tip
+    /// (0: none).
     observed: AtomicU64,
     /// Reads answered by a standby.
     by_standby: AtomicU64,
     /// Reads answered by the primary (no standby up, or the standby could not answer).
     by_primary: AtomicU64,
+    /// Until when a standby's miss is served without asking the primary, which just failed.
+    primary_down_until: Mutex<Option<Instant>>,
 }
 
 impl Standbys {
@@ -121,6 +164,7 @@ impl Standbys {
             observed: AtomicU64::new(0),
             by_standby: AtomicU64::new(0),
             by_primary: AtomicU64::new(0),
+            primary_down_until: Mutex::new(None),
         })
     }
 
@@ -146,6 +190,35 @@ impl Standbys {
     /// removed them).
     pub(super) fn forget_observed(&self) {
         self.observed.store(0, Ordering::Relaxed);
+    }
+
+    /// Raises the known tip to `height`, committed by another replica (its notification
+    /// arrived; the chain state follows once reloaded).
+    pub(super) fn note_committed(&self, height: u64) {
+        self.observed
+            .fetch_max(height.saturating_add(1), Ordering::Relaxed);
+    }
+
+    fn primary_down(&self) -> bool {
+        self.primary_down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn primary_failed(&self) {
+        *self
+            .primary_down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Instant::now() + PRIMARY_RETRY);
+    }
+
+    fn primary_answered(&self) {
+        *self
+            .primary_down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// Reads answered by a standby and by the primary so far.
@@ -323,6 +396,8 @@ impl Inner {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Outcome<T>>,
     {
+        // A standby's miss the primary is asked to confirm, served when the primary cannot be.
+        let mut fallback = None;
         if let Some(standby) = self.standbys.pick() {
             // Bounded so a standby that stopped answering costs one read the connect timeout,
             // not the whole call limit; the wait for replay comes on top.
@@ -330,11 +405,18 @@ impl Inner {
             match tokio::time::timeout(limit, self.on_standby(&standby, wants, misses, &query))
                 .await
             {
-                Ok(Ok(Some(answer))) => {
+                Ok(Ok(Verdict::Serve(answer))) => {
                     self.standbys.by_standby.fetch_add(1, Ordering::Relaxed);
                     return Ok(answer);
                 }
-                Ok(Ok(None)) => {}
+                Ok(Ok(Verdict::Confirm(answer))) => {
+                    if self.standbys.primary_down() {
+                        self.standbys.by_standby.fetch_add(1, Ordering::Relaxed);
+                        return Ok(answer);
+                    }
+                    fallback = Some(answer);
+                }
+                Ok(Ok(Verdict::Primary)) => {}
                 Ok(Err(fault)) => {
                     if is_down(&fault) {
                         standby.mark_down(fault.into_store(false).to_string());
@@ -345,7 +427,23 @@ impl Inner {
                 Err(_) => standby.mark_down(format!("no answer within {} ms", limit.as_millis())),
             }
         }
-        let answer = query(Arc::new(self.pool.get().await?)).await?;
+        let primary = async { query(Arc::new(self.pool.get().await?)).await };
+        let answer = match primary.await {
+            Ok(answer) => {
+                self.standbys.primary_answered();
+                answer
+            }
+            Err(fault) => {
+                let Some(answer) = fallback else {
+                    return Err(fault);
+                };
+                if is_down(&fault) {
+                    self.standbys.primary_failed();
+                }
+                self.standbys.by_standby.fetch_add(1, Ordering::Relaxed);
+                return Ok(answer);
+            }
+        };
         self.standbys.by_primary.fetch_add(1, Ordering::Relaxed);
         if let Wants::At(height) = wants
             && !misses(&answer)
@@ -366,7 +464,7 @@ impl Inner {
         wants: Wants,
         misses: fn(&T) -> bool,
         query: &F,
-    ) -> Outcome<Option<T>>
+    ) -> Outcome<Verdict<T>>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Outcome<T>>,
@@ -380,49 +478,51 @@ impl Inner {
             Wants::At(height) => {
                 let answer = query(client.clone()).await?;
                 if !misses(&answer) {
-                    return Ok(Some(answer));
+                    return Ok(Verdict::Serve(answer));
                 }
                 if known.is_none_or(|k| height > k) {
-                    return Ok(None);
+                    return Ok(Verdict::Primary);
                 }
                 if standby.replayed_up_to(&client, height, deadline).await? {
                     let answer = query(client).await?;
-                    return Ok((!misses(&answer)).then_some(answer));
+                    if !misses(&answer) {
+                        return Ok(Verdict::Serve(answer));
+                    }
                 }
-                Ok(None)
+                Ok(Verdict::Primary)
             }
             Wants::Lookup => {
-                // The replayed tip is asked for first, in the same round trip: the lookup then
-                // runs on a snapshot at least as new, so a standby that had replayed the known
-                // tip and still misses is a true miss. (Asked after, the tip could count a
-                // commit replayed between the two statements.)
-                let mut tip = std::pin::pin!(standby.replayed(&client));
-                // Its first poll queues the statement on the connection, ahead of the lookup's.
-                let early = std::future::poll_fn(|cx| Poll::Ready(tip.as_mut().poll(cx))).await;
-                let answer = query(client.clone()).await?;
-                let replayed = match early {
-                    Poll::Ready(r) => r?,
-                    Poll::Pending => tip.await?,
-                };
+                let (replayed, answer) = lookup(standby, &client, query).await?;
                 if !misses(&answer) {
-                    return Ok(Some(answer));
+                    return Ok(Verdict::Serve(answer));
                 }
-                let caught_up = match (known, replayed) {
-                    (None, _) => true,
-                    (Some(k), Some(r)) => r >= k,
-                    (Some(_), None) => false,
+                let Some(known) = known else {
+                    return Ok(Verdict::Confirm(answer));
                 };
-                Ok(caught_up.then_some(answer))
+                if replayed.is_some_and(|r| r >= known) {
+                    return Ok(Verdict::Confirm(answer));
+                }
+                // Behind the known tip: the block may be on its way. Waited for, then asked
+                // again here, rather than at once of the primary.
+                if !standby.replayed_up_to(&client, known, deadline).await? {
+                    return Ok(Verdict::Primary);
+                }
+                let answer = query(client).await?;
+                if misses(&answer) {
+                    Ok(Verdict::Confirm(answer))
+                } else {
+                    Ok(Verdict::Serve(answer))
+                }
             }
             Wants::UpTo(height) => {
                 let need = match known {
                     Some(k) => height.min(k),
-                    None => return Ok(Some(query(client).await?)),
+                    None => return Ok(Verdict::Serve(query(client).await?)),
                 };
                 if standby.replayed_up_to(&client, need, deadline).await? {
-                    return Ok(Some(query(client).await?));
+                    return Ok(Verdict::Serve(query(client).await?));
                 }
-                Ok(None)
+                Ok(Verdict::Primary)
             }
         }
     }

@@ -3,6 +3,8 @@
 # (BLOCK_MANAGER_DATABASE_READ_URLS) of a throwaway PostgreSQL primary, and the primary stopped
 # under it:
 #   1. both up: /health healthy, the store check lists the standby up with its lag;
+#      with replay paused on the standby, new blocks are served from the primary without each
+#      read waiting `replay_wait_ms`, and /health and /metrics show the lag;
 #   2. primary down, standby up: every stored block is still served (by height, by hash, by
 #      transaction id, latest, the list), a hash no block has is a 404, writes answer 503 ST_001 within the connect timeout,
 #      /health answers 200 `degraded` saying the primary is unreachable and reads are served by
@@ -24,6 +26,8 @@ CONNECT_TIMEOUT=2
 MARGIN=2
 BOUND=$((CONNECT_TIMEOUT + MARGIN))
 BLOCKS=20
+# Long, so a read that waits for replay shows in the timings.
+REPLAY_WAIT_MS=500
 KEY=drill-write-key
 drill_start
 
@@ -68,6 +72,7 @@ mkdir -p "$WORK/bm"
             BLOCK_MANAGER_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB?sslmode=disable" \
             BLOCK_MANAGER_DATABASE_READ_URLS="postgres://postgres@127.0.0.1:$PG_STANDBY_PORT/$DB?sslmode=disable" \
             BLOCK_MANAGER__STORAGE__POSTGRES__CONNECT_TIMEOUT_SECONDS="$CONNECT_TIMEOUT" \
+            BLOCK_MANAGER__STORAGE__POSTGRES__REPLAY_WAIT_MS="$REPLAY_WAIT_MS" \
             "$BIN"
 ) >>"$WORK/bm.log" 2>&1 &
 PIDS+=("$!")
@@ -116,6 +121,52 @@ for i in $(seq 1 "$BLOCKS"); do
 done
 pass "$BLOCKS blocks created"
 check "the standby catches up (lag 0)" wait_for 20 store_is "healthy healthy up 0 *"
+
+# ------------------------------------------------------------- 1b. a lagging standby
+# Replay paused on the standby: new blocks are read from the primary, without each read waiting
+# the replay wait once the standby is seen to be seconds behind; health and metrics show the lag.
+sb_sql() { "$PG_BIN/psql" -X -A -t -q -h 127.0.0.1 -p "$PG_STANDBY_PORT" -U postgres -d postgres -c "$1" >/dev/null 2>&1; }
+sb_sql "SELECT pg_wal_replay_pause()" || fail "pause replay on the standby"
+: >"$WORK/lagging"
+for i in $(seq 1 5); do
+    read -r code _ <<<"$(timed_post "drill-lag-$i")"
+    [ "$code" = 201 ] || fail "create lag-$i: $code"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["height"], d["hash"], sys.argv[2])' "$WORK/body" "drill-lag-$i" >>"$WORK/lagging"
+done
+lag_seen() {
+    curl -s --max-time 30 "$BM/health" | python3 -c '
+import json, sys
+sb = (json.load(sys.stdin).get("checks", {}).get("store", {}).get("standbys") or [{}])[0]
+sys.exit(0 if sb.get("lag_blocks") == 5 and (sb.get("lag_seconds") or 0) > 1 else 1)'
+}
+if wait_for 20 lag_seen; then
+    pass "lagging: health shows 5 blocks and over a second of lag: $(store_line)"
+else
+    fail "lagging: want lag_blocks 5, lag_seconds > 1; got $(curl -s "$BM/health" | head -c 600)"
+fi
+if curl -s --max-time 30 "$BM/metrics" | grep -q '^block_manager_postgres_standby_lag_blocks{standby="0"} 5$'; then
+    pass "lagging: block_manager_postgres_standby_lag_blocks{standby=\"0\"} 5"
+else
+    fail "lagging: no lag of 5 in /metrics: $(curl -s "$BM/metrics" | grep standby)"
+fi
+started=$(date +%s.%N)
+missed=0
+while read -r height hash tx; do
+    for path in "/api/v1/blocks/height/$height" "/api/v1/blocks/$hash" "/api/v1/transactions/$tx"; do
+        code=$(status "$path")
+        { [ "$code" = 200 ] && grep -q "$hash" "$WORK/body"; } || missed=$((missed + 1))
+    done
+done <"$WORK/lagging"
+took=$(python3 -c "import time; print(round(time.time() - $started, 3))")
+# 15 reads that each waited the replay wait would take 15 x ${REPLAY_WAIT_MS} ms.
+if [ "$missed" = 0 ] && python3 -c "import sys; sys.exit(0 if $took < 15 * $REPLAY_WAIT_MS / 1000 / 3 else 1)"; then
+    pass "lagging: 15 reads of unreplayed blocks served by the primary in ${took}s (a wait each would be $((15 * REPLAY_WAIT_MS)) ms)"
+else
+    fail "lagging: $missed of 15 reads missed, took ${took}s"
+fi
+sb_sql "SELECT pg_wal_replay_resume()" || fail "resume replay on the standby"
+cat "$WORK/lagging" >>"$WORK/blocks"
+check "resumed: the standby catches up (lag 0)" wait_for 20 store_is "healthy healthy up 0 *"
 
 # ------------------------------------------------------------- 2. primary down, standby up
 primary stop || { fail "stop the primary"; finish; }

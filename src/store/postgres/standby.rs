@@ -44,6 +44,10 @@ pub(super) const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// half a millisecond on a healthy standby.
 const POLL: Duration = Duration::from_millis(1);
 
+/// Replay further behind than this (at the last check) is lag, not the usual milliseconds:
+/// reads stop waiting for it.
+const LAGGING: Duration = Duration::from_secs(1);
+
 /// A connection shared by the statements of one read.
 pub(super) type Conn = Arc<deadpool_postgres::Client>;
 
@@ -113,7 +117,8 @@ struct Health {
     replayed: Option<u64>,
     /// The chain's commit number as replayed there.
     replayed_seq: Option<i64>,
-    /// Seconds since the last transaction it replayed committed on the primary.
+    /// Seconds since the last transaction it replayed committed on the primary, while it has
+    /// received WAL it has not replayed (else 0).
     replay_age: Option<f64>,
 }
 
@@ -269,6 +274,17 @@ impl Standby {
         }
     }
 
+    /// Whether the last check found it behind the chain state of commit `seq` by more than
+    /// [`LAGGING`].
+    fn lagging(&self, seq: Option<i64>) -> bool {
+        let h = self.health();
+        let behind = match (seq, h.replayed_seq) {
+            (Some(known), Some(replayed)) => replayed < known,
+            _ => false,
+        };
+        behind && h.replay_age.is_some_and(|age| age > LAGGING.as_secs_f64())
+    }
+
     /// The chain's tip as this standby has replayed it.
     async fn replayed(&self, client: &Conn) -> Outcome<Option<u64>> {
         // The simple protocol: one message, sent when this is first polled (see the lookup).
@@ -305,8 +321,11 @@ impl Standby {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
+                // Behind only while WAL it received is not replayed yet (a standby of an idle
+                // primary has an old last replayed commit and is not behind at all).
                 "SELECT c.tip, c.seq, \
-                 EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8 \
+                 CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
+                 ELSE EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8 END \
                  FROM bm_chain c WHERE c.id = 1",
                 &[],
             )
@@ -472,7 +491,15 @@ impl Inner {
         // Read before the standby is asked: whatever the standby misses, the known tip it is
         // compared with is no newer than the read.
         let known = self.known_tip();
-        let deadline = Instant::now() + self.standbys.replay_wait;
+        // A standby seconds behind will not replay a missing block within the wait: its misses
+        // go to the primary at once instead of each paying the wait.
+        let seq = self.snapshot().map(|c| c.seq);
+        let wait = if standby.lagging(seq) {
+            Duration::ZERO
+        } else {
+            self.standbys.replay_wait
+        };
+        let deadline = Instant::now() + wait;
         let client: Conn = Arc::new(standby.pool.get().await?);
         match wants {
             Wants::At(height) => {

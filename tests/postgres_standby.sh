@@ -144,10 +144,12 @@ if wait_for 20 lag_seen; then
 else
     fail "lagging: want lag_blocks 5, lag_seconds > 1; got $(curl -s "$BM/health" | head -c 600)"
 fi
-if curl -s --max-time 30 "$BM/metrics" | grep -q '^block_manager_postgres_standby_lag_blocks{standby="0"} 5$'; then
+# Fetched whole, then searched: `grep -q` quitting early would fail the pipe under pipefail.
+metrics() { curl -s --max-time 30 "$BM/metrics" >"$WORK/metrics"; }
+if metrics && grep -q '^block_manager_postgres_standby_lag_blocks{standby="0"} 5$' "$WORK/metrics"; then
     pass "lagging: block_manager_postgres_standby_lag_blocks{standby=\"0\"} 5"
 else
-    fail "lagging: no lag of 5 in /metrics: $(curl -s "$BM/metrics" | grep standby)"
+    fail "lagging: no lag of 5 in /metrics: $(grep standby "$WORK/metrics")"
 fi
 started=$(date +%s.%N)
 missed=0
@@ -203,7 +205,7 @@ if wait_for 10 degraded; then
 else
     fail "primary down: want 200 degraded naming the standby, got $(health_code) $(store_line)"
 fi
-if curl -s --max-time 30 "$BM/metrics" | grep -Eq '^block_manager_postgres_reads_total\{pool="standby"\} [1-9]'; then
+if metrics && grep -Eq '^block_manager_postgres_reads_total\{pool="standby"\} [1-9]' "$WORK/metrics"; then
     pass "metrics count the reads the standby served"
 else
     fail "no block_manager_postgres_reads_total{pool=\"standby\"} in /metrics"

@@ -109,7 +109,7 @@ pub(super) struct Standby {
 /// What the last contact with a standby found.
 #[derive(Clone, Debug)]
 struct Health {
-    /// Reads may go there. Optimistic at start-up: the first read (or the first check) finds out.
+    /// Reads may go there.
     up: bool,
     /// Why it is down.
     error: Option<String>,
@@ -153,9 +153,10 @@ impl Standbys {
                 index,
                 display: target.display.clone(),
                 pool,
+                // Down until the first check (at once) finds it keeps this chain.
                 state: Mutex::new(Health {
-                    up: true,
-                    error: None,
+                    up: false,
+                    error: Some("not checked yet".into()),
                     replayed: None,
                     replayed_seq: None,
                     replay_age: None,
@@ -251,14 +252,16 @@ impl Standby {
     }
 
     fn mark_down(&self, why: String) {
-        let was_up = self.health().up;
+        let before = self.health();
+        // Said once per change, not at every check of a standby that stays down.
+        let news = before.up || before.error.as_deref() != Some(why.as_str());
         self.with_health(|h| {
             h.up = false;
             h.error = Some(why.clone());
         });
         // Its idle connections may be to a server that went away: the next try connects anew.
         self.pool.retain(|_, _| false);
-        if was_up {
+        if news {
             tracing::warn!(standby = self.index, database = %self.display, error = %why, "standby down; reads go to the primary until it answers again");
         }
     }
@@ -316,8 +319,9 @@ impl Standby {
         }
     }
 
-    /// One check of the standby: its replay position and how old it is.
-    async fn check(&self) -> Outcome<()> {
+    /// One check of the standby: that it keeps the chain whose genesis is `genesis` (the
+    /// primary's, when known), its replay position and how old it is.
+    async fn check(&self, genesis: Option<String>) -> Outcome<Result<(), String>> {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
@@ -325,7 +329,8 @@ impl Standby {
                 // primary has an old last replayed commit and is not behind at all).
                 "SELECT c.tip, c.seq, \
                  CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
-                 ELSE EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8 END \
+                 ELSE EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8 END, \
+                 (SELECT value FROM bm_settings WHERE key = 'genesis_hash') \
                  FROM bm_chain c WHERE c.id = 1",
                 &[],
             )
@@ -333,12 +338,25 @@ impl Standby {
         let tip = row.get::<_, Option<i64>>(0).map(to_u64);
         let seq: i64 = row.get(1);
         let age: Option<f64> = row.get(2);
+        let kept: Option<String> = row.get(3);
+        if let Some(genesis) = genesis
+            && kept.as_deref() != Some(genesis.as_str())
+        {
+            // Serving it would answer another chain's blocks (a read URL of another database),
+            // or none at all.
+            return Ok(Err(match kept {
+                Some(kept) => {
+                    format!("it keeps another chain (genesis {kept}; the primary's is {genesis})")
+                }
+                None => "it has not replayed the chain's genesis yet".into(),
+            }));
+        }
         self.with_health(|h| {
             h.replayed = tip;
             h.replayed_seq = Some(seq);
             h.replay_age = age.map(|a| a.max(0.0));
         });
-        Ok(())
+        Ok(Ok(()))
     }
 }
 
@@ -373,10 +391,13 @@ pub(super) async fn watch(inner: Arc<Inner>) {
     for standby in &inner.standbys.list {
         let standby = standby.clone();
         let limit = inner.options.connect_timeout;
+        let inner = inner.clone();
         tasks.push(tokio::spawn(async move {
             loop {
-                match tokio::time::timeout(limit, standby.check()).await {
-                    Ok(Ok(())) => standby.mark_up(),
+                let genesis = inner.snapshot().and_then(|c| c.genesis_hash);
+                match tokio::time::timeout(limit, standby.check(genesis)).await {
+                    Ok(Ok(Ok(()))) => standby.mark_up(),
+                    Ok(Ok(Err(why))) => standby.mark_down(why),
                     Ok(Err(fault)) => standby.mark_down(fault.into_store(false).to_string()),
                     Err(_) => {
                         standby.mark_down(format!("no answer within {} ms", limit.as_millis()))

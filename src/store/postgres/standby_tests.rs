@@ -244,3 +244,43 @@ fn a_silent_standby_costs_one_read_the_connect_timeout_not_every_read() {
     );
     assert!(!only_standby(&store).up);
 }
+
+#[test]
+fn a_standby_of_another_chain_is_never_read() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let Some(other) = testdb::fresh() else {
+        return;
+    };
+    // Another chain (another genesis) in another database, streamed to the standby too.
+    drop(
+        PgStore::connect(other.clone(), super::tests::spec(Some(record(0, 9, 1))))
+            .expect("connect"),
+    );
+    let Some(wrong) = testdb::standby_of(&other) else {
+        return;
+    };
+    let store = reading_from(&options, wrong);
+    let s = until("the standby to be refused", || {
+        let s = only_standby(&store);
+        s.error
+            .as_deref()
+            .is_some_and(|e| e.contains("another chain"))
+            .then_some(s)
+    });
+    assert!(!s.up, "{s:?}");
+    // Its genesis is another block: only the primary's is served.
+    let genesis = record(0, 0, 1);
+    assert_eq!(
+        store.height_of_hash(&genesis.meta.hash).expect("by hash"),
+        Some(0)
+    );
+    assert_eq!(
+        store
+            .height_of_hash(&record(0, 9, 1).meta.hash)
+            .expect("by hash"),
+        None
+    );
+    assert_eq!(store.reads_served().expect("counts").0, 0);
+}

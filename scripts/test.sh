@@ -63,7 +63,7 @@ step "cargo test (postgres engine)" env BLOCK_MANAGER_TEST_ENGINE=postgres BLOCK
   --test lucid_config --test config
 if [ "${1:-}" != "--quick" ]; then
   step "release build" cargo build --release --locked
-  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh tests/range_memory.sh tests/follower_memory.sh tests/slowloris.sh tests/explorer.sh tests/postgres_server.sh tests/postgres_faults.sh; do
+  for drill in tests/prometheus.sh tests/schemathesis.sh tests/container.sh tests/arm64.sh tests/range_memory.sh tests/follower_memory.sh tests/slowloris.sh tests/explorer.sh tests/postgres_server.sh tests/postgres_faults.sh tests/postgres_standby.sh; do
     if [ -f "$drill" ]; then
       step "$drill" bash "$drill"
     fi

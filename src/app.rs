@@ -121,6 +121,7 @@ pub async fn build_state(
     let store = open_store(&config)?;
     ensure_genesis(&config, &*store)?;
     let metrics = Arc::new(Metrics::new());
+    metrics.watch_standbys(store.clone());
     if let Ok(t) = store.totals() {
         metrics.transactions_stored.set(t.transactions as i64);
     }

@@ -144,10 +144,22 @@ impl Check for StoreCheck {
             Err(e) => return Outcome::new(Status::Unhealthy, format!("store cannot be read: {e}")),
         };
         let engine = self.store.engine();
-        // A database across a network that cannot be reached: a balancer must drop us.
+        let standbys = self.store.standbys();
+        // A database across a network that cannot be reached: a balancer must drop us, unless
+        // a hot standby still serves the reads (writes answer 503 meanwhile).
         if let Err(e) = self.store.check_reachable() {
-            return Outcome::new(Status::Unhealthy, format!("store cannot be reached: {e}"))
-                .with("engine", engine);
+            let serving: Vec<usize> = standbys.iter().filter(|s| s.up).map(|s| s.index).collect();
+            let out = match serving.first() {
+                Some(index) => Outcome::new(
+                    Status::Degraded,
+                    format!(
+                        "the primary database is unreachable ({e}); reads are served by the standby {index}, writes are refused"
+                    ),
+                )
+                .with("height", height.map_or(Value::Null, Value::from)),
+                None => Outcome::new(Status::Unhealthy, format!("store cannot be reached: {e}")),
+            };
+            return with_standbys(out.with("engine", engine), &standbys);
         }
         let free = self
             .store
@@ -174,8 +186,41 @@ impl Check for StoreCheck {
                 .with("disk_free_bytes", avail)
                 .with("disk_total_bytes", total);
         }
-        out
+        // A standby that cannot serve: reads still work (from the primary), but someone should
+        // look at it.
+        if let Some(down) = standbys.iter().find(|s| !s.up)
+            && out.status == Status::Healthy
+        {
+            out.status = Status::Degraded;
+            out.message = format!(
+                "store open and writable; standby {} is down ({}): its reads go to the primary",
+                down.index,
+                down.error.as_deref().unwrap_or("not answering")
+            );
+        }
+        with_standbys(out, &standbys)
     }
+}
+
+/// Adds each hot standby's state and replay lag to the store check (nothing without any).
+fn with_standbys(out: Outcome, standbys: &[crate::store::StandbyState]) -> Outcome {
+    if standbys.is_empty() {
+        return out;
+    }
+    let list: Vec<Value> = standbys
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "index": s.index,
+                "database": s.database,
+                "state": if s.up { "up" } else { "down" },
+                "lag_blocks": s.lag_blocks,
+                "lag_seconds": s.lag_seconds,
+                "error": s.error,
+            })
+        })
+        .collect();
+    out.with("standbys", list)
 }
 
 #[cfg(test)]

@@ -500,6 +500,124 @@ impl Default for Metrics {
 /// Route template of `GET /api/v1/blocks/range`, the truncation counter's preset label.
 pub const RANGE_ROUTE: &str = "/api/v1/blocks/range";
 
+impl Metrics {
+    /// Exports the store's hot standbys (replay lag, whether each is up) and where its reads
+    /// were answered, read from the store at every scrape. Nothing shows on an engine without
+    /// standbys.
+    pub fn watch_standbys(&self, store: std::sync::Arc<dyn crate::store::StoreProbe>) {
+        let collector = StandbyCollector::new(store);
+        self.registry
+            .register(Box::new(collector))
+            .expect("the standby metric names are unique");
+    }
+}
+
+/// The standby figures, taken from the store when scraped (the store keeps them current: its
+/// background check reads each standby's replay position every second).
+struct StandbyCollector {
+    store: std::sync::Arc<dyn crate::store::StoreProbe>,
+    up: IntGaugeVec,
+    lag_blocks: IntGaugeVec,
+    lag_seconds: GaugeVec,
+    reads: IntCounterVec,
+    /// The store's counts already added to `reads` (standby, primary): a counter only grows.
+    counted: std::sync::Mutex<(u64, u64)>,
+}
+
+impl StandbyCollector {
+    fn new(store: std::sync::Arc<dyn crate::store::StoreProbe>) -> Self {
+        let by_standby = |name: &str, help: &str| {
+            IntGaugeVec::new(opts(name, help), &["standby"]).expect("static metric")
+        };
+        Self {
+            store,
+            up: by_standby(
+                "postgres_standby_up",
+                "1 while reads go to this hot standby, 0 while it is marked down",
+            ),
+            lag_blocks: by_standby(
+                "postgres_standby_lag_blocks",
+                "Blocks the known tip is ahead of what this hot standby has replayed",
+            ),
+            lag_seconds: GaugeVec::new(
+                opts(
+                    "postgres_standby_lag_seconds",
+                    "Seconds this hot standby's replay is behind the primary's last commit",
+                ),
+                &["standby"],
+            )
+            .expect("static metric"),
+            reads: IntCounterVec::new(
+                opts(
+                    "postgres_reads_total",
+                    "Reads answered, by pool: a hot standby, or the primary (no standby up, or the standby could not answer yet)",
+                ),
+                &["pool"],
+            )
+            .expect("static metric"),
+            counted: std::sync::Mutex::new((0, 0)),
+        }
+    }
+}
+
+impl prometheus::core::Collector for StandbyCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        [
+            self.up.desc(),
+            self.lag_blocks.desc(),
+            self.lag_seconds.desc(),
+            self.reads.desc(),
+        ]
+        .concat()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let Some((standby, primary)) = self.store.reads_served() else {
+            return Vec::new();
+        };
+        {
+            let mut counted = self
+                .counted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.reads
+                .with_label_values(&["standby"])
+                .inc_by(standby.saturating_sub(counted.0));
+            self.reads
+                .with_label_values(&["primary"])
+                .inc_by(primary.saturating_sub(counted.1));
+            *counted = (counted.0.max(standby), counted.1.max(primary));
+        }
+        for s in self.store.standbys() {
+            let label = s.index.to_string();
+            self.up.with_label_values(&[&label]).set(i64::from(s.up));
+            // A standby that is down has no lag to show: its series go away until it is back.
+            match s.lag_blocks {
+                Some(lag) => self
+                    .lag_blocks
+                    .with_label_values(&[&label])
+                    .set(i64::try_from(lag).unwrap_or(i64::MAX)),
+                None => {
+                    let _ = self.lag_blocks.remove_label_values(&[&label]);
+                }
+            }
+            match s.lag_seconds {
+                Some(lag) => self.lag_seconds.with_label_values(&[&label]).set(lag),
+                None => {
+                    let _ = self.lag_seconds.remove_label_values(&[&label]);
+                }
+            }
+        }
+        [
+            self.up.collect(),
+            self.lag_blocks.collect(),
+            self.lag_seconds.collect(),
+            self.reads.collect(),
+        ]
+        .concat()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,6 +196,16 @@ pub trait Engine: Send + Sync + 'static {
     /// as of the lock, and lookups for validating a group. Nothing is written until
     /// [`WriteTxn::commit`]; dropping it writes nothing.
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError>;
+
+    /// [`StoreProbe::standbys`].
+    fn standbys(&self) -> Vec<super::StandbyState> {
+        Vec::new()
+    }
+
+    /// [`StoreProbe::reads_served`].
+    fn reads_served(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 // Every face, for every engine, by delegation: an engine's code stays in its one `impl Engine`.
@@ -348,5 +358,11 @@ impl<T: Engine> StoreProbe for T {
     }
     fn engine(&self) -> &'static str {
         Engine::engine(self)
+    }
+    fn standbys(&self) -> Vec<super::StandbyState> {
+        Engine::standbys(self)
+    }
+    fn reads_served(&self) -> Option<(u64, u64)> {
+        Engine::reads_served(self)
     }
 }

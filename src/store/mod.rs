@@ -36,7 +36,7 @@ use std::path::Path;
 
 pub use embedded::{OpenReport, ReadOnlyStore, RedbStore};
 pub use postgres::PgStore;
-pub use probe::StoreProbe;
+pub use probe::{StandbyState, StoreProbe};
 pub use reads::BlockReads;
 pub use writes::{ChainWriter, Committed, QuarantineIndex, WriteTxn};
 

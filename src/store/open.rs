@@ -72,7 +72,15 @@ fn open_postgres(
     // Already checked at load; a failure here names the key all the same.
     let url =
         DatabaseUrl::parse(raw).map_err(|why| format!("invalid storage.postgres.url: {why}"))?;
-    let options = PgOptions::from_config(&url, &config.storage.postgres);
+    let mut standbys = Vec::with_capacity(config.storage.postgres.read_urls.len());
+    for (i, raw) in config.storage.postgres.read_urls.iter().enumerate() {
+        standbys.push(DatabaseUrl::parse(raw).map_err(|why| {
+            format!(
+                "invalid storage.postgres.read_urls[{i}] (BLOCK_MANAGER_DATABASE_READ_URLS): {why}"
+            )
+        })?);
+    }
+    let options = PgOptions::from_config(&url, &config.storage.postgres).with_read_urls(&standbys);
     let pinned = config
         .chain
         .genesis_timestamp
@@ -90,6 +98,7 @@ fn open_postgres(
             tracing::info!(
                 engine = "postgres",
                 database = %url.redacted(),
+                standbys = standbys.len(),
                 ready = store.is_ready(),
                 "block store opened"
             );

@@ -21,4 +21,26 @@ pub trait StoreProbe: Send + Sync + 'static {
     fn path(&self) -> &Path;
     /// The engine's name, as health shows it: `embedded` or `postgres`.
     fn engine(&self) -> &'static str;
+    /// The hot standbys serving reads (none on the embedded engine, or without `read_urls`).
+    fn standbys(&self) -> Vec<StandbyState>;
+    /// Reads answered by a standby and by the primary so far; `None` when the engine has no
+    /// standbys configured.
+    fn reads_served(&self) -> Option<(u64, u64)>;
+}
+
+/// A hot standby that serves the engine's reads, as health and metrics show it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StandbyState {
+    /// Its place in `storage.postgres.read_urls`, from 0 (metrics label it so: never the URL).
+    pub index: usize,
+    /// Its URL without credentials.
+    pub database: String,
+    /// Whether reads go there now (else to the primary, until a background check succeeds).
+    pub up: bool,
+    /// Blocks the known tip is ahead of what it has replayed (`None` while down).
+    pub lag_blocks: Option<u64>,
+    /// Seconds its replay is behind the primary's last commit (`None` while down or unknown).
+    pub lag_seconds: Option<f64>,
+    /// Why it is down.
+    pub error: Option<String>,
 }

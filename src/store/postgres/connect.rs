@@ -28,6 +28,23 @@ pub struct PgOptions {
     pub lock_timeout: Duration,
     /// Bytes of immutable block bodies cached in memory.
     pub cache_bytes: usize,
+    /// Hot standbys that serve reads (`storage.postgres.read_urls`), in the configured order.
+    pub read: Vec<ReadTarget>,
+    /// Longest a read at or below the known tip waits for a standby to replay it before it is
+    /// read from the primary (`storage.postgres.replay_wait_ms`).
+    pub replay_wait: Duration,
+}
+
+/// One hot standby: where it is and how to reach it. Its pool takes the primary's size and
+/// timeouts.
+#[derive(Clone, Debug)]
+pub struct ReadTarget {
+    /// Host, port, user, password and database.
+    pub pg: tokio_postgres::Config,
+    /// TLS to the server.
+    pub tls: Tls,
+    /// The URL with its credentials removed, for logs and health.
+    pub display: String,
 }
 
 impl PgOptions {
@@ -42,22 +59,40 @@ impl PgOptions {
             statement_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(2),
             cache_bytes: 64 * 1024 * 1024,
+            read: Vec::new(),
+            replay_wait: Duration::from_millis(20),
+        }
+    }
+
+    /// These options with reads going to the standbys at `urls`.
+    pub fn with_read_urls(mut self, urls: &[DatabaseUrl]) -> Self {
+        self.read = urls
+            .iter()
+            .map(|url| ReadTarget {
+                pg: pg_config(url),
+                tls: url.tls.clone(),
+                display: url.redacted(),
+            })
+            .collect();
+        self
+    }
+
+    /// The options a standby's pool is built with: the primary's bounds, the standby's
+    /// address.
+    pub fn for_standby(&self, target: &ReadTarget) -> PgOptions {
+        PgOptions {
+            pg: target.pg.clone(),
+            tls: target.tls.clone(),
+            display: target.display.clone(),
+            read: Vec::new(),
+            ..self.clone()
         }
     }
 
     /// Options for the database at `url` with the `storage.postgres` settings.
+    /// The standbys of `settings.read_urls` are not included (see [`PgOptions::with_read_urls`]).
     pub fn from_config(url: &DatabaseUrl, settings: &PostgresConfig) -> Self {
-        let mut pg = tokio_postgres::Config::new();
-        pg.host(&url.host)
-            .port(url.port)
-            .user(&url.user)
-            .dbname(&url.dbname);
-        if let Some(password) = &url.password {
-            pg.password(password);
-        }
-        if let Some(name) = &url.application_name {
-            pg.application_name(name);
-        }
+        let pg = pg_config(url);
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
         Self {
             pg,
@@ -69,6 +104,8 @@ impl PgOptions {
             lock_timeout: secs(settings.lock_timeout_seconds),
             cache_bytes: usize::try_from(settings.cache_mb.saturating_mul(1024 * 1024))
                 .unwrap_or(usize::MAX),
+            read: Vec::new(),
+            replay_wait: Duration::from_millis(settings.replay_wait_ms),
         }
     }
 
@@ -78,6 +115,22 @@ impl PgOptions {
     pub fn call_limit(&self) -> Duration {
         self.connect_timeout + self.statement_timeout + self.lock_timeout
     }
+}
+
+/// The connection settings of the server at `url`.
+fn pg_config(url: &DatabaseUrl) -> tokio_postgres::Config {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&url.host)
+        .port(url.port)
+        .user(&url.user)
+        .dbname(&url.dbname);
+    if let Some(password) = &url.password {
+        pg.password(password);
+    }
+    if let Some(name) = &url.application_name {
+        pg.application_name(name);
+    }
+    pg
 }
 
 /// The pool, with every session's timeouts set at connect time.

@@ -13,6 +13,8 @@ use std::time::Duration;
 use super::Inner;
 use super::connect;
 use super::fault::Outcome;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_postgres::Notification;
 
 /// How often the state is reloaded even without a notification.
 const POLL: Duration = Duration::from_secs(2);
@@ -33,8 +35,9 @@ pub(super) async fn follow(inner: Arc<Inner>) {
 }
 
 /// One listening session: returns when it is lost.
-async fn session(inner: &Inner) -> Outcome<()> {
-    let (client, mut notes) = connect::listening_session(&inner.options).await?;
+async fn session(inner: &Arc<Inner>) -> Outcome<()> {
+    let (client, notes) = connect::listening_session(&inner.options).await?;
+    let mut notes = heard_at_once(inner.clone(), notes);
     client.batch_execute("LISTEN bm_chain").await?;
     // Whatever happened while nobody listened: reloaded, and no cached body trusted above
     // what is final.
@@ -80,6 +83,47 @@ fn apply(inner: &Inner, payload: &str) -> bool {
         }
     }
     true
+}
+
+/// The notifications of `notes`, each one's new tip made known the moment it arrives (see
+/// [`note_tip`]), not when the session loop gets to it after a reload.
+fn heard_at_once(
+    inner: Arc<Inner>,
+    mut notes: UnboundedReceiver<Notification>,
+) -> UnboundedReceiver<Notification> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // Ends when the session's connection closes (its sender is dropped) or the session loop
+    // that reads `rx` is gone.
+    tokio::spawn(async move {
+        while let Some(note) = notes.recv().await {
+            note_tip(&inner, note.payload());
+            if tx.send(note).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Raises the known tip to another replica's appended tip (a standby's miss of that block must
+/// not pass for a true one while the chain state is still being reloaded); forgets what was
+/// heard above the tip on another replica's rollback.
+fn note_tip(inner: &Inner, payload: &str) {
+    let mut parts = payload.split(' ');
+    let (kind, height, token) = (parts.next(), parts.next(), parts.next());
+    if token == Some(inner.token.as_str()) {
+        return;
+    }
+    match kind {
+        Some("append") => {
+            if let Some(tip) = height.and_then(|h| h.parse::<u64>().ok()) {
+                inner.standbys.note_committed(tip);
+            }
+        }
+        // Heights heard of or served above the tip may be gone now.
+        Some("rollback") => inner.standbys.forget_observed(),
+        _ => {}
+    }
 }
 
 /// Reloads the chain state and wakes the service's subscribers when it moved.

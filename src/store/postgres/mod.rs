@@ -20,6 +20,9 @@ mod fault;
 pub mod lease;
 mod listen;
 mod schema;
+mod standby;
+#[cfg(test)]
+mod standby_tests;
 #[cfg(test)]
 pub mod testdb;
 #[cfg(test)]
@@ -46,6 +49,7 @@ use super::{
     BlockMeta, BlockRecord, ChainInfo, DEFAULT_NETWORK, Order, Rollback, StoreError, Totals,
 };
 use cache::BodyCache;
+use standby::{Conn, Standbys, Wants};
 
 /// What the configuration says the database's chain must be; recorded on first start and
 /// checked on every later one.
@@ -109,6 +113,8 @@ struct Inner {
     /// Change-notification sessions that have listened and resynced so far (tests wait for the
     /// first: its resync forgets what was cached before it).
     sessions: std::sync::atomic::AtomicU64,
+    /// The hot standbys that serve reads.
+    standbys: Standbys,
 }
 
 /// The block store on PostgreSQL.
@@ -149,6 +155,7 @@ impl PgStore {
             unreachable!("the runtime was just built");
         };
         let pool = connect::pool(&options).map_err(ConnectError::Configuration)?;
+        let standbys = Standbys::new(&options).map_err(ConnectError::Configuration)?;
         let label = PathBuf::from(options.display.clone());
         let inner = Arc::new(Inner {
             pool,
@@ -165,6 +172,7 @@ impl PgStore {
             watch: Mutex::new(None),
             calls: std::sync::atomic::AtomicU64::new(0),
             sessions: std::sync::atomic::AtomicU64::new(0),
+            standbys,
         });
         // Waited for on this thread, which may be one of the caller's async threads (start-up
         // does nothing else meanwhile): hence a channel, not the runtime's `block_on`.
@@ -195,6 +203,9 @@ impl PgStore {
             handle.spawn(inner.clone().keep_trying());
         }
         handle.spawn(listen::follow(inner.clone()));
+        if inner.standbys.configured() {
+            handle.spawn(standby::watch(inner.clone()));
+        }
         Ok(PgStore {
             inner,
             runtime,
@@ -518,6 +529,13 @@ impl Inner {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.as_ref().is_none_or(|held| held.seq <= chain.seq) {
+            let lower = |held: &Chain| {
+                held.tip.as_ref().map(|t| t.height) > chain.tip.as_ref().map(|t| t.height)
+            };
+            if guard.as_ref().is_some_and(lower) {
+                // A rollback: heights the primary served above the old tip may be gone.
+                self.standbys.forget_observed();
+            }
             self.set_tip(&chain);
             *guard = Some(chain);
         }
@@ -571,14 +589,21 @@ fn count(n: impl TryInto<i64>) -> i64 {
 /// The stored body at `height`, kept in the cache unless a rollback came in between.
 async fn read_body(inner: Arc<Inner>, height: u64) -> Outcome<Option<Vec<u8>>> {
     let generation = inner.cache.generation();
-    let client = inner.pool.get().await?;
-    let st = client
-        .prepare_cached("SELECT body FROM bm_blocks WHERE height = $1")
+    let body = inner
+        .read(
+            Wants::At(height),
+            Option::is_none,
+            move |client| async move {
+                let st = client
+                    .prepare_cached("SELECT body FROM bm_blocks WHERE height = $1")
+                    .await?;
+                Ok(client
+                    .query_opt(&st, &[&sql(height)])
+                    .await?
+                    .map(|r| r.get::<_, Vec<u8>>(0)))
+            },
+        )
         .await?;
-    let body: Option<Vec<u8>> = client
-        .query_opt(&st, &[&sql(height)])
-        .await?
-        .map(|r| r.get(0));
     if let Some(body) = &body {
         inner
             .cache
@@ -588,14 +613,20 @@ async fn read_body(inner: Arc<Inner>, height: u64) -> Outcome<Option<Vec<u8>>> {
 }
 
 async fn height_of(inner: Arc<Inner>, hash: String) -> Outcome<Option<u64>> {
-    let client = inner.pool.get().await?;
-    let st = client
-        .prepare_cached("SELECT height FROM bm_blocks WHERE hash = $1")
-        .await?;
-    Ok(client
-        .query_opt(&st, &[&hash])
-        .await?
-        .map(|r| to_u64(r.get(0))))
+    inner
+        .read(Wants::Lookup, Option::is_none, move |client: Conn| {
+            let hash = hash.clone();
+            async move {
+                let st = client
+                    .prepare_cached("SELECT height FROM bm_blocks WHERE hash = $1")
+                    .await?;
+                Ok(client
+                    .query_opt(&st, &[&hash])
+                    .await?
+                    .map(|r| to_u64(r.get(0))))
+            }
+        })
+        .await
 }
 
 impl Engine for PgStore {
@@ -605,14 +636,23 @@ impl Engine for PgStore {
 
     fn meta_at(&self, height: u64) -> Result<Option<BlockMeta>, StoreError> {
         self.call(false, move |inner| async move {
-            let client = inner.pool.get().await?;
-            let st = client
-                .prepare_cached(&format!("SELECT {META} FROM bm_blocks WHERE height = $1"))
-                .await?;
-            Ok(client
-                .query_opt(&st, &[&sql(height)])
-                .await?
-                .map(|r| meta_of(&r)))
+            inner
+                .read(
+                    Wants::At(height),
+                    Option::is_none,
+                    move |client| async move {
+                        let st = client
+                            .prepare_cached(&format!(
+                                "SELECT {META} FROM bm_blocks WHERE height = $1"
+                            ))
+                            .await?;
+                        Ok(client
+                            .query_opt(&st, &[&sql(height)])
+                            .await?
+                            .map(|r| meta_of(&r)))
+                    },
+                )
+                .await
         })
     }
 
@@ -643,16 +683,24 @@ impl Engine for PgStore {
     fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {
         let tx_id = tx_id.to_string();
         self.call(false, move |inner| async move {
-            let client = inner.pool.get().await?;
-            let st = client
-                .prepare_cached("SELECT height, position FROM bm_transactions WHERE tx_id = $1")
-                .await?;
-            Ok(client.query_opt(&st, &[&tx_id]).await?.map(|r| {
-                (
-                    to_u64(r.get(0)),
-                    u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
-                )
-            }))
+            inner
+                .read(Wants::Lookup, Option::is_none, move |client: Conn| {
+                    let tx_id = tx_id.clone();
+                    async move {
+                        let st = client
+                            .prepare_cached(
+                                "SELECT height, position FROM bm_transactions WHERE tx_id = $1",
+                            )
+                            .await?;
+                        Ok(client.query_opt(&st, &[&tx_id]).await?.map(|r| {
+                            (
+                                to_u64(r.get(0)),
+                                u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
+                            )
+                        }))
+                    }
+                })
+                .await
         })
     }
 
@@ -683,17 +731,20 @@ impl Engine for PgStore {
             return Ok(Vec::new());
         }
         self.call(false, move |inner| async move {
-            let client = inner.pool.get().await?;
-            let st = client
-                .prepare_cached(&format!(
-                    "SELECT {META} FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY height {} OFFSET $3 LIMIT $4",
-                    direction(order)
-                ))
-                .await?;
-            let rows = client
-                .query(&st, &[&sql(from), &sql(to), &count(offset), &count(limit)])
-                .await?;
-            Ok(rows.iter().map(meta_of).collect())
+            inner
+                .read(Wants::UpTo(to), |_| false, move |client| async move {
+                    let st = client
+                        .prepare_cached(&format!(
+                            "SELECT {META} FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY height {} OFFSET $3 LIMIT $4",
+                            direction(order)
+                        ))
+                        .await?;
+                    let rows = client
+                        .query(&st, &[&sql(from), &sql(to), &count(offset), &count(limit)])
+                        .await?;
+                    Ok(rows.iter().map(meta_of).collect())
+                })
+                .await
         })
     }
 
@@ -709,17 +760,20 @@ impl Engine for PgStore {
             return Ok(Vec::new());
         }
         self.call(false, move |inner| async move {
-            let client = inner.pool.get().await?;
-            let dir = direction(order);
-            let st = client
-                .prepare_cached(&format!(
-                    "SELECT {META} FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY ts_micros {dir}, height {dir} OFFSET $3 LIMIT $4"
-                ))
-                .await?;
-            let rows = client
-                .query(&st, &[&sql(from), &sql(to), &count(offset), &count(limit)])
-                .await?;
-            Ok(rows.iter().map(meta_of).collect())
+            inner
+                .read(Wants::UpTo(to), |_| false, move |client| async move {
+                    let dir = direction(order);
+                    let st = client
+                        .prepare_cached(&format!(
+                            "SELECT {META} FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY ts_micros {dir}, height {dir} OFFSET $3 LIMIT $4"
+                        ))
+                        .await?;
+                    let rows = client
+                        .query(&st, &[&sql(from), &sql(to), &count(offset), &count(limit)])
+                        .await?;
+                    Ok(rows.iter().map(meta_of).collect())
+                })
+                .await
         })
     }
 
@@ -732,36 +786,41 @@ impl Engine for PgStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // A page may end anywhere up to the known tip: read where every block of it is.
+        let end = from.saturating_add(limit as u64 - 1);
         self.call(false, move |inner| async move {
-            let client = inner.pool.get().await?;
-            // Sizes first, so no body past the budget is ever read: the first always, then as
-            // many as fit.
-            let sizes = client
-                .prepare_cached(
-                    "SELECT height, octet_length(body)::int8 FROM bm_blocks WHERE height >= $1 ORDER BY height LIMIT $2",
-                )
-                .await?;
-            let rows = client.query(&sizes, &[&sql(from), &count(limit)]).await?;
-            let mut last = None;
-            let mut total = 0u64;
-            for (i, row) in rows.iter().enumerate() {
-                let size = to_u64(row.get(1));
-                if i > 0 && total.saturating_add(size) > max_bytes as u64 {
-                    break;
-                }
-                total = total.saturating_add(size);
-                last = Some(to_u64(row.get(0)));
-            }
-            let Some(last) = last else {
-                return Ok(Vec::new());
-            };
-            let st = client
-                .prepare_cached(
-                    "SELECT body FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY height",
-                )
-                .await?;
-            let rows = client.query(&st, &[&sql(from), &sql(last)]).await?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
+            inner
+                .read(Wants::UpTo(end), |_| false, move |client| async move {
+                    // Sizes first, so no body past the budget is ever read: the first always, then as
+                    // many as fit.
+                    let sizes = client
+                        .prepare_cached(
+                            "SELECT height, octet_length(body)::int8 FROM bm_blocks WHERE height >= $1 ORDER BY height LIMIT $2",
+                        )
+                        .await?;
+                    let rows = client.query(&sizes, &[&sql(from), &count(limit)]).await?;
+                    let mut last = None;
+                    let mut total = 0u64;
+                    for (i, row) in rows.iter().enumerate() {
+                        let size = to_u64(row.get(1));
+                        if i > 0 && total.saturating_add(size) > max_bytes as u64 {
+                            break;
+                        }
+                        total = total.saturating_add(size);
+                        last = Some(to_u64(row.get(0)));
+                    }
+                    let Some(last) = last else {
+                        return Ok(Vec::new());
+                    };
+                    let st = client
+                        .prepare_cached(
+                            "SELECT body FROM bm_blocks WHERE height BETWEEN $1 AND $2 ORDER BY height",
+                        )
+                        .await?;
+                    let rows = client.query(&st, &[&sql(from), &sql(last)]).await?;
+                    Ok(rows.iter().map(|r| r.get(0)).collect())
+                })
+                .await
         })
     }
 
@@ -931,6 +990,17 @@ impl Engine for PgStore {
         self.in_memory(|c| c.floor)
     }
 
+    fn standbys(&self) -> Vec<crate::store::StandbyState> {
+        self.inner.standby_states()
+    }
+
+    fn reads_served(&self) -> Option<(u64, u64)> {
+        self.inner
+            .standbys
+            .configured()
+            .then(|| self.inner.standbys.served())
+    }
+
     fn raise_finality_floor(&self, height: u64) -> Result<u64, StoreError> {
         self.call(true, move |inner| async move {
             let client = inner.pool.get().await?;
@@ -1015,17 +1085,25 @@ impl Engine for PgStore {
         }
         let wanted: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
         self.call(false, move |inner| async move {
-            let client = inner.pool.get().await?;
-            let st = client
-                .prepare_cached("SELECT hash, height FROM bm_blocks WHERE hash = ANY($1)")
-                .await?;
-            let found: std::collections::HashMap<String, u64> = client
-                .query(&st, &[&wanted])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), to_u64(r.get(1))))
-                .collect();
-            Ok(wanted.iter().map(|h| found.get(h).copied()).collect())
+            inner
+                .read(Wants::Lookup, any_missing, move |client: Conn| {
+                    let wanted = wanted.clone();
+                    async move {
+                        let st = client
+                            .prepare_cached(
+                                "SELECT hash, height FROM bm_blocks WHERE hash = ANY($1)",
+                            )
+                            .await?;
+                        let found: std::collections::HashMap<String, u64> = client
+                            .query(&st, &[&wanted])
+                            .await?
+                            .iter()
+                            .map(|r| (r.get(0), to_u64(r.get(1))))
+                            .collect();
+                        Ok(wanted.iter().map(|h| found.get(h).copied()).collect())
+                    }
+                })
+                .await
         })
     }
 
@@ -1035,22 +1113,28 @@ impl Engine for PgStore {
         }
         let wanted: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
         self.call(false, move |inner| async move {
-            let client = inner.pool.get().await?;
-            let st = client
-                .prepare_cached(
-                    "SELECT tx_id, height, position FROM bm_transactions WHERE tx_id = ANY($1)",
-                )
-                .await?;
-            let found: std::collections::HashMap<String, (u64, u32)> = client
-                .query(&st, &[&wanted])
-                .await?
-                .iter()
-                .map(|r| {
-                    let position = u32::try_from(r.get::<_, i32>(2)).unwrap_or(0);
-                    (r.get(0), (to_u64(r.get(1)), position))
+            inner
+                .read(Wants::Lookup, any_missing, move |client: Conn| {
+                    let wanted = wanted.clone();
+                    async move {
+                        let st = client
+                            .prepare_cached(
+                                "SELECT tx_id, height, position FROM bm_transactions WHERE tx_id = ANY($1)",
+                            )
+                            .await?;
+                        let found: std::collections::HashMap<String, (u64, u32)> = client
+                            .query(&st, &[&wanted])
+                            .await?
+                            .iter()
+                            .map(|r| {
+                                let position = u32::try_from(r.get::<_, i32>(2)).unwrap_or(0);
+                                (r.get(0), (to_u64(r.get(1)), position))
+                            })
+                            .collect();
+                        Ok(wanted.iter().map(|id| found.get(id).copied()).collect())
+                    }
                 })
-                .collect();
-            Ok(wanted.iter().map(|id| found.get(id).copied()).collect())
+                .await
         })
     }
 
@@ -1090,6 +1174,13 @@ impl Engine for PgStore {
         }
         Ok(served)
     }
+}
+
+/// Whether a batched lookup found nothing for some key. A `&Vec`: it is the `misses` test of a
+/// read answering a `Vec`.
+#[allow(clippy::ptr_arg)]
+fn any_missing<T>(found: &Vec<Option<T>>) -> bool {
+    found.iter().any(Option::is_none)
 }
 
 /// Most keys the quarantine index keeps, as on the embedded engine.

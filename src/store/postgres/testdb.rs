@@ -85,3 +85,48 @@ pub fn recorded_network(options: &PgOptions) -> Option<String> {
             .map(|r| r.get(0))
     })
 }
+
+/// The database of `options` on the streaming hot standby named by
+/// `BLOCK_MANAGER_TEST_STANDBY_URL`, once the standby has replayed its creation; `None` (saying
+/// the test was skipped) when no standby is set, a failure with `BLOCK_MANAGER_REQUIRE_POSTGRES=1`.
+pub fn standby_of(options: &PgOptions) -> Option<super::connect::ReadTarget> {
+    let Ok(url) = std::env::var("BLOCK_MANAGER_TEST_STANDBY_URL") else {
+        assert!(
+            std::env::var("BLOCK_MANAGER_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "BLOCK_MANAGER_REQUIRE_POSTGRES=1 but BLOCK_MANAGER_TEST_STANDBY_URL is unset (pg_start --standby)"
+        );
+        eprintln!("postgres standby: skipped (BLOCK_MANAGER_TEST_STANDBY_URL unset)");
+        return None;
+    };
+    let admin = tokio_postgres::Config::from_str(&url).expect("BLOCK_MANAGER_TEST_STANDBY_URL");
+    let name = options
+        .pg
+        .get_dbname()
+        .expect("a test database has a name")
+        .to_string();
+    let wanted = name.clone();
+    with_client(&admin, |client| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let rows = client
+                .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&wanted])
+                .await
+                .expect("ask the standby for the test database");
+            if !rows.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the standby has not replayed CREATE DATABASE {wanted} within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    let mut pg = admin;
+    pg.dbname(&name);
+    Some(super::connect::ReadTarget {
+        pg,
+        tls: Tls::Disable,
+        display: format!("postgres://standby/{name}"),
+    })
+}

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use super::*;
 
-fn record(height: u64, salt: u64, txs: usize) -> BlockRecord {
+pub(super) fn record(height: u64, salt: u64, txs: usize) -> BlockRecord {
     let hash = |h: u64| format!("{:032x}{:032x}", h, salt);
     let tx_ids: Vec<String> = (0..txs)
         .map(|i| format!("tx-{height}-{salt}-{i}"))
@@ -33,7 +33,7 @@ fn record(height: u64, salt: u64, txs: usize) -> BlockRecord {
     }
 }
 
-fn spec(genesis: Option<BlockRecord>) -> ChainSpec {
+pub(super) fn spec(genesis: Option<BlockRecord>) -> ChainSpec {
     ChainSpec {
         network: "lucid_blocks".into(),
         mode: Some("standalone"),
@@ -43,7 +43,7 @@ fn spec(genesis: Option<BlockRecord>) -> ChainSpec {
     }
 }
 
-fn open(options: &PgOptions) -> PgStore {
+pub(super) fn open(options: &PgOptions) -> PgStore {
     PgStore::connect(options.clone(), spec(Some(record(0, 0, 1)))).expect("connect")
 }
 
@@ -276,7 +276,7 @@ fn an_unreachable_database_starts_unready_and_answers_unavailable_quickly() {
 }
 
 /// Polls `f` until it holds, for at most five seconds.
-fn eventually(what: &str, f: impl Fn() -> bool) {
+pub(super) fn eventually(what: &str, f: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !f() {
         assert!(

@@ -169,38 +169,77 @@ impl HeldChain for Held<'_> {
 
 /// The transaction's task: locks the chain, answers `rx` in order, and ends with the write (or
 /// when the ledger drops the transaction, which rolls it back).
-async fn serve(inner: Arc<Inner>, mut rx: UnboundedReceiver<Request>, ready: Answer<Head>) {
+async fn serve(inner: Arc<Inner>, rx: UnboundedReceiver<Request>, ready: Answer<Head>) {
     let limit = inner.options.call_limit();
     let mut client = match timeout(limit, inner.pool.get()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return drop(ready.send(Err(Fault::from(e).into_store(true)))),
-        Err(_) => return drop(ready.send(Err(timed_out(&inner, limit)))),
+        Err(_) => return drop(ready.send(Err(timed_out(limit)))),
     };
+    if let Stalled::Yes = run(&inner, &mut client, rx, ready).await {
+        // A peer that stopped answering leaves this connection open: back in the pool, it
+        // would be handed to the next transaction, which would wait the whole limit on it
+        // again. It is closed instead, with the idle ones, so the next call connects afresh
+        // and fails within the connect timeout while the database stays silent.
+        drop(deadpool_postgres::Object::take(client));
+        inner.pool.retain(|_, _| false);
+    }
+}
+
+/// Whether a step of the transaction outlived the call limit.
+enum Stalled {
+    Yes,
+    No,
+}
+
+/// The transaction on `client`, from its lock to its commit or rollback.
+async fn run(
+    inner: &Inner,
+    client: &mut deadpool_postgres::Object,
+    mut rx: UnboundedReceiver<Request>,
+    ready: Answer<Head>,
+) -> Stalled {
+    let limit = inner.options.call_limit();
     let txn = match timeout(limit, client.transaction()).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return drop(ready.send(Err(Fault::from(e).into_store(true)))),
-        Err(_) => return drop(ready.send(Err(timed_out(&inner, limit)))),
+        Ok(Err(e)) => {
+            drop(ready.send(Err(Fault::from(e).into_store(true))));
+            return Stalled::No;
+        }
+        Err(_) => {
+            drop(ready.send(Err(timed_out(limit))));
+            return Stalled::Yes;
+        }
     };
     let head = match timeout(limit, lock_head(&txn)).await {
         Ok(r) => r.map_err(|f| f.into_store(true)),
-        Err(_) => Err(timed_out(&inner, limit)),
+        Err(_) => {
+            drop(ready.send(Err(timed_out(limit))));
+            return Stalled::Yes;
+        }
     };
     let tip = match head {
         Ok(head) => {
             let tip = head.tip.as_ref().map(|t| t.height);
             if ready.send(Ok(head)).is_err() {
-                return;
+                return Stalled::No;
             }
             tip
         }
-        Err(e) => return drop(ready.send(Err(e))),
+        Err(e) => {
+            drop(ready.send(Err(e)));
+            return Stalled::No;
+        }
     };
     while let Some(request) = rx.recv().await {
         macro_rules! answer {
             ($reply:expr, $work:expr) => {
                 match timeout(limit, $work).await {
                     Ok(r) => drop($reply.send(r.map_err(|f: Fault| f.into_store(true)))),
-                    Err(_) => return drop($reply.send(Err(timed_out(&inner, limit)))),
+                    Err(_) => {
+                        drop($reply.send(Err(timed_out(limit))));
+                        return Stalled::Yes;
+                    }
                 }
             };
         }
@@ -246,26 +285,30 @@ async fn serve(inner: Arc<Inner>, mut rx: UnboundedReceiver<Request>, ready: Ans
                             "this replica does not hold the sync lease; nothing was written".into(),
                         )),
                         Ok(Err(f)) => Err(f.into_store(true)),
-                        Err(_) => Err(timed_out(&inner, limit)),
+                        Err(_) => {
+                            drop(reply.send(Err(timed_out(limit))));
+                            return Stalled::Yes;
+                        }
                     };
                     if let Err(e) = fenced {
-                        return drop(reply.send(Err(e)));
+                        drop(reply.send(Err(e)));
+                        return Stalled::No;
                     }
                 }
                 let written = match change {
                     Change::Append(blocks) => {
                         timeout(limit, async {
-                            writes::append_locked(&inner, txn, tip, &blocks).await?;
+                            writes::append_locked(inner, txn, tip, &blocks).await?;
                             Ok(blocks)
                         })
                         .await
                     }
                     Change::Rollback(height) => {
-                        timeout(limit, writes::rollback_locked(&inner, txn, height)).await
+                        timeout(limit, writes::rollback_locked(inner, txn, height)).await
                     }
                     Change::Genesis(network, genesis) => {
                         timeout(limit, async {
-                            writes::set_genesis_locked(&inner, txn, &network, &genesis).await?;
+                            writes::set_genesis_locked(inner, txn, &network, &genesis).await?;
                             let chain = inner.load().await?;
                             inner.install(chain);
                             Ok(Vec::new())
@@ -274,21 +317,23 @@ async fn serve(inner: Arc<Inner>, mut rx: UnboundedReceiver<Request>, ready: Ans
                     }
                     Change::RaiseFloor(height) => {
                         timeout(limit, async {
-                            writes::raise_floor_locked(&inner, txn, height).await?;
+                            writes::raise_floor_locked(inner, txn, height).await?;
                             Ok(Vec::new())
                         })
                         .await
                     }
                 };
-                let written = match written {
-                    Ok(r) => r.map_err(|f| f.into_store(true)),
-                    Err(_) => Err(timed_out(&inner, limit)),
+                let (written, stalled) = match written {
+                    Ok(r) => (r.map_err(|f| f.into_store(true)), Stalled::No),
+                    Err(_) => (Err(timed_out(limit)), Stalled::Yes),
                 };
-                return drop(reply.send(written));
+                drop(reply.send(written));
+                return stalled;
             }
         }
     }
     // The ledger dropped the transaction: dropping `txn` rolls it back.
+    Stalled::No
 }
 
 /// Locks the chain row and reads the tip block's summary, in one round trip.
@@ -313,10 +358,8 @@ async fn lock_head(txn: &deadpool_postgres::Transaction<'_>) -> Outcome<Head> {
     Ok(Head { tip, floor })
 }
 
-/// A step of the transaction did not finish in time: as [`PgStore::launch`] does, drop the
-/// idle connections so the next call connects afresh.
-fn timed_out(inner: &Inner, limit: Duration) -> StoreError {
-    inner.pool.retain(|_, _| false);
+/// A step of the transaction did not finish in time.
+fn timed_out(limit: Duration) -> StoreError {
     StoreError::Unavailable(format!(
         "the database did not answer within {} ms; nothing was written",
         limit.as_millis()

@@ -120,8 +120,12 @@ fn note_tip(inner: &Inner, payload: &str) {
                 inner.standbys.note_committed(tip);
             }
         }
-        // Heights heard of or served above the tip may be gone now.
-        Some("rollback") => inner.standbys.forget_observed(),
+        // Heights heard of or served above the tip may be gone now, and a standby may still
+        // serve the removed blocks until it has replayed the rollback.
+        Some("rollback") => {
+            inner.standbys.forget_observed();
+            inner.standbys.note_rewritten(super::standby::REWRITING);
+        }
         _ => {}
     }
 }
@@ -130,6 +134,7 @@ fn note_tip(inner: &Inner, payload: &str) {
 async fn refresh(inner: &Inner) -> Outcome<()> {
     let chain = inner.load().await?;
     let before = inner.snapshot().map(|c| c.seq);
+    inner.standbys.settle_rewritten(chain.seq);
     inner.install(chain);
     if inner.snapshot().map(|c| c.seq) != before {
         inner.wake();

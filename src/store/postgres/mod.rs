@@ -306,6 +306,37 @@ impl PgStore {
         Ok(())
     }
 
+    /// One batched lookup of `keys` (`query` selects the key first, with `= ANY($1)`): for
+    /// each key in order, what `value` makes of its row, or `None` where no row has it.
+    fn lookup_keys<T: Clone + Send + 'static>(
+        &self,
+        query: &'static str,
+        keys: &[&str],
+        value: fn(&tokio_postgres::Row) -> T,
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        self.call(false, move |inner| async move {
+            inner
+                .read(Wants::Lookup, any_missing, move |client: Conn| {
+                    let wanted = wanted.clone();
+                    async move {
+                        let st = client.prepare_cached(query).await?;
+                        let found: std::collections::HashMap<String, T> = client
+                            .query(&st, &[&wanted])
+                            .await?
+                            .iter()
+                            .map(|r| (r.get(0), value(r)))
+                            .collect();
+                        Ok(wanted.iter().map(|k| found.get(k).cloned()).collect())
+                    }
+                })
+                .await
+        })
+    }
+
     /// A read answered from the in-memory chain state.
     fn in_memory<T>(&self, f: impl FnOnce(&Chain) -> T) -> Result<T, StoreError> {
         match self.inner.snapshot() {
@@ -533,8 +564,10 @@ impl Inner {
                 held.tip.as_ref().map(|t| t.height) > chain.tip.as_ref().map(|t| t.height)
             };
             if guard.as_ref().is_some_and(lower) {
-                // A rollback: heights the primary served above the old tip may be gone.
+                // A rollback: heights the primary served above the old tip may be gone, and
+                // standbys may still hold them.
                 self.standbys.forget_observed();
+                self.standbys.note_rewritten(chain.seq);
             }
             self.set_tip(&chain);
             *guard = Some(chain);
@@ -1080,62 +1113,22 @@ impl Engine for PgStore {
     }
 
     fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {
-        if hashes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let wanted: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
-        self.call(false, move |inner| async move {
-            inner
-                .read(Wants::Lookup, any_missing, move |client: Conn| {
-                    let wanted = wanted.clone();
-                    async move {
-                        let st = client
-                            .prepare_cached(
-                                "SELECT hash, height FROM bm_blocks WHERE hash = ANY($1)",
-                            )
-                            .await?;
-                        let found: std::collections::HashMap<String, u64> = client
-                            .query(&st, &[&wanted])
-                            .await?
-                            .iter()
-                            .map(|r| (r.get(0), to_u64(r.get(1))))
-                            .collect();
-                        Ok(wanted.iter().map(|h| found.get(h).copied()).collect())
-                    }
-                })
-                .await
-        })
+        self.lookup_keys(
+            "SELECT hash, height FROM bm_blocks WHERE hash = ANY($1)",
+            hashes,
+            |r| to_u64(r.get(1)),
+        )
     }
 
     fn tx_locations(&self, ids: &[&str]) -> Result<Vec<Option<(u64, u32)>>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let wanted: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-        self.call(false, move |inner| async move {
-            inner
-                .read(Wants::Lookup, any_missing, move |client: Conn| {
-                    let wanted = wanted.clone();
-                    async move {
-                        let st = client
-                            .prepare_cached(
-                                "SELECT tx_id, height, position FROM bm_transactions WHERE tx_id = ANY($1)",
-                            )
-                            .await?;
-                        let found: std::collections::HashMap<String, (u64, u32)> = client
-                            .query(&st, &[&wanted])
-                            .await?
-                            .iter()
-                            .map(|r| {
-                                let position = u32::try_from(r.get::<_, i32>(2)).unwrap_or(0);
-                                (r.get(0), (to_u64(r.get(1)), position))
-                            })
-                            .collect();
-                        Ok(wanted.iter().map(|id| found.get(id).copied()).collect())
-                    }
-                })
-                .await
-        })
+        self.lookup_keys(
+            "SELECT tx_id, height, position FROM bm_transactions WHERE tx_id = ANY($1)",
+            ids,
+            |r| {
+                let position = u32::try_from(r.get::<_, i32>(2)).unwrap_or(0);
+                (to_u64(r.get(1)), position)
+            },
+        )
     }
 
     fn served_bodies(&self, from: u64, count: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError> {

@@ -24,7 +24,7 @@
 //! standby twice.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -136,7 +136,15 @@ pub(super) struct Standbys {
     by_primary: AtomicU64,
     /// Until when a standby's miss is served without asking the primary, which just failed.
     primary_down_until: Mutex<Option<Instant>>,
+    /// The chain's commit number as of the last rollback known here (0: none; [`REWRITING`]:
+    /// another replica's rollback was heard of and the chain state is being reloaded). A
+    /// standby that has not replayed it may still hold the removed blocks, so its answers are
+    /// served only once it has.
+    rewritten: AtomicI64,
 }
+
+/// [`Standbys::rewritten`] while the commit number of a rollback just heard of is not known.
+pub(super) const REWRITING: i64 = i64::MAX;
 
 impl Standbys {
     /// A pool for each standby of `options` (built lazily: nothing connects yet).
@@ -171,6 +179,7 @@ impl Standbys {
             by_standby: AtomicU64::new(0),
             by_primary: AtomicU64::new(0),
             primary_down_until: Mutex::new(None),
+            rewritten: AtomicI64::new(0),
         })
     }
 
@@ -196,6 +205,20 @@ impl Standbys {
     /// removed them).
     pub(super) fn forget_observed(&self) {
         self.observed.store(0, Ordering::Relaxed);
+    }
+
+    /// A rollback committed as the chain's commit number `seq` (or, with [`REWRITING`], heard
+    /// of from another replica before the reload that tells its number).
+    pub(super) fn note_rewritten(&self, seq: i64) {
+        self.rewritten.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// The chain state reloaded after a rollback was heard of is of commit number `seq`: at
+    /// or after that rollback's.
+    pub(super) fn settle_rewritten(&self, seq: i64) {
+        let _ =
+            self.rewritten
+                .compare_exchange(REWRITING, seq, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Raises the known tip to `height`, committed by another replica (its notification
@@ -288,22 +311,53 @@ impl Standby {
         behind && h.replay_age.is_some_and(|age| age > LAGGING.as_secs_f64())
     }
 
-    /// The chain's tip as this standby has replayed it.
+    /// The chain's tip as this standby has replayed it (its commit number is kept too).
     async fn replayed(&self, client: &Conn) -> Outcome<Option<u64>> {
         // The simple protocol: one message, sent when this is first polled (see the lookup).
         let rows = client
-            .simple_query("SELECT tip FROM bm_chain WHERE id = 1")
+            .simple_query("SELECT tip, seq FROM bm_chain WHERE id = 1")
             .await?;
-        let tip = rows
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0)),
-                _ => None,
-            })
-            .flatten()
+        let row = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        });
+        let tip = row
+            .and_then(|r| r.get(0))
             .and_then(|t| t.parse::<u64>().ok());
-        self.with_health(|h| h.replayed = tip);
+        let seq = row
+            .and_then(|r| r.get(1))
+            .and_then(|s| s.parse::<i64>().ok());
+        self.with_health(|h| {
+            h.replayed = tip;
+            h.replayed_seq = seq.or(h.replayed_seq);
+        });
         Ok(tip)
+    }
+
+    /// Whether the standby has replayed the last rollback known here (waiting for it until
+    /// `deadline`): until it has, it may still serve blocks that rollback removed.
+    async fn replayed_rewrite(
+        &self,
+        client: &Conn,
+        rewritten: i64,
+        deadline: Instant,
+    ) -> Outcome<bool> {
+        if rewritten == 0 || self.health().replayed_seq.is_some_and(|s| s >= rewritten) {
+            return Ok(true);
+        }
+        if rewritten == REWRITING {
+            return Ok(false);
+        }
+        loop {
+            self.replayed(client).await?;
+            if self.health().replayed_seq.is_some_and(|s| s >= rewritten) {
+                return Ok(true);
+            }
+            if Instant::now() + POLL > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Waits (polling) until the standby has replayed `height`, at most until `deadline`.
@@ -521,7 +575,15 @@ impl Inner {
             self.standbys.replay_wait
         };
         let deadline = Instant::now() + wait;
+        let rewritten = self.standbys.rewritten.load(Ordering::Relaxed);
         let client: Conn = Arc::new(standby.pool.get().await?);
+        // Checked before the read: replay only moves forward, so the read sees that state too.
+        if !standby
+            .replayed_rewrite(&client, rewritten, deadline)
+            .await?
+        {
+            return Ok(Verdict::Primary);
+        }
         match wants {
             Wants::At(height) => {
                 let answer = query(client.clone()).await?;

@@ -284,3 +284,69 @@ fn a_standby_of_another_chain_is_never_read() {
     );
     assert_eq!(store.reads_served().expect("counts").0, 0);
 }
+
+/// Resumes the standby's replay when dropped, so a failing test leaves it replaying.
+struct ReplayPaused(tokio_postgres::Config);
+
+impl ReplayPaused {
+    fn on(standby: &ReadTarget) -> ReplayPaused {
+        testdb::with_client(&standby.pg, |c| async move {
+            c.batch_execute("SELECT pg_wal_replay_pause()")
+                .await
+                .expect("pause replay on the standby")
+        });
+        ReplayPaused(standby.pg.clone())
+    }
+}
+
+impl Drop for ReplayPaused {
+    fn drop(&mut self) {
+        testdb::with_client(&self.0, |c| async move {
+            let _ = c.batch_execute("SELECT pg_wal_replay_resume()").await;
+        });
+    }
+}
+
+#[test]
+fn blocks_a_rollback_removed_are_never_served_by_a_standby_that_has_not_replayed_it() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let Some(standby) = testdb::standby_of(&options) else {
+        return;
+    };
+    let writer = open(&options);
+    let reader = reading_from(&options, standby.clone());
+    let old: Vec<BlockRecord> = (1..6).map(|h| record(h, 0, 1)).collect();
+    writer.append(&old).expect("append");
+    until("the reader to know of the old branch", || {
+        (reader.tip().expect("tip").map(|t| t.height) == Some(5)).then_some(())
+    });
+    caught_up(&reader);
+    // The standby keeps the old branch while the primary replaces it.
+    let paused = ReplayPaused::on(&standby);
+    writer.rollback_above(3).expect("rollback");
+    let mut new: Vec<BlockRecord> = (4..6).map(|h| record(h, 9, 1)).collect();
+    new[0].meta.previous_hash = old[2].meta.hash.clone();
+    writer.append(&new).expect("append the new branch");
+    until("the reader to hear of the new branch", || {
+        (reader.tip().expect("tip").map(|t| t.hash) == Some(new[1].meta.hash.clone())).then_some(())
+    });
+    let by_old_hash = reader.height_of_hash(&old[4].meta.hash).expect("by hash");
+    let old_tx = reader.tx_location(&old[3].tx_ids[0]).expect("by tx");
+    let at_5 = reader.meta_at(5).expect("meta").map(|m| m.hash);
+    let body_4 = reader.body_at(4).expect("body");
+    drop(paused);
+    assert_eq!(by_old_hash, None, "a removed block found by its hash");
+    assert_eq!(old_tx, None, "a removed block's transaction found");
+    assert_eq!(
+        at_5,
+        Some(new[1].meta.hash.clone()),
+        "height 5 of the old branch"
+    );
+    assert_eq!(
+        body_4.as_deref(),
+        Some(&new[0].body[..]),
+        "body 4 of the old branch"
+    );
+}

@@ -558,6 +558,7 @@ pub(super) async fn rollback_locked(
     txn.commit().await?;
     inner.cache.forget_above(height);
     let tip = meta_of(&kept);
+    inner.standbys.note_rewritten(row.get(3));
     inner.committed(row.get(3), |c| {
         c.tip = Some(tip);
         c.totals.blocks = to_u64(row.get(0));

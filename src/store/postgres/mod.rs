@@ -520,24 +520,25 @@ impl Inner {
 
     /// Reads the chain state from the database.
     async fn load(&self) -> Outcome<Chain> {
-        let client = self.pool.get().await?;
-        // One statement, so the totals and the tip are of the same commit.
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT c.seq, c.blocks, c.transactions, c.bytes, c.finality_floor, \
-                     (SELECT value FROM bm_settings WHERE key = 'network'), \
-                     (SELECT value FROM bm_settings WHERE key = 'genesis_hash'), \
-                     b.height IS NOT NULL, {} \
-                     FROM bm_chain c LEFT JOIN bm_blocks b ON b.height = c.tip WHERE c.id = 1",
-                    META.split(", ")
-                        .map(|c| format!("b.{c}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                &[],
+        static LOAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT c.seq, c.blocks, c.transactions, c.bytes, c.finality_floor, \
+                 (SELECT value FROM bm_settings WHERE key = 'network'), \
+                 (SELECT value FROM bm_settings WHERE key = 'genesis_hash'), \
+                 b.height IS NOT NULL, {} \
+                 FROM bm_chain c LEFT JOIN bm_blocks b ON b.height = c.tip WHERE c.id = 1",
+                META.split(", ")
+                    .map(|c| format!("b.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
-            .await?;
+        });
+        let client = self.pool.get().await?;
+        // Prepared once per connection: every other replica's commit reloads the state, so
+        // parsing and planning it each time would cost the primary once per commit per replica.
+        let st = client.prepare_cached(&LOAD).await?;
+        // One statement, so the totals and the tip are of the same commit.
+        let row = client.query_one(&st, &[]).await?;
         let tip = row.get::<_, bool>(7).then(|| meta_from(&row, 8));
         Ok(Chain {
             seq: row.get(0),

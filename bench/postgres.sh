@@ -29,17 +29,7 @@ PGB_SECS=$(((SECS + 1) / 2))
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet
 BIN=$ROOT/target/release/block-manager
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    pg_stop
-    if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+work_start
 # shellcheck disable=SC2119
 pg_start >/dev/null
 # After pg_start: the server's owner cannot enter this folder, and pg_ctl runs from here.

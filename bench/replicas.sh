@@ -23,17 +23,7 @@ cargo build --release --quiet
 cargo bench --quiet --bench replicas --no-run 2>/dev/null
 BIN=$ROOT/target/release/block-manager
 drive() { (cd "$ROOT" && cargo bench --quiet --bench replicas -- "$@"); }
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    pg_stop
-    if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+work_start
 pg_start --standby >/dev/null
 cd "$WORK"
 pgurl() { echo "postgres://postgres@127.0.0.1:$PG_PORT/$1?sslmode=disable"; }

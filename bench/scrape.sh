@@ -18,15 +18,7 @@ source "$ROOT/scripts/lib.sh"
 BIN=${BLOCK_MANAGER_BIN:-$ROOT/target/release/block-manager}
 BLOCKS=${BLOCKS:-1000}
 SCRAPES=${SCRAPES:-2000}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+work_start
 
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --bin block-manager)
 command -v wrk >/dev/null || { apt-get update && apt-get install -y --no-install-recommends wrk; }

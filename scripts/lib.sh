@@ -16,33 +16,36 @@ wait_200() {
     done
 }
 
-# The skeleton every drill script shares: pass/fail counters, background processes (PIDS) that
-# are ended at exit, a work folder (WORK) removed at exit, and the closing `N passed, M failed`
-# line. Call drill_start once, after sourcing this file.
+# Background processes (PIDS) ended at exit and a work folder (WORK) removed at exit (kept
+# with KEEP=1, which says where), with the PostgreSQL of pg_start stopped: what every drill and
+# benchmark script that starts servers needs. Call work_start once, after sourcing this file.
+work_start() {
+    PIDS=()
+    WORK=$(mktemp -d)
+    trap work_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+work_cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pg_stop
+    if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $WORK"; else rm -rf "$WORK"; fi
+}
+
+# The skeleton every drill script shares: work_start's processes and folder, pass/fail
+# counters and the closing `N passed, M failed` line. Call drill_start once, after sourcing
+# this file.
 drill_start() {
     PASSED=0
     FAILED=0
-    PIDS=()
-    WORK=$(mktemp -d)
-    trap drill_cleanup EXIT
-    trap 'exit 130' INT TERM
+    work_start
 }
 
 pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
 check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
-
-drill_cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    pg_stop
-    rm -rf "$WORK"
-}
 
 # Prints the closing line and exits 0 only when nothing failed.
 finish() {

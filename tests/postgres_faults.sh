@@ -342,7 +342,7 @@ thaw() {
     [ -n "$FROZEN" ] && kill -CONT $FROZEN 2>/dev/null
     FROZEN=""
 }
-trap 'thaw; drill_cleanup' EXIT
+trap 'thaw; work_cleanup' EXIT
 
 for db in s1 s2 s3 s4 s5; do
     sql postgres "CREATE DATABASE $db" >/dev/null || { fail "CREATE DATABASE $db"; finish; }

@@ -75,7 +75,7 @@ check "pg_stop removes the folder" removed "$dir"
 check "pg_stop unsets the URLs" [ -z "${BLOCK_MANAGER_TEST_DATABASE_URL:-}${BLOCK_MANAGER_TEST_STANDBY_URL:-}" ]
 check "pg_stop a second time is harmless" pg_stop
 
-# A drill killed while its server runs: drill_cleanup (the EXIT trap) must stop the server.
+# A drill killed while its server runs: work_cleanup (the EXIT trap) must stop the server.
 child_out="$WORK/child"
 bash -c 'source "$1/scripts/lib.sh"; drill_start; pg_start >/dev/null || exit 1
          echo "$PG_DIR $(head -n 1 "$PG_DIR/primary/postmaster.pid")" >"$2"

@@ -44,17 +44,42 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
-/// Waits for the clients; the time since `started` and the latencies, sorted.
-async fn finish(
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    started: Instant,
-    lat: &Mutex<Vec<f64>>,
-) -> (f64, Vec<f64>) {
+/// `clients` tasks sending requests for `secs`: `request(http, client, n)` sends one (`n`:
+/// that client's count so far) and says whether it succeeded. The rate of the successful ones
+/// per second and their latencies in ms, sorted.
+async fn for_seconds<F, Fut>(secs: f64, clients: usize, request: F) -> (f64, Vec<f64>)
+where
+    F: Fn(reqwest::Client, usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let request = Arc::new(request);
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (request, lat) = (request.clone(), lat.clone());
+            tokio::spawn(async move {
+                let http = client();
+                let mut n = 0;
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    if request(http.clone(), c, n).await {
+                        lat.lock()
+                            .expect("lat")
+                            .push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
     for t in tasks {
         t.await.expect("client");
     }
     let took = started.elapsed().as_secs_f64();
-    (took, sorted(lat.lock().expect("lat").clone()))
+    let lat = sorted(lat.lock().expect("lat").clone());
+    (lat.len() as f64 / took, lat)
 }
 
 fn client() -> reqwest::Client {
@@ -85,35 +110,19 @@ async fn create(http: &reqwest::Client, url: &str, tag: &str) -> Option<(u64, St
 
 async fn creates(secs: f64, clients: usize, urls: Arc<Vec<String>>) {
     let run = std::process::id();
-    let until = Instant::now() + Duration::from_secs_f64(secs);
-    let lat = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (urls, lat) = (urls.clone(), lat.clone());
-            tokio::spawn(async move {
-                let http = client();
-                let mut n = c;
-                while Instant::now() < until {
-                    let url = &urls[n % urls.len()];
-                    let t = Instant::now();
-                    if create(&http, url, &format!("r{run}-{c}-{n}"))
-                        .await
-                        .is_some()
-                    {
-                        lat.lock()
-                            .expect("lat")
-                            .push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    n += clients;
-                }
-            })
-        })
-        .collect();
-    let (took, lat) = finish(tasks, started, &lat).await;
+    let (rate, lat) = for_seconds(secs, clients, move |http, c, n| {
+        // Client c's n-th create goes to the replica after its previous one's.
+        let k = c + n * clients;
+        let url = urls[k % urls.len()].clone();
+        async move {
+            create(&http, &url, &format!("r{run}-{c}-{k}"))
+                .await
+                .is_some()
+        }
+    })
+    .await;
     println!(
-        "creates={:.0} p50_ms={:.2} p99_ms={:.2} n={}",
-        lat.len() as f64 / took,
+        "creates={rate:.0} p50_ms={:.2} p99_ms={:.2} n={}",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         lat.len()
@@ -181,45 +190,22 @@ async fn pairs(count: u64, clients: usize, urls: Arc<Vec<String>>) {
 }
 
 async fn random_reads(secs: f64, clients: usize, tip: u64, urls: Arc<Vec<String>>) {
-    let until = Instant::now() + Duration::from_secs_f64(secs);
-    let lat = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (urls, lat) = (urls.clone(), lat.clone());
-            tokio::spawn(async move {
-                let http = client();
-                // A small xorshift: no dependency for picking heights.
-                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
-                let mut n = c;
-                while Instant::now() < until {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let h = x % (tip + 1);
-                    let url = &urls[n % urls.len()];
-                    let t = Instant::now();
-                    let ok = http
-                        .get(format!("{url}/api/v1/blocks/height/{h}"))
-                        .send()
-                        .await
-                        .map(|r| r.status() == 200);
-                    if matches!(ok, Ok(true)) {
-                        lat.lock()
-                            .expect("lat")
-                            .push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-    let (took, lat) = finish(tasks, started, &lat).await;
-    println!(
-        "reads={:.0} p99_ms={:.2}",
-        lat.len() as f64 / took,
-        percentile(&lat, 0.99)
-    );
+    let (rate, lat) = for_seconds(secs, clients, move |http, c, n| {
+        // A splitmix64 step of (client, count): no dependency for picking heights.
+        let mut x = ((c as u64) << 32 ^ n as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let h = (x ^ (x >> 31)) % (tip + 1);
+        let url = urls[(c + n) % urls.len()].clone();
+        async move {
+            http.get(format!("{url}/api/v1/blocks/height/{h}"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    println!("reads={rate:.0} p99_ms={:.2}", percentile(&lat, 0.99));
 }
 
 fn main() {

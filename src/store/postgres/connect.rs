@@ -178,8 +178,15 @@ fn session_config(options: &PgOptions) -> tokio_postgres::Config {
         pg.application_name("block-manager");
     }
     // Session defaults, so no statement on any connection can hang past its bound.
+    //
+    // And no sequential scans where an index serves: every statement is prepared once per
+    // session and may keep the plan of its sixth run for good, so a session that planned a
+    // lookup by key while its table was small (autovacuum analyses a young chain's tables
+    // early) would scan the whole table for that lookup, under the chain's lock, long after
+    // the chain had grown. No statement of the engine wants a table read from end to end.
     pg.options(format!(
-        "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={} \
+         -c enable_seqscan=off",
         millis(options.statement_timeout),
         millis(options.lock_timeout),
         millis(options.statement_timeout * 2),

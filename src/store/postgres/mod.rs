@@ -51,6 +51,10 @@ use super::{
 use cache::BodyCache;
 use standby::{Conn, Standbys, Wants};
 
+/// Which of a list of transaction ids are stored: every group commit asks, under the chain's
+/// lock.
+const STORED_TX_IDS: &str = "SELECT tx_id FROM bm_transactions WHERE tx_id = ANY($1)";
+
 /// What the configuration says the database's chain must be; recorded on first start and
 /// checked on every later one.
 #[derive(Clone, Debug)]
@@ -745,9 +749,7 @@ impl Engine for PgStore {
         let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
         self.call(false, move |inner| async move {
             let client = inner.pool.get().await?;
-            let st = client
-                .prepare_cached("SELECT tx_id FROM bm_transactions WHERE tx_id = ANY($1)")
-                .await?;
+            let st = client.prepare_cached(STORED_TX_IDS).await?;
             let rows = client.query(&st, &[&ids]).await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })

@@ -794,3 +794,60 @@ fn open_follower_totals(options: &PgOptions) -> u64 {
         .expect("totals")
         .blocks
 }
+
+#[test]
+fn lookups_stay_on_the_index_after_the_table_outgrew_the_statistics_they_were_planned_with() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    // A young chain, analysed while small (as autovacuum does a new database's tables): a
+    // sequential scan is then the cheapest plan for a lookup by key.
+    let store = open(&options);
+    let young: Vec<BlockRecord> = (1..=20).map(|h| record(h, 0, 3)).collect();
+    store.append(&young).expect("append");
+    testdb::with_client(&options.pg, |c| async move {
+        c.batch_execute("ANALYZE bm_transactions")
+            .await
+            .expect("analyze");
+    });
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let pool = connect::pool(&options).expect("pool");
+    let client = runtime.block_on(pool.get()).expect("a session");
+    let ids = vec!["tx-3-0-1".to_string(), "none".to_string()];
+    let lookup = |client: &deadpool_postgres::Object| {
+        runtime.block_on(async {
+            let st = client.prepare_cached(STORED_TX_IDS).await.expect("prepare");
+            let rows = client.query(&st, &[&ids]).await.expect("lookup");
+            assert_eq!(rows.len(), 1);
+        })
+    };
+    // Past the executions after which a prepared statement may keep one plan for good.
+    for _ in 0..10 {
+        lookup(&client);
+    }
+    // The chain grows fast (a catch-up) before the statistics are renewed.
+    for from in (21..3_021).step_by(500) {
+        let batch: Vec<BlockRecord> = (from..from + 500).map(|h| record(h, 0, 10)).collect();
+        store.append(&batch).expect("append");
+    }
+    runtime
+        .block_on(client.batch_execute("BEGIN"))
+        .expect("begin");
+    for _ in 0..5 {
+        lookup(&client);
+    }
+    let scans: i64 = runtime
+        .block_on(client.query_one(
+            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'bm_transactions'",
+            &[],
+        ))
+        .expect("the transaction's table statistics")
+        .get(0);
+    runtime
+        .block_on(client.batch_execute("COMMIT"))
+        .expect("commit");
+    assert_eq!(
+        scans, 0,
+        "a lookup by key read the whole table of 30,000 transaction ids"
+    );
+}

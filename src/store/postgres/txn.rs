@@ -263,9 +263,7 @@ async fn run(
                     .map(|r| r.get::<_, Vec<u8>>(0)))
             }),
             Request::TxIds(ids, reply) => answer!(reply, async {
-                let st = txn
-                    .prepare_cached("SELECT tx_id FROM bm_transactions WHERE tx_id = ANY($1)")
-                    .await?;
+                let st = txn.prepare_cached(super::STORED_TX_IDS).await?;
                 let rows = txn.query(&st, &[&ids]).await?;
                 Ok(rows.iter().map(|r| r.get(0)).collect())
             }),

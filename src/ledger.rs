@@ -305,31 +305,36 @@ impl ChainView for Pending<'_> {
     }
 }
 
+/// Every transaction id a group carries.
+fn group_tx_ids(ops: &[Op]) -> Vec<&str> {
+    let mut ids: Vec<&str> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Create { transactions, .. } => {
+                ids.extend(transactions.iter().map(|t| t.tx_id.as_str()));
+            }
+            Op::Submit { block, .. } => {
+                ids.extend(block.transactions.iter().map(|t| t.tx_id.as_str()));
+            }
+            Op::Append { blocks, .. } => {
+                for p in blocks {
+                    ids.extend(p.block.transactions.iter().map(|t| t.tx_id.as_str()));
+                }
+            }
+            Op::Rollback { .. } | Op::Stop => {}
+        }
+    }
+    ids
+}
+
 impl<'a> Pending<'a> {
-    fn new(txn: &'a dyn WriteTxn, ops: &[Op]) -> Result<Self, StoreError> {
+    fn new(txn: &'a dyn WriteTxn, ids: &[&str]) -> Result<Self, StoreError> {
         // The tip as the transaction locked it: what the group's first block continues.
         let tip = txn.tip().map(|m| {
             let ts = Timestamp::from_unix_micros(m.timestamp_micros);
             (m.height, m.hash.clone(), ts)
         });
-        let mut ids: Vec<&str> = Vec::new();
-        for op in ops {
-            match op {
-                Op::Create { transactions, .. } => {
-                    ids.extend(transactions.iter().map(|t| t.tx_id.as_str()));
-                }
-                Op::Submit { block, .. } => {
-                    ids.extend(block.transactions.iter().map(|t| t.tx_id.as_str()));
-                }
-                Op::Append { blocks, .. } => {
-                    for p in blocks {
-                        ids.extend(p.block.transactions.iter().map(|t| t.tx_id.as_str()));
-                    }
-                }
-                Op::Rollback { .. } | Op::Stop => {}
-            }
-        }
-        let stored_txs = txn.stored_tx_ids(&ids)?;
+        let stored_txs = txn.stored_tx_ids(ids)?;
         // The tip's hash is what the group's first block links to: no lookup for it.
         let hashes = tip.iter().map(|(h, hash, _)| (*h, hash.clone())).collect();
         Ok(Self {
@@ -575,11 +580,14 @@ impl Writer {
         }
         // The group is validated and written inside one transaction: the tip it continues
         // and the lookups it validates with are the transaction's.
-        let mut txn = match self.store.begin() {
+        let ids = group_tx_ids(&ops);
+        let mut txn = match self.store.begin_for(&ids) {
             Ok(txn) => txn,
             Err(e) => return fail_all(ops, &e),
         };
-        let mut pending = match Pending::new(&*txn, &ops) {
+        let pending = Pending::new(&*txn, &ids);
+        drop(ids);
+        let mut pending = match pending {
             Ok(p) => p,
             Err(e) => return fail_all(ops, &e),
         };

@@ -197,6 +197,12 @@ pub trait Engine: Send + Sync + 'static {
     /// [`WriteTxn::commit`]; dropping it writes nothing.
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError>;
 
+    /// [`ChainWriter::begin_for`].
+    fn begin_for(&self, tx_ids: &[&str]) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        let _ = tx_ids;
+        self.begin()
+    }
+
     /// [`StoreProbe::standbys`].
     fn standbys(&self) -> Vec<super::StandbyState> {
         Vec::new()
@@ -298,6 +304,9 @@ impl<T: Engine> BlockReads for T {
 impl<T: Engine> ChainWriter for T {
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
         Engine::begin(self)
+    }
+    fn begin_for(&self, tx_ids: &[&str]) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        Engine::begin_for(self, tx_ids)
     }
     fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError> {
         Engine::set_genesis(self, network, genesis)

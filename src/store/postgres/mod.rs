@@ -1112,7 +1112,11 @@ impl Engine for PgStore {
     }
 
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
-        txn::begin(self)
+        txn::begin(self, Vec::new())
+    }
+
+    fn begin_for(&self, tx_ids: &[&str]) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        txn::begin(self, tx_ids.iter().map(|id| id.to_string()).collect())
     }
 
     fn heights_of_hashes(&self, hashes: &[&str]) -> Result<Vec<Option<u64>>, StoreError> {

@@ -851,3 +851,44 @@ fn lookups_stay_on_the_index_after_the_table_outgrew_the_statistics_they_were_pl
         "a lookup by key read the whole table of 30,000 transaction ids"
     );
 }
+
+#[test]
+fn a_groups_transaction_ids_are_looked_up_with_the_lock_and_see_the_commit_it_waited_for() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let a = Arc::new(open(&options));
+    let b = Arc::new(open(&options));
+    eventually("B to be ready", || b.tip().is_ok());
+    let mut held = a.begin().expect("begin on A");
+    let waiter = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let ids = ["tx-1-0-0", "tx-1-0-1", "tx-9-9-9"];
+            let txn = b.begin_for(&ids).expect("begin on B");
+            let before = b.calls();
+            let stored = txn.stored_tx_ids(&ids).expect("lookup");
+            (stored, b.calls() - before)
+        })
+    };
+    eventually("B's transaction to wait for the chain's lock", || {
+        testdb::with_client(&options.pg, |c| async move {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get::<_, i64>(0)
+                == 1
+        })
+    });
+    // Committed while B waits: B's lookup, sent behind its lock, must see these ids.
+    held.append(vec![record(1, 0, 2)]).expect("stage on A");
+    held.commit().expect("commit on A");
+    let (stored, calls) = waiter.join().expect("B's writer");
+    let mut stored: Vec<String> = stored.into_iter().collect();
+    stored.sort();
+    assert_eq!(stored, ["tx-1-0-0", "tx-1-0-1"]);
+    assert_eq!(calls, 0, "the group's ids cost a round trip under the lock");
+}

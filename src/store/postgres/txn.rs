@@ -18,7 +18,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::timeout;
 
 use super::fault::{Fault, Outcome};
-use super::{Inner, META, PgStore, meta_of, sql, to_u64, writes};
+use super::{Inner, META, PgStore, STORED_TX_IDS, meta_of, sql, to_u64, writes};
 use crate::store::engine::Engine;
 use crate::store::writes::{Change, HeldChain, Staged, WriteTxn};
 use crate::store::{BlockMeta, BlockRecord, StoreError};
@@ -33,9 +33,13 @@ fn tip_block() -> String {
     format!("SELECT {META} FROM bm_blocks WHERE height = (SELECT tip FROM bm_chain WHERE id = 1)")
 }
 
-/// Begins a transaction on `store`: waits for the chain's lock and reads the tip under it.
-pub(super) fn begin(store: &PgStore) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
-    let held = Held::begin(store)?;
+/// Begins a transaction on `store`: waits for the chain's lock and reads the tip under it, and
+/// which of `tx_ids` are stored.
+pub(super) fn begin(
+    store: &PgStore,
+    tx_ids: Vec<String>,
+) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+    let held = Held::begin(store, tx_ids)?;
     Ok(Box::new(Staged::begin(held)?))
 }
 
@@ -43,6 +47,9 @@ pub(super) fn begin(store: &PgStore) -> Result<Box<dyn WriteTxn + '_>, StoreErro
 struct Head {
     tip: Option<BlockMeta>,
     floor: u64,
+    /// The transaction ids looked up with the lock, and those of them that are stored.
+    looked_up: HashSet<String>,
+    stored: HashSet<String>,
 }
 
 type Answer<T> = SyncSender<Result<T, StoreError>>;
@@ -67,7 +74,7 @@ struct Held<'a> {
 }
 
 impl<'a> Held<'a> {
-    fn begin(store: &'a PgStore) -> Result<Self, StoreError> {
+    fn begin(store: &'a PgStore, tx_ids: Vec<String>) -> Result<Self, StoreError> {
         let inner = &store.inner;
         if inner.snapshot().is_none() {
             return Err(StoreError::Unavailable(inner.waiting()));
@@ -80,7 +87,7 @@ impl<'a> Held<'a> {
         inner
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        runtime.spawn(serve(inner.clone(), rx, ready));
+        runtime.spawn(serve(inner.clone(), tx_ids, rx, ready));
         let wait = inner.options.call_limit() + Duration::from_secs(1);
         let head = head
             .recv_timeout(wait)
@@ -134,6 +141,14 @@ impl HeldChain for Held<'_> {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
+        // Looked up with the lock already, as the group's ids usually are.
+        if ids.iter().all(|id| self.head.looked_up.contains(*id)) {
+            return Ok(ids
+                .iter()
+                .filter(|id| self.head.stored.contains(**id))
+                .map(|id| id.to_string())
+                .collect());
+        }
         let ids = ids.iter().map(|s| s.to_string()).collect();
         self.ask(|a| Request::TxIds(ids, a))
     }
@@ -169,14 +184,19 @@ impl HeldChain for Held<'_> {
 
 /// The transaction's task: locks the chain, answers `rx` in order, and ends with the write (or
 /// when the ledger drops the transaction, which rolls it back).
-async fn serve(inner: Arc<Inner>, rx: UnboundedReceiver<Request>, ready: Answer<Head>) {
+async fn serve(
+    inner: Arc<Inner>,
+    tx_ids: Vec<String>,
+    rx: UnboundedReceiver<Request>,
+    ready: Answer<Head>,
+) {
     let limit = inner.options.call_limit();
     let mut client = match timeout(limit, inner.pool.get()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return drop(ready.send(Err(Fault::from(e).into_store(true)))),
         Err(_) => return drop(ready.send(Err(timed_out(limit)))),
     };
-    if let Stalled::Yes = run(&inner, &mut client, rx, ready).await {
+    if let Stalled::Yes = run(&inner, &mut client, tx_ids, rx, ready).await {
         // A peer that stopped answering leaves this connection open: back in the pool, it
         // would be handed to the next transaction, which would wait the whole limit on it
         // again. It is closed instead, with the idle ones, so the next call connects afresh
@@ -196,6 +216,7 @@ enum Stalled {
 async fn run(
     inner: &Inner,
     client: &mut deadpool_postgres::Object,
+    tx_ids: Vec<String>,
     mut rx: UnboundedReceiver<Request>,
     ready: Answer<Head>,
 ) -> Stalled {
@@ -211,7 +232,7 @@ async fn run(
             return Stalled::Yes;
         }
     };
-    let head = match timeout(limit, lock_head(&txn)).await {
+    let head = match timeout(limit, lock_head(&txn, tx_ids)).await {
         Ok(r) => r.map_err(|f| f.into_store(true)),
         Err(_) => {
             drop(ready.send(Err(timed_out(limit))));
@@ -263,7 +284,7 @@ async fn run(
                     .map(|r| r.get::<_, Vec<u8>>(0)))
             }),
             Request::TxIds(ids, reply) => answer!(reply, async {
-                let st = txn.prepare_cached(super::STORED_TX_IDS).await?;
+                let st = txn.prepare_cached(STORED_TX_IDS).await?;
                 let rows = txn.query(&st, &[&ids]).await?;
                 Ok(rows.iter().map(|r| r.get(0)).collect())
             }),
@@ -334,14 +355,29 @@ async fn run(
     Stalled::No
 }
 
-/// Locks the chain row and reads the tip block's summary, in one round trip.
-async fn lock_head(txn: &deadpool_postgres::Transaction<'_>) -> Outcome<Head> {
+/// Locks the chain row and reads the tip block's summary and which of `tx_ids` are stored, in
+/// one round trip.
+async fn lock_head(txn: &deadpool_postgres::Transaction<'_>, tx_ids: Vec<String>) -> Outcome<Head> {
     let lock = txn.prepare_cached(LOCK).await?;
     let block = txn.prepare_cached(&tip_block()).await?;
-    // The lock's future is polled first, so it is the first on the wire.
-    let (row, block) = tokio::join!(txn.query_one(&lock, &[]), txn.query_opt(&block, &[]));
+    let stored = txn.prepare_cached(STORED_TX_IDS).await?;
+    // The lock's future is polled first, so it is the first on the wire; the statements
+    // behind it start once it holds the lock, so they see every commit it waited for.
+    let lookup = async {
+        if tx_ids.is_empty() {
+            Ok(Vec::new())
+        } else {
+            txn.query(&stored, &[&tx_ids]).await
+        }
+    };
+    let (row, block, found) = tokio::join!(
+        txn.query_one(&lock, &[]),
+        txn.query_opt(&block, &[]),
+        lookup
+    );
     let row = row?;
     let block = block?;
+    let stored = found?.iter().map(|r| r.get(0)).collect();
     let floor = to_u64(row.get(0));
     let tip = match (row.get::<_, Option<i64>>(1).map(to_u64), block) {
         (None, _) => None,
@@ -353,7 +389,12 @@ async fn lock_head(txn: &deadpool_postgres::Transaction<'_>) -> Outcome<Head> {
             .into());
         }
     };
-    Ok(Head { tip, floor })
+    Ok(Head {
+        tip,
+        floor,
+        looked_up: tx_ids.into_iter().collect(),
+        stored,
+    })
 }
 
 /// A step of the transaction did not finish in time.

@@ -95,6 +95,10 @@ struct Chain {
     floor: u64,
     network: Option<String>,
     genesis_hash: Option<String>,
+    /// The newest entry of the rollback log (0: none). A rollback raises it, so a reload sees
+    /// that one happened even when its notification was lost and the chain has since grown
+    /// back past the old tip (the tip alone would not show it).
+    rollbacks: i64,
 }
 
 struct Inner {
@@ -529,6 +533,7 @@ impl Inner {
                 "SELECT c.seq, c.blocks, c.transactions, c.bytes, c.finality_floor, \
                  (SELECT value FROM bm_settings WHERE key = 'network'), \
                  (SELECT value FROM bm_settings WHERE key = 'genesis_hash'), \
+                 (SELECT coalesce(max(id), 0) FROM bm_rollbacks), \
                  b.height IS NOT NULL, {} \
                  FROM bm_chain c LEFT JOIN bm_blocks b ON b.height = c.tip WHERE c.id = 1",
                 META.split(", ")
@@ -543,7 +548,7 @@ impl Inner {
         let st = client.prepare_cached(&LOAD).await?;
         // One statement, so the totals and the tip are of the same commit.
         let row = client.query_one(&st, &[]).await?;
-        let tip = row.get::<_, bool>(7).then(|| meta_from(&row, 8));
+        let tip = row.get::<_, bool>(8).then(|| meta_from(&row, 9));
         Ok(Chain {
             seq: row.get(0),
             totals: Totals {
@@ -554,6 +559,7 @@ impl Inner {
             floor: to_u64(row.get(4)),
             network: row.get(5),
             genesis_hash: row.get(6),
+            rollbacks: row.get(7),
             tip,
         })
     }
@@ -568,7 +574,17 @@ impl Inner {
             let lower = |held: &Chain| {
                 held.tip.as_ref().map(|t| t.height) > chain.tip.as_ref().map(|t| t.height)
             };
-            if guard.as_ref().is_some_and(lower) {
+            // Whether the log shows a rollback this process has not had: its notification was
+            // lost (the listening session was down), whatever the tip did since.
+            // Before the first state, any rollback is one: standbys may lag behind it.
+            let unheard = guard
+                .as_ref()
+                .map_or(chain.rollbacks > 0, |held| chain.rollbacks > held.rollbacks);
+            if unheard {
+                // Which heights it removed is not known here: none below the floor.
+                self.cache.forget_above(chain.floor);
+            }
+            if unheard || guard.as_ref().is_some_and(lower) {
                 // A rollback: heights the primary served above the old tip may be gone, and
                 // standbys may still hold them.
                 self.standbys.forget_observed();

@@ -350,3 +350,47 @@ fn blocks_a_rollback_removed_are_never_served_by_a_standby_that_has_not_replayed
         "body 4 of the old branch"
     );
 }
+
+#[test]
+fn a_replica_that_never_heard_of_a_rollback_does_not_trust_a_standby_that_has_not_replayed_it() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let Some(standby) = testdb::standby_of(&options) else {
+        return;
+    };
+    let writer = open(&options);
+    let old: Vec<BlockRecord> = (1..6).map(|h| record(h, 0, 1)).collect();
+    writer.append(&old).expect("append");
+    {
+        let early = reading_from(&options, standby.clone());
+        until("the standby to replay the old branch", || {
+            (early.tip().expect("tip").map(|t| t.height) == Some(5)).then_some(())
+        });
+        caught_up(&early);
+    }
+    // The rollback and the new branch as high as the old one, while the standby keeps the old
+    // branch; the reader starts after them, so no notification of the rollback reaches it (as
+    // when its listening session was down), and its tip never went down.
+    let paused = ReplayPaused::on(&standby);
+    writer.rollback_above(3).expect("rollback");
+    let mut new: Vec<BlockRecord> = (4..6).map(|h| record(h, 9, 1)).collect();
+    new[0].meta.previous_hash = old[2].meta.hash.clone();
+    writer.append(&new).expect("append the new branch");
+    let reader = reading_from(&options, standby.clone());
+    until("the reader to load the new branch", || {
+        (reader.tip().expect("tip").map(|t| t.hash) == Some(new[1].meta.hash.clone())).then_some(())
+    });
+    until("the reader to find the standby up", || {
+        only_standby(&reader).up.then_some(())
+    });
+    let by_old_hash = reader.height_of_hash(&old[4].meta.hash).expect("by hash");
+    let at_5 = reader.meta_at(5).expect("meta").map(|m| m.hash);
+    drop(paused);
+    assert_eq!(by_old_hash, None, "a removed block found by its hash");
+    assert_eq!(
+        at_5,
+        Some(new[1].meta.hash.clone()),
+        "height 5 of the old branch"
+    );
+}

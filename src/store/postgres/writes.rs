@@ -515,6 +515,7 @@ pub(super) async fn rollback_locked(
         )
         .await?
         .get(0);
+    let mut logged = None;
     if let Some(last) = removed.last() {
         let entry = Rollback {
             ancestor: Position::new(height, ancestor),
@@ -525,8 +526,13 @@ pub(super) async fn rollback_locked(
             .map_err(|e| StoreError::Write(format!("cannot encode a rollback log entry: {e}")))?;
         // Logged in the same commit as the removal: whoever sees the blocks gone can also find
         // where they went. Bounded: the oldest entries are forgotten first.
-        txn.execute("INSERT INTO bm_rollbacks (entry) VALUES ($1)", &[&entry])
+        let row = txn
+            .query_one(
+                "INSERT INTO bm_rollbacks (entry) VALUES ($1) RETURNING id",
+                &[&entry],
+            )
             .await?;
+        logged = Some(row.get::<_, i64>(0));
         txn.execute(
             "DELETE FROM bm_rollbacks WHERE id <= (SELECT id FROM bm_rollbacks ORDER BY id DESC OFFSET $1 LIMIT 1)",
             &[&(crate::store::ROLLBACK_LOG_MAX as i64)],
@@ -564,6 +570,7 @@ pub(super) async fn rollback_locked(
         c.totals.blocks = to_u64(row.get(0));
         c.totals.transactions = to_u64(row.get(1));
         c.totals.bytes = to_u64(row.get(2));
+        c.rollbacks = logged.unwrap_or(c.rollbacks);
     });
     Ok(removed)
 }

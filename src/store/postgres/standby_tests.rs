@@ -307,6 +307,15 @@ impl Drop for ReplayPaused {
     }
 }
 
+/// Rolls the chain of `old` (heights 1 to 5) back to height 3 and appends another block 4 and 5.
+fn new_branch_above_3(writer: &PgStore, old: &[BlockRecord]) -> Vec<BlockRecord> {
+    writer.rollback_above(3).expect("rollback");
+    let mut new: Vec<BlockRecord> = (4..6).map(|h| record(h, 9, 1)).collect();
+    new[0].meta.previous_hash = old[2].meta.hash.clone();
+    writer.append(&new).expect("append the new branch");
+    new
+}
+
 #[test]
 fn blocks_a_rollback_removed_are_never_served_by_a_standby_that_has_not_replayed_it() {
     let Some(options) = testdb::fresh() else {
@@ -325,10 +334,7 @@ fn blocks_a_rollback_removed_are_never_served_by_a_standby_that_has_not_replayed
     caught_up(&reader);
     // The standby keeps the old branch while the primary replaces it.
     let paused = ReplayPaused::on(&standby);
-    writer.rollback_above(3).expect("rollback");
-    let mut new: Vec<BlockRecord> = (4..6).map(|h| record(h, 9, 1)).collect();
-    new[0].meta.previous_hash = old[2].meta.hash.clone();
-    writer.append(&new).expect("append the new branch");
+    let new = new_branch_above_3(&writer, &old);
     until("the reader to hear of the new branch", || {
         (reader.tip().expect("tip").map(|t| t.hash) == Some(new[1].meta.hash.clone())).then_some(())
     });
@@ -373,10 +379,7 @@ fn a_replica_that_never_heard_of_a_rollback_does_not_trust_a_standby_that_has_no
     // branch; the reader starts after them, so no notification of the rollback reaches it (as
     // when its listening session was down), and its tip never went down.
     let paused = ReplayPaused::on(&standby);
-    writer.rollback_above(3).expect("rollback");
-    let mut new: Vec<BlockRecord> = (4..6).map(|h| record(h, 9, 1)).collect();
-    new[0].meta.previous_hash = old[2].meta.hash.clone();
-    writer.append(&new).expect("append the new branch");
+    let new = new_branch_above_3(&writer, &old);
     let reader = reading_from(&options, standby.clone());
     until("the reader to load the new branch", || {
         (reader.tip().expect("tip").map(|t| t.hash) == Some(new[1].meta.hash.clone())).then_some(())

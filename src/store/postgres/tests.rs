@@ -415,6 +415,19 @@ fn a_ledger_on_one_replica_reports_the_tip_another_replica_committed() {
     });
 }
 
+/// Sessions of the test database waiting for a lock.
+fn lock_waiters(options: &PgOptions) -> i64 {
+    testdb::with_client(&options.pg, |c| async move {
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get::<_, i64>(0)
+    })
+}
+
 /// A chain of sealed blocks on top of genesis, each with `txs` transactions, as stored.
 fn sealed_chain(n: u64, txs: usize) -> Vec<BlockRecord> {
     use crate::chain::{Block, Timestamp, Transaction, genesis_block};
@@ -668,16 +681,7 @@ fn a_write_transaction_holds_the_chain_and_continues_the_tip_the_database_has() 
         })
     };
     eventually("B's transaction to wait for the chain's lock", || {
-        testdb::with_client(&options.pg, |c| async move {
-            c.query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .expect("pg_stat_activity")
-            .get::<_, i64>(0)
-                == 1
-        })
+        lock_waiters(&options) == 1
     });
     held.append(vec![record(1, 0, 1)]).expect("stage on A");
     held.commit().expect("commit on A");
@@ -872,16 +876,7 @@ fn a_groups_transaction_ids_are_looked_up_with_the_lock_and_see_the_commit_it_wa
         })
     };
     eventually("B's transaction to wait for the chain's lock", || {
-        testdb::with_client(&options.pg, |c| async move {
-            c.query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .expect("pg_stat_activity")
-            .get::<_, i64>(0)
-                == 1
-        })
+        lock_waiters(&options) == 1
     });
     // Committed while B waits: B's lookup, sent behind its lock, must see these ids.
     held.append(vec![record(1, 0, 2)]).expect("stage on A");

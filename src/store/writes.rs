@@ -25,10 +25,7 @@ pub trait ChainWriter: Send + Sync + 'static {
     /// Begins a write transaction for a group whose transaction ids are `tx_ids`: an engine
     /// across a network looks them up in the round trip that takes the lock, so the
     /// transaction's [`WriteTxn::stored_tx_ids`] of them costs the lock's holder no wait.
-    fn begin_for(&self, tx_ids: &[&str]) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
-        let _ = tx_ids;
-        self.begin()
-    }
+    fn begin_for(&self, tx_ids: &[&str]) -> Result<Box<dyn WriteTxn + '_>, StoreError>;
     /// Appends the genesis block (height 0, into an empty store) and records `network`, in one
     /// commit; a transaction of its own.
     fn set_genesis(&self, network: &str, genesis: BlockRecord) -> Result<(), StoreError>;

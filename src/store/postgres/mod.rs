@@ -571,22 +571,19 @@ impl Inner {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.as_ref().is_none_or(|held| held.seq <= chain.seq) {
-            let lower = |held: &Chain| {
-                held.tip.as_ref().map(|t| t.height) > chain.tip.as_ref().map(|t| t.height)
-            };
-            // Whether the log shows a rollback this process has not had: its notification was
-            // lost (the listening session was down), whatever the tip did since.
-            // Before the first state, any rollback is one: standbys may lag behind it.
+            // Whether the log shows a rollback this process has not had (every rollback that
+            // removes a block logs one, so a lower tip shows here too): its notification may
+            // have been lost while the listening session was down, and the chain may have
+            // grown back past the old tip since. Before the first state, any rollback counts:
+            // standbys may lag behind it.
             let unheard = guard
                 .as_ref()
                 .map_or(chain.rollbacks > 0, |held| chain.rollbacks > held.rollbacks);
             if unheard {
-                // Which heights it removed is not known here: none below the floor.
+                // Heights the primary served above the old tip may be gone, and standbys may
+                // still hold them; which heights it removed is not known here, none below the
+                // floor.
                 self.cache.forget_above(chain.floor);
-            }
-            if unheard || guard.as_ref().is_some_and(lower) {
-                // A rollback: heights the primary served above the old tip may be gone, and
-                // standbys may still hold them.
                 self.standbys.forget_observed();
                 self.standbys.note_rewritten(chain.seq);
             }

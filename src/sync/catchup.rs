@@ -139,12 +139,8 @@ impl Follower {
         let round_started = Instant::now();
         let (mut on_fetch, mut on_commit, mut commits) = (Duration::ZERO, Duration::ZERO, 0u32);
         loop {
-            while inflight.len() < PIPELINE && requested <= last {
-                let batch = self.settings.batch.min(client.range_cap());
-                let n = u64::from(batch).min(last - requested + 1);
-                inflight.push_back(fetch(client.clone(), requested, n));
-                requested += n;
-            }
+            let size = self.settings.batch.min(client.range_cap());
+            top_up(&mut inflight, &mut requested, last, client, size);
             let waited = Instant::now();
             let result = match carried.take() {
                 Some(r) => r,
@@ -206,6 +202,11 @@ impl Follower {
                 };
             }
             let complete = batch.complete();
+            if complete {
+                // The batches merged into this one left room: refilled now, the fetches run
+                // during the commit instead of idling until it returns.
+                top_up(&mut inflight, &mut requested, last, client, size);
+            }
             let got = batch.blocks.len() as u64;
             let waited = Instant::now();
             self.commit(&mut batch, &mut linked).await?;
@@ -314,6 +315,22 @@ impl Follower {
             .await;
         }
         error
+    }
+}
+
+/// Starts fetches of `size` blocks from `requested` until [`PIPELINE`] are in flight or the
+/// round's `last` height is asked for.
+fn top_up(
+    inflight: &mut VecDeque<Pending>,
+    requested: &mut u64,
+    last: u64,
+    client: &Arc<Upstream>,
+    size: u32,
+) {
+    while inflight.len() < PIPELINE && *requested <= last {
+        let n = u64::from(size).min(last - *requested + 1);
+        inflight.push_back(fetch(client.clone(), *requested, n));
+        *requested += n;
     }
 }
 

@@ -106,6 +106,94 @@ fn small_and_large_batches_store_the_same_rows() {
     assert_eq!(again.tip().expect("tip").map(|t| t.height), Some(299));
 }
 
+/// `record` with a body of about 3 KB, long enough that the server compresses it.
+fn large(height: u64) -> BlockRecord {
+    let mut r = record(height, 0, 1);
+    r.body
+        .extend(format!(" {}", "lucid block ".repeat(250)).bytes());
+    r.meta.block_size_bytes = r.body.len() as u64;
+    r
+}
+
+/// The compression of the body column (`l` is LZ4, empty the server's default) and of each
+/// stored body at `heights`.
+fn compression(options: &PgOptions, heights: &[i64]) -> (String, Vec<Option<String>>) {
+    let heights = heights.to_vec();
+    testdb::with_client(&options.pg, |client| async move {
+        let column: String = client
+            .query_one(
+                "SELECT attcompression::text FROM pg_attribute \
+                 WHERE attrelid = 'bm_blocks'::regclass AND attname = 'body'",
+                &[],
+            )
+            .await
+            .expect("column")
+            .get(0);
+        let mut bodies = Vec::new();
+        for h in heights {
+            let row = client
+                .query_one(
+                    "SELECT pg_column_compression(body) FROM bm_blocks WHERE height = $1",
+                    &[&h],
+                )
+                .await
+                .expect("body");
+            bodies.push(row.get(0));
+        }
+        (column, bodies)
+    })
+}
+
+#[test]
+fn bodies_are_compressed_with_lz4_and_a_database_that_had_pglz_keeps_its_rows_readable() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    let store = open(&options);
+    store.append(&[large(1)]).expect("append");
+    assert_eq!(
+        compression(&options, &[1]),
+        ("l".to_string(), vec![Some("lz4".to_string())])
+    );
+    drop(store);
+    // A database as an earlier build left it: bodies compressed by the server's default.
+    let as_before = || {
+        testdb::with_client(&options.pg, |client| async move {
+            client
+                .batch_execute("ALTER TABLE bm_blocks ALTER COLUMN body SET COMPRESSION pglz")
+                .await
+                .expect("alter");
+        });
+    };
+    as_before();
+    let store = open(&options);
+    assert_eq!(compression(&options, &[]).0, "l", "not switched on open");
+    // A body written while the column said pglz, then one after a reopen: both are served.
+    as_before();
+    store.append(&[large(2)]).expect("append");
+    drop(store);
+    let store = open(&options);
+    store.append(&[large(3)]).expect("append");
+    assert_eq!(
+        compression(&options, &[1, 2, 3]),
+        (
+            "l".to_string(),
+            vec![
+                Some("lz4".to_string()),
+                Some("pglz".to_string()),
+                Some("lz4".to_string())
+            ]
+        )
+    );
+    for h in 1..=3 {
+        assert_eq!(
+            store.body_at(h).expect("read"),
+            Some(large(h).body),
+            "height {h}"
+        );
+    }
+}
+
 #[test]
 fn the_database_refuses_a_fork_or_a_gap_whoever_writes_it() {
     let Some(options) = testdb::fresh() else {

@@ -32,17 +32,6 @@ pg_start >/dev/null
 PG_PID=$(head -1 "$PG_DIR/primary/postmaster.pid")
 sql() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$BLOCK_MANAGER_TEST_DATABASE_URL" -c "$1"; }
 
-# CPU seconds (user + system) of a process; of the PostgreSQL server with its backends.
-cpu_of() { awk '{ sub(/.*\) /, ""); print ($12 + $13 + $14 + $15) / 100 }' "/proc/$1/stat"; }
-pg_cpu() {
-    local total child
-    total=$(cpu_of "$PG_PID")
-    # shellcheck disable=SC2013 # the file is a list of PIDs separated by spaces
-    for child in $(cat "/proc/$PG_PID/task/"*/children 2>/dev/null); do
-        total=$(awk -v a="$total" -v b="$(cpu_of "$child" 2>/dev/null || echo 0)" 'BEGIN {print a + b}')
-    done
-    echo "$total"
-}
 height_of() {
     curl -s "$1/api/v1/chain/height" | python3 -c 'import json,sys; print(json.load(sys.stdin)["height"])' 2>/dev/null || echo -1
 }

@@ -48,18 +48,6 @@ psql_in() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$(pgurl "$1")" -c "$2
 for db in bm_create bm_follow pgb; do psql_in postgres "CREATE DATABASE $db"; done
 psql_in postgres "CREATE EXTENSION pg_stat_statements"
 
-# CPU seconds (user + system) of a process and of the children it has reaped.
-cpu_of() { awk '{ sub(/.*\) /, ""); print ($12 + $13 + $14 + $15) / 100 }' "/proc/$1/stat"; }
-# CPU seconds of the PostgreSQL server: the postmaster, its reaped backends and the live ones.
-pg_cpu() {
-    local total child
-    total=$(cpu_of "$PG_PID")
-    # shellcheck disable=SC2013 # the file is a list of PIDs separated by spaces
-    for child in $(cat "/proc/$PG_PID/task/"*/children 2>/dev/null); do
-        total=$(awk -v a="$total" -v b="$(cpu_of "$child" 2>/dev/null || echo 0)" 'BEGIN {print a + b}')
-    done
-    echo "$total"
-}
 now() { date +%s.%N; }
 calc() { python3 -c "print(f'{$1:$2}')"; }
 height_of() {

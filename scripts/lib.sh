@@ -227,6 +227,20 @@ pg_start_failed() {
     pg_stop
 }
 
+# CPU seconds (user + system) of a process and of the children it has reaped.
+cpu_of() { awk '{ sub(/.*\) /, ""); print ($12 + $13 + $14 + $15) / 100 }' "/proc/$1/stat"; }
+# CPU seconds of the PostgreSQL server whose postmaster is $PG_PID: the postmaster, its reaped
+# backends and the live ones (for benchmarks).
+pg_cpu() {
+    local total child
+    total=$(cpu_of "$PG_PID")
+    # shellcheck disable=SC2013 # the file is a list of PIDs separated by spaces
+    for child in $(cat "/proc/$PG_PID/task/"*/children 2>/dev/null); do
+        total=$(awk -v a="$total" -v b="$(cpu_of "$child" 2>/dev/null || echo 0)" 'BEGIN {print a + b}')
+    done
+    echo "$total"
+}
+
 pg_stop() {
     [ -n "${PG_DIR:-}" ] || return 0
     local node

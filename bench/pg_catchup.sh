@@ -24,6 +24,10 @@ if [ $# -eq 0 ]; then
     cargo build --release --quiet
     set -- "$ROOT/target/release/block-manager"
 fi
+# Each node runs in a folder of its own: the builds are named by absolute path.
+BINS=()
+for bin in "$@"; do BINS+=("$(realpath "$bin")"); done
+set -- "${BINS[@]}"
 work_start
 cargo bench --quiet --bench copy_chain -- "$WORK/source" "$BLOCKS"
 sync -f "$WORK/source/blocks.redb"

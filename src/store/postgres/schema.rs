@@ -191,9 +191,9 @@ async fn migrate_locked(client: &mut deadpool_postgres::Client) -> Outcome<bool>
 /// took about a quarter of the server's CPU per block in a catch-up, and LZ4 also decompresses
 /// faster on reads. Stored rows keep their compression (both stay readable), so this is a
 /// setting rather than a schema change, and builds that predate it use such a database as is.
-/// Failing it (a lock the table's readers hold past `lock_timeout`) only costs speed: the next
-/// start tries again.
-async fn compress_bodies_with_lz4(client: &tokio_postgres::Client) {
+/// Failing it (readers holding the table for more than 200 ms) only costs speed: the next start
+/// tries again.
+async fn compress_bodies_with_lz4(client: &mut deadpool_postgres::Client) {
     const STATE: &str = "SELECT current_setting('server_version_num')::int >= 140000 \
         AND 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'";
     const CURRENT: &str = "SELECT attcompression::text FROM pg_attribute \
@@ -207,10 +207,15 @@ async fn compress_bodies_with_lz4(client: &tokio_postgres::Client) {
         if current == "l" {
             return Ok(false);
         }
-        client
-            .batch_execute("ALTER TABLE bm_blocks ALTER COLUMN body SET COMPRESSION lz4")
-            .await
-            .map(|()| true)
+        // The ALTER waits for the table's exclusive lock, and while it waits every read of
+        // the other replicas queues behind it: it gives up quickly instead.
+        let txn = client.transaction().await?;
+        txn.batch_execute(
+            "SET LOCAL lock_timeout = '200ms'; \
+             ALTER TABLE bm_blocks ALTER COLUMN body SET COMPRESSION lz4",
+        )
+        .await?;
+        txn.commit().await.map(|()| true)
     }
     .await;
     match result {

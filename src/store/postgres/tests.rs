@@ -115,7 +115,7 @@ fn large(height: u64) -> BlockRecord {
     r
 }
 
-/// The compression of the body column (`l` is LZ4, empty the server's default) and of each
+/// The compression of the body column (`l` LZ4, `p` pglz, empty the server's default) and of each
 /// stored body at `heights`.
 fn compression(options: &PgOptions, heights: &[i64]) -> (String, Vec<Option<String>>) {
     let heights = heights.to_vec();
@@ -192,6 +192,69 @@ fn bodies_are_compressed_with_lz4_and_a_database_that_had_pglz_keeps_its_rows_re
             "height {h}"
         );
     }
+}
+
+#[test]
+fn a_table_busy_with_readers_leaves_the_compression_to_the_next_start_without_holding_this_one() {
+    let Some(options) = testdb::fresh() else {
+        return;
+    };
+    drop(open(&options));
+    let pglz = |options: &PgOptions| {
+        testdb::with_client(&options.pg, |client| async move {
+            client
+                .batch_execute("ALTER TABLE bm_blocks ALTER COLUMN body SET COMPRESSION pglz")
+                .await
+                .expect("alter");
+        });
+    };
+    pglz(&options);
+    // A reader in another session holds the table until told to let go.
+    let (locked, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let reader = {
+        let (pg, locked) = (options.pg.clone(), locked.0);
+        std::thread::spawn(move || {
+            testdb::with_client(&pg, |client| async move {
+                client
+                    .batch_execute("BEGIN; LOCK TABLE bm_blocks IN ACCESS SHARE MODE")
+                    .await
+                    .expect("lock");
+                locked.send(()).expect("signal");
+                let _ = tokio::task::spawn_blocking(move || release.1.recv()).await;
+                client.batch_execute("COMMIT").await.expect("commit");
+            })
+        })
+    };
+    locked.1.recv().expect("locked");
+    // However long the operator lets other statements wait for locks.
+    let patient = PgOptions {
+        lock_timeout: std::time::Duration::from_secs(10),
+        ..options.clone()
+    };
+    let started = std::time::Instant::now();
+    let store = open(&patient);
+    let took = started.elapsed();
+    assert!(store.is_ready());
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "start-up waited {took:?}"
+    );
+    assert_eq!(
+        compression(&options, &[]).0,
+        "p",
+        "switched under a reader's lock"
+    );
+    // The session it used is sound: the store still writes.
+    store.append(&[large(1)]).expect("append");
+    release.0.send(()).expect("release");
+    reader.join().expect("reader");
+    drop(store);
+    drop(open(&options));
+    assert_eq!(
+        compression(&options, &[]).0,
+        "l",
+        "not switched at the next start"
+    );
 }
 
 #[test]

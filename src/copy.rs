@@ -475,11 +475,6 @@ fn read_and_check(
     spent
 }
 
-/// The record of the stored `body` at `height`, when it is a sound block linked to `previous`.
-pub fn checked(height: u64, body: &[u8], previous: Option<&str>) -> Result<BlockRecord, String> {
-    sound(height, body).and_then(|record| linked(record, previous))
-}
-
 /// [`sound`] for each of `bodies` (heights from `first`), in order. The checks do not depend
 /// on each other (the links are checked afterwards, in order), so a batch is split over the
 /// cores: with LZ4 bodies, checking on one thread took longer than PostgreSQL's writes.
@@ -722,6 +717,12 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    /// The record of `body` at `height` when it is sound and links to `previous`: what
+    /// `read_and_check` decides for each block.
+    fn checked(height: u64, body: &[u8], previous: Option<&str>) -> Result<BlockRecord, String> {
+        sound(height, body).and_then(|record| linked(record, previous))
     }
 
     #[test]

@@ -186,6 +186,10 @@ async fn migrate_locked(client: &mut deadpool_postgres::Client) -> Outcome<bool>
     Ok(created)
 }
 
+/// The compression set for new bodies: `l` LZ4, `p` pglz, empty for the server's default.
+pub(super) const BODY_COMPRESSION: &str = "SELECT attcompression::text FROM pg_attribute \
+    WHERE attrelid = 'bm_blocks'::regclass AND attname = 'body'";
+
 /// Has the server compress new bodies with LZ4 rather than its default pglz, where it can
 /// (PostgreSQL 14 and later, built with LZ4). A ~3 KB body is compressed on every insert: pglz
 /// took about a quarter of the server's CPU per block in a catch-up, and LZ4 also decompresses
@@ -196,14 +200,12 @@ async fn migrate_locked(client: &mut deadpool_postgres::Client) -> Outcome<bool>
 async fn compress_bodies_with_lz4(client: &mut deadpool_postgres::Client) {
     const STATE: &str = "SELECT current_setting('server_version_num')::int >= 140000 \
         AND 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'";
-    const CURRENT: &str = "SELECT attcompression::text FROM pg_attribute \
-        WHERE attrelid = 'bm_blocks'::regclass AND attname = 'body'";
     let result = async {
         let can = client.query_opt(STATE, &[]).await?;
         if !can.is_some_and(|r| r.get::<_, bool>(0)) {
             return Ok(false);
         }
-        let current: String = client.query_one(CURRENT, &[]).await?.get(0);
+        let current: String = client.query_one(BODY_COMPRESSION, &[]).await?.get(0);
         if current == "l" {
             return Ok(false);
         }

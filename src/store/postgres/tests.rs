@@ -115,17 +115,13 @@ fn large(height: u64) -> BlockRecord {
     r
 }
 
-/// The compression of the body column (`l` LZ4, `p` pglz, empty the server's default) and of each
-/// stored body at `heights`.
+/// The compression of the body column ([`schema::BODY_COMPRESSION`]) and of each stored body
+/// at `heights`.
 fn compression(options: &PgOptions, heights: &[i64]) -> (String, Vec<Option<String>>) {
     let heights = heights.to_vec();
     testdb::with_client(&options.pg, |client| async move {
         let column: String = client
-            .query_one(
-                "SELECT attcompression::text FROM pg_attribute \
-                 WHERE attrelid = 'bm_blocks'::regclass AND attname = 'body'",
-                &[],
-            )
+            .query_one(schema::BODY_COMPRESSION, &[])
             .await
             .expect("column")
             .get(0);
@@ -144,6 +140,16 @@ fn compression(options: &PgOptions, heights: &[i64]) -> (String, Vec<Option<Stri
     })
 }
 
+/// Sets the body column back to pglz, as a database an earlier build made has it.
+fn as_before_lz4(options: &PgOptions) {
+    testdb::with_client(&options.pg, |client| async move {
+        client
+            .batch_execute("ALTER TABLE bm_blocks ALTER COLUMN body SET COMPRESSION pglz")
+            .await
+            .expect("alter");
+    });
+}
+
 #[test]
 fn bodies_are_compressed_with_lz4_and_a_database_that_had_pglz_keeps_its_rows_readable() {
     let Some(options) = testdb::fresh() else {
@@ -157,19 +163,11 @@ fn bodies_are_compressed_with_lz4_and_a_database_that_had_pglz_keeps_its_rows_re
     );
     drop(store);
     // A database as an earlier build left it: bodies compressed by the server's default.
-    let as_before = || {
-        testdb::with_client(&options.pg, |client| async move {
-            client
-                .batch_execute("ALTER TABLE bm_blocks ALTER COLUMN body SET COMPRESSION pglz")
-                .await
-                .expect("alter");
-        });
-    };
-    as_before();
+    as_before_lz4(&options);
     let store = open(&options);
     assert_eq!(compression(&options, &[]).0, "l", "not switched on open");
     // A body written while the column said pglz, then one after a reopen: both are served.
-    as_before();
+    as_before_lz4(&options);
     store.append(&[large(2)]).expect("append");
     drop(store);
     let store = open(&options);
@@ -200,15 +198,7 @@ fn a_table_busy_with_readers_leaves_the_compression_to_the_next_start_without_ho
         return;
     };
     drop(open(&options));
-    let pglz = |options: &PgOptions| {
-        testdb::with_client(&options.pg, |client| async move {
-            client
-                .batch_execute("ALTER TABLE bm_blocks ALTER COLUMN body SET COMPRESSION pglz")
-                .await
-                .expect("alter");
-        });
-    };
-    pglz(&options);
+    as_before_lz4(&options);
     // A reader in another session holds the table until told to let go.
     let (locked, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
     let reader = {

@@ -146,4 +146,4 @@ PY
 curl -s "$URL/metrics" | grep '^block_manager_log_lines_dropped_total' || echo "no drop counter exported"
 echo "access lines in console.log: $(grep -c 'request_id=' console.log || true)"
 echo "access lines in the rotated file(s): $(cat logs/block-manager.log* 2>/dev/null | grep -c 'request_id=' || true)"
-echo "resident memory of block-manager: $(($(awk '/VmRSS/ {print $2}' /proc/$PID/status) / 1024)) MB"
+echo "resident memory of block-manager: $(($(awk '/VmRSS/ {print $2}' /proc/$PID/status) / 1024)) MB, of it anonymous (not mapped body log pages) $(($(awk '/RssAnon/ {print $2}' /proc/$PID/status) / 1024)) MB"

@@ -162,6 +162,12 @@ impl RedbStore {
         self.log.as_ref().map(BodyLog::trusted)
     }
 
+    /// [`BodyLog::data_mapped`], when the log is open.
+    #[cfg(test)]
+    pub(super) fn body_log_mapped(&self) -> Option<(u64, u64)> {
+        self.log.as_ref().map(BodyLog::data_mapped)
+    }
+
     /// Closes the file, reporting any error a drop would ignore. Call it last at shutdown.
     pub fn close(self) -> Result<(), StoreError> {
         self.settle_log();

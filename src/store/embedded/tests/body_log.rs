@@ -69,13 +69,16 @@ fn fork(from: u64, to: u64) -> Vec<BlockRecord> {
 fn appended_bodies_are_served_from_the_log() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let chain = blocks(0, 40);
+    let chain = blocks(0, 400);
     store.append(&chain[..1]).unwrap();
     store.append(&chain[1..25]).unwrap();
     store.append(&chain[25..]).unwrap();
-    assert_eq!(store.body_log_trusted(), Some(40));
+    assert_eq!(store.body_log_trusted(), Some(400));
+    // The data file has outgrown its first map (4 KiB in tests) and been mapped again
+    let (used, mapped) = store.body_log_mapped().unwrap();
+    assert!(used > 4096 && mapped >= used, "{used} bytes in use, {mapped} mapped");
     assert_serves(&store, &chain);
-    assert_eq!(store.body_at(40).unwrap(), None);
+    assert_eq!(store.body_at(400).unwrap(), None);
     // Proof that the log answers: point height 7's entry at height 8's body, with a checksum
     // made for height 7.
     let mut forged = read_entry(&index_path(&dir), 8);

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// The credential a request carries: a non-empty `X-API-Key`, else `Authorization: Bearer`.
@@ -248,43 +248,38 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
     })
 }
 
-/// Middleware: the rate limit, per valid API key or else per client address; health and
-/// metrics are exempt so probes never fail.
-pub async fn rate_limit(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+/// The rate limit, per valid API key or else per client address: the 429 answer when this
+/// request is over it, `None` when it may go on. Health and metrics are exempt so probes never
+/// fail.
+pub fn rate_limited(state: &AppState, req: &Request) -> Option<Response> {
     let path = req.uri().path();
     // Exactly the probe routes: an unknown `/healthz` is an ordinary request.
     if matches!(
         path,
         "/health" | "/health/live" | "/health/ready" | "/api/v1/health" | "/metrics"
     ) {
-        return Ok(next.run(req).await);
+        return None;
     }
     // An unknown key is not refused here (the route's own layer decides that, and logs it):
     // it simply counts against the address like a request without one.
-    let outcome = match credential(req.headers()).and_then(|k| key_of(&state, k)) {
+    let outcome = match credential(req.headers()).and_then(|k| key_of(state, k)) {
         Some(key) => state
             .limiter
             .hit_key(key)
             .map_err(|retry| (retry, state.config.rate_limits.per_key_requests, "key")),
         None => state
             .limiter
-            .hit(client_addr(&state, &req))
+            .hit(client_addr(state, req))
             .map_err(|retry| (retry, state.config.rate_limits.requests, "client")),
     };
-    if let Err((retry, limit, per)) = outcome {
-        state.metrics.rate_limited.inc();
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_001").msg(format!(
-            "Rate limit exceeded: at most {limit} requests per {} s per {per}; retry in {retry} s",
-            state.config.rate_limits.window_seconds
-        ));
-        e.retry_after = Some(retry);
-        return Err(e);
-    }
-    Ok(next.run(req).await)
+    let (retry, limit, per) = outcome.err()?;
+    state.metrics.rate_limited.inc();
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_001").msg(format!(
+        "Rate limit exceeded: at most {limit} requests per {} s per {per}; retry in {retry} s",
+        state.config.rate_limits.window_seconds
+    ));
+    e.retry_after = Some(retry);
+    Some(e.into_response())
 }
 
 /// Refuses local writes on a follower: its chain comes only from upstream.

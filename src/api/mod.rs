@@ -7,6 +7,7 @@ mod blocks;
 mod chain;
 pub mod events;
 mod explorer;
+mod gate;
 mod limiter;
 mod observe;
 pub mod openapi;
@@ -95,7 +96,10 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
-        .layer(from_fn_with_state(state.clone(), access::rate_limit))
+        .layer(gate::GateLayer::new({
+            let state = state.clone();
+            move |req: &axum::extract::Request| access::rate_limited(&state, req)
+        }))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -104,13 +108,11 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         app = app.layer(cors);
     }
     // Before anything else looks at the request, inside the error shaping.
-    app = app.layer(axum::middleware::from_fn(
-        crate::server::head::enforce_limits,
-    ));
+    app = app.layer(gate::GateLayer::new(crate::server::head::over_limits));
     // Observation shapes error answers too: one layer where there were two. Compression sits
     // outside it, so the error shape is applied to (and reads) uncompressed bodies.
     app.layer(CatchPanicLayer::custom(observe::panic_response))
-        .layer(from_fn_with_state(state.clone(), observe::observe))
+        .layer(observe::ObserveLayer::new(state.clone()))
         .layer(CompressionLayer::new().gzip(true))
         .with_state(state)
 }

@@ -4,13 +4,16 @@
 
 use crate::api::state::AppState;
 use crate::error::ApiError;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::IntGauge;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 /// The method as a label: any method outside the standard set is `OTHER`, so made-up methods
@@ -32,16 +35,16 @@ fn method_label(method: &Method) -> &'static str {
 
 /// One request in the in-flight gauge; leaving on drop also covers requests whose client went
 /// away, whose futures are dropped mid-way.
-struct InFlight<'a>(&'a IntGauge);
+struct InFlight(IntGauge);
 
-impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a IntGauge) -> Self {
+impl InFlight {
+    fn enter(gauge: IntGauge) -> Self {
         gauge.inc();
         Self(gauge)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -86,47 +89,97 @@ fn hex(mut v: u64, out: &mut [u8]) {
 
 /// Outermost middleware but compression: request id, metrics, the access log line, and the
 /// one error shape of every non-2xx/3xx answer (one layer, where it was two).
-pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let id = request_id(&req);
-    // Worked out once here; the rate limit reads it from the request.
-    let client = super::access::client_addr(&state, &req);
-    req.extensions_mut()
-        .insert(super::access::ClientAddr(client));
-    // A clone of a standard method copies no bytes; the log shows the method as sent.
-    let method_sent = req.method().clone();
-    let method = method_label(&method_sent);
-    // Layers added with `Router::layer` run after routing, so the template is known here. A
-    // fixed label stands in when no route matched: the raw path would put ids into labels.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let started = Instant::now();
-    let m = &state.metrics;
-    let in_flight = InFlight::enter(&m.http_in_flight);
-    let id_text = id.to_str().unwrap_or("-");
-    let span = tracing::info_span!("request", request_id = %id_text);
-    let res = next.run(req).instrument(span).await;
-    let mut res = crate::error::shape(&state.catalog, res).await;
-    drop(in_flight);
-    let elapsed = started.elapsed();
-    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    let status = res.status();
-    m.http_requests
-        .with_label_values(&[method, route, status.as_str()])
-        .inc();
-    m.http_duration
-        .with_label_values(&[method, route])
-        .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        target: "block_manager::http",
-        method = method_sent.as_str(),
-        route,
-        status = status.as_u16(),
-        latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-        request_id = %id_text,
-        client = &*client_text(client, &mut [0; 15]),
-        "request"
-    );
-    res.headers_mut().insert(X_REQUEST_ID, id);
-    res
+///
+/// A service of its own rather than `middleware::from_fn`, which cloned the whole stack below
+/// it for every request (and dropped the clone after); this calls the inner service in place.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    state: AppState,
+}
+
+impl ObserveLayer {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            state: self.state.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`ObserveLayer`].
+#[derive(Clone)]
+pub struct Observe<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let state = self.state.clone();
+        let id = request_id(&req);
+        // Worked out once here; the rate limit reads it from the request.
+        let client = super::access::client_addr(&state, &req);
+        req.extensions_mut()
+            .insert(super::access::ClientAddr(client));
+        // A clone of a standard method copies no bytes; the log shows the method as sent.
+        let method_sent = req.method().clone();
+        // Layers added with `Router::layer` run after routing, so the template is known here.
+        // A fixed label stands in when no route matched: the raw path would put ids into
+        // labels.
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let started = Instant::now();
+        let in_flight = InFlight::enter(state.metrics.http_in_flight.clone());
+        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
+        let answer = self.inner.call(req).instrument(span);
+        Box::pin(async move {
+            let Ok(res) = answer.await;
+            let mut res = crate::error::shape(&state.catalog, res).await;
+            drop(in_flight);
+            let elapsed = started.elapsed();
+            let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+            let method = method_label(&method_sent);
+            let status = res.status();
+            let m = &state.metrics;
+            m.http_requests
+                .with_label_values(&[method, route, status.as_str()])
+                .inc();
+            m.http_duration
+                .with_label_values(&[method, route])
+                .observe(elapsed.as_secs_f64());
+            tracing::info!(
+                target: "block_manager::http",
+                method = method_sent.as_str(),
+                route,
+                status = status.as_u16(),
+                latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                request_id = id.to_str().unwrap_or("-"),
+                client = &*client_text(client, &mut [0; 15]),
+                "request"
+            );
+            res.headers_mut().insert(X_REQUEST_ID, id);
+            Ok(res)
+        })
+    }
 }
 
 /// The client's address as the log shows it (`Display`); an IPv4 address is written into

@@ -6,7 +6,6 @@
 use crate::error::ApiError;
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -27,15 +26,17 @@ pub const URI_TOO_LONG: &str = "REQ_007";
 /// Catalog code of 431 answers.
 pub const HEADERS_TOO_LARGE: &str = "REQ_008";
 
-/// Middleware: refuses a request whose head is over our limits.
-pub async fn enforce_limits(req: Request, next: Next) -> Response {
+/// The answer refusing a request whose head is over our limits; `None` when it is within them.
+pub fn over_limits(req: &Request) -> Option<Response> {
     let uri = req.uri();
     let uri_bytes = uri.path_and_query().map_or(0, |p| p.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len());
     if uri_bytes > MAX_URI_BYTES {
-        return ApiError::new(StatusCode::URI_TOO_LONG, URI_TOO_LONG)
-            .info(json!({"uri_bytes": uri_bytes, "max_uri_bytes": MAX_URI_BYTES}))
-            .into_response();
+        return Some(
+            ApiError::new(StatusCode::URI_TOO_LONG, URI_TOO_LONG)
+                .info(json!({"uri_bytes": uri_bytes, "max_uri_bytes": MAX_URI_BYTES}))
+                .into_response(),
+        );
     }
     let headers = req.headers();
     let header_bytes: usize = headers
@@ -43,17 +44,19 @@ pub async fn enforce_limits(req: Request, next: Next) -> Response {
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            HEADERS_TOO_LARGE,
-        )
-        .info(json!({
-            "headers": headers.len(),
-            "header_bytes": header_bytes,
-            "max_headers": MAX_HEADERS,
-            "max_header_bytes": MAX_HEADER_BYTES,
-        }))
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                HEADERS_TOO_LARGE,
+            )
+            .info(json!({
+                "headers": headers.len(),
+                "header_bytes": header_bytes,
+                "max_headers": MAX_HEADERS,
+                "max_header_bytes": MAX_HEADER_BYTES,
+            }))
+            .into_response(),
+        );
     }
-    next.run(req).await
+    None
 }

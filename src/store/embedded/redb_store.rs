@@ -76,7 +76,12 @@ struct SharedSnapshot {
     /// Bumped by every write, so that a snapshot begun before it is never published after it.
     generation: u64,
     current: Option<Arc<ReadTransaction>>,
+    /// The hash index as `current` sees it, opened once per snapshot: opening a table per
+    /// lookup was a third of a lookup by hash.
+    hashes: Option<Arc<HashIndex>>,
 }
+
+type HashIndex = redb::ReadOnlyTable<&'static str, u64>;
 
 impl RedbStore {
     /// Opens the store at `path`, creating its parent folders and the file when missing, with a
@@ -248,6 +253,32 @@ impl RedbStore {
             .unwrap_or_else(PoisonError::into_inner);
         shared.generation = shared.generation.wrapping_add(1);
         shared.current = None;
+        shared.hashes = None;
+    }
+
+    /// The hash index of the shared snapshot, opened now if this snapshot has not yet.
+    fn hash_index(&self) -> Result<Arc<HashIndex>, StoreError> {
+        if !self.reopen_needed.load(Ordering::Acquire)
+            && let Some(hashes) = &self
+                .snapshot
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .hashes
+        {
+            return Ok(Arc::clone(hashes));
+        }
+        let txn = self.snapshot()?;
+        let open = || -> Outcome<HashIndex> { Ok(txn.open_table(tables::HASH_INDEX)?) };
+        let hashes = Arc::new(open().map_err(|e| self.settle(e, Op::Read))?);
+        let mut shared = self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Only beside the snapshot it was opened in: a write may have retired that one since.
+        if shared.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &txn)) {
+            shared.hashes = Some(Arc::clone(&hashes));
+        }
+        Ok(hashes)
     }
 
     /// Runs `f` in one durable write transaction: committed when it returns `Ok`, aborted (so
@@ -397,10 +428,9 @@ impl Engine for RedbStore {
     }
 
     fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
-        self.read(|txn| {
-            let hashes = txn.open_table(tables::HASH_INDEX)?;
-            Ok(hashes.get(hash)?.map(|v| v.value()))
-        })
+        let hashes = self.hash_index()?;
+        let get = || -> Outcome<Option<u64>> { Ok(hashes.get(hash)?.map(|v| v.value())) };
+        get().map_err(|e| self.settle(e, Op::Read))
     }
 
     fn tx_location(&self, tx_id: &str) -> Result<Option<(u64, u32)>, StoreError> {

@@ -6,6 +6,9 @@
 # path from a list), one wrk thread, 64 connections; rounds alternate the targets so drifts of
 # the shared machine's load fall on all of them alike. Prints each target's median and its
 # ratio to the bare server, the block reads' p99, and the access lines written and dropped.
+# Also each server's CPU time per request (user + system, all its threads, from /proc), which a
+# busy shared machine disturbs less than req/s: the ratio of bare's to the service's is what the
+# throughput ratio would be if the server alone were short of CPU.
 # The service runs as shipped: the embedded engine, default logging (console redirected to a
 # file, plus the rotated file, INFO, one line per request), the default middleware, and the
 # rate limit on, at a limit this load never reaches.
@@ -98,45 +101,52 @@ for line in io.lines(os.getenv("PATHS")) do paths[#paths + 1] = line end
 math.randomseed(os.time())
 request = function() return wrk.format("GET", paths[math.random(#paths)]) end
 LUA
-run() { # name url paths-file round
+# CPU time (user + system, in clock ticks, all threads) the process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # name url paths-file round pid
+  local before; before=$(ticks "$5")
   PATHS=$3 wrk -t1 -c64 -d"${SECS}s" --latency -s paths.lua "$2" > "$1.$4.txt"
+  echo $(($(ticks "$5") - before)) > "$1.$4.cpu"
 }
 for r in $(seq 1 "$ROUNDS"); do
   echo "== round $r/$ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
   # The order turns each round, so no target always runs first or after the same one.
-  targets=("bare $BPORT live.paths" "live $PORT live.paths" "height $PORT height.paths" "hash $PORT hash.paths")
+  targets=("bare $BPORT live.paths $BPID" "live $PORT live.paths $PID" "height $PORT height.paths $PID" "hash $PORT hash.paths $PID")
   # The bare server reads the same random block paths as the block reads.
-  targets[0]="bare $BPORT height.paths"
+  targets[0]="bare $BPORT height.paths $BPID"
   for i in 0 1 2 3; do
     set -- ${targets[$(((i + r - 1) % 4))]}
-    run "$1" "http://127.0.0.1:$2" "$3" "$r"
+    run "$1" "http://127.0.0.1:$2" "$3" "$r" "$4"
     printf '   %-7s %s req/s\n' "$1" "$(awk '/Requests\/sec/ {print $2}' "$1.$r.txt")"
   done
 done
 sleep 1
-python3 - "$ROUNDS" "$SIZE" "$HAVE" <<'PY'
+python3 - "$ROUNDS" "$SIZE" "$HAVE" "$(getconf CLK_TCK)" <<'PY'
 import re, statistics, sys
-rounds, size, have = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rounds, size, have, tck = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 def ms(s):
     v, u = re.match(r"([\d.]+)(us|ms|s)", s).groups()
     return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
-med, p99, total, bad = {}, {}, 0, []
+med, p99, cpu, total, bad = {}, {}, {}, 0, []
 for t in ["bare", "live", "height", "hash"]:
-    rates, tails = [], []
+    rates, tails, costs = [], [], []
     for r in range(1, rounds + 1):
         text = open(f"{t}.{r}.txt").read()
         rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)))
         tails.append(ms(re.search(r"\s99%\s+(\S+)", text).group(1)))
         n = int(re.search(r"(\d+) requests in", text).group(1))
+        costs.append(int(open(f"{t}.{r}.cpu").read()) * 1e6 / tck / max(n, 1))
         if t != "bare":
             total += n
         if "Non-2xx" in text or "Socket errors" in text:
             bad.append(f"{t} round {r}")
     med[t], p99[t] = statistics.median(rates), statistics.median(tails)
+    cpu[t] = statistics.median(costs)
 print(f"\nblocks stored {have}, block document {size} bytes; medians of {rounds} rounds")
 for t, label in [("bare", "bare axum, block from memory"), ("live", "GET /health/live"),
                  ("height", "GET /blocks/height/{random}"), ("hash", "GET /blocks/{random hash}")]:
-    print(f"{label:32} {med[t]:>9.0f} req/s  {med[t] / med['bare']:.2f}x bare  p99 {p99[t]:.2f} ms")
+    print(f"{label:32} {med[t]:>9.0f} req/s  {med[t] / med['bare']:.2f}x bare  p99 {p99[t]:.2f} ms"
+          f"  server CPU {cpu[t]:5.1f} us/req ({cpu['bare'] / cpu[t]:.2f}x bare's rate)")
 print(f"requests to block-manager in the rounds: {total}")
 print("errors or non-2xx: " + (", ".join(bad) if bad else "none"))
 open("total", "w").write(str(total))

@@ -1,7 +1,7 @@
 //! `/api/v1/blocks...` and `/api/v1/transactions/{tx_id}`: reads served straight from the
 //! stored documents, and the write routes (create, submit) and validate.
 
-use super::request::{JsonText, Params, bad_param};
+use super::request::{IfNoneMatch, JsonText, Params, bad_param};
 use super::{access, invalid, off_runtime, store_error, write_error};
 use crate::api::state::AppState;
 use crate::chain::{self, ChainView, Flags};
@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::ledger::Submitted;
 use crate::store::{BlockMeta, BlockReads, Order};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -106,14 +106,13 @@ fn served_hash(body: &[u8]) -> Option<&str> {
 ///
 /// `is_final` must be learnt before the body is read: a body read first could be one a
 /// rollback replaced just before the block became final.
-fn block_response(is_final: bool, body: Vec<u8>, headers: &HeaderMap) -> Response {
+fn block_response(is_final: bool, body: Vec<u8>, if_none_match: Option<&HeaderValue>) -> Response {
     let by_hash = served_hash(&body).filter(|_| is_final);
     let (etag, cache) = match by_hash {
         Some(hash) => (format!("\"{hash}\""), "public, max-age=31536000, immutable"),
         None => (body_etag(&body), "public, max-age=2"),
     };
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
+    let matches = if_none_match
         .and_then(|v| v.to_str().ok())
         .is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let mut res = if matches {
@@ -148,7 +147,7 @@ async fn by_height(
     state: &AppState,
     height: u64,
     shown: &str,
-    headers: &HeaderMap,
+    if_none_match: Option<&HeaderValue>,
 ) -> Result<Response, ApiError> {
     let is_final = state
         .store
@@ -160,7 +159,7 @@ async fn by_height(
         .await
         .map_err(store_error)?
     {
-        Some(body) => Ok(block_response(is_final, body, headers)),
+        Some(body) => Ok(block_response(is_final, body, if_none_match)),
         None => Err(ApiError::block_not_found(shown)),
     }
 }
@@ -180,29 +179,29 @@ async fn read<T: Send + 'static>(
 /// GET /api/v1/blocks/latest
 pub async fn latest(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let tip = state.ledger.tip_height().ok_or_else(|| {
         ApiError::block_not_found("latest").msg("The chain is empty: no block yet")
     })?;
-    by_height(&state, tip, "latest", &headers).await
+    by_height(&state, tip, "latest", if_none_match.as_ref()).await
 }
 
 /// GET /api/v1/blocks/height/{height}
 pub async fn at_height(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    headers: HeaderMap,
+    IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let height = parse_height(&raw)?;
-    by_height(&state, height, &raw, &headers).await
+    by_height(&state, height, &raw, if_none_match.as_ref()).await
 }
 
 /// GET /api/v1/blocks/{block_id}: a 64-hex hash, or a decimal height.
 pub async fn by_id(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, ApiError> {
     if chain::hash::is_hash_hex(&id) {
         let height = state
@@ -211,10 +210,10 @@ pub async fn by_id(
             .await
             .map_err(store_error)?
             .ok_or_else(|| ApiError::block_not_found(&id))?;
-        return by_height(&state, height, &id, &headers).await;
+        return by_height(&state, height, &id, if_none_match.as_ref()).await;
     }
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
-        return by_height(&state, parse_height(&id)?, &id, &headers).await;
+        return by_height(&state, parse_height(&id)?, &id, if_none_match.as_ref()).await;
     }
     Err(bad_param(
         "block_id",

@@ -11,6 +11,26 @@ use std::collections::HashMap;
 /// A JSON body, checked for its content type and parsed into a value.
 pub struct JsonBody(pub Value);
 
+/// The request's `If-None-Match` header, if any: all the block reads look at, taken alone
+/// because the `HeaderMap` extractor copies every header of the request.
+pub struct IfNoneMatch(pub Option<axum::http::HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get(axum::http::header::IF_NONE_MATCH)
+                .cloned(),
+        ))
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 

@@ -159,7 +159,12 @@ impl BodyLog {
         let mut end = 0;
         if trusted > 0 {
             let data_len = data.metadata()?.len();
-            match sound_body(Source::file(&index), Source::file(&data), trusted - 1, data_len) {
+            match sound_body(
+                Source::file(&index),
+                Source::file(&data),
+                trusted - 1,
+                data_len,
+            ) {
                 Some((_, last_end)) => end = last_end,
                 None => trusted = 0,
             }

@@ -275,7 +275,11 @@ impl RedbStore {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         // Only beside the snapshot it was opened in: a write may have retired that one since.
-        if shared.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &txn)) {
+        if shared
+            .current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &txn))
+        {
             shared.hashes = Some(Arc::clone(&hashes));
         }
         Ok(hashes)

@@ -76,7 +76,10 @@ fn appended_bodies_are_served_from_the_log() {
     assert_eq!(store.body_log_trusted(), Some(400));
     // The data file has outgrown its first map (4 KiB in tests) and been mapped again
     let (used, mapped) = store.body_log_mapped().unwrap();
-    assert!(used > 4096 && mapped >= used, "{used} bytes in use, {mapped} mapped");
+    assert!(
+        used > 4096 && mapped >= used,
+        "{used} bytes in use, {mapped} mapped"
+    );
     assert_serves(&store, &chain);
     assert_eq!(store.body_at(400).unwrap(), None);
     // Proof that the log answers: point height 7's entry at height 8's body, with a checksum

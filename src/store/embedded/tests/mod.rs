@@ -185,3 +185,20 @@ fn store_files_and_their_folder_are_private_to_the_service_user() {
         assert_eq!(mode(&log), 0o600, "{}", log.display());
     }
 }
+
+#[test]
+fn a_lookup_by_hash_sees_every_write_after_an_earlier_lookup() {
+    // The hash index is kept open with the shared snapshot: each write must retire it.
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let chain = blocks(0, 10);
+    store.append(&chain[..5]).unwrap();
+    assert_eq!(store.height_of_hash(&chain[4].meta.hash).unwrap(), Some(4));
+    assert_eq!(store.height_of_hash(&chain[5].meta.hash).unwrap(), None);
+    store.append(&chain[5..]).unwrap();
+    assert_eq!(store.height_of_hash(&chain[5].meta.hash).unwrap(), Some(5));
+    assert_eq!(store.height_of_hash(&chain[9].meta.hash).unwrap(), Some(9));
+    store.rollback_above(6).unwrap();
+    assert_eq!(store.height_of_hash(&chain[9].meta.hash).unwrap(), None);
+    assert_eq!(store.height_of_hash(&chain[6].meta.hash).unwrap(), Some(6));
+}

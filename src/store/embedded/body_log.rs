@@ -24,15 +24,16 @@
 //!
 //! Reads go through shared read-only maps ([`Maps`]) rather than `pread`: at the HTTP ceiling
 //! the two `pread`s were 11 % of a block read's CPU (system call entry and the page-cache
-//! lookups), the copy out of a map about 1 %. The maps reach past the files' ends, so that
-//! appends rarely need a new map, but only bytes already written (below `data_end` and
-//! `trusted`) are ever read, and the files never shrink while open (a rollback only lowers the
-//! marks), so a read never touches a page past the end of its file. What a map cannot do is
-//! turn a failing disk's read error into an error: the kernel raises SIGBUS instead, which
-//! stops the process, where `pread` would have fallen back to redb (which reads the same
-//! disk). Mapped pages the service has read show in its resident memory (`RssFile`), though
-//! they are the same page cache `pread` read from, and the kernel reclaims them alike. When a
-//! file cannot be mapped (address space limits), reads fall back to `pread`.
+//! lookups), the copy out of a map is about 2 % (mostly the cache misses the kernel's copy paid
+//! before). The maps reach past the files' ends, so that appends rarely need a new map, but
+//! only bytes already written (below `data_end` and `trusted`) are ever read, and the files
+//! never shrink while open (a rollback only lowers the marks), so a read never touches a page
+//! past the end of its file. What a map cannot do is turn a failing disk's read error into an
+//! error: the kernel raises SIGBUS instead, which stops the process, where `pread` would have
+//! fallen back to redb (which reads the same disk). Mapped pages the service has read show in
+//! its resident memory (`RssFile`), though they are the same page cache `pread` read from, and
+//! the kernel reclaims them alike. When a file cannot be mapped (address space limits), reads
+//! fall back to `pread`.
 
 use std::fs::{File, OpenOptions};
 use std::io;

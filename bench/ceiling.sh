@@ -111,9 +111,8 @@ run() { # name url paths-file round pid
 for r in $(seq 1 "$ROUNDS"); do
   echo "== round $r/$ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
   # The order turns each round, so no target always runs first or after the same one.
-  targets=("bare $BPORT live.paths $BPID" "live $PORT live.paths $PID" "height $PORT height.paths $PID" "hash $PORT hash.paths $PID")
   # The bare server reads the same random block paths as the block reads.
-  targets[0]="bare $BPORT height.paths $BPID"
+  targets=("bare $BPORT height.paths $BPID" "live $PORT live.paths $PID" "height $PORT height.paths $PID" "hash $PORT hash.paths $PID")
   for i in 0 1 2 3; do
     set -- ${targets[$(((i + r - 1) % 4))]}
     run "$1" "http://127.0.0.1:$2" "$3" "$r" "$4"

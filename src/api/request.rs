@@ -1,35 +1,17 @@
-//! Request parsing shared by the handlers: JSON bodies (415/400/413 in the error shape) and
-//! query parameters with bounds (400 naming the parameter).
+//! Request parsing shared by the handlers: JSON bodies (415/400/413 in the error shape), the
+//! `If-None-Match` header, and query parameters with bounds (400 naming the parameter).
 
 use crate::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 /// A JSON body, checked for its content type and parsed into a value.
 pub struct JsonBody(pub Value);
-
-/// The request's `If-None-Match` header, if any: all the block reads look at, taken alone
-/// because the `HeaderMap` extractor copies every header of the request.
-pub struct IfNoneMatch(pub Option<axum::http::HeaderValue>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .headers
-                .get(axum::http::header::IF_NONE_MATCH)
-                .cloned(),
-        ))
-    }
-}
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
@@ -38,6 +20,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         JsonText::from_request(req, state)
             .await
             .map(|t| JsonBody(t.value))
+    }
+}
+
+/// The request's `If-None-Match` header, if any: all the block reads look at, taken alone
+/// because the `HeaderMap` extractor copies every header of the request.
+pub struct IfNoneMatch(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Self(parts.headers.get(header::IF_NONE_MATCH).cloned()))
     }
 }
 

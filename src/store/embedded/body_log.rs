@@ -356,21 +356,22 @@ impl Drop for BodyLog {
 
 impl Files {
     /// Maps the files again where their maps end before `data_end` / `index_end`; a map that
-    /// cannot be made leaves that file to `pread`.
+    /// cannot be made leaves that file to `pread`. Called by the writer only (under the `tail`
+    /// lock), so what it reads under the read lock still holds when it takes the write lock.
     fn cover(&self, data_end: u64, index_end: u64) {
         let short = |m: &Option<Mmap>, end: u64| m.as_ref().is_some_and(|m| (m.len() as u64) < end);
-        let needed = {
+        let (data_short, index_short) = {
             let maps = self.maps.read().unwrap_or_else(PoisonError::into_inner);
-            short(&maps.data, data_end) || short(&maps.index, index_end)
+            (short(&maps.data, data_end), short(&maps.index, index_end))
         };
-        if !needed {
+        if !(data_short || index_short) {
             return;
         }
         let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-        if short(&maps.data, data_end) {
+        if data_short {
             maps.data = map(&self.data, data_end, maps.data.take());
         }
-        if short(&maps.index, index_end) {
+        if index_short {
             maps.index = map(&self.index, index_end, maps.index.take());
         }
     }

@@ -1,14 +1,17 @@
 //! Per-request observation: request id (accepted or made), one log line per request with
 //! method, route template, status, latency and client address, HTTP metrics, the error
-//! shape, and caught panics.
+//! shape, and caught panics (one layer for all of them: each layer of its own cost every
+//! request its own future and a move of the request and response through it).
 
 use crate::api::state::AppState;
 use crate::error::ApiError;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use prometheus::IntGauge;
 use std::convert::Infallible;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -87,8 +90,8 @@ fn hex(mut v: u64, out: &mut [u8]) {
     }
 }
 
-/// Outermost middleware but compression: request id, metrics, the access log line, and the
-/// one error shape of every non-2xx/3xx answer (one layer, where it was two).
+/// Outermost middleware but compression: request id, metrics, the access log line, the one
+/// error shape of every non-2xx/3xx answer, and caught panics.
 ///
 /// A service of its own rather than `middleware::from_fn`, which cloned the whole stack below
 /// it for every request (and dropped the clone after); this calls the inner service in place.
@@ -150,9 +153,22 @@ where
         let started = Instant::now();
         let in_flight = InFlight::enter(state.metrics.http_in_flight.clone());
         let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
-        let answer = self.inner.call(req).instrument(span);
+        // A panic while the request is handed on or answered becomes an opaque 500, logged
+        // inside the request's span (so with its id).
+        let call = panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
+        let answer = async move {
+            let caught = match call {
+                Ok(answer) => AssertUnwindSafe(answer).catch_unwind().await,
+                Err(panicked) => Err(panicked),
+            };
+            match caught {
+                Ok(Ok(res)) => res,
+                Err(panicked) => panic_response(panicked),
+            }
+        }
+        .instrument(span);
         Box::pin(async move {
-            let Ok(res) = answer.await;
+            let res = answer.await;
             let mut res = crate::error::shape(&state.catalog, res).await;
             drop(in_flight);
             let elapsed = started.elapsed();
@@ -208,7 +224,7 @@ fn client_text(ip: std::net::IpAddr, buf: &mut [u8; 15]) -> std::borrow::Cow<'_,
     String::from_utf8_lossy(&buf[..n])
 }
 
-/// A panic in a handler: logged once here (inside the request's span, so with its id), and
+/// A panic in a handler or a layer below observation: logged once here (inside the request's span, so with its id), and
 /// answered with an opaque 500.
 pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = err

@@ -15,6 +15,7 @@ mod request;
 pub mod state;
 mod stats;
 mod system;
+mod timeout;
 
 pub use stats::StatsCache;
 
@@ -33,7 +34,6 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 
 /// Every route and the middleware, over `state`.
 pub fn router(state: AppState) -> Router {
@@ -112,10 +112,7 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         // Before anything else looks at the request, inside the error shaping.
         .layer(gate::GateLayer::new(crate::server::head::over_limits))
         .option_layer(cors(&state.config.cors.allowed_origins))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        .layer(timeout::TimeoutLayer::new(timeout))
         .layer(gate::GateLayer::new(rate_limit))
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes));
     routes

@@ -188,8 +188,8 @@ pub(crate) struct Watched {
     conn: Arc<Conn>,
     timeouts: Timeouts,
     timer: Pin<Box<Sleep>>,
-    /// The state word the timer is set for.
-    armed: Option<u64>,
+    /// When the timer runs out: at or before the deadline of the phase the connection is in.
+    armed: Option<tokio::time::Instant>,
     catalog: Arc<Catalog>,
     /// Our answer in place of hyper's bodiless one, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
@@ -358,12 +358,21 @@ impl AsyncRead for Watched {
                 return Poll::Pending;
             }
         };
-        if this.armed != Some(w) {
-            let at = this.conn.deadline(since, timeout);
+        // The timer may run early, never late: it is moved only to an earlier deadline, and
+        // when it runs out before the deadline of the phase now it is set again. A kept-alive
+        // connection thus sets it about once per idle timeout, not once per request (each
+        // setting takes the runtime's timer lock).
+        let at = this.conn.deadline(since, timeout);
+        if this.armed.is_none_or(|armed| at < armed) {
             this.timer.as_mut().reset(at);
-            this.armed = Some(w);
+            this.armed = Some(at);
         }
-        if this.timer.as_mut().poll(cx).is_ready() {
+        while this.timer.as_mut().poll(cx).is_ready() {
+            if this.armed.is_some_and(|armed| armed < at) {
+                this.timer.as_mut().reset(at);
+                this.armed = Some(at);
+                continue;
+            }
             if phase == HEAD {
                 this.timeouts.header_timeouts.inc();
                 tracing::debug!("closing a connection: no complete request head in time");

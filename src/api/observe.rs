@@ -5,6 +5,7 @@
 
 use crate::api::state::AppState;
 use crate::error::ApiError;
+use crate::telemetry::context::InRequest;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 /// The method as a label: any method outside the standard set is `OTHER`, so made-up methods
 /// cannot create new series.
@@ -152,21 +152,24 @@ where
         let route = req.extensions().get::<MatchedPath>().cloned();
         let started = Instant::now();
         let in_flight = InFlight::enter(state.metrics.http_in_flight.clone());
-        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
         // A panic while the request is handed on or answered becomes an opaque 500, logged
-        // inside the request's span (so with its id).
+        // with the request's id.
         let call = panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
-        let answer = async move {
-            let caught = match call {
-                Ok(answer) => AssertUnwindSafe(answer).catch_unwind().await,
-                Err(panicked) => Err(panicked),
-            };
-            match caught {
-                Ok(Ok(res)) => res,
-                Err(panicked) => panic_response(panicked),
+        let answer = {
+            let id = id.clone();
+            async move {
+                let caught = match call {
+                    Ok(answer) => AssertUnwindSafe(answer).catch_unwind().await,
+                    Err(panicked) => Err(panicked),
+                };
+                match caught {
+                    Ok(Ok(res)) => res,
+                    Err(panicked) => panic_response(panicked, &id),
+                }
             }
-        }
-        .instrument(span);
+        };
+        // Whatever is logged while the request is answered carries its id.
+        let answer = InRequest::new(id.clone(), answer);
         Box::pin(async move {
             let res = answer.await;
             let mut res = crate::error::shape(&state.catalog, res).await;
@@ -224,15 +227,19 @@ fn client_text(ip: std::net::IpAddr, buf: &mut [u8; 15]) -> std::borrow::Cow<'_,
     String::from_utf8_lossy(&buf[..n])
 }
 
-/// A panic in a handler or a layer below observation: logged once here (inside the request's span, so with its id), and
-/// answered with an opaque 500.
-pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+/// A panic in a handler or a layer below observation: logged once here, with the request's
+/// id, and answered with an opaque 500.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>, id: &HeaderValue) -> Response {
     let what = err
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
-    tracing::error!(panic = what, "handler panicked");
+    tracing::error!(
+        panic = what,
+        request_id = id.to_str().unwrap_or("-"),
+        "handler panicked"
+    );
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SRV_001").into_response()
 }
 

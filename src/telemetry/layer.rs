@@ -3,7 +3,7 @@
 
 use super::format::LineFormat;
 use super::queue::Queue;
-use super::record::{Record, Value, write_text_message};
+use super::record::{Record, Text, Value, write_text_message};
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
@@ -150,39 +150,40 @@ struct Collect<'a> {
 
 impl Collect<'_> {
     fn put(&mut self, field: &Field, value: Value) {
-        if field.name() == "message"
-            && let Some(m) = self.message.as_deref_mut()
-        {
-            match value {
-                Value::Str(s) | Value::Text(s) => m.push_str(&s),
-                other => m.push_str(&format!("{other:?}")),
-            }
-            return;
-        }
         // `log` records bridged into tracing carry these; they are not the record's fields.
         if field.name().starts_with("log.") {
             return;
         }
         self.fields.push((field.name(), value));
     }
+
+    /// The event's message, when `field` is it and it is wanted.
+    fn message(&mut self, field: &Field) -> Option<&mut String> {
+        if field.name() == "message" {
+            self.message.as_deref_mut()
+        } else {
+            None
+        }
+    }
 }
 
 impl Visit for Collect<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         // The message is written where it is kept, not into a string of its own first.
-        if field.name() == "message"
-            && let Some(m) = self.message.as_deref_mut()
-        {
+        if let Some(m) = self.message(field) {
             let _ = write!(m, "{value:?}");
             return;
         }
-        // Room for an address or a request id up front: `format!` grows from nothing.
-        let mut text = String::with_capacity(40);
+        let mut text = Text::new();
         let _ = write!(text, "{value:?}");
         self.put(field, Value::Text(text));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::Str(value.to_owned()));
+        if let Some(m) = self.message(field) {
+            m.push_str(value);
+            return;
+        }
+        self.put(field, Value::Str(value.into()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.put(field, Value::I64(value));
@@ -198,11 +199,30 @@ impl Visit for Collect<'_> {
     }
 }
 
+/// One record on its way to the queue: its message and fields, its line per formatter, and
+/// its `%(message)s`.
+#[derive(Default)]
+struct Staged {
+    message: String,
+    fields: Vec<(&'static str, Value)>,
+    /// The lines, one after another.
+    lines: Vec<u8>,
+    /// Which handlers each line is for, and where it lies in `lines`.
+    each: Vec<(u64, std::ops::Range<usize>)>,
+    text: String,
+}
+
 thread_local! {
-    /// This thread's line being formatted and its `%(message)s`: reused, so a record costs no
-    /// allocation for them.
-    static LINE: std::cell::RefCell<(Vec<u8>, String)> =
-        std::cell::RefCell::new((Vec::with_capacity(512), String::with_capacity(256)));
+    /// This thread's record being formatted: reused, so a record costs no allocation for its
+    /// fields or lines, and all of its lines are queued at once.
+    static LINE: std::cell::RefCell<Staged> = std::cell::RefCell::new(Staged {
+        message: String::with_capacity(128),
+        // Room for the access line's fields without growing.
+        fields: Vec::with_capacity(8),
+        lines: Vec::with_capacity(1024),
+        each: Vec::with_capacity(4),
+        text: String::with_capacity(256),
+    });
     /// This thread's number, as `%(thread)d` prints it (std gives no stable accessor).
     static THREAD: u64 = {
         let id = format!("{:?}", std::thread::current().id());
@@ -260,12 +280,26 @@ where
         if !self.plan.rust_log && level > route.level {
             return;
         }
-        let mut message = String::new();
-        // Room for the access line's fields and its span's without growing.
-        let mut fields = Vec::with_capacity(8);
+        let Some(queue) = &self.plan.queue else {
+            return;
+        };
+        // The thread's buffers are taken for the record and put back after it; a record
+        // logged meanwhile (only from a formatter's own failure) gets fresh ones.
+        let mut staged = LINE
+            .with(|l| l.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)))
+            .unwrap_or_default();
+        let Staged {
+            message,
+            fields,
+            lines,
+            each,
+            text,
+        } = &mut staged;
+        message.clear();
+        fields.clear();
         event.record(&mut Collect {
-            message: Some(&mut message),
-            fields: &mut fields,
+            message: Some(message),
+            fields,
         });
         if let Some(scope) = ctx.event_scope(event) {
             // Innermost span first: its value wins over an outer span's of the same name.
@@ -279,6 +313,13 @@ where
                 }
             }
         }
+        if !fields.iter().any(|(n, _)| *n == "request_id") {
+            super::context::with_current(|id| {
+                if let Some(id) = id {
+                    fields.push(("request_id", Value::Str(id.into())));
+                }
+            });
+        }
         let name = logger.name(meta.target());
         let record = Record {
             time: time::OffsetDateTime::now_utc(),
@@ -289,40 +330,43 @@ where
             file: meta.file(),
             line: meta.line(),
             thread: THREAD.with(|t| *t),
-            message: &message,
-            fields: &fields,
+            message,
+            fields,
         };
-        let Some(queue) = &self.plan.queue else {
-            return;
-        };
-        LINE.with_borrow_mut(|(line, text)| {
-            let mut have_text = false;
-            // Sinks are ordered by formatter: each formatter formats this record once, and the
-            // line is queued once for all the handlers sharing that formatter.
-            let sinks = &route.sinks;
-            let mut at = 0;
-            while at < sinks.len() {
-                let format = self.plan.sinks[sinks[at]].format;
-                let mut handlers = 0u64;
-                while at < sinks.len() && self.plan.sinks[sinks[at]].format == format {
-                    let i = sinks[at];
-                    if level <= self.plan.sinks[i].level {
-                        handlers |= 1 << i;
-                    }
-                    at += 1;
+        lines.clear();
+        each.clear();
+        let mut have_text = false;
+        // Sinks are ordered by formatter: each formatter formats this record once, and the
+        // line is queued once for all the handlers sharing that formatter.
+        let sinks = &route.sinks;
+        let mut at = 0;
+        while at < sinks.len() {
+            let format = self.plan.sinks[sinks[at]].format;
+            let mut handlers = 0u64;
+            while at < sinks.len() && self.plan.sinks[sinks[at]].format == format {
+                let i = sinks[at];
+                if level <= self.plan.sinks[i].level {
+                    handlers |= 1 << i;
                 }
-                if handlers == 0 {
-                    continue;
-                }
-                let format = &self.plan.formats[format];
-                if format.needs_message() && !have_text {
-                    text.clear();
-                    write_text_message(&record, text);
-                    have_text = true;
-                }
-                line.clear();
-                format.render(&record, if have_text { text } else { "" }, line);
-                queue.push(handlers, line);
+                at += 1;
+            }
+            if handlers == 0 {
+                continue;
+            }
+            let format = &self.plan.formats[format];
+            if format.needs_message() && !have_text {
+                text.clear();
+                write_text_message(&record, text);
+                have_text = true;
+            }
+            let start = lines.len();
+            format.render(&record, if have_text { text } else { "" }, lines);
+            each.push((handlers, start..lines.len()));
+        }
+        queue.push_each(each, lines);
+        LINE.with(|l| {
+            if let Ok(mut slot) = l.try_borrow_mut() {
+                *slot = staged;
             }
         });
     }

@@ -6,6 +6,7 @@
 //! the main file's `logging.*` (`directory`, `level`, `format`, `rotate.*`).
 
 mod check;
+pub mod context;
 mod datefmt;
 mod format;
 mod layer;

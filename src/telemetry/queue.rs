@@ -5,6 +5,7 @@
 //! the new line is dropped and counted against each handler it was for.
 
 use std::io::{self, Write};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -134,41 +135,51 @@ impl Queue {
 
     /// Queues `line` for the handlers whose bits are set in `handlers`; never blocks on the
     /// writer (the lock is held only to append).
+    #[cfg(test)]
     pub fn push(&self, handlers: u64, line: &[u8]) {
-        if handlers == 0 {
-            return;
-        }
-        let wake = {
+        self.push_each(&[(handlers, 0..line.len())], line);
+    }
+
+    /// Queues each `(handlers, range)` of `lines` (one record's line per formatter), as
+    /// [`Queue::push`] would one by one but under one taking of the lock.
+    pub fn push_each(&self, each: &[(u64, Range<usize>)], lines: &[u8]) {
+        let mut wake = false;
+        {
             let Ok(mut b) = self.0.batch.lock() else {
                 return;
             };
-            let need = 12 + line.len();
-            if b.bytes + need > QUEUED_BYTES || b.closing {
-                drop(b);
-                self.count_dropped(handlers);
-                return;
+            for (handlers, range) in each {
+                let (handlers, line) = (*handlers, &lines[range.clone()]);
+                if handlers == 0 {
+                    continue;
+                }
+                let need = 12 + line.len();
+                if b.bytes + need > QUEUED_BYTES || b.closing {
+                    self.count_dropped(handlers);
+                    continue;
+                }
+                let b = &mut *b;
+                let room = b
+                    .chunks
+                    .last()
+                    .is_some_and(|c| c.capacity() - c.len() >= need);
+                if !room {
+                    let chunk = match b.spare.pop() {
+                        Some(c) if c.capacity() >= need => c,
+                        _ => Vec::with_capacity(need.max(CHUNK)),
+                    };
+                    b.chunks.push(chunk);
+                }
+                if let Some(c) = b.chunks.last_mut() {
+                    c.extend_from_slice(&handlers.to_le_bytes());
+                    c.extend_from_slice(&(line.len() as u32).to_le_bytes());
+                    c.extend_from_slice(line);
+                }
+                b.bytes += need;
+                b.lines += 1;
+                wake |= std::mem::take(&mut b.idle);
             }
-            let b = &mut *b;
-            let room = b
-                .chunks
-                .last()
-                .is_some_and(|c| c.capacity() - c.len() >= need);
-            if !room {
-                let chunk = match b.spare.pop() {
-                    Some(c) if c.capacity() >= need => c,
-                    _ => Vec::with_capacity(need.max(CHUNK)),
-                };
-                b.chunks.push(chunk);
-            }
-            if let Some(c) = b.chunks.last_mut() {
-                c.extend_from_slice(&handlers.to_le_bytes());
-                c.extend_from_slice(&(line.len() as u32).to_le_bytes());
-                c.extend_from_slice(line);
-            }
-            b.bytes += need;
-            b.lines += 1;
-            std::mem::take(&mut b.idle)
-        };
+        }
         // Only a parked writer needs the (system call) wake-up; a busy one finds the line.
         if wake {
             self.0.wake.notify_one();

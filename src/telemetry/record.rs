@@ -9,32 +9,124 @@ use tracing::Level;
 #[derive(Debug, Clone)]
 pub enum Value {
     /// A string field (`route = "/x"`): bare in text when it needs no quotes.
-    Str(String),
+    Str(Text),
     /// A field recorded through `Display` or `Debug` (`%id`, `?err`), already rendered.
-    Text(String),
+    Text(Text),
     I64(i64),
     U64(u64),
     F64(f64),
     Bool(bool),
 }
 
+/// Bytes a [`Text`] holds without a heap allocation: enough for a route template, a request
+/// id, a client address or a method, which every access line records.
+const INLINE: usize = 62;
+
+/// A field's text, held inline when short (recording a field then allocates nothing).
+#[derive(Clone)]
+pub struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(String),
+}
+
+impl Text {
+    pub fn new() -> Self {
+        Self(Repr::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only whole `str`s are ever copied in (see `push_str`).
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+
+    pub fn push_str(&mut self, s: &str) {
+        match &mut self.0 {
+            Repr::Inline { len, bytes } => {
+                let at = usize::from(*len);
+                if let Some(room) = bytes.get_mut(at..at + s.len()) {
+                    room.copy_from_slice(s.as_bytes());
+                    *len += s.len() as u8;
+                } else {
+                    let mut heap = String::with_capacity(at + s.len());
+                    heap.push_str(std::str::from_utf8(&bytes[..at]).unwrap_or_default());
+                    heap.push_str(s);
+                    self.0 = Repr::Heap(heap);
+                }
+            }
+            Repr::Heap(h) => h.push_str(s),
+        }
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        let mut t = Self::new();
+        t.push_str(s);
+        t
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
 impl Value {
     pub(super) fn write_text(&self, out: &mut String) {
         match self {
-            // Quoted only when a reader could not tell where it ends.
-            Value::Str(s) if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"') => {
-                let _ = write!(out, "{s:?}");
+            Value::Str(s) => {
+                let s = s.as_str();
+                // Quoted only when a reader could not tell where it ends. Plain ASCII without
+                // spaces or quotes (routes, ids, addresses) is told at a glance.
+                let plain = !s.is_empty()
+                    && (s.bytes().all(|b| b > b' ' && b != b'"' && b < 0x7f)
+                        || !s.chars().any(|c| c.is_whitespace() || c == '"'));
+                if plain {
+                    out.push_str(s);
+                } else {
+                    let _ = write!(out, "{s:?}");
+                }
             }
-            Value::Str(s) | Value::Text(s) => out.push_str(s),
+            Value::Text(s) => out.push_str(s),
             Value::I64(v) => {
                 let _ = write!(out, "{v}");
             }
             Value::U64(v) => {
                 let _ = write!(out, "{v}");
             }
-            Value::F64(v) => {
-                let _ = write!(out, "{v}");
-            }
+            Value::F64(v) => write_f64(out, *v),
             Value::Bool(v) => {
                 let _ = write!(out, "{v}");
             }
@@ -52,6 +144,30 @@ impl Value {
             Value::Bool(v) => (*v).into(),
         }
     }
+}
+
+/// `v` as `Display` writes it. A value of whole thousandths (the access line's latency in
+/// milliseconds) is written by hand: the shortest form of the double nearest to a decimal of
+/// three places is that decimal with trailing zeros dropped (doubles this small lie far
+/// closer together than a thousandth), and the general float formatting was a noticeable part of a line.
+fn write_f64(out: &mut String, v: f64) {
+    // `n / 1e3 == v`: `v` is the double nearest to n thousandths (division rounds correctly).
+    let n = (v * 1e3).round() as u64;
+    if (0.0..1e9).contains(&v) && n as f64 / 1e3 == v {
+        let _ = write!(out, "{}", n / 1000);
+        let mut frac = n % 1000;
+        if frac != 0 {
+            out.push('.');
+            let mut digits = 3;
+            while frac.is_multiple_of(10) {
+                frac /= 10;
+                digits -= 1;
+            }
+            let _ = write!(out, "{frac:0digits$}");
+        }
+        return;
+    }
+    let _ = write!(out, "{v}");
 }
 
 /// One log record, as every formatter sees it.
@@ -142,6 +258,29 @@ pub fn write_text_message(r: &Record, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_read_as_display_prints_them() {
+        for v in [
+            0.0, 0.001, 0.01, 0.41, 1.0, 1.5, 12.345, 100.1, 999.999, 1234.5, 0.1234, 1e10, 5e-5,
+        ] {
+            let mut out = String::new();
+            write_f64(&mut out, v);
+            assert_eq!(out, v.to_string(), "{v}");
+        }
+    }
+
+    #[test]
+    fn texts_hold_short_and_long_values_alike() {
+        let short = Text::from("/api/v1/blocks/height/{height}");
+        assert_eq!(short.as_str(), "/api/v1/blocks/height/{height}");
+        let mut grown = Text::from(&*"x".repeat(60));
+        grown.push_str("yyyy");
+        assert_eq!(grown.as_str(), format!("{}yyyy", "x".repeat(60)));
+        let mut t = Text::new();
+        std::fmt::Write::write_fmt(&mut t, format_args!("{}-{}", "é", 7)).unwrap();
+        assert_eq!(&*t, "é-7");
+    }
 
     #[test]
     fn the_access_line_leads_with_method_route_status_and_latency() {

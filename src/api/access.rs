@@ -56,7 +56,7 @@ fn key_of(state: &AppState, given: &str) -> Option<KeyId> {
 }
 
 /// A refusal: counted by `reason` and logged once, here, with its code (never the key; the
-/// request's span adds its id).
+/// log adds the request's id, see `telemetry::context`).
 fn refuse(state: &AppState, reason: &str, e: ApiError) -> ApiError {
     state
         .metrics

@@ -155,17 +155,14 @@ where
         // A panic while the request is handed on or answered becomes an opaque 500, logged
         // with the request's id.
         let call = panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
-        let answer = {
-            let id = id.clone();
-            async move {
-                let caught = match call {
-                    Ok(answer) => AssertUnwindSafe(answer).catch_unwind().await,
-                    Err(panicked) => Err(panicked),
-                };
-                match caught {
-                    Ok(Ok(res)) => res,
-                    Err(panicked) => panic_response(panicked, &id),
-                }
+        let answer = async move {
+            let caught = match call {
+                Ok(answer) => AssertUnwindSafe(answer).catch_unwind().await,
+                Err(panicked) => Err(panicked),
+            };
+            match caught {
+                Ok(Ok(res)) => res,
+                Err(panicked) => panic_response(panicked),
             }
         };
         // Whatever is logged while the request is answered carries its id.
@@ -227,19 +224,22 @@ fn client_text(ip: std::net::IpAddr, buf: &mut [u8; 15]) -> std::borrow::Cow<'_,
     String::from_utf8_lossy(&buf[..n])
 }
 
-/// A panic in a handler or a layer below observation: logged once here, with the request's
-/// id, and answered with an opaque 500.
-fn panic_response(err: Box<dyn std::any::Any + Send + 'static>, id: &HeaderValue) -> Response {
+/// A panic in a handler or a layer below observation: logged once here, with the id of the
+/// request being answered (named in the event itself, so any subscriber shows it), and
+/// answered with an opaque 500.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = err
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
-    tracing::error!(
-        panic = what,
-        request_id = id.to_str().unwrap_or("-"),
-        "handler panicked"
-    );
+    crate::telemetry::context::with_current(|id| {
+        tracing::error!(
+            panic = what,
+            request_id = id.unwrap_or("-"),
+            "handler panicked"
+        )
+    });
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SRV_001").into_response()
 }
 

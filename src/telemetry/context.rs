@@ -19,7 +19,7 @@ thread_local! {
 }
 
 /// Calls `f` with the id of the request being answered on this thread, if any.
-pub(super) fn with_current<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
     CURRENT.with(|c| match c.try_borrow() {
         Ok(id) => f(id.as_ref().and_then(|v| v.to_str().ok())),
         Err(_) => f(None),

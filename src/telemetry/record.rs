@@ -149,11 +149,13 @@ impl Value {
 /// `v` as `Display` writes it. A value of whole thousandths (the access line's latency in
 /// milliseconds) is written by hand: the shortest form of the double nearest to a decimal of
 /// three places is that decimal with trailing zeros dropped (doubles this small lie far
-/// closer together than a thousandth), and the general float formatting was a noticeable part of a line.
+/// closer together than a thousandth), and the general float formatting was a noticeable
+/// part of a line.
 fn write_f64(out: &mut String, v: f64) {
     // `n / 1e3 == v`: `v` is the double nearest to n thousandths (division rounds correctly).
     let n = (v * 1e3).round() as u64;
-    if (0.0..1e9).contains(&v) && n as f64 / 1e3 == v {
+    // Positive only: `-0.0` prints its sign.
+    if v.is_sign_positive() && v < 1e9 && n as f64 / 1e3 == v {
         let _ = write!(out, "{}", n / 1000);
         let mut frac = n % 1000;
         if frac != 0 {
@@ -262,7 +264,8 @@ mod tests {
     #[test]
     fn latencies_read_as_display_prints_them() {
         for v in [
-            0.0, 0.001, 0.01, 0.41, 1.0, 1.5, 12.345, 100.1, 999.999, 1234.5, 0.1234, 1e10, 5e-5,
+            0.0, -0.0, 0.001, 0.01, 0.41, 1.0, 1.5, 12.345, 100.1, 999.999, 1234.5, 0.1234, 1e10,
+            5e-5, -1.5,
         ] {
             let mut out = String::new();
             write_f64(&mut out, v);

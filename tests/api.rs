@@ -425,6 +425,39 @@ async fn validate_reports_flags_from_codes_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_configured_body_limit_holds_on_every_route_that_reads_a_body() {
+    let app = spawn_app(|c| c.api.max_body_bytes = 4096).await;
+    // JSON, so the size is the only thing wrong with the large ones.
+    let body = |len: usize| {
+        let mut b = b"{\"pad\":\"".to_vec();
+        b.resize(len - 2, b'x');
+        b.extend_from_slice(b"\"}");
+        b
+    };
+    for path in [
+        "/api/v1/blocks",
+        "/api/v1/blocks/submit",
+        "/api/v1/blocks/validate",
+        "/api/v1/chain/verify",
+    ] {
+        let post = |len| {
+            app.client
+                .post(app.url(path))
+                .header("X-API-Key", WRITE_KEY)
+                .header("content-type", "application/json")
+                .body(body(len))
+                .send()
+        };
+        let res = post(4097).await.unwrap();
+        assert_eq!(res.status(), 413, "{path}");
+        assert_eq!(code_of(&res.json().await.unwrap()), "REQ_003", "{path}");
+        let res = post(4096).await.unwrap();
+        assert_ne!(res.status(), 413, "{path}: a body at the limit is read");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn malformed_json_wrong_content_type_and_oversized_bodies_are_refused() {
     let app = spawn_app(|_| {}).await;
     let post = |body: Vec<u8>, ct: &'static str| {

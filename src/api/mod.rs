@@ -5,6 +5,7 @@
 pub mod access;
 mod blocks;
 mod chain;
+mod compress;
 pub mod events;
 mod explorer;
 mod gate;
@@ -32,7 +33,6 @@ use axum::routing::{get, post};
 use serde_json::json;
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Every route and the middleware, over `state`.
@@ -47,7 +47,10 @@ pub fn router(state: AppState) -> Router {
         // A literal segment: matched before the `{block_id}` capture whatever the order here.
         .route("/api/v1/blocks/stats", get(stats::stats))
         .route("/api/v1/blocks/{block_id}", get(blocks::by_id))
-        .route("/api/v1/blocks/validate", post(blocks::validate))
+        .route(
+            "/api/v1/blocks/validate",
+            post(blocks::validate).layer(body_limit(&state)),
+        )
         .route("/api/v1/transactions/{tx_id}", get(blocks::transaction))
         .route("/api/v1/chain/info", get(chain::info))
         .route("/api/v1/chain/status", get(chain::status))
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/blocks/submit", post(blocks::submit))
         .route("/api/v1/chain/verify", post(chain::verify))
         .route("/api/v1/sync", post(system::sync_now))
+        .route_layer(body_limit(&state))
         .route_layer(from_fn_with_state(state.clone(), access::require_write));
     let public = Router::<AppState>::new()
         .route("/health", get(system::health))
@@ -90,8 +94,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The middleware stack around `routes`: observation (request id, metrics, the access line,
-/// the error shape, caught panics), head limits, CORS, timeout, rate limit, body limit, and the
-/// 404/405 fallbacks.
+/// the error shape, caught panics), head limits, CORS, timeout, rate limit, and the 404/405
+/// fallbacks. The body limit is on the routes that read bodies (see [`body_limit`]).
 ///
 /// One `Router::layer` of one composed stack, outermost first. Each `Router::layer` call wraps
 /// every route in a boxed service of its own, and a request then paid a clone of each box, a
@@ -107,19 +111,25 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     };
     let stack = ServiceBuilder::new()
         // Outside observation, so the error shape is applied to (and reads) uncompressed bodies.
-        .layer(CompressionLayer::new().gzip(true))
+        .layer(compress::GzipLayer)
         .layer(observe::ObserveLayer::new(state.clone()))
         // Before anything else looks at the request, inside the error shaping.
         .layer(gate::GateLayer::new(crate::server::head::over_limits))
         .option_layer(cors(&state.config.cors.allowed_origins))
         .layer(timeout::TimeoutLayer::new(timeout))
-        .layer(gate::GateLayer::new(rate_limit))
-        .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes));
+        .layer(gate::GateLayer::new(rate_limit));
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(stack)
         .with_state(state)
+}
+
+/// `api.max_body_bytes`, on the routes that read a body (writes and validation) and only
+/// there: on every route it cost each read an extension, allocated and dropped, that nothing
+/// read.
+fn body_limit(state: &AppState) -> DefaultBodyLimit {
+    DefaultBodyLimit::max(state.config.api.max_body_bytes)
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

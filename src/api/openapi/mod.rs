@@ -126,7 +126,11 @@ mod tests {
     fn routed() -> BTreeSet<(String, String)> {
         let source = include_str!("../mod.rs");
         let mut out = BTreeSet::new();
-        for call in source.split(".route(\"").skip(1) {
+        // A call rustfmt broke over lines starts its path on the next line.
+        for call in source.split(".route(").skip(1) {
+            let Some(call) = call.trim_start().strip_prefix('"') else {
+                continue;
+            };
             let (path, rest) = call.split_once('"').unwrap();
             let args = &rest[..rest.find("))").unwrap()];
             for method in ["get", "post", "put", "patch", "delete"] {

@@ -83,7 +83,9 @@ impl<'a> From<&'a BlockMeta> for HeaderOut<'a> {
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut res = (status, body).into_response();
+    // Built directly: `(status, Vec<u8>)` would set `application/octet-stream` first.
+    let mut res = Response::new(axum::body::Body::from(body));
+    *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -91,11 +93,15 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     res
 }
 
-/// Hash of a stored document: its first field, `block_id`, at a fixed offset.
-fn served_hash(body: &[u8]) -> Option<&str> {
-    const PREFIX: &[u8] = b"{\"block_id\":\"";
-    let hash = body.strip_prefix(PREFIX)?.get(..64)?;
-    std::str::from_utf8(hash).ok()
+/// The leading `"block_id":"<hash>"` of a stored document.
+const ID_PREFIX: &[u8] = b"{\"block_id\":\"";
+
+/// The hash of a stored document with the quotes around it in the document (`"<hash>"`),
+/// which is the entity tag of a final block.
+fn quoted_hash(body: &[u8]) -> Option<&[u8]> {
+    let start = ID_PREFIX.len() - 1;
+    let quoted = body.get(start..start + 66)?;
+    (body.starts_with(ID_PREFIX) && quoted[65] == b'"').then_some(quoted)
 }
 
 /// A stored block with caching headers. A block at or below the store's finality floor never
@@ -107,14 +113,22 @@ fn served_hash(body: &[u8]) -> Option<&str> {
 /// `is_final` must be learnt before the body is read: a body read first could be one a
 /// rollback replaced just before the block became final.
 fn block_response(is_final: bool, body: Vec<u8>, if_none_match: Option<&HeaderValue>) -> Response {
-    let by_hash = served_hash(&body).filter(|_| is_final);
-    let (etag, cache) = match by_hash {
-        Some(hash) => (format!("\"{hash}\""), "public, max-age=31536000, immutable"),
-        None => (body_etag(&body), "public, max-age=2"),
+    let mut digest_tag = [0u8; BODY_ETAG_LEN];
+    let (etag, cache): (&[u8], _) = match quoted_hash(&body).filter(|_| is_final) {
+        Some(quoted) => (quoted, "public, max-age=31536000, immutable"),
+        None => {
+            body_etag(&body, &mut digest_tag);
+            (&digest_tag, "public, max-age=2")
+        }
     };
-    let matches = if_none_match
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let matches = if_none_match.is_some_and(|inm| {
+        inm.as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|t| t == etag || t == b"*")
+    });
+    // Made before the body moves into the response; both tags are visible ASCII.
+    let tag = HeaderValue::from_bytes(etag).ok();
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -122,16 +136,22 @@ fn block_response(is_final: bool, body: Vec<u8>, if_none_match: Option<&HeaderVa
     };
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let Ok(tag) = HeaderValue::from_str(&etag) {
+    if let Some(tag) = tag {
         h.insert(header::ETAG, tag);
     }
     res
 }
 
-/// A strong ETag naming the exact bytes of `body`: 128 bits of its BLAKE3 digest.
-fn body_etag(body: &[u8]) -> String {
+/// Length of [`body_etag`]'s tag: `"b3-` and 32 hex digits and `"`.
+const BODY_ETAG_LEN: usize = 37;
+
+/// A strong ETag naming the exact bytes of `body`: 128 bits of its BLAKE3 digest, written
+/// into `out` as `"b3-<32 hex digits>"`.
+fn body_etag(body: &[u8], out: &mut [u8; BODY_ETAG_LEN]) {
     let digest = blake3::hash(body).to_hex();
-    format!("\"b3-{}\"", &digest[..32])
+    out[..4].copy_from_slice(b"\"b3-");
+    out[4..36].copy_from_slice(&digest.as_bytes()[..32]);
+    out[36..].copy_from_slice(b"\"");
 }
 
 /// A decimal height: digits only (no sign, no spaces); more than a u64 holds names no block.
@@ -149,16 +169,15 @@ async fn by_height(
     shown: &str,
     if_none_match: Option<&HeaderValue>,
 ) -> Result<Response, ApiError> {
-    let is_final = state
-        .store
-        .finality_floor()
-        .is_ok_and(|floor| height <= floor);
-    match state
-        .store
-        .body_at_async(height)
-        .await
-        .map_err(store_error)?
-    {
+    let reads = &state.reads;
+    let is_final = reads.finality_floor().is_ok_and(|floor| height <= floor);
+    // Page-cache reads are answered in place: the boxed future would only cost an allocation.
+    let body = if reads.reads_inline() {
+        reads.body_at(height)
+    } else {
+        reads.body_at_async(height).await
+    };
+    match body.map_err(store_error)? {
         Some(body) => Ok(block_response(is_final, body, if_none_match)),
         None => Err(ApiError::block_not_found(shown)),
     }
@@ -204,10 +223,13 @@ pub async fn by_id(
     IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, ApiError> {
     if chain::hash::is_hash_hex(&id) {
-        let height = state
-            .store
-            .height_of_hash_async(&id)
-            .await
+        let reads = &state.reads;
+        let height = if reads.reads_inline() {
+            reads.height_of_hash(&id)
+        } else {
+            reads.height_of_hash_async(&id).await
+        };
+        let height = height
             .map_err(store_error)?
             .ok_or_else(|| ApiError::block_not_found(&id))?;
         return by_height(&state, height, &id, if_none_match.as_ref()).await;
@@ -586,9 +608,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn served_hash_reads_the_leading_block_id() {
+    fn the_quoted_hash_is_read_from_the_leading_block_id() {
         let body = format!("{{\"block_id\":\"{}\",\"height\":1}}", "a".repeat(64));
-        assert_eq!(served_hash(body.as_bytes()), Some("a".repeat(64).as_str()));
-        assert_eq!(served_hash(b"{\"height\":1}"), None);
+        let quoted = format!("\"{}\"", "a".repeat(64));
+        assert_eq!(quoted_hash(body.as_bytes()), Some(quoted.as_bytes()));
+        assert_eq!(quoted_hash(b"{\"height\":1}"), None);
+        let short = format!("{{\"block_id\":\"{}\"}}", "a".repeat(63));
+        assert_eq!(quoted_hash(short.as_bytes()), None);
+    }
+
+    #[test]
+    fn body_tags_are_the_digest_in_quotes() {
+        let mut tag = [0u8; BODY_ETAG_LEN];
+        body_etag(b"{}", &mut tag);
+        let digest = blake3::hash(b"{}").to_hex();
+        assert_eq!(
+            tag.as_slice(),
+            format!("\"b3-{}\"", &digest[..32]).as_bytes()
+        );
     }
 }

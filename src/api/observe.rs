@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use prometheus::IntGauge;
+use prometheus::{Histogram, IntCounter, IntGauge};
 use std::convert::Infallible;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
@@ -142,8 +142,13 @@ where
         let id = request_id(&req);
         // Worked out once here; the rate limit reads it from the request.
         let client = super::access::client_addr(&state, &req);
-        req.extensions_mut()
-            .insert(super::access::ClientAddr(client));
+        // Behind trusted proxies the forwarding headers were read for it: the rate limit reads
+        // the answer from the request. Without them the client is the peer, which the rate
+        // limit reads as cheaply as an extension (and an extension costs an allocation).
+        if !state.limiter.trusted_proxies().is_empty() {
+            req.extensions_mut()
+                .insert(super::access::ClientAddr(client));
+        }
         // A clone of a standard method copies no bytes; the log shows the method as sent.
         let method_sent = req.method().clone();
         // Layers added with `Router::layer` run after routing, so the template is known here.
@@ -175,13 +180,7 @@ where
             let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
             let method = method_label(&method_sent);
             let status = res.status();
-            let m = &state.metrics;
-            m.http_requests
-                .with_label_values(&[method, route, status.as_str()])
-                .inc();
-            m.http_duration
-                .with_label_values(&[method, route])
-                .observe(elapsed.as_secs_f64());
+            count(&state.metrics, method, route, status, elapsed);
             tracing::info!(
                 target: "block_manager::http",
                 method = method_sent.as_str(),
@@ -195,6 +194,70 @@ where
             res.headers_mut().insert(X_REQUEST_ID, id);
             Ok(res)
         })
+    }
+}
+
+/// One series of the request counter and the latency histogram, resolved once.
+struct Series {
+    method: &'static str,
+    route: Box<str>,
+    status: StatusCode,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+/// Series a thread keeps resolved: every route with the statuses it answers fits.
+const SERIES_PER_THREAD: usize = 128;
+
+thread_local! {
+    /// This thread's resolved series; looking one up by its labels (hashing them, taking the
+    /// vector's lock) was a noticeable part of a request.
+    static SERIES: std::cell::RefCell<Vec<Series>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Counts a request in `http_requests_total` and its latency in the histogram.
+fn count(
+    m: &crate::metrics::Metrics,
+    method: &'static str,
+    route: &str,
+    status: StatusCode,
+    elapsed: std::time::Duration,
+) {
+    let secs = elapsed.as_secs_f64();
+    let counted = SERIES.with(|cache| {
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            return false;
+        };
+        let at = cache
+            .iter()
+            .position(|s| s.status == status && s.method == method && *s.route == *route);
+        let series = match at {
+            Some(i) => &cache[i],
+            None if cache.len() < SERIES_PER_THREAD => {
+                cache.push(Series {
+                    method,
+                    route: route.into(),
+                    status,
+                    requests: m
+                        .http_requests
+                        .with_label_values(&[method, route, status.as_str()]),
+                    duration: m.http_duration.with_label_values(&[method, route]),
+                });
+                &cache[cache.len() - 1]
+            }
+            None => return false,
+        };
+        series.requests.inc();
+        series.duration.observe(secs);
+        true
+    });
+    if !counted {
+        m.http_requests
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        m.http_duration
+            .with_label_values(&[method, route])
+            .observe(secs);
     }
 }
 

@@ -206,7 +206,7 @@ struct Staged {
     message: String,
     fields: Vec<(&'static str, Value)>,
     /// The lines, one after another.
-    lines: Vec<u8>,
+    lines: String,
     /// Which handlers each line is for, and where it lies in `lines`.
     each: Vec<(u64, std::ops::Range<usize>)>,
     text: String,
@@ -219,7 +219,7 @@ thread_local! {
         message: String::with_capacity(128),
         // Room for the access line's fields without growing.
         fields: Vec::with_capacity(8),
-        lines: Vec::with_capacity(1024),
+        lines: String::with_capacity(1024),
         each: Vec::with_capacity(4),
         text: String::with_capacity(256),
     });
@@ -330,6 +330,7 @@ where
             file: meta.file(),
             line: meta.line(),
             thread: THREAD.with(|t| *t),
+            callsite: std::ptr::from_ref(meta) as usize,
             message,
             fields,
         };
@@ -363,7 +364,7 @@ where
             format.render(&record, if have_text { text } else { "" }, lines);
             each.push((handlers, start..lines.len()));
         }
-        queue.push_each(each, lines);
+        queue.push_each(each, lines.as_bytes());
         LINE.with(|l| {
             if let Ok(mut slot) = l.try_borrow_mut() {
                 *slot = staged;

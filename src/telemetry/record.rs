@@ -120,12 +120,8 @@ impl Value {
                 }
             }
             Value::Text(s) => out.push_str(s),
-            Value::I64(v) => {
-                let _ = write!(out, "{v}");
-            }
-            Value::U64(v) => {
-                let _ = write!(out, "{v}");
-            }
+            Value::I64(v) => push_i64(out, *v),
+            Value::U64(v) => push_u64(out, *v),
             Value::F64(v) => write_f64(out, *v),
             Value::Bool(v) => {
                 let _ = write!(out, "{v}");
@@ -156,20 +152,46 @@ fn write_f64(out: &mut String, v: f64) {
     let n = (v * 1e3).round() as u64;
     // Positive only: `-0.0` prints its sign.
     if v.is_sign_positive() && v < 1e9 && n as f64 / 1e3 == v {
-        let _ = write!(out, "{}", n / 1000);
-        let mut frac = n % 1000;
+        push_u64(out, n / 1000);
+        let frac = n % 1000;
         if frac != 0 {
+            let digits = [frac / 100, frac / 10 % 10, frac % 10].map(|d| b'0' + d as u8);
+            let keep = if !frac.is_multiple_of(10) {
+                3
+            } else if !frac.is_multiple_of(100) {
+                2
+            } else {
+                1
+            };
             out.push('.');
-            let mut digits = 3;
-            while frac.is_multiple_of(10) {
-                frac /= 10;
-                digits -= 1;
-            }
-            let _ = write!(out, "{frac:0digits$}");
+            out.push_str(std::str::from_utf8(&digits[..keep]).unwrap_or_default());
         }
         return;
     }
     let _ = write!(out, "{v}");
+}
+
+/// `v` in decimal, as `Display` writes it, without the formatting machinery (statuses, line
+/// numbers and latencies are in every access line).
+pub(super) fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+}
+
+pub(super) fn push_i64(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    push_u64(out, v.unsigned_abs());
 }
 
 /// One log record, as every formatter sees it.
@@ -184,6 +206,9 @@ pub struct Record<'a> {
     pub file: Option<&'a str>,
     pub line: Option<u32>,
     pub thread: u64,
+    /// The event's callsite (the address of its `'static` metadata), 0 when there is none:
+    /// what a formatter keys the text it keeps per callsite by.
+    pub callsite: usize,
     pub message: &'a str,
     /// The event's fields, then those of its spans not already present.
     pub fields: &'a [(&'static str, Value)],
@@ -225,9 +250,22 @@ pub fn text_message(r: &Record) -> String {
 /// `%(message)s`, appended to `out` (a buffer the caller reuses).
 pub fn write_text_message(r: &Record, out: &mut String) {
     let start = out.len();
-    let get = |k: &str| r.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
-    let access = match ACCESS.map(get) {
-        [Some(m), Some(route), Some(s), Some(l)] if r.message == "request" => {
+    // The access event names its fields in this order: found without a search.
+    let leading =
+        r.fields.len() >= ACCESS.len() && r.fields.iter().zip(ACCESS).all(|((n, _), k)| *n == k);
+    let access = if r.message != "request" {
+        None
+    } else if leading {
+        Some([0, 1, 2, 3].map(|i| &r.fields[i].1))
+    } else {
+        let get = |k: &str| r.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
+        match ACCESS.map(get) {
+            [Some(m), Some(route), Some(s), Some(l)] => Some([m, route, s, l]),
+            _ => None,
+        }
+    };
+    let rest = match access {
+        Some([m, route, s, l]) => {
             for (i, v) in [m, route, s].into_iter().enumerate() {
                 if i > 0 {
                     out.push(' ');
@@ -237,15 +275,19 @@ pub fn write_text_message(r: &Record, out: &mut String) {
             out.push(' ');
             l.write_text(out);
             out.push_str("ms");
-            true
+            if leading {
+                &r.fields[ACCESS.len()..]
+            } else {
+                r.fields
+            }
         }
-        _ => {
+        None => {
             out.push_str(r.message);
-            false
+            r.fields
         }
     };
-    for (k, v) in r.fields {
-        if access && ACCESS.contains(k) {
+    for (k, v) in rest {
+        if access.is_some() && ACCESS.contains(k) {
             continue;
         }
         if out.len() > start {
@@ -264,12 +306,26 @@ mod tests {
     #[test]
     fn latencies_read_as_display_prints_them() {
         for v in [
-            0.0, -0.0, 0.001, 0.01, 0.41, 1.0, 1.5, 12.345, 100.1, 999.999, 1234.5, 0.1234, 1e10,
-            5e-5, -1.5,
+            0.0, -0.0, 0.001, 0.01, 0.05, 0.1, 0.12, 0.102, 3.007, 0.41, 1.0, 1.5, 12.345, 100.1,
+            999.999, 1234.5, 0.1234, 1e10, 5e-5, -1.5,
         ] {
             let mut out = String::new();
             write_f64(&mut out, v);
             assert_eq!(out, v.to_string(), "{v}");
+        }
+    }
+
+    #[test]
+    fn integers_read_as_display_prints_them() {
+        for v in [0, 1, -1, 9, 10, 99, 200, 404, -4711, i64::MAX, i64::MIN] {
+            let mut out = String::new();
+            push_i64(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
+        for v in [0, 7, 1_000_000, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, v);
+            assert_eq!(out, v.to_string());
         }
     }
 
@@ -304,6 +360,7 @@ mod tests {
             file: None,
             line: None,
             thread: 1,
+            callsite: 0,
             message: "request",
             fields: &fields,
         };
@@ -311,5 +368,23 @@ mod tests {
             text_message(&r),
             "GET /api/v1/blocks/latest 200 0.41ms request_id=abc note=\"two words\""
         );
+        // The same fields in another order read the same.
+        let mut shuffled = fields.clone();
+        shuffled.swap(0, 4);
+        shuffled.swap(1, 3);
+        let r = Record {
+            fields: &shuffled,
+            ..r
+        };
+        assert_eq!(
+            text_message(&r),
+            "GET /api/v1/blocks/latest 200 0.41ms request_id=abc note=\"two words\""
+        );
+        // Another message keeps every field as key=value.
+        let r = Record {
+            message: "stored",
+            ..r
+        };
+        assert!(text_message(&r).starts_with("stored request_id=abc latency_ms=0.41 status=200"));
     }
 }

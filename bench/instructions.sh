@@ -7,7 +7,8 @@
 # Each target runs twice under callgrind (FEW, then MANY requests over 4 kept-alive
 # connections); the difference divided by MANY - FEW takes start-up out.
 # Usage: bench/instructions.sh [blocks=2000] [few=1000] [many=5000]
-# BLOCK_MANAGER_BIN and BARE_BIN measure other builds instead of this tree's.
+# BLOCK_MANAGER_BIN and BARE_BIN measure other builds instead of this tree's; CALLGRIND_KEEP=dir
+# keeps the callgrind outputs there (build with symbols to read them with callgrind_annotate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -52,8 +53,20 @@ for b in range(n):
     assert r.status == 201, r.status
 PY
 curl -s "127.0.0.1:$PORT/api/v1/blocks/height/$((N / 2))" -o block.json
-kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 seq 1 "$N" | sed 's|^|/api/v1/blocks/height/|' > height.paths
+python3 - "$PORT" "$N" <<'PY'
+import http.client, json, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port)
+hashes, h = [], 1
+while h <= n:
+    c.request("GET", f"/api/v1/blocks/headers?from={h}&limit=1000")
+    rows = json.loads(c.getresponse().read())["headers"]
+    hashes += [f"/api/v1/blocks/{b['hash']}" for b in rows if b["height"] >= 1]
+    h = rows[-1]["height"] + 1
+open("hash.paths", "w").write("\n".join(hashes) + "\n")
+PY
+kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 echo "/health/live" > live.paths
 
 count() { # name paths requests -> total instructions of one run
@@ -76,16 +89,19 @@ random.seed(7)
 conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
 for i in range(n):
     c = conns[i % 4]
-    c.request("GET", random.choice(paths))
+    # Headers as wrk sends them (bench/ceiling.sh): no Accept-Encoding.
+    c.putrequest("GET", random.choice(paths), skip_accept_encoding=True)
+    c.endheaders()
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY
   # SIGTERM: the service shuts down gracefully, the bare server ends; callgrind writes either way.
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  [ -n "${CALLGRIND_KEEP:-}" ] && mkdir -p "$CALLGRIND_KEEP" && cp "cg.$1.$3" "$CALLGRIND_KEEP/"
   awk '/^(summary|totals):/ {print $2; exit}' "cg.$1.$3"
 }
 printf '%-8s %s\n' target "user instructions per request"
-for t in "bare height.paths" "live live.paths" "height height.paths"; do
+for t in "bare height.paths" "live live.paths" "height height.paths" "hash hash.paths"; do
   set -- $t
   few=$(count "$1" "$2" "$FEW")
   many=$(count "$1" "$2" "$MANY")

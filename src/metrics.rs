@@ -32,6 +32,9 @@ const SYNC_CODES: [&str; 5] = ["SYNC_001", "SYNC_002", "SYNC_003", "SYNC_004", "
 /// Every metric handle. Cheap to share behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
+    /// Tells this set of metrics from any other in the process (tests run several apps in
+    /// one): what per-thread caches of its series are keyed by.
+    id: u64,
     /// HTTP requests by method, route template and status.
     pub http_requests: IntCounterVec,
     /// HTTP latency by method and route template.
@@ -138,6 +141,11 @@ fn opts(name: &str, help: &str) -> Opts {
 
 impl Metrics {
     /// Creates and registers every handle.
+    /// Unique per [`Metrics::new`] in this process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let latency = vec![
@@ -152,7 +160,9 @@ impl Metrics {
                 m
             }};
         }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let m = Metrics {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             http_requests: reg!(IntCounterVec::new(
                 opts(
                     "http_requests_total",

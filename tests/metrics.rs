@@ -90,6 +90,29 @@ async fn exposition_parses_and_every_name_is_prefixed() {
 }
 
 #[tokio::test]
+async fn two_apps_in_one_process_count_their_own_requests() {
+    // One test thread serves both: nothing kept per thread may mix their metrics.
+    let a = spawn_app(|_| {}).await;
+    let b = spawn_app(|_| {}).await;
+    for _ in 0..3 {
+        assert_eq!(a.get("/health/live").await.status(), 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(b.get("/health/live").await.status(), 200);
+    }
+    let live = |m: &Exposition| {
+        m.value(
+            "block_manager_http_requests_total",
+            &[("method", "GET"), ("route", "/health/live"), ("status", "200")],
+        )
+    };
+    assert_eq!(live(&scrape(&a).await), Some(3.0));
+    assert_eq!(live(&scrape(&b).await), Some(5.0));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn http_counters_carry_route_templates_not_raw_ids() {
     let app = spawn_app(|_| {}).await;
     let block = app.create_block("route", 2).await;

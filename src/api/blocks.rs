@@ -121,11 +121,14 @@ fn block_response(is_final: bool, body: Vec<u8>, if_none_match: Option<&HeaderVa
             (&digest_tag, "public, max-age=2")
         }
     };
+    // A header that is not visible ASCII matches nothing, as when it was read as text.
     let matches = if_none_match.is_some_and(|inm| {
-        inm.as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-            .any(|t| t == etag || t == b"*")
+        inm.to_str().is_ok()
+            && inm
+                .as_bytes()
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .any(|t| t == etag || t == b"*")
     });
     // Made before the body moves into the response; both tags are visible ASCII.
     let tag = HeaderValue::from_bytes(etag).ok();

@@ -171,9 +171,9 @@ where
             }
         };
         // Whatever is logged while the request is answered carries its id.
-        let answer = InRequest::new(id.clone(), answer);
+        let answer = InRequest::new(id, answer);
         Box::pin(async move {
-            let res = answer.await;
+            let (res, id) = answer.await;
             let mut res = crate::error::shape(&state.catalog, res).await;
             drop(in_flight);
             let elapsed = started.elapsed();
@@ -199,6 +199,8 @@ where
 
 /// One series of the request counter and the latency histogram, resolved once.
 struct Series {
+    /// [`crate::metrics::Metrics::id`] of the metrics the handles belong to.
+    metrics: u64,
     method: &'static str,
     route: Box<str>,
     status: StatusCode,
@@ -228,13 +230,15 @@ fn count(
         let Ok(mut cache) = cache.try_borrow_mut() else {
             return false;
         };
-        let at = cache
-            .iter()
-            .position(|s| s.status == status && s.method == method && *s.route == *route);
+        let id = m.id();
+        let at = cache.iter().position(|s| {
+            s.status == status && s.method == method && *s.route == *route && s.metrics == id
+        });
         let series = match at {
             Some(i) => &cache[i],
             None if cache.len() < SERIES_PER_THREAD => {
                 cache.push(Series {
+                    metrics: id,
                     method,
                     route: route.into(),
                     status,

@@ -59,17 +59,25 @@ impl Drop for Restore<'_> {
     }
 }
 
+/// The answer, and the request's id handed back with it: the caller needs no copy of the id
+/// of its own (a copy of a made id cost an allocation).
 impl<F: Future> Future for InRequest<F> {
-    type Output = F::Output;
+    type Output = (F::Output, HeaderValue);
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let previous = CURRENT.with(|c| c.replace(this.id.take()));
-        let _restore = Restore {
-            ours: this.id,
-            previous,
+        let polled = {
+            let _restore = Restore {
+                ours: &mut *this.id,
+                previous,
+            };
+            this.inner.poll(cx)
         };
-        this.inner.poll(cx)
+        polled.map(|out| {
+            let id = this.id.take();
+            (out, id.unwrap_or_else(|| HeaderValue::from_static("-")))
+        })
     }
 }
 
@@ -86,15 +94,17 @@ mod tests {
         assert_eq!(current(), None);
         let outer = InRequest::new(HeaderValue::from_static("outer"), async {
             assert_eq!(current().as_deref(), Some("outer"));
-            InRequest::new(HeaderValue::from_static("inner"), async {
+            let ((), id) = InRequest::new(HeaderValue::from_static("inner"), async {
                 assert_eq!(current().as_deref(), Some("inner"));
                 tokio::task::yield_now().await;
                 assert_eq!(current().as_deref(), Some("inner"));
             })
             .await;
+            assert_eq!(id, "inner", "the id comes back with the answer");
             assert_eq!(current().as_deref(), Some("outer"));
+            7
         });
-        outer.await;
+        assert_eq!(outer.await, (7, HeaderValue::from_static("outer")));
         assert_eq!(current(), None);
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut cx = Context::from_waker(std::task::Waker::noop());

@@ -5,7 +5,7 @@
 
 use crate::api::state::AppState;
 use crate::error::ApiError;
-use crate::telemetry::context::InRequest;
+use crate::telemetry::{self, Value, context::InRequest};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +55,15 @@ impl Drop for InFlight {
 
 /// Route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
+
+/// Where the access line is logged: the logger `blockchain.api`, and this module and line for
+/// formats that show them.
+static ACCESS_LINE: telemetry::Site = telemetry::Site {
+    target: "block_manager::http",
+    module_path: Some(module_path!()),
+    file: Some(file!()),
+    line: Some(line!()),
+};
 
 /// The request id header, made once: a name given as text is parsed (and allocated) per use.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -181,16 +190,34 @@ where
             let method = method_label(&method_sent);
             let status = res.status();
             count(&state.metrics, method, route, status, elapsed);
-            tracing::info!(
-                target: "block_manager::http",
-                method = method_sent.as_str(),
-                route,
-                status = status.as_u16(),
-                latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                request_id = id.to_str().unwrap_or("-"),
-                client = &*client_text(client, &mut [0; 15]),
-                "request"
-            );
+            let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+            let request_id = id.to_str().unwrap_or("-");
+            let mut client_buf = [0; 15];
+            let client = client_text(client, &mut client_buf);
+            // The access line, as the `tracing::info!` below writes it, without tracing's
+            // machinery when the subscriber is ours.
+            let written = telemetry::write_info(&ACCESS_LINE, "request", |f| {
+                f.extend([
+                    ("method", Value::Str(method_sent.as_str().into())),
+                    ("route", Value::Str(route.into())),
+                    ("status", Value::U64(status.as_u16().into())),
+                    ("latency_ms", Value::F64(latency_ms)),
+                    ("request_id", Value::Str(request_id.into())),
+                    ("client", Value::Str((*client).into())),
+                ]);
+            });
+            if !written {
+                tracing::info!(
+                    target: ACCESS_LINE.target,
+                    method = method_sent.as_str(),
+                    route,
+                    status = status.as_u16(),
+                    latency_ms,
+                    request_id,
+                    client = &*client,
+                    "request"
+                );
+            }
             res.headers_mut().insert(X_REQUEST_ID, id);
             Ok(res)
         })

@@ -16,6 +16,8 @@ mod rotate;
 mod stats;
 
 pub use check::check;
+pub(crate) use layer::{Site, write_info};
+pub(crate) use record::Value;
 pub use stats::register as register_metrics;
 
 use crate::config::{Config, Handler, LoggingFile, parse_level};

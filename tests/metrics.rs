@@ -103,7 +103,11 @@ async fn two_apps_in_one_process_count_their_own_requests() {
     let live = |m: &Exposition| {
         m.value(
             "block_manager_http_requests_total",
-            &[("method", "GET"), ("route", "/health/live"), ("status", "200")],
+            &[
+                ("method", "GET"),
+                ("route", "/health/live"),
+                ("status", "200"),
+            ],
         )
     };
     assert_eq!(live(&scrape(&a).await), Some(3.0));

@@ -10,8 +10,8 @@ use serde_json::json;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -37,11 +37,6 @@ pub(crate) struct Conn {
     epoch: Instant,
     /// Wakes the connection's task when the tracker sheds it.
     pub(crate) shed: Notify,
-    /// The socket's reader, parked while a request was being served: the end of the request
-    /// wakes it, so the idle deadline is armed even when hyper polled the socket last while
-    /// the request was still busy (otherwise nothing would poll it again until the client
-    /// sent a byte, and an idle connection would live for ever).
-    reader: Mutex<Option<Waker>>,
 }
 
 impl Conn {
@@ -51,7 +46,6 @@ impl Conn {
             state: AtomicU64::new(0),
             epoch,
             shed: Notify::new(),
-            reader: Mutex::new(None),
         };
         c.state.store(word(HEAD, c.now()), Ordering::Release);
         c
@@ -88,18 +82,6 @@ impl Conn {
     /// The response is done with (written, or abandoned).
     pub(crate) fn end_request(&self) {
         self.transition(&[BUSY], IDLE);
-        let parked = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(w) = parked {
-            w.wake();
-        }
-    }
-
-    /// Parks the socket's reader until the request in flight ends; false when it has already
-    /// ended (the caller then looks at the phase again instead of waiting).
-    fn park_reader(&self, waker: &Waker) -> bool {
-        *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(waker.clone());
-        // The request may have ended between the caller's look at the phase and now.
-        self.is_busy()
     }
 
     /// The first bytes of the next request arrived on an idle connection.
@@ -346,23 +328,22 @@ impl AsyncRead for Watched {
         }
         let w = this.conn.state.load(Ordering::Acquire);
         let (phase, since) = split(w);
-        let timeout = match phase {
-            HEAD => this.timeouts.header,
-            IDLE => this.timeouts.idle,
+        let at = match phase {
+            HEAD => this.conn.deadline(since, this.timeouts.header),
+            IDLE => this.conn.deadline(since, this.timeouts.idle),
             SHED => return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
-            // A request is being served: its own timeout applies, not ours. Its end wakes us.
-            _ => {
-                if !this.conn.park_reader(cx.waker()) {
-                    cx.waker().wake_by_ref();
-                }
-                return Poll::Pending;
-            }
+            // A request is being served: its own timeout applies, not ours. The timer stays
+            // armed no later than the idle timeout from now, so when hyper does not read again
+            // after the request ends, the timer's wake-up finds the connection idle and holds
+            // it to the idle deadline. (The end of each request used to wake this reader
+            // instead: a task woken in its own poll, and with it, on an otherwise idle
+            // runtime, another worker thread, once per request.)
+            _ => tokio::time::Instant::now() + this.timeouts.idle,
         };
         // The timer may run early, never late: it is moved only to an earlier deadline, and
         // when it runs out before the deadline of the phase now it is set again. A kept-alive
         // connection thus sets it about once per idle timeout, not once per request (each
         // setting takes the runtime's timer lock).
-        let at = this.conn.deadline(since, timeout);
         if this.armed.is_none_or(|armed| at < armed) {
             this.timer.as_mut().reset(at);
             this.armed = Some(at);
@@ -372,6 +353,11 @@ impl AsyncRead for Watched {
                 this.timer.as_mut().reset(at);
                 this.armed = Some(at);
                 continue;
+            }
+            if phase == BUSY {
+                // Not reached (a busy deadline lies ahead of the timer when it fires), but a
+                // busy connection is never closed here.
+                return Poll::Pending;
             }
             if phase == HEAD {
                 this.timeouts.header_timeouts.inc();

@@ -142,11 +142,16 @@ pub(super) fn with_transactions(height: u64, micros: i64, salt: u64, count: u32)
     let tx_ids: Vec<String> = (0..count)
         .map(|i| format!("tx-{height}-{salt}-{i}"))
         .collect();
-    let body = format!(r#"{{"height":{height},"salt":{salt},"transactions":{tx_ids:?}}}"#);
+    // Opening with its id, as a served document does (the embedded engine's reads by hash
+    // check a hinted height by it).
+    let hash = hash_of(height, salt);
+    let body = format!(
+        r#"{{"block_id":"{hash}","height":{height},"salt":{salt},"transactions":{tx_ids:?}}}"#
+    );
     BlockRecord {
         meta: BlockMeta {
             height,
-            hash: hash_of(height, salt),
+            hash,
             previous_hash: if height == 0 {
                 "0".repeat(64)
             } else {

@@ -223,6 +223,34 @@ impl BodyLog {
         sound_body(index, data, height, data_end).map(|(body, _)| body)
     }
 
+    /// Whether the body the log holds at `height` opens with `prefix` (its leading bytes only,
+    /// unchecked by the CRC: a hint's check, which a full read then confirms).
+    pub(super) fn opens_with(&self, height: u64, prefix: &[u8]) -> bool {
+        let files = &*self.files;
+        if height >= files.trusted.load(Ordering::Acquire) {
+            return false;
+        }
+        let data_end = files.data_end.load(Ordering::Acquire);
+        let maps = files.maps.read().unwrap_or_else(PoisonError::into_inner);
+        let index = Source::new(&files.index, maps.index.as_ref());
+        let data = Source::new(&files.data, maps.data.as_ref());
+        let mut raw = [0u8; ENTRY as usize];
+        if index.read_exact_at(&mut raw, height * ENTRY).is_err() {
+            return false;
+        }
+        let offset = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+        let mut head = [0u8; 128];
+        let Some(head) = head.get_mut(..prefix.len()) else {
+            return false;
+        };
+        let fits = prefix.len() as u64 <= u64::from(len)
+            && offset
+                .checked_add(prefix.len() as u64)
+                .is_some_and(|end| end <= data_end);
+        fits && data.read_exact_at(head, offset).is_ok() && head == prefix
+    }
+
     /// Heights below `first` (where a commit appends) that the log does not hold yet, as many as
     /// one commit should rewrite.
     pub(super) fn gap(&self, first: u64) -> Range<u64> {

@@ -5,7 +5,7 @@
 //! `database` (opening the file, format check, durable transactions), `tables` (table layout
 //! and per-block rows), `listing` (paged listings), `codec` (compact row encodings),
 //! `failure` (error classification), `body_log` (the copy of the bodies that reads by height
-//! are served from), `files` (the names of the files beside the store), `read_only` (the
+//! are served from), `hash_hints` (where reads by hash look first), `files` (the names of the files beside the store), `read_only` (the
 //! offline reader `verify` uses).
 
 mod body_log;
@@ -13,6 +13,7 @@ mod codec;
 mod database;
 mod failure;
 mod files;
+mod hash_hints;
 mod listing;
 mod read_only;
 mod redb_store;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::body_log::BodyLog;
+use super::hash_hints::HashHints;
 use super::database::{connect, initialise, write_in};
 use super::engine::Engine;
 use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle};
@@ -66,6 +67,11 @@ pub struct RedbStore {
     /// Blocks this far below the tip become final as appends raise the tip; `None`: only
     /// [`BlockStore::raise_finality_floor`] raises the floor.
     finality_depth: Option<u64>,
+    /// Where reads by hash look first (checked against the body log; see `hash_hints`).
+    hints: Arc<HashHints>,
+    /// The thread filling `hints` from the hash index after open; joined on drop, so its read
+    /// transaction never outlives the store.
+    hint_fill: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Beginning a read transaction goes through redb's transaction tracker; under a read-heavy
@@ -113,6 +119,18 @@ impl RedbStore {
         let created = initialise(&db).map_err(|f| settle(f, Op::Open, path))?;
         let log = open_log(&db, path).map_err(|f| settle(f, Op::Open, path))?;
         let floor = read_floor(&db).map_err(|f| settle(f, Op::Open, path))?;
+        let hints = Arc::new(HashHints::new());
+        // Without a body log there is nothing to check a hint against: no hints.
+        let hint_fill = log
+            .as_ref()
+            .and_then(|_| db.begin_read().ok())
+            .and_then(|txn| {
+                let hints = Arc::clone(&hints);
+                std::thread::Builder::new()
+                    .name("hash-hints".into())
+                    .spawn(move || fill_hints(&txn, &hints))
+                    .ok()
+            });
         Ok(Self {
             path: path.to_path_buf(),
             cache_bytes,
@@ -128,6 +146,8 @@ impl RedbStore {
             },
             floor: AtomicU64::new(floor),
             finality_depth: None,
+            hints,
+            hint_fill: Mutex::new(hint_fill),
         })
     }
 
@@ -339,6 +359,8 @@ impl RedbStore {
     /// `first`), go to the body log.
     fn log_committed(&self, repaired: &Repaired, blocks: &[BlockRecord]) {
         let Some(log) = &self.log else { return };
+        self.hints
+            .insert(blocks.iter().map(|b| (b.meta.hash.as_str(), b.meta.height)));
         let mut bodies: Vec<&[u8]> = repaired.bodies.iter().map(Vec::as_slice).collect();
         if repaired.closes_gap {
             bodies.extend(blocks.iter().map(|b| b.body.as_slice()));
@@ -432,6 +454,17 @@ impl Engine for RedbStore {
     }
 
     fn height_of_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
+        if hash.len() == 64
+            && let (Some(log), Some(height)) = (&self.log, self.hints.get(hash))
+        {
+            // The body stored there opens with its own id: `{"block_id":"<hash>"`.
+            let mut id = [0u8; 13 + 64];
+            id[..13].copy_from_slice(b"{\"block_id\":\"");
+            id[13..].copy_from_slice(hash.as_bytes());
+            if log.opens_with(height, &id) {
+                return Ok(Some(height));
+            }
+        }
         let hashes = self.hash_index()?;
         let get = || -> Outcome<Option<u64>> { Ok(hashes.get(hash)?.map(|v| v.value())) };
         get().map_err(|e| self.settle(e, Op::Read))
@@ -799,8 +832,41 @@ impl RedbStore {
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
+        self.hints.stop.store(true, Ordering::Relaxed);
+        let fill = self
+            .hint_fill
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(fill) = fill {
+            let _ = fill.join();
+        }
         self.settle_log();
     }
+}
+
+/// Hints every hash of the index as `txn` sees it, a thousand at a time, until the store
+/// closes. A hash committed meanwhile is hinted by its commit (and if this puts an older
+/// block of the same leading bits over it, its reads ask redb, as before).
+fn fill_hints(txn: &redb::ReadTransaction, hints: &HashHints) {
+    use redb::ReadableTable;
+    let Ok(table) = txn.open_table(tables::HASH_INDEX) else {
+        return;
+    };
+    let Ok(rows) = table.iter() else { return };
+    let mut batch: Vec<(String, u64)> = Vec::with_capacity(1024);
+    for row in rows {
+        if hints.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok((hash, height)) = row else { return };
+        batch.push((hash.value().to_owned(), height.value()));
+        if batch.len() == batch.capacity() {
+            hints.insert(batch.iter().map(|(h, n)| (h.as_str(), *n)));
+            batch.clear();
+        }
+    }
+    hints.insert(batch.iter().map(|(h, n)| (h.as_str(), *n)));
 }
 
 /// The body log's gap below a commit, read inside it, for [`RedbStore::log_committed`].

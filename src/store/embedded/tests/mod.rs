@@ -186,6 +186,62 @@ fn store_files_and_their_folder_are_private_to_the_service_user() {
     }
 }
 
+/// Blocks whose hashes spread over the hints' slots (the conformance chain's hashes all
+/// share their leading bits), each body opening with its id as a served document does.
+fn spread_blocks(from: u64, to: u64, salt: u64) -> Vec<crate::store::BlockRecord> {
+    let mut chain = blocks(from, to);
+    for b in &mut chain {
+        let hash = blake3::hash(format!("{}-{salt}", b.meta.height).as_bytes())
+            .to_hex()
+            .to_string();
+        b.body = format!(r#"{{"block_id":"{hash}","height":{}}}"#, b.meta.height).into_bytes();
+        b.meta.hash = hash;
+        b.tx_ids = vec![format!("t-{}-{salt}", b.meta.height)];
+        b.meta.transaction_count = 1;
+    }
+    chain
+}
+
+#[test]
+fn lookups_by_hash_follow_appends_rollbacks_and_reopens_through_the_hints() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let genesis = blocks(0, 1);
+    store.append(&genesis).unwrap();
+    let chain = spread_blocks(1, 400, 0);
+    store.append(&chain).unwrap();
+    for b in &chain {
+        assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), Some(b.meta.height));
+    }
+    store.rollback_above(200).unwrap();
+    let fork = spread_blocks(201, 300, 1);
+    store.append(&fork).unwrap();
+    for b in &chain {
+        let want = (b.meta.height <= 200).then_some(b.meta.height);
+        assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), want);
+    }
+    for b in &fork {
+        assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), Some(b.meta.height));
+    }
+    // Reopened, the hints are filled again in the background; answers are the same meanwhile
+    // and after.
+    drop(store);
+    let store = open(&dir);
+    for _ in 0..2 {
+        for b in &chain {
+            let want = (b.meta.height <= 200).then_some(b.meta.height);
+            assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), want);
+        }
+        for b in &fork {
+            assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), Some(b.meta.height));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The fill's read transaction does not outlive the store: it opens again at once.
+    drop(store);
+    let _again = open(&dir);
+}
+
 #[test]
 fn a_lookup_by_hash_sees_every_write_after_an_earlier_lookup() {
     // The hash index is kept open with the shared snapshot: each write must retire it.

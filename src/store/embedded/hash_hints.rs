@@ -1,5 +1,6 @@
 //! Where to look first for a block by its hash: a table in memory from the leading 32 bits of
-//! each stored block's hash to its height (8 bytes a slot, at most half the slots in use).
+//! each stored block's hash to its height (8 bytes a slot, at most half the slots in use until
+//! the table reaches its largest size, 16 MiB).
 //!
 //! Only a hint. A height it names is taken only once the body the log holds there is seen to
 //! carry the hash asked for; a miss, a hint the body contradicts (a rollback replaced the block,
@@ -17,8 +18,17 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-/// Slots of a new table; it doubles whenever it would be more than half full.
+/// Slots of a new table; it doubles whenever it would be more than half full, up to
+/// [`MAX_SLOTS`].
 const FIRST_SLOTS: usize = 1 << 12;
+
+/// The most slots a table grows to: 16 MiB, hints for about a million blocks. Past that a new
+/// hint whose neighbourhood is full takes the place of an older one there (the newest blocks,
+/// the ones most asked for, stay hinted; the others are read through redb as before).
+const MAX_SLOTS: usize = 1 << 21;
+
+/// Slots looked at from a prefix's own, by lookups and by inserts.
+const PROBES: usize = 16;
 
 /// Heights from here on are not hinted (a slot keeps height + 1 in 32 bits).
 const MAX_HEIGHT: u64 = u32::MAX as u64 - 1;
@@ -42,13 +52,13 @@ impl Table {
         self.slots.len() - 1
     }
 
-    /// Puts `entry` in the slot of its prefix (replacing a hint of the same prefix), or the
-    /// next empty one.
+    /// Puts `entry` in the first of its prefix's [`PROBES`] slots that is empty or hints the
+    /// same prefix; when there is none, over the prefix's own slot.
     fn put(&self, entry: u64) {
         let prefix = entry >> 32;
-        let mut at = prefix as usize & self.mask();
-        loop {
-            let slot = &self.slots[at];
+        let home = prefix as usize & self.mask();
+        for i in 0..PROBES {
+            let slot = &self.slots[(home + i) & self.mask()];
             let old = slot.load(Ordering::Relaxed);
             if old == 0 || old >> 32 == prefix {
                 slot.store(entry, Ordering::Release);
@@ -57,23 +67,23 @@ impl Table {
                 }
                 return;
             }
-            at = (at + 1) & self.mask();
         }
+        self.slots[home].store(entry, Ordering::Release);
     }
 
     fn get(&self, prefix: u32) -> Option<u64> {
         let prefix = u64::from(prefix);
-        let mut at = prefix as usize & self.mask();
-        loop {
-            let entry = self.slots[at].load(Ordering::Acquire);
+        let home = prefix as usize & self.mask();
+        for i in 0..PROBES {
+            let entry = self.slots[(home + i) & self.mask()].load(Ordering::Acquire);
             if entry == 0 {
                 return None;
             }
             if entry >> 32 == prefix {
                 return Some((entry & 0xffff_ffff) - 1);
             }
-            at = (at + 1) & self.mask();
         }
+        None
     }
 }
 
@@ -122,7 +132,8 @@ impl HashHints {
             match &*cached {
                 Some((id, g, table)) if *id == self.id && *g == generation => table.get(prefix),
                 _ => {
-                    let table = Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner));
+                    let table =
+                        Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner));
                     let found = table.get(prefix);
                     *cached = Some((self.id, generation, table));
                     found
@@ -139,7 +150,9 @@ impl HashHints {
             let Some(prefix) = prefix(hash).filter(|_| height <= MAX_HEIGHT) else {
                 continue;
             };
-            if (table.used.load(Ordering::Relaxed) as usize + 1) * 2 > table.slots.len() {
+            if (table.used.load(Ordering::Relaxed) as usize + 1) * 2 > table.slots.len()
+                && table.slots.len() < MAX_SLOTS
+            {
                 table = self.grow(&table);
             }
             table.put(u64::from(prefix) << 32 | (height + 1));
@@ -192,15 +205,37 @@ mod tests {
         }
         let mut wrong = 0;
         for (h, hash) in hashes.iter().enumerate() {
-            // Two of these hashes may share their leading 32 bits: the later one is hinted.
-            if hints.get(hash) != Some(h as u64) {
-                wrong += 1;
+            // Two hashes may share their leading 32 bits (the later one is hinted), and a hint
+            // gives way to a newer one in a crowded neighbourhood: those read through redb.
+            match hints.get(hash) {
+                Some(at) if at == h as u64 => {}
+                Some(other) => assert!(hash[..8] == hashes[other as usize][..8], "{h}"),
+                None => wrong += 1,
             }
         }
-        assert!(wrong <= 2, "{wrong} hashes not hinted at their height");
-        assert!(hints.slots() >= 40_000 && hints.slots() <= 65_536, "{}", hints.slots());
+        assert!(wrong <= hashes.len() / 200, "{wrong} hashes not hinted");
+        assert!(
+            hints.slots() >= 40_000 && hints.slots() <= 65_536,
+            "{}",
+            hints.slots()
+        );
         assert_eq!(hints.get(&hash(99_999_999)), None);
         assert_eq!(hints.get("not hex at all"), None);
+    }
+
+    #[test]
+    fn a_full_neighbourhood_gives_its_home_slot_to_the_newest_hint() {
+        let table = Table::new(64);
+        // Twenty prefixes with the same home slot: the window holds sixteen.
+        for i in 0..20u64 {
+            table.put(((i << 6) << 32) | (i + 1));
+        }
+        assert_eq!(table.get(19 << 6), Some(19), "the newest is hinted");
+        assert_eq!(table.get(0), None, "the oldest home occupant gave way");
+        for i in 1..16u64 {
+            assert_eq!(table.get((i << 6) as u32), Some(i));
+        }
+        assert_eq!(table.get(17 << 6), None);
     }
 
     #[test]

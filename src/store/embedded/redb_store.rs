@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::body_log::BodyLog;
-use super::hash_hints::HashHints;
 use super::database::{connect, initialise, write_in};
 use super::engine::Engine;
 use super::failure::{Fault, Op, Outcome, classify, io_error, is_latched, settle};
 use super::files::probe_path;
+use super::hash_hints::HashHints;
 use super::listing;
 use super::tables::{self, WriteTables};
 use super::writes::{Change, HeldChain, Staged, WriteTxn};

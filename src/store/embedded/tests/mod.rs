@@ -211,7 +211,10 @@ fn lookups_by_hash_follow_appends_rollbacks_and_reopens_through_the_hints() {
     let chain = spread_blocks(1, 400, 0);
     store.append(&chain).unwrap();
     for b in &chain {
-        assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), Some(b.meta.height));
+        assert_eq!(
+            store.height_of_hash(&b.meta.hash).unwrap(),
+            Some(b.meta.height)
+        );
     }
     store.rollback_above(200).unwrap();
     let fork = spread_blocks(201, 300, 1);
@@ -221,7 +224,10 @@ fn lookups_by_hash_follow_appends_rollbacks_and_reopens_through_the_hints() {
         assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), want);
     }
     for b in &fork {
-        assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), Some(b.meta.height));
+        assert_eq!(
+            store.height_of_hash(&b.meta.hash).unwrap(),
+            Some(b.meta.height)
+        );
     }
     // Reopened, the hints are filled again in the background; answers are the same meanwhile
     // and after.
@@ -233,7 +239,10 @@ fn lookups_by_hash_follow_appends_rollbacks_and_reopens_through_the_hints() {
             assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), want);
         }
         for b in &fork {
-            assert_eq!(store.height_of_hash(&b.meta.hash).unwrap(), Some(b.meta.height));
+            assert_eq!(
+                store.height_of_hash(&b.meta.hash).unwrap(),
+                Some(b.meta.height)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,6 +1,6 @@
 //! Where to look first for a block by its hash: a table in memory from the leading 32 bits of
 //! each stored block's hash to its height (8 bytes a slot, at most half the slots in use until
-//! the table reaches its largest size, 16 MiB).
+//! the table reaches its largest size, 4 MiB).
 //!
 //! Only a hint. A height it names is taken only once the body the log holds there is seen to
 //! carry the hash asked for; a miss, a hint the body contradicts (a rollback replaced the block,
@@ -22,10 +22,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 /// [`MAX_SLOTS`].
 const FIRST_SLOTS: usize = 1 << 12;
 
-/// The most slots a table grows to: 16 MiB, hints for about a million blocks. Past that a new
-/// hint whose neighbourhood is full takes the place of an older one there (the newest blocks,
-/// the ones most asked for, stay hinted; the others are read through redb as before).
-const MAX_SLOTS: usize = 1 << 21;
+/// The most slots a table grows to: 4 MiB, every block hinted up to about 260,000 of them
+/// (the hosts are small). Past that a new hint whose neighbourhood is full takes the place of
+/// an older one there: the newest blocks, the ones most asked for, stay hinted, and the others
+/// are read through redb as before.
+const MAX_SLOTS: usize = 1 << 19;
 
 /// Slots looked at from a prefix's own, by lookups and by inserts.
 const PROBES: usize = 16;
@@ -221,6 +222,26 @@ mod tests {
         );
         assert_eq!(hints.get(&hash(99_999_999)), None);
         assert_eq!(hints.get("not hex at all"), None);
+    }
+
+    #[test]
+    fn the_table_stops_growing_at_its_largest_size_and_keeps_the_newest_hints() {
+        let hints = HashHints::new();
+        let n = MAX_SLOTS as u64; // twice what the largest table holds half full
+        let hashes: Vec<String> = (0..n).map(hash).collect();
+        for chunk in hashes.chunks(65_536).enumerate() {
+            let (i, batch) = chunk;
+            hints.insert(
+                batch
+                    .iter()
+                    .enumerate()
+                    .map(|(j, h)| (h.as_str(), (i * 65_536 + j) as u64)),
+            );
+        }
+        assert_eq!(hints.slots(), MAX_SLOTS);
+        let newest = &hashes[hashes.len() - 1_000..];
+        let hinted = newest.iter().filter(|h| hints.get(h).is_some()).count();
+        assert!(hinted >= 990, "{hinted} of the newest 1,000 hinted");
     }
 
     #[test]

@@ -212,6 +212,33 @@ impl BodyLog {
     /// The body at `height`, when the log holds a sound copy of it; `None` sends the caller to
     /// redb.
     pub(super) fn get(&self, height: u64) -> Option<Vec<u8>> {
+        self.read_at(height, |index, data, data_end| {
+            sound_body(index, data, height, data_end).map(|(body, _)| body)
+        })
+    }
+
+    /// Whether the body the log holds at `height` opens with `prefix` (its leading bytes only,
+    /// unchecked by the CRC: a hint's check, which a full read then confirms).
+    pub(super) fn opens_with(&self, height: u64, prefix: &[u8]) -> bool {
+        self.read_at(height, |index, data, data_end| {
+            let (offset, len, _) = entry(index, height)?;
+            let mut head = [0u8; 128];
+            let head = head.get_mut(..prefix.len())?;
+            let end = offset.checked_add(prefix.len() as u64)?;
+            (prefix.len() as u64 <= u64::from(len) && end <= data_end).then_some(())?;
+            data.read_exact_at(head, offset).ok()?;
+            (head == prefix).then_some(())
+        })
+        .is_some()
+    }
+
+    /// `f` over the log's two files (through their maps where mapped) and the written end of the
+    /// data, when the log holds a trusted copy at `height`.
+    fn read_at<R>(
+        &self,
+        height: u64,
+        f: impl FnOnce(Source<'_>, Source<'_>, u64) -> Option<R>,
+    ) -> Option<R> {
         let files = &*self.files;
         if height >= files.trusted.load(Ordering::Acquire) {
             return None;
@@ -220,35 +247,7 @@ impl BodyLog {
         let maps = files.maps.read().unwrap_or_else(PoisonError::into_inner);
         let index = Source::new(&files.index, maps.index.as_ref());
         let data = Source::new(&files.data, maps.data.as_ref());
-        sound_body(index, data, height, data_end).map(|(body, _)| body)
-    }
-
-    /// Whether the body the log holds at `height` opens with `prefix` (its leading bytes only,
-    /// unchecked by the CRC: a hint's check, which a full read then confirms).
-    pub(super) fn opens_with(&self, height: u64, prefix: &[u8]) -> bool {
-        let files = &*self.files;
-        if height >= files.trusted.load(Ordering::Acquire) {
-            return false;
-        }
-        let data_end = files.data_end.load(Ordering::Acquire);
-        let maps = files.maps.read().unwrap_or_else(PoisonError::into_inner);
-        let index = Source::new(&files.index, maps.index.as_ref());
-        let data = Source::new(&files.data, maps.data.as_ref());
-        let mut raw = [0u8; ENTRY as usize];
-        if index.read_exact_at(&mut raw, height * ENTRY).is_err() {
-            return false;
-        }
-        let offset = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
-        let mut head = [0u8; 128];
-        let Some(head) = head.get_mut(..prefix.len()) else {
-            return false;
-        };
-        let fits = prefix.len() as u64 <= u64::from(len)
-            && offset
-                .checked_add(prefix.len() as u64)
-                .is_some_and(|end| end <= data_end);
-        fits && data.read_exact_at(head, offset).is_ok() && head == prefix
+        f(index, data, data_end)
     }
 
     /// Heights below `first` (where a commit appends) that the log does not hold yet, as many as
@@ -536,6 +535,16 @@ impl<'a> Source<'a> {
     }
 }
 
+/// The index entry at `height`: the body's offset in the data file, its length and its CRC.
+fn entry(index: Source<'_>, height: u64) -> Option<(u64, u32, u32)> {
+    let mut raw = [0u8; ENTRY as usize];
+    index.read_exact_at(&mut raw, height * ENTRY).ok()?;
+    let offset = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
+    let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(raw[12..].try_into().expect("4 bytes"));
+    Some((offset, len, crc))
+}
+
 /// The body at `height` and where it ends in the data file, when its entry is sound: it ends
 /// inside the first `data_end` bytes and its checksum matches.
 fn sound_body(
@@ -544,11 +553,7 @@ fn sound_body(
     height: u64,
     data_end: u64,
 ) -> Option<(Vec<u8>, u64)> {
-    let mut raw = [0u8; ENTRY as usize];
-    index.read_exact_at(&mut raw, height * ENTRY).ok()?;
-    let offset = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
-    let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(raw[12..].try_into().expect("4 bytes"));
+    let (offset, len, crc) = entry(index, height)?;
     // A damaged offset may overflow
     let end = offset
         .checked_add(u64::from(len))

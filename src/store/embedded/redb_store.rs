@@ -830,6 +830,21 @@ impl RedbStore {
     }
 }
 
+impl RedbStore {
+    /// Waits until the hash hints are filled from the index.
+    #[cfg(test)]
+    pub(super) fn wait_for_hints(&self) {
+        let fill = self
+            .hint_fill
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(fill) = fill {
+            fill.join().expect("the hint fill does not panic");
+        }
+    }
+}
+
 impl Drop for RedbStore {
     fn drop(&mut self) {
         self.hints.stop.store(true, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 use super::request::{IfNoneMatch, JsonText, Params, bad_param};
 use super::{access, invalid, off_runtime, store_error, write_error};
 use crate::api::state::AppState;
+use crate::chain::model::DOCUMENT_ID_PREFIX;
 use crate::chain::{self, ChainView, Flags};
 use crate::error::ApiError;
 use crate::ledger::Submitted;
@@ -93,15 +94,12 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     res
 }
 
-/// The leading `"block_id":"<hash>"` of a stored document.
-const ID_PREFIX: &[u8] = b"{\"block_id\":\"";
-
 /// The hash of a stored document with the quotes around it in the document (`"<hash>"`),
 /// which is the entity tag of a final block.
 fn quoted_hash(body: &[u8]) -> Option<&[u8]> {
-    let start = ID_PREFIX.len() - 1;
+    let start = DOCUMENT_ID_PREFIX.len() - 1;
     let quoted = body.get(start..start + 66)?;
-    (body.starts_with(ID_PREFIX) && quoted[65] == b'"').then_some(quoted)
+    (body.starts_with(DOCUMENT_ID_PREFIX) && quoted[65] == b'"').then_some(quoted)
 }
 
 /// A stored block with caching headers. A block at or below the store's finality floor never

@@ -221,6 +221,10 @@ impl Block {
     }
 }
 
+/// How every served (and stored) block document opens: its first field is `block_id`, the
+/// block's hash, so readers find the hash at a fixed offset.
+pub const DOCUMENT_ID_PREFIX: &[u8] = b"{\"block_id\":\"";
+
 /// Served block document; field order is the wire contract.
 #[derive(Serialize)]
 struct ServedBlock<'a> {

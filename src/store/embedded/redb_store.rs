@@ -32,6 +32,7 @@ use super::{
     BlockMeta, BlockRecord, ChainInfo, DEFAULT_NETWORK, Order, Position, Rollback, StoreError,
     Totals, codec, floor_for_tip,
 };
+use crate::chain::model::DOCUMENT_ID_PREFIX;
 
 /// How the store's file was opened; worth a log line at start-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -458,9 +459,10 @@ impl Engine for RedbStore {
             && let (Some(log), Some(height)) = (&self.log, self.hints.get(hash))
         {
             // The body stored there opens with its own id: `{"block_id":"<hash>"`.
-            let mut id = [0u8; 13 + 64];
-            id[..13].copy_from_slice(b"{\"block_id\":\"");
-            id[13..].copy_from_slice(hash.as_bytes());
+            const OPEN: usize = DOCUMENT_ID_PREFIX.len();
+            let mut id = [0u8; OPEN + 64];
+            id[..OPEN].copy_from_slice(DOCUMENT_ID_PREFIX);
+            id[OPEN..].copy_from_slice(hash.as_bytes());
             if log.opens_with(height, &id) {
                 return Ok(Some(height));
             }
@@ -831,31 +833,29 @@ impl RedbStore {
 }
 
 impl RedbStore {
-    /// Waits until the hash hints are filled from the index.
-    #[cfg(test)]
-    pub(super) fn wait_for_hints(&self) {
+    /// Waits until the background fill of the hash hints has ended (filled, or stopped).
+    fn join_hint_fill(&self) {
         let fill = self
             .hint_fill
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(fill) = fill {
-            fill.join().expect("the hint fill does not panic");
+            let _ = fill.join();
         }
+    }
+
+    /// Waits until the hash hints are filled from the index.
+    #[cfg(test)]
+    pub(super) fn wait_for_hints(&self) {
+        self.join_hint_fill();
     }
 }
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
         self.hints.stop.store(true, Ordering::Relaxed);
-        let fill = self
-            .hint_fill
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(fill) = fill {
-            let _ = fill.join();
-        }
+        self.join_hint_fill();
         self.settle_log();
     }
 }
